@@ -1,0 +1,108 @@
+"""The language-model protocol: one interface for everything that assigns probabilities to ids.
+
+n-gram models, feed-forward/RNN/transformer LMs, kNN-LM mixtures and remote models all
+subclass ``LanguageModel``; perplexity, sampling and every decoding strategy are written
+once against it. The full contract is in ``docs/protocol.md``; in short:
+
+* ``vocab_size`` and special ids (``bos_id``, ``eos_id``, ``pad_id``, ``unk_id``);
+* ``initial_state(batch_size)`` — the state before any token (empty KV cache, zero RNN
+  hidden state, empty n-gram history);
+* ``next_logprobs(tokens, state) -> (logprobs, state)`` — feed ``tokens`` [B, T] (T ≥ 1)
+  after what ``state`` has seen; return log p(next | everything so far) as [B, V] and the
+  new state. Implementations may update ``state`` in place: always use the returned one;
+* ``select_state(state, index)`` — keep/reorder/duplicate batch rows (beam search, n samples);
+* ``score(ids)`` — log p(ids[:, t] | ids[:, :t]) for t = 1 … T-1 as [B, T-1]. The default
+  here feeds one token at a time through ``next_logprobs``; models override it for speed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from .core.errors import ModelError
+
+State = Any
+
+
+class LanguageModel(ABC):
+    """Base class of every lmlab language model (see the module docstring)."""
+
+    bos_id: int | None = None
+    eos_id: int | None = None
+    pad_id: int | None = None
+    unk_id: int | None = None
+    #: the longest context the model can condition on; None when unbounded (n-gram, RNN)
+    context_length: int | None = None
+    #: False for scores that are not probabilities (stupid backoff): perplexity is then flagged
+    normalized: bool = True
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Size of the output distribution."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where input ids must live; count models work on the CPU."""
+        return torch.device("cpu")
+
+    @abstractmethod
+    def initial_state(self, batch_size: int) -> State:
+        """The state of ``batch_size`` empty contexts."""
+
+    @abstractmethod
+    def next_logprobs(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Consume ``tokens`` [B, T] and return (log-probabilities [B, V] of the next token, state)."""
+
+    @abstractmethod
+    def select_state(self, state: State, index: torch.Tensor) -> State:
+        """A state whose row i is row ``index[i]`` of ``state`` (for beams and sample fan-out)."""
+
+    def score(self, ids: torch.Tensor) -> torch.Tensor:
+        """Per-token log-probabilities [B, T-1] of ``ids[:, 1:]`` given their prefixes.
+
+        Rows may be right-padded with any valid id: a causal model's scores before the
+        padding do not depend on it, so callers simply ignore the padded positions.
+        """
+        ids = as_id_tensor(ids, self.vocab_size, self.device)
+        batch, length = ids.shape
+        if length < 2:
+            return torch.zeros(batch, 0)
+        logprobs, state = self.next_logprobs(ids[:, :1], self.initial_state(batch))
+        out = torch.empty(batch, length - 1, dtype=logprobs.dtype, device=logprobs.device)
+        for t in range(1, length):
+            out[:, t - 1] = logprobs.gather(1, ids[:, t:t + 1]).squeeze(1)
+            if t < length - 1:
+                logprobs, state = self.next_logprobs(ids[:, t:t + 1], state)
+        return out
+
+
+def as_id_tensor(ids: Any, vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Turn a list / 1-D / 2-D array of ids into a [B, T] long tensor, checking the id range."""
+    t = torch.as_tensor(ids, dtype=torch.long, device=device)
+    if t.dim() == 1:
+        t = t.unsqueeze(0)
+    if t.dim() != 2:
+        raise ModelError(f"token ids must be a [batch, length] array, got shape {tuple(t.shape)}")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= vocab_size):
+        bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
+        raise ModelError(f"token id {bad} is outside the model's vocabulary (size {vocab_size})",
+                         "the ids come from a tokenizer that does not belong to this model")
+    return t
+
+
+def check_tokenizer(lm: LanguageModel, tokenizer: Any) -> None:
+    """Raise ModelError unless ``tokenizer`` can feed ``lm`` (same vocabulary size and special ids)."""
+    if tokenizer.vocab_size != lm.vocab_size:
+        raise ModelError(
+            f"the model and the tokenizer do not belong together: the model has {lm.vocab_size} "
+            f"outputs, the tokenizer {tokenizer.vocab_size} ids",
+            "use the tokenizer saved with the model (omit --tokenizer to use the model directory's)")
+    for role in ("bos_id", "eos_id", "unk_id"):
+        mine, theirs = getattr(lm, role), getattr(tokenizer, role)
+        if mine is not None and theirs is not None and mine != theirs:
+            raise ModelError(f"the model and the tokenizer disagree on {role[:-3]} (model {mine}, tokenizer {theirs})",
+                             "use the tokenizer saved with the model")

@@ -1,0 +1,60 @@
+"""lmlab.tokenizers: the text ⇄ ids boundary (protocol, trainers, tokenizer.json I/O).
+
+``load(name_or_path)`` reads a ``tokenizer.json`` file, a model directory holding one, or
+a registered name. New tokenizer model types register a reader in ``READERS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from ..core.errors import InputError, ModelError
+from ..core.registry import Registry
+from .base import TOKENIZER_FILE, Tokenizer, TrainableTokenizer
+from .wordlevel import WordLevelTokenizer, split_words
+
+#: tokenizer.json ``model.type`` → reader of the whole JSON object
+READERS: dict[str, Callable[[dict], Tokenizer]] = {"WordLevel": WordLevelTokenizer.from_hf_json}
+
+#: built-in names → zero-argument loaders (e.g. tokenizers shipped inside model packages)
+NAMED: Registry[Callable[[], Tokenizer]] = Registry("tokenizer")
+
+
+def from_hf_json(data: dict) -> Tokenizer:
+    """Build a tokenizer from a parsed ``tokenizer.json`` object."""
+    model_type = (data.get("model") or {}).get("type")
+    reader = READERS.get(model_type)
+    if reader is None:
+        raise ModelError(f"tokenizer.json model type {model_type!r} is not supported",
+                         f"supported: {', '.join(sorted(READERS))}")
+    return reader(data)
+
+
+def load(name_or_path: str | os.PathLike) -> Tokenizer:
+    """Load a tokenizer from a ``tokenizer.json``, a directory holding one, or a built-in name."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / TOKENIZER_FILE
+        if not path.exists():
+            raise InputError(f"no {TOKENIZER_FILE} in directory {path.parent}",
+                             "pass the tokenizer.json file or a model directory that has one")
+    if not path.exists():
+        if str(name_or_path) in NAMED:
+            return NAMED.get(str(name_or_path))()
+        raise InputError(f"tokenizer not found: {name_or_path}",
+                         f"pass a tokenizer.json path, a model directory, or one of: "
+                         f"{', '.join(NAMED) or '(no built-in names yet)'}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is not a valid tokenizer.json ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} is not a valid tokenizer.json (top level is not an object)")
+    return from_hf_json(data)
+
+
+__all__ = ["NAMED", "READERS", "TOKENIZER_FILE", "Tokenizer", "TrainableTokenizer",
+           "WordLevelTokenizer", "from_hf_json", "load", "split_words"]

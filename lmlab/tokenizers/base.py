@@ -1,0 +1,164 @@
+"""The tokenizer protocol: the only place where text becomes ids and ids become text.
+
+Every tokenizer has a vocabulary, special tokens by role (``unk``, ``bos``, ``eos``,
+``pad``), ``encode``/``decode`` and their batch forms, and saves itself as a Hugging Face
+``tokenizer.json`` so files move both ways between lmlab and the ecosystem. Special-token
+strings found in the input text become their single ids (as in HF ``tokenizers``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ..core.errors import ModelError
+from ..core.io import write_json
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class Tokenizer(ABC):
+    """Base class of all lmlab tokenizers (see the module docstring for the contract)."""
+
+    #: role → token string, e.g. {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"}
+    special_tokens: dict[str, str]
+
+    # --- vocabulary -------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids, special tokens included."""
+
+    @abstractmethod
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a vocabulary entry, or None when it is not in the vocabulary."""
+
+    @abstractmethod
+    def id_to_token(self, id: int) -> str:
+        """The vocabulary entry of an id."""
+
+    def _role_id(self, role: str) -> int | None:
+        token = self.special_tokens.get(role)
+        return None if token is None else self.token_to_id(token)
+
+    @property
+    def unk_id(self) -> int | None:
+        return self._role_id("unk")
+
+    @property
+    def bos_id(self) -> int | None:
+        return self._role_id("bos")
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._role_id("eos")
+
+    @property
+    def pad_id(self) -> int | None:
+        return self._role_id("pad")
+
+    @property
+    def special_ids(self) -> set[int]:
+        return {i for i in (self.token_to_id(t) for t in self.special_tokens.values()) if i is not None}
+
+    # --- text <-> ids -------------------------------------------------------------------
+    @abstractmethod
+    def _encode_text(self, text: str) -> list[int]:
+        """Encode ordinary text (no special tokens inside it)."""
+
+    @abstractmethod
+    def _decode_ids(self, ids: Sequence[int]) -> str:
+        """Decode ids that may include special tokens (already filtered if asked)."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Text → ids. ``add_special_tokens`` wraps the result in BOS … EOS where defined."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode() takes a str, not {type(text).__name__}")
+        ids: list[int] = []
+        for segment, special_id in self._split_special(text):
+            if special_id is not None:
+                ids.append(special_id)
+            elif segment:
+                ids.extend(self._encode_text(segment))
+        if add_special_tokens:
+            ids = self._wrap(ids)
+        return ids
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Ids → text, optionally dropping special tokens."""
+        ids = [int(i) for i in ids]
+        for i in ids:
+            if not 0 <= i < self.vocab_size:
+                raise ModelError(f"token id {i} is outside the vocabulary (size {self.vocab_size})",
+                                 "the ids were probably produced with another tokenizer")
+        if skip_special_tokens:
+            special = self.special_ids
+            ids = [i for i in ids if i not in special]
+        return self._decode_ids(ids)
+
+    def encode_batch(self, texts: Iterable[str], add_special_tokens: bool = False) -> list[list[int]]:
+        return [self.encode(t, add_special_tokens) for t in texts]
+
+    def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = False) -> list[str]:
+        return [self.decode(ids, skip_special_tokens) for ids in batch]
+
+    def _wrap(self, ids: list[int]) -> list[int]:
+        bos, eos = self.bos_id, self.eos_id
+        return ([bos] if bos is not None else []) + ids + ([eos] if eos is not None else [])
+
+    def _split_special(self, text: str) -> list[tuple[str, int | None]]:
+        """Cut ``text`` around occurrences of special-token strings (longest match first)."""
+        pattern = self._special_pattern()
+        if pattern is None:
+            return [(text, None)]
+        out: list[tuple[str, int | None]] = []
+        pos = 0
+        for m in pattern.finditer(text):
+            if m.start() > pos:
+                out.append((text[pos:m.start()], None))
+            out.append((m.group(), self.token_to_id(m.group())))
+            pos = m.end()
+        if pos < len(text):
+            out.append((text[pos:], None))
+        return out
+
+    def _special_pattern(self) -> re.Pattern | None:
+        cached = self.__dict__.get("_special_re")
+        if cached is not None and cached[0] == self.vocab_size:
+            return cached[1]
+        tokens = sorted({t for t in self.special_tokens.values() if self.token_to_id(t) is not None},
+                        key=lambda t: (-len(t), t))
+        pattern = re.compile("|".join(re.escape(t) for t in tokens)) if tokens else None
+        self.__dict__["_special_re"] = (self.vocab_size, pattern)
+        return pattern
+
+    # --- files --------------------------------------------------------------------------
+    @abstractmethod
+    def to_hf_json(self) -> dict:
+        """The tokenizer as a Hugging Face ``tokenizer.json`` object."""
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``tokenizer.json`` (atomically) to ``path``, or into ``path`` if it is a directory."""
+        p = Path(path)
+        if p.is_dir() or p.suffix != ".json":
+            p = p / TOKENIZER_FILE
+        write_json(p, self.to_hf_json())
+        return p
+
+    def fingerprint(self) -> str:
+        """A short hash of the tokenizer's full definition, to tell tokenizers apart."""
+        blob = json.dumps(self.to_hf_json(), sort_keys=True, ensure_ascii=False).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class TrainableTokenizer(Tokenizer):
+    """A tokenizer whose vocabulary is learned from a corpus with ``train(texts)``."""
+
+    @abstractmethod
+    def train(self, texts: Iterable[str]) -> TrainableTokenizer:
+        """Learn the vocabulary from an iterable of documents; returns self."""

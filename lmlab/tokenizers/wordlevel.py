@@ -1,0 +1,164 @@
+"""Word-level and character-level tokenizers: a counted vocabulary with ``<unk>`` for the rest.
+
+Both are the Hugging Face ``WordLevel`` model; they differ only in how text is split
+(Unicode whitespace for words, one code point per token for characters) and how ids are
+joined back (a space between words, nothing between characters).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from ..core.errors import DataError, ModelError
+from ..core.progress import progress
+from ..core.validate import check_choice, check_number
+from .base import TrainableTokenizer
+
+DEFAULT_SPECIALS = {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"}
+LEVELS = ("word", "char")
+
+# Unicode White_Space, as HF tokenizers' WhitespaceSplit (Rust char::is_whitespace) defines it;
+# Python's str.split() would also split on \x1c-\x1f, which are not whitespace there.
+_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_WORD_RE = re.compile(f"[^{_WHITESPACE}]+")
+_CHAR_SPLIT_PATTERN = r"[\s\S]"
+
+
+def split_words(text: str) -> list[str]:
+    """Split on runs of Unicode whitespace (HF ``WhitespaceSplit``)."""
+    return _WORD_RE.findall(text)
+
+
+class WordLevelTokenizer(TrainableTokenizer):
+    """A vocabulary of whole words (``level="word"``) or characters (``level="char"``).
+
+    ``train`` keeps tokens seen at least ``min_count`` times, at most ``max_size`` of them
+    (most frequent first, ties by code point order), after the special tokens, which take
+    the first ids in the order unk, bos, eos, pad.
+    """
+
+    def __init__(self, level: str = "word", *, min_count: int = 1, max_size: int | None = None,
+                 special_tokens: dict[str, str] | None = None, vocab: Sequence[str] | None = None) -> None:
+        self.level = check_choice("level", level, LEVELS)
+        self.min_count = int(check_number("min_count", min_count, low=1, integer=True))
+        self.max_size = None if max_size is None else int(check_number("max_size", max_size, low=1, integer=True))
+        self.special_tokens = dict(DEFAULT_SPECIALS if special_tokens is None else special_tokens)
+        if "unk" not in self.special_tokens:
+            raise ModelError("a word-level tokenizer needs an 'unk' special token")
+        self._set_vocab(list(vocab) if vocab is not None else list(dict.fromkeys(self.special_tokens.values())))
+
+    def _set_vocab(self, vocab: list[str]) -> None:
+        if len(set(vocab)) != len(vocab):
+            raise ModelError("the vocabulary has duplicate entries")
+        self.vocab = vocab
+        self.ids = {tok: i for i, tok in enumerate(vocab)}
+        self._unk = self.ids[self.special_tokens["unk"]]
+
+    # --- protocol -----------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.ids.get(token)
+
+    def id_to_token(self, id: int) -> str:
+        return self.vocab[id]
+
+    def pieces(self, text: str) -> list[str]:
+        """The units this tokenizer maps to ids: words or characters."""
+        return split_words(text) if self.level == "word" else list(text)
+
+    def _encode_text(self, text: str) -> list[int]:
+        ids, unk = self.ids, self._unk
+        return [ids.get(p, unk) for p in self.pieces(text)]
+
+    def _decode_ids(self, ids: Sequence[int]) -> str:
+        sep = " " if self.level == "word" else ""
+        return sep.join(self.vocab[i] for i in ids)
+
+    def train(self, texts: Iterable[str]) -> WordLevelTokenizer:
+        counts: Counter[str] = Counter()
+        for doc in progress(texts, desc=f"counting {self.level}s", unit="doc"):
+            counts.update(self.pieces(doc))
+        specials = list(dict.fromkeys(self.special_tokens.values()))
+        kept = sorted((t for t, c in counts.items() if c >= self.min_count and t not in specials),
+                      key=lambda t: (-counts[t], t))
+        if self.max_size is not None:
+            kept = kept[: max(0, self.max_size - len(specials))]
+        if not kept:
+            raise DataError(f"no {self.level} occurs at least min_count={self.min_count} times",
+                            "lower --min-count or use a larger corpus")
+        self._set_vocab(specials + kept)
+        return self
+
+    # --- tokenizer.json -------------------------------------------------------------------
+    def to_hf_json(self) -> dict:
+        sp = self.special_tokens
+        added = [{"id": self.ids[t], "content": t, "single_word": False, "lstrip": False,
+                  "rstrip": False, "normalized": False, "special": True}
+                 for t in dict.fromkeys(sp.values())]
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": added,
+            "normalizer": None,
+            "pre_tokenizer": ({"type": "WhitespaceSplit"} if self.level == "word" else
+                              {"type": "Split", "pattern": {"Regex": _CHAR_SPLIT_PATTERN},
+                               "behavior": "Isolated", "invert": False}),
+            "post_processor": _bos_eos_template(sp.get("bos"), sp.get("eos"), self.ids),
+            "decoder": None if self.level == "word" else {"type": "Fuse"},
+            "model": {"type": "WordLevel", "vocab": dict(self.ids), "unk_token": sp["unk"]},
+        }
+
+    @classmethod
+    def from_hf_json(cls, data: dict) -> WordLevelTokenizer:
+        model = data.get("model") or {}
+        vocab_map = model.get("vocab")
+        if model.get("type") != "WordLevel" or not isinstance(vocab_map, dict):
+            raise ModelError("not a WordLevel tokenizer.json")
+        pre = data.get("pre_tokenizer") or {}
+        if pre.get("type") == "WhitespaceSplit":
+            level = "word"
+        elif pre.get("type") == "Split" and (pre.get("pattern") or {}).get("Regex") == _CHAR_SPLIT_PATTERN:
+            level = "char"
+        else:
+            raise ModelError(f"WordLevel tokenizer with pre-tokenizer {pre.get('type')!r} is not supported",
+                             "lmlab reads WhitespaceSplit (words) and per-character Split")
+        vocab = [None] * len(vocab_map)
+        for tok, i in vocab_map.items():
+            if not isinstance(i, int) or not 0 <= i < len(vocab) or vocab[i] is not None:
+                raise ModelError("tokenizer.json vocabulary ids are not 0..N-1 without gaps")
+            vocab[i] = tok
+        return cls(level, special_tokens=_special_roles(data, model.get("unk_token")), vocab=vocab)
+
+
+def _bos_eos_template(bos: str | None, eos: str | None, ids: dict[str, int]) -> dict | None:
+    if bos is None and eos is None:
+        return None
+    single = ([{"SpecialToken": {"id": bos, "type_id": 0}}] if bos else []) + \
+        [{"Sequence": {"id": "A", "type_id": 0}}] + \
+        ([{"SpecialToken": {"id": eos, "type_id": 0}}] if eos else [])
+    pair = single + [{"Sequence": {"id": "B", "type_id": 1}}] + \
+        ([{"SpecialToken": {"id": eos, "type_id": 1}}] if eos else [])
+    special = {t: {"id": t, "ids": [ids[t]], "tokens": [t]} for t in (bos, eos) if t}
+    return {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special}
+
+
+def _special_roles(data: dict, unk: str | None) -> dict[str, str]:
+    """Special roles read back from tokenizer.json: unk from the model, bos/eos from the
+    post-processor template (before/after the sequence), pad from the added tokens."""
+    roles = {"unk": unk} if unk else {}
+    post = data.get("post_processor") or {}
+    single = post.get("single") or []
+    seq_at = next((i for i, p in enumerate(single) if "Sequence" in p), None)
+    for i, p in enumerate(single):
+        if "SpecialToken" in p and seq_at is not None:
+            roles.setdefault("bos" if i < seq_at else "eos", p["SpecialToken"]["id"])
+    for t in data.get("added_tokens") or []:
+        if t.get("content") in ("<pad>", "[PAD]"):
+            roles.setdefault("pad", t["content"])
+    return roles
