@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 # layer of each top-level module or package; lower layers may not import higher ones
 LAYERS = {
     "core": 0,
-    "tokenizers": 1, "data": 1,
+    "tokenizers": 1, "data": 1, "analysis": 1, "formats": 1,
     "lm": 2, "ngram": 2, "models": 2, "embeddings": 2,
     "train": 3, "peft": 3, "align": 3,
     "generate": 4, "kvcache": 4, "quant": 4,

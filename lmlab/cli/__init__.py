@@ -1,19 +1,22 @@
 """The ``lmlab`` command line: a thin layer that parses arguments and calls the library.
 
-Each verb lives in its own module with a ``register(subparsers)`` function; add new verbs
-to ``VERBS``. Errors print one line (``lmlab: error: …``) and exit 1; ``--debug`` shows the
-traceback.
+Each verb lives in its own module of this package with a ``register(subparsers)``
+function; modules are found automatically (a new verb is a new file). Errors print one line
+(``lmlab: error: …``) and exit 1; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 import traceback
 
-#: modules under lmlab.cli that register a verb
-VERBS = ["data", "eval", "generate", "quickstart"]
+
+def verb_modules() -> list[str]:
+    """Modules of this package that register a verb (every module but ``common``)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "common" and not m.name.startswith("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmlab", description="lmlab — a language-model laboratory.")
     parser.add_argument("--version", action="version", version=f"lmlab {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for name in VERBS:
+    for name in verb_modules():
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
 from .common import (
     add_common,
@@ -24,6 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_corpus_options(ppl)
     add_common(ppl)
     ppl.set_defaults(func=run_perplexity)
+    # other CLI modules add their own metrics under `lmlab eval` by defining register_eval(verbs)
+    from . import verb_modules
+
+    for name in verb_modules():
+        if name != "eval":
+            module = importlib.import_module(f"{__package__}.{name}")
+            if hasattr(module, "register_eval"):
+                module.register_eval(verbs)
 
 
 def run_perplexity(args: argparse.Namespace) -> int:
