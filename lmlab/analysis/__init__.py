@@ -1,0 +1,1 @@
+"""lmlab.analysis: text analysis shared by evaluation and retrieval (stemming, stop words, tokenisation)."""

@@ -1,0 +1,1 @@
+"""lmlab.formats: readers and writers of model file formats (GGUF)."""
