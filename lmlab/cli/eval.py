@@ -1,4 +1,4 @@
-"""``lmlab eval``: evaluate language models (perplexity, cross-entropy, bits per byte)."""
+"""``lmlab eval``: evaluate language models and their outputs (perplexity, BLEU, chrF, ROUGE, ...)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_corpus_options(ppl)
     add_common(ppl)
     ppl.set_defaults(func=run_perplexity)
+    register_generation_metrics(verbs)
+    register_calibration(verbs)
     # other CLI modules add their own metrics under `lmlab eval` by defining register_eval(verbs)
     from . import verb_modules
 
@@ -54,4 +56,189 @@ def run_perplexity(args: argparse.Namespace) -> int:
              f"bits/char     {score.bits_per_char:.4f}\n"
              f"<unk> rate    {score.oov_rate:.2%}")
     emit(args, result, human)
+    return 0
+
+
+# --- generation metrics: hypotheses and references, one segment per line ------------------------
+def _add_hyp_ref(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hyp", required=True, help="system outputs, one segment per line")
+    p.add_argument("--ref", required=True, action="append",
+                   help="references, one segment per line (repeat --ref for several references)")
+    p.add_argument("--lowercase", action="store_true", help="compare lowercased text")
+
+
+def register_generation_metrics(verbs: argparse._SubParsersAction) -> None:
+    from ..eval.bleu import SMOOTH_DEFAULTS, TOKENIZERS
+
+    bleu = verbs.add_parser("bleu", help="corpus BLEU as sacrebleu computes it")
+    _add_hyp_ref(bleu)
+    bleu.add_argument("--tokenize", default="13a", choices=TOKENIZERS, help="tokenisation (default 13a)")
+    bleu.add_argument("--smooth-method", default="exp", choices=list(SMOOTH_DEFAULTS), help="default exp")
+    bleu.add_argument("--smooth-value", type=float, default=None, help="for floor (0.1) and add-k (1)")
+    bleu.add_argument("--effective-order", action="store_true", help="average only the n-gram orders present")
+    add_common(bleu)
+    bleu.set_defaults(func=run_bleu)
+    chrf = verbs.add_parser("chrf", help="chrF / chrF++ as sacrebleu computes it")
+    _add_hyp_ref(chrf)
+    chrf.add_argument("--char-order", type=int, default=6, help="character n-gram order (default 6)")
+    chrf.add_argument("--word-order", type=int, default=0, help="word n-gram order: 2 for chrF++ (default 0)")
+    chrf.add_argument("--beta", type=float, default=2, help="recall weight (default 2)")
+    chrf.add_argument("--whitespace", action="store_true", help="keep whitespace in character n-grams")
+    add_common(chrf)
+    chrf.set_defaults(func=run_chrf)
+    rouge = verbs.add_parser("rouge", help="ROUGE-1/2/L/Lsum as rouge-score computes them")
+    _add_hyp_ref(rouge)
+    rouge.add_argument("--stem", action="store_true", help="Porter-stem words of more than 3 letters")
+    add_common(rouge)
+    rouge.set_defaults(func=run_rouge)
+
+
+def _read_segments(args: argparse.Namespace) -> tuple[list[str], list[list[str]]]:
+    from ..core.errors import InputError
+    from ..data.corpus import text_file
+
+    hyps = list(text_file(args.hyp, keep_blank=True))
+    refs = [list(text_file(r, keep_blank=True)) for r in args.ref]
+    for path, stream in zip(args.ref, refs, strict=True):
+        if len(stream) != len(hyps):
+            raise InputError(f"{path} has {len(stream)} lines but {args.hyp} has {len(hyps)}",
+                             "give one segment per line in every file, in the same order")
+    if args.lowercase:
+        hyps, refs = [h.lower() for h in hyps], [[r.lower() for r in s] for s in refs]
+    return hyps, refs
+
+
+def run_bleu(args: argparse.Namespace) -> int:
+    from ..eval.bleu import corpus_bleu
+
+    hyps, refs = _read_segments(args)
+    score = corpus_bleu(hyps, refs, tokenize=args.tokenize, smooth_method=args.smooth_method,
+                        smooth_value=args.smooth_value, use_effective_order=args.effective_order,
+                        lowercase=args.lowercase)
+    emit(args, score.as_dict(), str(score))
+    return 0
+
+
+def run_chrf(args: argparse.Namespace) -> int:
+    from ..core.validate import check_number
+    from ..eval.chrf import corpus_chrf
+
+    check_number("--char-order", args.char_order, low=1, integer=True)
+    check_number("--word-order", args.word_order, low=0, integer=True)
+    check_number("--beta", args.beta, low=0, low_inclusive=False)
+    hyps, refs = _read_segments(args)
+    score = corpus_chrf(hyps, refs, char_order=args.char_order, word_order=args.word_order, beta=args.beta,
+                        lowercase=args.lowercase, whitespace=args.whitespace)
+    emit(args, score.as_dict(), str(score))
+    return 0
+
+
+def run_rouge(args: argparse.Namespace) -> int:
+    from ..eval.rouge import corpus_rouge
+
+    hyps, refs = _read_segments(args)
+    result = corpus_rouge(hyps, refs, stem=args.stem)
+    human = "\n".join(f"{k:10s} {result[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
+    emit(args, {**result, "segments": len(hyps)}, f"{human}\n{result['signature']}")
+    return 0
+
+
+# --- calibration -------------------------------------------------------------------------------
+def register_calibration(verbs: argparse._SubParsersAction) -> None:
+    cal = verbs.add_parser("calibration", help="ECE, MCE, Brier score, reliability diagram, temperature scaling")
+    cal.add_argument("--predictions", required=True,
+                     help='JSONL: {"logits"|"probs": [...], "label": k} or {"confidence": c, "correct": 0/1}')
+    cal.add_argument("--heldout", help="held-out predictions (with logits or probs) to fit a temperature on")
+    cal.add_argument("--bins", type=int, default=15, help="number of bins (default 15)")
+    cal.add_argument("--strategy", default="width", choices=["width", "mass"], help="equal-width or equal-mass bins")
+    cal.add_argument("--plot", help="save a reliability diagram to this PNG")
+    add_common(cal)
+    cal.set_defaults(func=run_calibration)
+
+
+def _prediction_arrays(path: str) -> dict:
+    """Logits (log-probabilities stand in for them), labels, confidences and correctness."""
+    import numpy as np
+
+    from ..core.errors import DataError
+    from ..eval.calibration import confidences_from_probs, softmax
+    from ..eval.records import read_jsonl
+
+    records = read_jsonl(path)
+    if not records:
+        raise DataError(f"{path} has no predictions")
+    if all("confidence" in r and "correct" in r for r in records):
+        return {"confidence": np.array([float(r["confidence"]) for r in records]),
+                "correct": np.array([float(bool(r["correct"])) for r in records])}
+    key = "logits" if all("logits" in r for r in records) else "probs"
+    if not all(key in r and "label" in r for r in records):
+        raise DataError(f"{path}: every record needs 'logits' or 'probs' and 'label', or 'confidence' and 'correct'")
+    widths = {len(r[key]) for r in records}
+    if len(widths) != 1:
+        raise DataError(f"{path}: records have different numbers of classes {sorted(widths)}",
+                        "give every record the same classes")
+    values = np.array([r[key] for r in records], dtype=np.float64)
+    labels = np.array([int(r["label"]) for r in records])
+    if labels.min() < 0 or labels.max() >= values.shape[1]:
+        raise DataError(f"{path}: a label is outside 0..{values.shape[1] - 1}")
+    logits = values if key == "logits" else np.log(np.clip(values, 1e-300, None))
+    probs = softmax(logits)
+    conf, hit = confidences_from_probs(probs, labels)
+    return {"logits": logits, "labels": labels, "probs": probs, "confidence": conf, "correct": hit}
+
+
+def run_calibration(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
+    from ..core.validate import check_number
+    from ..eval.calibration import (
+        brier_score,
+        confidences_from_probs,
+        expected_calibration_error,
+        fit_temperature,
+        maximum_calibration_error,
+        nll,
+        reliability_diagram,
+        softmax,
+    )
+
+    check_number("--bins", args.bins, low=1, integer=True)
+    data = _prediction_arrays(args.predictions)
+    conf, hit = data["confidence"], data["correct"]
+
+    def metrics(conf, hit, probs=None, logits=None, temperature=1.0) -> dict:
+        out = {"ece": expected_calibration_error(conf, hit, args.bins, args.strategy),
+               "mce": maximum_calibration_error(conf, hit, args.bins, args.strategy),
+               "accuracy": float(hit.mean())}
+        if probs is not None:
+            out["brier"] = brier_score(probs, data["labels"])
+            out["nll"] = nll(logits, data["labels"], temperature)
+        return out
+
+    result = {"predictions": args.predictions, "n": int(conf.size), "bins": args.bins, "strategy": args.strategy,
+              **metrics(conf, hit, data.get("probs"), data.get("logits"))}
+    if args.heldout:
+        if "logits" not in data:
+            raise ConfigError("temperature scaling needs logits or probabilities in --predictions",
+                              "write 'logits' (or 'probs') and 'label' per record")
+        held = _prediction_arrays(args.heldout)
+        if "logits" not in held:
+            raise ConfigError("--heldout needs logits or probabilities per record")
+        t = fit_temperature(held["logits"], held["labels"])
+        probs = softmax(data["logits"], t)
+        conf, hit = confidences_from_probs(probs, data["labels"])
+        result["temperature"] = t
+        result["scaled"] = metrics(conf, hit, probs, data["logits"], t)
+    if args.plot:
+        result["plot"] = reliability_diagram(conf, hit, args.plot, n_bins=args.bins, strategy=args.strategy,
+                                             title="after temperature scaling" if args.heldout else "Reliability diagram")
+    lines = [f"predictions  {result['n']} ({args.strategy} bins: {args.bins})",
+             f"accuracy     {result['accuracy']:.4f}", f"ECE          {result['ece']:.4f}", f"MCE          {result['mce']:.4f}"]
+    if "brier" in result:
+        lines += [f"Brier        {result['brier']:.4f}", f"NLL          {result['nll']:.4f}"]
+    if "scaled" in result:
+        s = result["scaled"]
+        lines.append(f"temperature  {result['temperature']:.4f} → ECE {s['ece']:.4f}, NLL {s['nll']:.4f}")
+    if args.plot:
+        lines.append(f"diagram      {args.plot}")
+    emit(args, result, "\n".join(lines))
     return 0

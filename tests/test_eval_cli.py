@@ -1,0 +1,88 @@
+"""``lmlab eval`` verbs as a user meets them: --json output and one clear line for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lmlab.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def segments(tmp_path):
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_text("the cat sat on the mat\n\nthe dogs are running\n", encoding="utf-8")
+    ref = tmp_path / "ref.txt"
+    ref.write_text("the cat sat on a mat\nsomething\na dog runs\n", encoding="utf-8")
+    ref2 = tmp_path / "ref2.txt"
+    ref2.write_text("a cat sat on the mat\nnothing\nthe dogs run\n", encoding="utf-8")
+    return str(hyp), str(ref), str(ref2)
+
+
+def test_bleu_and_chrf_json(capsys, segments):
+    from lmlab.eval.bleu import corpus_bleu
+    from lmlab.eval.chrf import corpus_chrf
+
+    hyp, ref, ref2 = segments
+    hyps = open(hyp, encoding="utf-8").read().splitlines()
+    refs = [open(p, encoding="utf-8").read().splitlines() for p in (ref, ref2)]
+    code, out, _ = run(capsys, "eval", "bleu", "--hyp", hyp, "--ref", ref, "--ref", ref2, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["score"] == pytest.approx(corpus_bleu(hyps, refs).score)
+    assert result["signature"].startswith("nrefs:2|case:mixed|eff:no|tok:13a|smooth:exp")
+    code, out, _ = run(capsys, "eval", "chrf", "--hyp", hyp, "--ref", ref, "--word-order", "2", "--json")
+    result = json.loads(out)
+    assert result["score"] == pytest.approx(corpus_chrf(hyps, refs[:1], word_order=2).score)
+    assert "nw:2" in result["signature"]
+
+
+def test_rouge_json_has_mean_f_measures(capsys, segments):
+    from lmlab.eval.rouge import rouge_scores
+
+    hyp, ref, _ = segments
+    code, out, _ = run(capsys, "eval", "rouge", "--hyp", hyp, "--ref", ref, "--stem", "--json")
+    result = json.loads(out)
+    pairs = zip(open(ref).read().splitlines(), open(hyp).read().splitlines(), strict=True)
+    expected = np.mean([rouge_scores(r, h, stem=True)["rougeL"].fmeasure for r, h in pairs])
+    assert code == 0 and result["rougeL"] == pytest.approx(expected)
+    assert {"rouge1", "rouge2", "rougeLsum", "signature"} <= set(result)
+
+
+def test_mismatched_line_counts_is_one_clear_error(capsys, segments, tmp_path):
+    hyp, _, _ = segments
+    short = tmp_path / "short.txt"
+    short.write_text("one line\n")
+    code, out, err = run(capsys, "eval", "bleu", "--hyp", hyp, "--ref", str(short))
+    assert code == 1 and out == "" and "has 1 lines" in err and "Traceback" not in err
+    code, _, err = run(capsys, "eval", "bleu", "--hyp", str(tmp_path / "missing.txt"), "--ref", str(short))
+    assert code == 1 and "file not found" in err
+
+
+def test_calibration_json_with_temperature_and_plot(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("pred", "held"):
+        z = rng.normal(0, 2, (300, 3))
+        y = [int(rng.choice(3, p=np.exp(a) / np.exp(a).sum())) for a in z]
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"logits": (4 * a).tolist(), "label": k}) + "\n" for a, k in zip(z, y, strict=True)))
+    plot = tmp_path / "rel.png"
+    code, out, _ = run(capsys, "eval", "calibration", "--predictions", str(tmp_path / "pred.jsonl"),
+                       "--heldout", str(tmp_path / "held.jsonl"), "--plot", str(plot), "--json")
+    result = json.loads(out)
+    assert code == 0 and result["n"] == 300 and result["temperature"] > 2
+    assert result["scaled"]["nll"] < result["nll"] and result["scaled"]["accuracy"] == result["accuracy"]
+    assert plot.exists()
+    (tmp_path / "cc.jsonl").write_text('{"confidence": 0.9, "correct": true}\n{"confidence": 0.9, "correct": false}\n')
+    code, out, _ = run(capsys, "eval", "calibration", "--predictions", str(tmp_path / "cc.jsonl"), "--json")
+    assert json.loads(out)["ece"] == pytest.approx(0.4)
+    (tmp_path / "bad.jsonl").write_text('{"logits": [1, 2], "label": 5}\n')
+    code, _, err = run(capsys, "eval", "calibration", "--predictions", str(tmp_path / "bad.jsonl"))
+    assert code == 1 and "outside" in err
