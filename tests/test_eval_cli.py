@@ -86,3 +86,18 @@ def test_calibration_json_with_temperature_and_plot(capsys, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"logits": [1, 2], "label": 5}\n')
     code, _, err = run(capsys, "eval", "calibration", "--predictions", str(tmp_path / "bad.jsonl"))
     assert code == 1 and "outside" in err
+
+
+def test_passk_json(capsys, tmp_path):
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text(json.dumps({"task_id": "p0", "prompt": "def sq(x):\n", "entry_point": "sq",
+                                    "test": "def check(f):\n    assert f(3) == 9\n"}) + "\n")
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": "p0", "completion": c}) + "\n"
+                               for c in ("    return x * x\n", "    return x + x\n")))
+    code, out, _ = run(capsys, "eval", "passk", "--samples", str(samples), "--problems", str(problems),
+                       "--k", "1,2", "--timeout", "2", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["pass@1"] == pytest.approx(0.5) and result["pass@2"] == 1.0
+    code, _, err = run(capsys, "eval", "passk", "--samples", str(samples), "--problems", str(problems), "--k", "x")
+    assert code == 1 and "--k" in err

@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ppl.set_defaults(func=run_perplexity)
     register_generation_metrics(verbs)
     register_calibration(verbs)
+    register_passk(verbs)
     # other CLI modules add their own metrics under `lmlab eval` by defining register_eval(verbs)
     from . import verb_modules
 
@@ -240,5 +241,49 @@ def run_calibration(args: argparse.Namespace) -> int:
         lines.append(f"temperature  {result['temperature']:.4f} → ECE {s['ece']:.4f}, NLL {s['nll']:.4f}")
     if args.plot:
         lines.append(f"diagram      {args.plot}")
+    emit(args, result, "\n".join(lines))
+    return 0
+
+
+# --- pass@k ---------------------------------------------------------------------------------------
+def register_passk(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("passk", help="unbiased pass@k by running generated Python in a sandbox")
+    p.add_argument("--samples", required=True, help='JSONL of {"task_id": ..., "completion": ...}')
+    p.add_argument("--problems", required=True,
+                   help='JSONL of HumanEval-format problems {"task_id", "prompt", "test", "entry_point"}')
+    p.add_argument("--k", default="1,10,100", help="comma-separated k values (default 1,10,100)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per sample (default 5)")
+    p.add_argument("--memory-mb", type=int, default=512, help="address-space limit per sample (default 512)")
+    add_common(p)
+    p.set_defaults(func=run_passk)
+
+
+def _int_list(option: str, text: str) -> list[int]:
+    from ..core.errors import ConfigError
+
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{option} needs positive integers, got {text!r}")
+    return values
+
+
+def run_passk(args: argparse.Namespace) -> int:
+    from ..core.errors import DataError
+    from ..eval.passk import evaluate_samples
+    from ..eval.records import read_jsonl
+
+    ks = _int_list("--k", args.k)
+    problems = {}
+    for record in read_jsonl(args.problems):
+        if "task_id" not in record or "test" not in record:
+            raise DataError(f"{args.problems}: a problem lacks 'task_id' or 'test'")
+        problems[record["task_id"]] = record
+    result = evaluate_samples(read_jsonl(args.samples), problems, ks, timeout=args.timeout, memory_mb=args.memory_mb)
+    result["settings"] = {"timeout": args.timeout, "memory_mb": args.memory_mb, "k": ks}
+    lines = [f"{k:8s} {v:.4f}" for k, v in result.items() if k.startswith("pass@")]
+    lines.append(f"problems {result['problems']}, samples {result['samples']}, outcomes {result['statuses']}")
     emit(args, result, "\n".join(lines))
     return 0
