@@ -101,3 +101,19 @@ def test_passk_json(capsys, tmp_path):
     assert code == 0 and result["pass@1"] == pytest.approx(0.5) and result["pass@2"] == 1.0
     code, _, err = run(capsys, "eval", "passk", "--samples", str(samples), "--problems", str(problems), "--k", "x")
     assert code == 1 and "--k" in err
+
+
+def test_task_json_with_a_spec_file(capsys, tmp_path):
+    (tmp_path / "train.txt").write_text("the cat sat\nthe dog ran\nthe cat ran\n")
+    (tmp_path / "items.jsonl").write_text(json.dumps({"q": "the", "choices": ["cat", "zebra"], "gold": 0}) + "\n")
+    (tmp_path / "task.json").write_text(json.dumps({"name": "mini", "type": "multiple_choice", "data": "items.jsonl",
+                                                     "prompt": "{q}"}))
+    code, out, _ = run(capsys, "eval", "task", "--model", "unigram", "--train", str(tmp_path / "train.txt"),
+                       "--tasks", str(tmp_path / "task.json"), "--output", str(tmp_path / "res.json"), "--json")
+    result = json.loads(out)
+    assert code == 0 and result["results"]["mini"]["acc"] == 1.0 and result["config"]["mini"]["prompt"] == "{q}"
+    saved = json.loads((tmp_path / "res.json").read_text())
+    assert saved["items"]["mini"][0]["label"] == 0 and len(saved["items"]["mini"][0]["logits"]) == 2
+    code, _, err = run(capsys, "eval", "task", "--model", "unigram", "--train", str(tmp_path / "train.txt"),
+                       "--tasks", "no_such_task")
+    assert code == 1 and "no built-in task" in err

@@ -12,6 +12,7 @@ from .common import (
     emit,
     model_from_args,
     open_corpus_arg,
+    table,
 )
 
 
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_generation_metrics(verbs)
     register_calibration(verbs)
     register_passk(verbs)
+    register_task(verbs)
     # other CLI modules add their own metrics under `lmlab eval` by defining register_eval(verbs)
     from . import verb_modules
 
@@ -286,4 +288,56 @@ def run_passk(args: argparse.Namespace) -> int:
     lines = [f"{k:8s} {v:.4f}" for k, v in result.items() if k.startswith("pass@")]
     lines.append(f"problems {result['problems']}, samples {result['samples']}, outcomes {result['statuses']}")
     emit(args, result, "\n".join(lines))
+    return 0
+
+
+# --- benchmark tasks ----------------------------------------------------------------------------------
+def register_task(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("task", help="benchmark tasks: ARC, GSM8K, SST-2, LAMBADA-style, or a task spec")
+    add_model_options(p)
+    p.add_argument("--tasks", required=True,
+                   help="comma-separated: arc_easy, arc_challenge, gsm8k, sst2, lambada, or task spec .json files")
+    p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples per prompt (task default)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N items of each task")
+    p.add_argument("--corpus", help="corpus for the lambada task (a file or NAME:SPLIT)")
+    p.add_argument("--min-words", type=int, default=None, help="lambada: shortest passage in words (default 10)")
+    p.add_argument("--batch-size", type=int, default=16, help="log-likelihood requests per batch")
+    p.add_argument("--cache", help="JSON file caching log-likelihoods between runs (per model)")
+    p.add_argument("--seed", type=int, default=1234, help="few-shot sampling seed (default 1234)")
+    p.add_argument("--output", help="also write the full results (with per-item records) to this JSON file")
+    add_corpus_options(p)
+    add_common(p)
+    p.set_defaults(func=run_task)
+
+
+def run_task(args: argparse.Namespace) -> int:
+    from ..core.io import write_json
+    from ..core.validate import check_number
+    from ..eval.harness import aggregate, evaluate_task
+    from ..eval.requests import RequestRunner
+    from ..eval.tasks import load_task
+
+    check_number("--batch-size", args.batch_size, low=1, integer=True)
+    if args.limit is not None:
+        check_number("--limit", args.limit, low=1, integer=True)
+    if args.num_fewshot is not None:
+        check_number("--num-fewshot", args.num_fewshot, low=0, integer=True)
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    tasks = [load_task(n, num_fewshot=args.num_fewshot, corpus=args.corpus, min_words=args.min_words) for n in names]
+    lm, tokenizer, desc = model_from_args(args)
+    runner = RequestRunner(lm, tokenizer, batch_size=args.batch_size, cache_path=args.cache, model_id=desc)
+    results = [evaluate_task(t, runner, limit=args.limit, seed=args.seed) for t in tasks]
+    summary = {"model": desc, "results": {r["task"]: {"n": r["n"], **r["metrics"]} for r in results},
+               "aggregate": aggregate(results), "requests": dict(runner.calls),
+               "config": {r["task"]: r["config"] for r in results}}
+    if args.output:
+        write_json(args.output, {**summary, "items": {r["task"]: r["items"] for r in results}})
+    rows = []
+    for r in results:
+        for name, value in r["metrics"].items():
+            if not name.endswith("_stderr"):
+                err = r["metrics"].get(f"{name}_stderr")
+                rows.append([r["task"], r["n"], name, f"{value:.4f}", "" if err is None else f"± {err:.4f}"])
+    human = table(rows, ["task", "n", "metric", "value", "stderr"]) + f"\nmodel {desc}; requests {runner.calls}"
+    emit(args, summary, human)
     return 0
