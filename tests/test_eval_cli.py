@@ -117,3 +117,18 @@ def test_task_json_with_a_spec_file(capsys, tmp_path):
     code, _, err = run(capsys, "eval", "task", "--model", "unigram", "--train", str(tmp_path / "train.txt"),
                        "--tasks", "no_such_task")
     assert code == 1 and "no built-in task" in err
+
+
+def test_perplexity_against_a_model_with_another_vocabulary(capsys, tmp_path):
+    train = tmp_path / "train.txt"
+    train.write_text("the cat sat\nthe dog sat\na cat ran\n")
+    for level in ("word", "char"):
+        code, _, _ = run(capsys, "eval", "perplexity", "--model", "unigram", "--tokenizer", level, "--train", str(train),
+                         "--data", str(train), "--save", str(tmp_path / level), "--quiet")
+        assert code == 0
+    code, out, _ = run(capsys, "eval", "perplexity", "--model", str(tmp_path / "word"), "--against",
+                       str(tmp_path / "char"), "--data", str(train), "--per-document", "--json")
+    result = json.loads(out)
+    assert code == 0 and "bits per byte" in result["comparability"]
+    assert result["against"]["tokens"] > result["tokens"] and len(result["per_document"]) == 3
+    assert result["word_perplexity"] > 0

@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(ppl)
     ppl.add_argument("--data", required=True, help="evaluation corpus (a file, a directory, or NAME:SPLIT)")
     ppl.add_argument("--batch-size", type=int, default=64, help="documents scored per batch")
+    ppl.add_argument("--stride", type=int, default=None,
+                     help="score documents longer than the model's context in sliding windows moved by this many ids")
+    ppl.add_argument("--per-document", action="store_true", help="also report every document's figures")
+    ppl.add_argument("--against", help="a second model (directory or name) to evaluate on the same data")
     add_corpus_options(ppl)
     add_common(ppl)
     ppl.set_defaults(func=run_perplexity)
@@ -42,22 +46,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_perplexity(args: argparse.Namespace) -> int:
     from ..core.validate import check_number
-    from ..eval import evaluate_lm
+    from ..eval import comparability_note, evaluate_lm
+    from ..models import load_model
 
     check_number("--batch-size", args.batch_size, low=1, integer=True)
     data = open_corpus_arg(args, args.data)
     lm, tokenizer, desc = model_from_args(args)
-    score = evaluate_lm(lm, tokenizer, data, batch_size=args.batch_size)
+    score = evaluate_lm(lm, tokenizer, data, batch_size=args.batch_size, stride=args.stride,
+                        per_document=args.per_document)
     result = {"model": desc, "data": data.name, **score.as_dict()}
+    if args.stride is not None:
+        result["stride"] = args.stride
     if not lm.normalized:
         result["note"] = "the model's scores are not normalised probabilities: perplexity is not a true perplexity"
     human = (f"model         {desc}\n"
              f"data          {data.name} ({score.documents} documents, {score.tokens} tokens, {score.bytes} bytes)\n"
-             f"perplexity    {score.perplexity:.4f}\n"
+             f"perplexity    {score.perplexity:.4f} per token, {score.word_perplexity:.4f} per word\n"
              f"cross-entropy {score.cross_entropy_bits:.4f} bits/token ({score.cross_entropy_nats:.4f} nats)\n"
              f"bits/byte     {score.bits_per_byte:.4f}\n"
              f"bits/char     {score.bits_per_char:.4f}\n"
              f"<unk> rate    {score.oov_rate:.2%}")
+    if args.per_document:
+        worst = sorted(score.per_document, key=lambda d: -d["bits_per_byte"])[:5]
+        human += "\nhardest documents (bits/byte): " + ", ".join(f"#{d['index']} {d['bits_per_byte']:.3f}" for d in worst)
+    if args.against:
+        other_lm, other_tok = load_model(args.against)
+        other = evaluate_lm(other_lm, other_tok, data, batch_size=args.batch_size, stride=args.stride)
+        result["against"] = {"model": str(args.against), **other.as_dict()}
+        note = comparability_note(tokenizer, other_tok)
+        human += (f"\nagainst       {args.against}: perplexity {other.perplexity:.4f}, "
+                  f"bits/byte {other.bits_per_byte:.4f}")
+        if note:
+            result["comparability"] = note
+            human += f"\nnote          {note}"
     emit(args, result, human)
     return 0
 
