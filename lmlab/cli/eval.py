@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_calibration(verbs)
     register_passk(verbs)
     register_task(verbs)
+    register_compare(verbs)
     # other CLI modules add their own metrics under `lmlab eval` by defining register_eval(verbs)
     from . import verb_modules
 
@@ -361,4 +362,55 @@ def run_task(args: argparse.Namespace) -> int:
                 rows.append([r["task"], r["n"], name, f"{value:.4f}", "" if err is None else f"± {err:.4f}"])
     human = table(rows, ["task", "n", "metric", "value", "stderr"]) + f"\nmodel {desc}; requests {runner.calls}"
     emit(args, summary, human)
+    return 0
+
+
+# --- pairwise comparison --------------------------------------------------------------------------------
+def register_compare(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("compare", help="Bradley-Terry / Elo ranking from pairwise judgements, position bias")
+    p.add_argument("--judgements", help='JSONL of {"a": name, "b": name, "winner": "a"|"b"|"tie"} (a shown first)')
+    p.add_argument("--answers", help='JSONL of {"prompt": ..., "answers": {model: text}} to judge with --model')
+    p.add_argument("--no-swap", action="store_true", help="judge each pair in one order only")
+    p.add_argument("--prior", type=float, default=0.5, help="Bradley-Terry pseudo-wins each way per pair (default 0.5)")
+    p.add_argument("--elo-k", type=float, default=32.0, help="Elo K factor (default 32)")
+    p.add_argument("--save-judgements", help="write the judge's verdicts to this JSONL")
+    add_model_options(p, required=False)
+    add_corpus_options(p)
+    add_common(p)
+    p.set_defaults(func=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
+    from ..eval.pairwise import bradley_terry, elo, judge_all_pairs, position_bias, win_counts
+    from ..eval.records import read_jsonl, write_jsonl
+    from ..eval.requests import RequestRunner
+
+    if bool(args.judgements) == bool(args.answers):
+        raise ConfigError("pass exactly one of --judgements FILE or --answers FILE (with --model as the judge)")
+    result: dict = {}
+    if args.answers:
+        if not args.model:
+            raise ConfigError("--answers needs a judge model", "pass --model (a model directory or name)")
+        lm, tokenizer, desc = model_from_args(args)
+        judgements = judge_all_pairs(RequestRunner(lm, tokenizer, model_id=desc), read_jsonl(args.answers),
+                                     swap=not args.no_swap)
+        result["judge"] = desc
+        if args.save_judgements:
+            write_jsonl(args.save_judgements, judgements)
+    else:
+        judgements = read_jsonl(args.judgements)
+    players, wins = win_counts(judgements)
+    bt = bradley_terry(judgements, prior=args.prior)
+    online = elo(judgements, k=args.elo_k)
+    bias = position_bias(judgements)
+    ranking = sorted(players, key=lambda p: -bt[p])
+    result.update({"judgements": len(judgements), "ranking": ranking, "bradley_terry": bt, "elo": online,
+                   "wins": {f"{i} > {j}": w for (i, j), w in sorted(wins.items())}, "position_bias": bias,
+                   "settings": {"prior": args.prior, "elo_k": args.elo_k}})
+    rows = [[p, f"{bt[p]:.1f}", f"{online[p]:.1f}"] for p in ranking]
+    human = (table(rows, ["model", "Bradley-Terry", "Elo"])
+             + f"\nfirst position wins {bias['first_position_win_rate']:.2%} of {bias['decisive']} decisive judgements;"
+             + f" swapped pairs agree {bias['swap_consistency']:.2%} ({bias['swapped_pairs']} pairs)")
+    emit(args, result, human)
     return 0
