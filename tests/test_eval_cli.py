@@ -132,3 +132,20 @@ def test_perplexity_against_a_model_with_another_vocabulary(capsys, tmp_path):
     assert code == 0 and "bits per byte" in result["comparability"]
     assert result["against"]["tokens"] > result["tokens"] and len(result["per_document"]) == 3
     assert result["word_perplexity"] > 0
+
+
+def test_bertscore_and_mauve_with_the_hashing_encoder(capsys, segments, tmp_path):
+    hyp, ref, _ = segments
+    code, out, _ = run(capsys, "eval", "bertscore", "--hyp", ref, "--ref", ref, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["f1"] == pytest.approx(1.0) and "encoder:hash" in result["signature"]
+    code, out, _ = run(capsys, "eval", "bertscore", "--hyp", hyp, "--ref", ref, "--idf", "--json")
+    assert 0 < json.loads(out)["f1"] < 1
+    english = tmp_path / "en.txt"
+    english.write_text("".join(f"the cat number {i} sat on the mat\n" for i in range(30)))
+    code, out, _ = run(capsys, "eval", "mauve", "--human", str(english), "--generated", str(english),
+                       "--clusters", "3", "--json")
+    assert code == 0 and json.loads(out)["mauve"] == pytest.approx(1.0)
+    code, _, err = run(capsys, "eval", "mauve", "--human", str(english), "--generated", str(english),
+                       "--encoder", "minilmm")
+    assert code == 1 and "unknown text encoder" in err

@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_passk(verbs)
     register_task(verbs)
     register_compare(verbs)
+    register_model_based(verbs)
     # other CLI modules add their own metrics under `lmlab eval` by defining register_eval(verbs)
     from . import verb_modules
 
@@ -413,4 +414,62 @@ def run_compare(args: argparse.Namespace) -> int:
              + f"\nfirst position wins {bias['first_position_win_rate']:.2%} of {bias['decisive']} decisive judgements;"
              + f" swapped pairs agree {bias['swap_consistency']:.2%} ({bias['swapped_pairs']} pairs)")
     emit(args, result, human)
+    return 0
+
+
+# --- model-based metrics -----------------------------------------------------------------------------
+def register_model_based(verbs: argparse._SubParsersAction) -> None:
+    from ..eval.encoders import ENCODERS
+
+    names = ", ".join(ENCODERS)
+    bs = verbs.add_parser("bertscore", help="BERTScore precision/recall/F1 with a text encoder")
+    bs.add_argument("--hyp", required=True, help="candidates, one per line")
+    bs.add_argument("--ref", required=True, action="append", help="references, one per line")
+    bs.add_argument("--encoder", default="hash", help=f"text encoder ({names}; default hash)")
+    bs.add_argument("--idf", action="store_true", help="weight tokens by inverse document frequency")
+    bs.add_argument("--lowercase", action="store_true", help=argparse.SUPPRESS)
+    add_common(bs)
+    bs.set_defaults(func=run_bertscore)
+    mv = verbs.add_parser("mauve", help="MAUVE between human and generated texts with a text encoder")
+    mv.add_argument("--human", required=True, help="human texts, one per line")
+    mv.add_argument("--generated", required=True, help="generated texts, one per line")
+    mv.add_argument("--encoder", default="hash", help=f"text encoder ({names}; default hash)")
+    mv.add_argument("--clusters", type=int, default=None, help="k-means clusters (default: texts / 10)")
+    mv.add_argument("--scaling", type=float, default=5.0, help="divergence scaling constant c (default 5)")
+    mv.add_argument("--seed", type=int, default=25, help="k-means seed")
+    add_common(mv)
+    mv.set_defaults(func=run_mauve)
+
+
+def run_bertscore(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
+    from ..eval.bertscore import bert_score
+    from ..eval.encoders import ENCODERS
+
+    if len(args.ref) != 1:
+        raise ConfigError("bertscore takes one --ref file", "score against each reference file separately")
+    encoder = ENCODERS.get(args.encoder)()
+    hyps, refs = _read_segments(args)
+    result = bert_score(hyps, refs[0], encoder.tokens, idf=args.idf)
+    per_pair = result.pop("per_pair")
+    result.update(encoder=args.encoder, segments=len(per_pair),
+                  signature=f"encoder:{args.encoder}|idf:{'yes' if args.idf else 'no'}|rescaled:no")
+    human = (f"BERTScore P {result['precision']:.4f}  R {result['recall']:.4f}  F1 {result['f1']:.4f}"
+             f"\n{result['signature']}")
+    emit(args, result, human)
+    return 0
+
+
+def run_mauve(args: argparse.Namespace) -> int:
+    from ..data.corpus import text_file
+    from ..eval.encoders import ENCODERS
+    from ..eval.mauve import mauve
+
+    encoder = ENCODERS.get(args.encoder)()
+    human_texts, generated = list(text_file(args.human)), list(text_file(args.generated))
+    result = mauve(human_texts, generated, encoder.sentences, clusters=args.clusters, scaling=args.scaling,
+                   seed=args.seed)
+    result.update(encoder=args.encoder, human=len(human_texts), generated=len(generated))
+    emit(args, result, f"MAUVE {result['mauve']:.4f} ({result['clusters']} clusters, c = {args.scaling:g}, "
+                       f"encoder {args.encoder})")
     return 0
