@@ -29,7 +29,7 @@ class RequestRunner:
     """Answers log-likelihood, greedy-match and generation requests for one model and tokenizer."""
 
     def __init__(self, lm: LanguageModel, tokenizer, *, batch_size: int = 16, cache_path: str | None = None,
-                 model_id: str = "") -> None:
+                 model_id: str = "", start_always: bool = True) -> None:
         check_tokenizer(lm, tokenizer)
         self.lm, self.tokenizer, self.batch_size = lm, tokenizer, batch_size
         self.model_id = f"{model_id}|{tokenizer.fingerprint()}"
@@ -46,18 +46,22 @@ class RequestRunner:
             raise ModelError("the model has neither a BOS nor an EOS id to start a context with",
                              "give the tokenizer a <s> or </s> special token")
         self.prefix = prefix
+        # lmlab's protocol starts every sequence with BOS; lm-evaluation-harness adds its start id
+        # only when the context is empty (start_always=False reproduces that)
+        self.start_always = start_always
 
     # --- tokenisation -------------------------------------------------------------------------
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """(context ids with the start id, continuation ids) as lm-evaluation-harness splits them."""
+        """(context ids after the start id, continuation ids) as lm-evaluation-harness splits them."""
         spaces = len(context) - len(context.rstrip())
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
         ctx = self.tokenizer.encode(context)
         whole = self.tokenizer.encode(context + continuation)
+        start = [self.prefix] if self.start_always or not ctx else []
         if whole[:len(ctx)] != ctx:  # the tokenizer merged across the boundary: encode apart
-            return [self.prefix, *ctx], self.tokenizer.encode(continuation)
-        return [self.prefix, *ctx], whole[len(ctx):]
+            return [*start, *ctx], self.tokenizer.encode(continuation)
+        return [*start, *ctx], whole[len(ctx):]
 
     def _fit(self, ctx: list[int], cont: list[int], room: int = 0) -> list[int]:
         ids = ctx + cont
