@@ -7,13 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from lmlab.cli import main
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.test_cli import run
 
 
 @pytest.fixture

@@ -202,3 +202,12 @@ def test_bad_task_specs(tmp_path, toy):
                       choices="options", gold="answer")
     with pytest.raises(DataError):
         evaluate_task(load_task(path), RequestRunner(*toy))  # template field missing
+
+
+def test_start_token_conventions(toy):
+    lm, tok = toy
+    ours = RequestRunner(lm, tok)
+    lm_eval_style = RequestRunner(lm, tok, start_always=False)
+    assert ours.encode_pair("the cat ", "sat")[0] == [tok.bos_id, *tok.encode("the cat")]
+    assert lm_eval_style.encode_pair("the cat ", "sat") == (tok.encode("the cat"), tok.encode("sat"))
+    assert lm_eval_style.encode_pair("", "sat")[0] == [tok.bos_id]  # an empty context still gets a start id
