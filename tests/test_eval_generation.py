@@ -53,6 +53,13 @@ def test_bleu_tokenizers():
     assert bleu_tokenize("Hello, world! 3.14 x-1 &amp;", "13a") == "Hello , world ! 3.14 x-1 &"
     assert bleu_tokenize("«Hi», 10,000€", "intl") == "« Hi » , 10,000 €"
     assert bleu_tokenize("as is ,", "none") == "as is ,"
+    from lmlab.eval.bleu import _intl_patterns
+
+    ascii_text = "".join(chr(c) for c in range(32, 127)) + " a.b 1.5 x,y (z) $3 'q' a-b 2-3"
+    full, fast = ascii_text, ascii_text  # the ASCII fast path gives what the full Unicode classes give
+    for (p_full, r_full), (p_fast, r_fast) in zip(_intl_patterns(False), _intl_patterns(True), strict=True):
+        full, fast = p_full.sub(r_full, full), p_fast.sub(r_fast, fast)
+    assert full == fast
 
 
 def test_bleu_bad_arguments():
