@@ -128,7 +128,7 @@ def test_requests_are_cached_in_memory_and_on_disk(toy, tmp_path, no_progress):
 
 def test_unigram_on_arc_easy_matches_independent_scoring(no_progress):
     need_data("arc", "ARC-Easy-test.jsonl")
-    train = open_corpus("ptb:train")
+    train = open_corpus("ptb:valid")
     tok = WordLevelTokenizer("word").train(train)
     lm = UnigramLM.fit_corpus(train, tok)
     task = load_task("arc_easy")
