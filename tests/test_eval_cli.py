@@ -103,11 +103,14 @@ def test_task_json_with_a_spec_file(capsys, tmp_path):
     (tmp_path / "task.json").write_text(json.dumps({"name": "mini", "type": "multiple_choice", "data": "items.jsonl",
                                                      "prompt": "{q}"}))
     code, out, _ = run(capsys, "eval", "task", "--model", "unigram", "--train", str(tmp_path / "train.txt"),
-                       "--tasks", str(tmp_path / "task.json"), "--output", str(tmp_path / "res.json"), "--json")
+                       "--tasks", str(tmp_path / "task.json"), "--output", str(tmp_path / "res.json"),
+                       "--predictions", str(tmp_path / "pred.jsonl"), "--json")
     result = json.loads(out)
     assert code == 0 and result["results"]["mini"]["acc"] == 1.0 and result["config"]["mini"]["prompt"] == "{q}"
     saved = json.loads((tmp_path / "res.json").read_text())
     assert saved["items"]["mini"][0]["label"] == 0 and len(saved["items"]["mini"][0]["logits"]) == 2
+    code, out, _ = run(capsys, "eval", "calibration", "--predictions", str(tmp_path / "pred.jsonl"), "--json")
+    assert code == 0 and json.loads(out)["accuracy"] == 1.0  # the task's choices feed calibration directly
     code, _, err = run(capsys, "eval", "task", "--model", "unigram", "--train", str(tmp_path / "train.txt"),
                        "--tasks", "no_such_task")
     assert code == 1 and "no built-in task" in err

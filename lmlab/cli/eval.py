@@ -328,6 +328,8 @@ def register_task(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", help="JSON file caching log-likelihoods between runs (per model)")
     p.add_argument("--seed", type=int, default=1234, help="few-shot sampling seed (default 1234)")
     p.add_argument("--output", help="also write the full results (with per-item records) to this JSON file")
+    p.add_argument("--predictions", help="write multiple-choice items as JSONL {task, logits, label} "
+                                         "(input for 'lmlab eval calibration')")
     add_corpus_options(p)
     add_common(p)
     p.set_defaults(func=run_task)
@@ -355,6 +357,11 @@ def run_task(args: argparse.Namespace) -> int:
                "config": {r["task"]: r["config"] for r in results}}
     if args.output:
         write_json(args.output, {**summary, "items": {r["task"]: r["items"] for r in results}})
+    if args.predictions:
+        from ..eval.records import write_jsonl
+
+        write_jsonl(args.predictions, [{"task": r["task"], "logits": item["logits"], "label": item["label"]}
+                                       for r in results for item in r["items"] if "logits" in item])
     rows = []
     for r in results:
         for name, value in r["metrics"].items():
