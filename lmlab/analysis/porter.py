@@ -94,9 +94,13 @@ def _m_above_one(word: str) -> bool:
 def _apply(word: str, rules: list[Rule]) -> str:
     """Apply the first rule whose suffix matches; stop there even when its condition fails."""
     for suffix, replacement, condition in rules:
-        if suffix == DOUBLE and _ends_double_consonant(word):
-            base = word[:-2]
-            return base + replacement if condition is None or condition(base) else word
+        if suffix == DOUBLE:
+            if _ends_double_consonant(word):
+                base = word[:-1]  # one of the two letters stays
+                return base + replacement if condition is None or condition(base) else word
+            if word.endswith(DOUBLE):  # as in NLTK, a literal '*d' ending matches the marker itself
+                return word[:-2] + "d"
+            continue
         if word.endswith(suffix):
             base = word[:len(word) - len(suffix)]
             return base + replacement if condition is None or condition(base) else word
@@ -108,6 +112,13 @@ def _step1a(word: str, mode: str) -> str:
     if mode == "nltk" and word.endswith("ies") and len(word) == 4:
         return word[:-3] + "ie"
     return _apply(word, [("sses", "ss", None), ("ies", "i", None), ("ss", "ss", None), ("s", "", None)])
+
+
+def _step1b_rules(mode: str) -> list[Rule]:
+    return [("at", "ate", None), ("bl", "ble", None), ("iz", "ize", None),
+            # *d and not (*l or *s or *z): drop one of the double letters (the base ends with the pair)
+            (DOUBLE, "", lambda pair_base: pair_base[-1:] not in ("l", "s", "z")),
+            ("", "e", lambda b: _measure(b) == 1 and _ends_cvc(b, mode))]
 
 
 def _step1b(word: str, mode: str) -> str:
@@ -122,12 +133,7 @@ def _step1b(word: str, mode: str) -> str:
             break
     else:
         return word
-    last = base[-1]
-    return _apply(base, [
-        ("at", "ate", None), ("bl", "ble", None), ("iz", "ize", None),
-        (DOUBLE, last, lambda _: last not in "lsz"),
-        ("", "e", lambda b: _measure(b) == 1 and _ends_cvc(b, mode)),
-    ])
+    return _apply(base, _STEP1B[mode])
 
 
 def _step1c(word: str, mode: str) -> str:
@@ -146,17 +152,22 @@ _STEP2 = [("ational", "ate"), ("tional", "tion"), ("enci", "ence"), ("anci", "an
           ("ousness", "ous"), ("aliti", "al"), ("iviti", "ive"), ("biliti", "ble")]
 
 
-def _step2(word: str, mode: str) -> str:
-    if mode == "nltk" and word.endswith("alli") and _m_positive(word[:-4]):
-        return _step2(word[:-4] + "al", mode)
+def _step2_rules(mode: str) -> list[Rule]:
     bli = ("abli", "able") if mode == "original" else ("bli", "ble")
     rules: list[Rule] = [(*(pair or bli), _m_positive) for pair in _STEP2]
     if mode == "nltk":
         rules.append(("fulli", "ful", _m_positive))
-        rules.append(("logi", "log", lambda _: _m_positive(word[:-3])))
+        # the l of 'logi' stays with the stem, so that 'geo' and 'theo' stem like 'archaeo'
+        rules.append(("logi", "log", lambda b: _m_positive(b + "l")))
     elif mode == "martin":
         rules.append(("logi", "log", _m_positive))
-    return _apply(word, rules)
+    return rules
+
+
+def _step2(word: str, mode: str) -> str:
+    if mode == "nltk" and word.endswith("alli") and _m_positive(word[:-4]):
+        return _step2(word[:-4] + "al", mode)
+    return _apply(word, _STEP2_RULES[mode])
 
 
 _STEP3: list[Rule] = [(s, r, _m_positive) for s, r in (("icate", "ic"), ("ative", ""), ("alize", "al"),
@@ -187,5 +198,12 @@ def _step5a(word: str, mode: str) -> str:
     return word
 
 
+_STEP5B: list[Rule] = [("ll", "l", lambda b: _measure(b + "l") > 1)]
+
+
 def _step5b(word: str) -> str:
-    return _apply(word, [("ll", "l", lambda _: _measure(word[:-1]) > 1)])
+    return _apply(word, _STEP5B)
+
+
+_STEP1B = {mode: _step1b_rules(mode) for mode in MODES}
+_STEP2_RULES = {mode: _step2_rules(mode) for mode in MODES}
