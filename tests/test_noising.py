@@ -17,6 +17,7 @@ from lmlab.data.noising import (
     restore_span_corruption,
     sentence_permutation,
     span_corruption,
+    span_corruption_lengths,
     text_infilling,
     token_deletion,
     word_start_table,
@@ -215,6 +216,17 @@ def test_span_corruption_round_trips_masks_that_start_with_noise():
     inputs, targets = span_corruption(ids, vocab_size=50, noise_mask=noise)
     assert inputs.tolist() == [49, 7, 48, 9] and targets.tolist() == [5, 6, 49, 8, 48]
     assert restore_span_corruption(inputs, targets, vocab_size=50).tolist() == ids.tolist()
+
+
+def test_span_corruption_lengths_match_t5():
+    # T5 pretrains with 512 input tokens: 568 raw tokens, 114 target tokens
+    assert span_corruption_lengths(512, 0.15, 3.0) == (568, 114)
+    for inputs_length in (64, 128, 512):
+        tokens_length, targets_length = span_corruption_lengths(inputs_length)
+        for seed in range(3):
+            ids = torch.randint(0, 30000, (tokens_length,), generator=gen(seed))
+            inputs, targets = span_corruption(ids, vocab_size=32100, eos_id=1, generator=gen(seed))
+            assert (len(inputs), len(targets)) == (inputs_length, targets_length)
 
 
 # ---------------------------------------------------------------- BART

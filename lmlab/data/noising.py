@@ -231,6 +231,27 @@ def span_corruption(ids, *, vocab_size: int, noise_density: float = 0.15, mean_s
     return inputs, targets
 
 
+def span_corruption_lengths(inputs_length: int, noise_density: float = 0.15,
+                            mean_span_length: float = 3.0) -> tuple[int, int]:
+    """T5's ``compute_input_and_target_lengths``: how many raw tokens to corrupt so the inputs
+    (kept tokens, one sentinel per span, EOS) fill ``inputs_length``; returns
+    ``(tokens_length, targets_length)`` — 568 and 114 for T5's 512 at 0.15 / 3."""
+    check_number("inputs_length", inputs_length, low=2, integer=True)
+
+    def lengths(tokens_length: int) -> tuple[int, int]:
+        num_noise = round(tokens_length * noise_density)
+        num_spans = round(num_noise / mean_span_length)
+        return tokens_length - num_noise + num_spans + 1, num_noise + num_spans + 1
+
+    tokens_length = inputs_length
+    while lengths(tokens_length + 1)[0] <= inputs_length:
+        tokens_length += 1
+    _, targets_length = lengths(tokens_length)
+    if noise_density == 0.5 and targets_length > inputs_length:   # T5's rule: keep targets ≤ inputs
+        tokens_length, targets_length = tokens_length - 1, targets_length - 1
+    return tokens_length, targets_length
+
+
 def restore_span_corruption(inputs, targets, *, vocab_size: int, eos_id: int | None = None) -> torch.Tensor:
     """Undo ``span_corruption``: put each target span back where its sentinel stands.
 
