@@ -200,6 +200,21 @@ def test_expert_choice_and_hash_layers():
         hashed(x)
 
 
+def test_padding_is_left_out_of_routing_and_statistics():
+    torch.manual_seed(11)
+    moe = MoE(8, 16, 4, top_k=1, routing="switch", capacity_factor=1.0)
+    x = torch.randn(2, 6, 8)
+    mask = torch.tensor([[True] * 6, [True, True, True, False, False, False]])
+    y = moe(x, token_mask=mask)
+    assert (y[1, 3:] == 0).all()
+    real = x[mask]                                           # the 9 real tokens, in order
+    stats_masked = moe.load_stats()
+    assert torch.allclose(y[mask], moe(real), atol=1e-6)     # capacity counts real tokens only
+    assert moe.load_stats() == stats_masked
+    with pytest.raises(InputError):
+        moe(x, token_mask=torch.ones(3, dtype=torch.bool))
+
+
 def test_router_runs_in_float32_under_low_precision():
     torch.manual_seed(5)
     moe = MoE(16, 32, 4).to(torch.bfloat16)

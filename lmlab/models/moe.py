@@ -151,7 +151,7 @@ def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
 
 
 class MoE(nn.Module):
-    """A mixture-of-experts MLP: ``forward(x[, token_ids])`` maps [..., D] to [..., D].
+    """A mixture-of-experts MLP: ``forward(x[, token_ids, token_mask])`` maps [..., D] to [..., D].
 
     ``routing`` is one of ROUTINGS; ``top_k`` experts per token (top-k, noisy top-k; the mean
     experts per token for expert choice); ``capacity_factor`` sizes Switch and expert-choice
@@ -241,11 +241,29 @@ class MoE(nn.Module):
         return topk_routing(choice_logits, self.top_k, score=self.score, renormalize=self.renormalize,
                             bias=bias), logits
 
-    def forward(self, x: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, token_ids: torch.Tensor | None = None,
+                token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mix the experts for every token of ``x``; ``token_ids`` feed hash routing;
+        ``token_mask`` (True for real tokens) leaves padding out of routing, losses and load
+        statistics, and gives it a zero output."""
         if x.shape[-1] != self.d_model:
             raise InputError(f"MoE expects a last dimension of {self.d_model}, got {tuple(x.shape)}",
                              "pass hidden states of width d_model")
         flat = x.reshape(-1, self.d_model)
+        if token_ids is not None:
+            token_ids = token_ids.reshape(-1)
+        if token_mask is None:
+            return self._mix(flat, token_ids).reshape(x.shape)
+        keep = token_mask.reshape(-1).bool()
+        if keep.numel() != flat.shape[0]:
+            raise InputError(f"token_mask has {keep.numel()} flags for {flat.shape[0]} tokens",
+                             "pass a mask of the batch's shape [B, T]")
+        rows = keep.nonzero().squeeze(1)
+        mixed = self._mix(flat[rows], None if token_ids is None else token_ids[rows])
+        return torch.zeros_like(flat).index_copy(0, rows, mixed).reshape(x.shape)
+
+    def _mix(self, flat: torch.Tensor, token_ids: torch.Tensor | None) -> torch.Tensor:
+        """Route the N x D tokens and sum the chosen experts' outputs plus the shared experts'."""
         routing, logits = self.route(flat, token_ids)
         out = torch.zeros_like(flat)
         for e, expert in enumerate(self.experts):
@@ -256,7 +274,7 @@ class MoE(nn.Module):
         for expert in self.shared_experts:
             out = out + expert(flat)
         self._account(routing, logits)
-        return out.reshape(x.shape)
+        return out
 
     def _account(self, routing: Routing, logits: torch.Tensor | None) -> None:
         """Set ``aux_loss`` and update the load statistics from one routing decision."""
