@@ -213,6 +213,8 @@ def test_padding_is_left_out_of_routing_and_statistics():
     assert moe.load_stats() == stats_masked
     with pytest.raises(InputError):
         moe(x, token_mask=torch.ones(3, dtype=torch.bool))
+    assert (moe(x, token_mask=torch.zeros(2, 6, dtype=torch.bool)) == 0).all()
+    assert moe.aux_loss == 0
 
 
 def test_router_runs_in_float32_under_low_precision():

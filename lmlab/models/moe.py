@@ -264,6 +264,9 @@ class MoE(nn.Module):
 
     def _mix(self, flat: torch.Tensor, token_ids: torch.Tensor | None) -> torch.Tensor:
         """Route the N x D tokens and sum the chosen experts' outputs plus the shared experts'."""
+        if flat.shape[0] == 0:                     # an all-padding batch: nothing to route
+            self.aux_loss = torch.zeros((), device=flat.device)
+            return flat.clone()
         routing, logits = self.route(flat, token_ids)
         out = torch.zeros_like(flat)
         for e, expert in enumerate(self.experts):
