@@ -5,7 +5,8 @@ float32 array (one row per text). Exact inner-product search, and an approximate
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from itertools import islice
 
 import numpy as np
 
@@ -18,13 +19,18 @@ Encoder = Callable[[list[str]], np.ndarray]
 Hits = list[tuple[str, float]]
 
 
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
 def encode(encoder: Encoder, texts: Iterable[str], batch_size: int = 64, desc: str = "encoding") -> np.ndarray:
-    """Encode texts in batches (with progress); checks shapes and re-normalises rows to unit length."""
+    """Encode a stream of texts in batches (with progress); checks shapes, re-normalises rows."""
     check_number("batch_size", batch_size, low=1, integer=True)
-    texts = list(texts)
+    total = -(-len(texts) // batch_size) if isinstance(texts, Sized) else None
     parts = []
-    for start in progress(range(0, len(texts), batch_size), desc=desc, total=-(-len(texts) // batch_size)):
-        batch = texts[start:start + batch_size]
+    for batch in progress(_batches(texts, batch_size), desc=desc, total=total, unit="batch"):
         vecs = np.asarray(encoder(batch), dtype=np.float32)
         if vecs.ndim != 2 or vecs.shape[0] != len(batch):
             raise ModelError(f"the encoder returned shape {vecs.shape} for {len(batch)} texts",
@@ -98,10 +104,15 @@ class DenseRetriever:
 
     def __init__(self, encoder: Encoder, docs: Iterable[tuple[str, str]], ann: bool = False,
                  batch_size: int = 64) -> None:
-        pairs = list(docs)
         self.encoder, self.batch_size = encoder, batch_size
-        ids = [d for d, _ in pairs]
-        vectors = encode(encoder, [t for _, t in pairs], batch_size, desc="encoding documents")
+        ids: list[str] = []
+
+        def texts() -> Iterator[str]:  # streamed: only the vectors are kept
+            for doc_id, text in docs:
+                ids.append(str(doc_id))
+                yield text
+
+        vectors = encode(encoder, texts(), batch_size, desc="encoding documents")
         self.index = HNSWIndex(vectors, ids) if ann else ExactIndex(vectors, ids)
 
     def search(self, queries: Sequence[str], k: int = 10) -> list[Hits]:
