@@ -40,6 +40,8 @@ def test_analyzer_drops_stop_words_and_round_trips_its_settings():
 def test_analyzer_rejects_bad_settings_and_input():
     with pytest.raises(ConfigError, match="stemmer"):
         Analyzer(stemmer="snowball")
+    with pytest.raises(ConfigError, match="regular expression"):
+        Analyzer(pattern="([a-z")
     with pytest.raises(ConfigError, match="string"):
         Analyzer()(b"bytes")
     assert stemmer_function("none") is None
