@@ -13,10 +13,9 @@ import numpy as np
 from ..core.errors import DataError, MissingDependencyError, ModelError
 from ..core.progress import progress
 from ..core.validate import check_number
-from .topk import top_k
+from .topk import Hits, top_k
 
 Encoder = Callable[[list[str]], np.ndarray]
-Hits = list[tuple[str, float]]
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..core.validate import check_choice, check_number
+from .topk import Hits
 
-Hits = list[tuple[str, float]]
 NORMS = ("minmax", "zscore")
 
 

@@ -13,11 +13,10 @@ import scipy.sparse as sp
 
 from ..core.validate import check_choice, check_number
 from .index import InvertedIndex, check_searchable
-from .topk import top_k_rows
+from .topk import Hits, top_k_rows
 from .weighting import BM25_VARIANTS, bm25_weights, tfidf_idf, tfidf_weights
 
 SCORINGS = ("bm25", "tfidf")
-Hits = list[tuple[str, float]]
 
 
 class SparseRetriever:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+# what every retriever returns per query: (doc id, score) pairs, best first
+Hits = list[tuple[str, float]]
+
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and scores of the ``k`` best entries of a 1-d array, best first (ties: lower index first)."""
