@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lmlab {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for name in verb_modules():
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+        module = importlib.import_module(f"{__name__}.{name}")
+        if hasattr(module, "register"):  # a module may only add metrics under `lmlab eval`
+            module.register(sub)
     return parser
 
 
