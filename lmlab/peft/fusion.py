@@ -104,7 +104,9 @@ def apply_fusion(model: nn.Module, config: FusionConfig,
         for i, block in enumerate(blocks if adapters else []):
             prefix = f"{name}.adapter."
             state = {k[len(prefix):]: v for k, v in adapters[i].items() if k.startswith(prefix)}
-            if set(state) != set(block.state_dict()):
+            expected = block.state_dict()
+            if set(state) != set(expected) or \
+                    any(state[k].shape != expected[k].shape for k in expected):
                 raise ConfigError(f"adapter {i} has no bottleneck adapter at {name!r} of this shape",
                                   "fuse adapters trained with apply_adapters and the same targets")
             block.load_state_dict(state)
