@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from test_peft_tiny import batch, tiny_lm
+from test_peft_tiny import batch, forward_backward_both, tiny_llama, tiny_lm
 from torch import nn
 
 from lmlab.core.errors import ConfigError, InputError, ModelError
@@ -252,19 +252,10 @@ def test_lora_task_vector_equals_merged_minus_base(dora):
 
 # --- parity with HF PEFT --------------------------------------------------------------------
 
-def _tiny_llama():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, max_position_embeddings=64)
-    return transformers.LlamaForCausalLM(config).eval()
-
-
 @pytest.mark.parametrize("options", [{}, {"rslora": True}, {"dora": True}])
 def test_parity_with_hf_peft_lora(options):
     peft = pytest.importorskip("peft")
-    base = _tiny_llama()
+    base = tiny_llama()
     targets = ["q_proj", "v_proj", "o_proj", "down_proj"]
     theirs = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(
         r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets,
@@ -282,12 +273,7 @@ def test_parity_with_hf_peft_lora(options):
                     other.lora_magnitude_vector["default"].weight.copy_(mine.magnitude)
                 pairs.append((mine, other))
     assert len(pairs) == 2 * len(targets)
-    assert parameter_report(ours)["trainable_params"] == theirs.get_nb_trainable_parameters()[0]
-    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(5))
-    out_ours, out_theirs = ours(input_ids=ids, labels=ids), theirs(input_ids=ids, labels=ids)
-    torch.testing.assert_close(out_ours.logits, out_theirs.logits, rtol=0, atol=1e-6)
-    out_ours.loss.backward()
-    out_theirs.loss.backward()
+    forward_backward_both(ours, theirs)
     for mine, other in pairs:
         torch.testing.assert_close(mine.lora_A.grad, other.lora_A["default"].weight.grad, rtol=0, atol=1e-7)
         torch.testing.assert_close(mine.lora_B.grad, other.lora_B["default"].weight.grad, rtol=0, atol=1e-7)

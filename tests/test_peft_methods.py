@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_peft_tiny import TinyAttention, batch, tiny_lm
+from test_peft_tiny import TinyAttention, batch, forward_backward_both, tiny_llama, tiny_lm
 from torch import nn
 
 from lmlab.core.errors import ConfigError
@@ -163,9 +163,7 @@ def test_ia3_input_targets_must_be_targets():
 
 def test_parity_with_hf_peft_ia3():
     peft = pytest.importorskip("peft")
-    from test_peft_lora import _tiny_llama
-
-    base = _tiny_llama()
+    base = tiny_llama()
     targets, feedforward = ["k_proj", "v_proj", "down_proj"], ["down_proj"]
     theirs = peft.get_peft_model(copy.deepcopy(base), peft.IA3Config(
         target_modules=targets, feedforward_modules=feedforward))
@@ -179,12 +177,7 @@ def test_parity_with_hf_peft_ia3():
                 other.copy_(mine.ia3_scale.view_as(other))
                 pairs.append((mine, other))
     assert len(pairs) == 6
-    assert parameter_report(ours)["trainable_params"] == theirs.get_nb_trainable_parameters()[0]
-    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(5))
-    out_ours, out_theirs = ours(input_ids=ids, labels=ids), theirs(input_ids=ids, labels=ids)
-    torch.testing.assert_close(out_ours.logits, out_theirs.logits, rtol=0, atol=1e-6)
-    out_ours.loss.backward()
-    out_theirs.loss.backward()
+    forward_backward_both(ours, theirs)
     for mine, other in pairs:
         torch.testing.assert_close(mine.ia3_scale.grad, other.grad.flatten(), rtol=0, atol=1e-7)
 
@@ -253,9 +246,7 @@ def test_prompt_mask_and_label_helpers():
 
 def test_parity_with_hf_peft_prompt_tuning():
     peft = pytest.importorskip("peft")
-    from test_peft_lora import _tiny_llama
-
-    base = _tiny_llama()
+    base = tiny_llama()
     theirs = peft.get_peft_model(copy.deepcopy(base), peft.PromptTuningConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=4))
     ours = apply_prompt(copy.deepcopy(base), PromptConfig(n_tokens=4))

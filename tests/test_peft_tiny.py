@@ -5,6 +5,7 @@ It is also the reference for the prefix interface documented in ``lmlab/peft/pre
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -93,6 +94,28 @@ def tiny_lm(seed: int = 0, **kw) -> TinyLM:
 
 def batch(seed: int = 1, b: int = 3, n: int = 9, vocab: int = 50) -> torch.Tensor:
     return torch.randint(0, vocab, (b, n), generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_llama():
+    """A tiny random `transformers` LlamaForCausalLM (2 layers; no download) for parity tests."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, max_position_embeddings=64)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def forward_backward_both(ours: nn.Module, theirs: nn.Module) -> None:
+    """Same trainable-parameter count and identical logits on one batch, then backward both."""
+    from lmlab.peft import parameter_report
+
+    assert parameter_report(ours)["trainable_params"] == theirs.get_nb_trainable_parameters()[0]
+    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(5))
+    out_ours, out_theirs = ours(input_ids=ids, labels=ids), theirs(input_ids=ids, labels=ids)
+    torch.testing.assert_close(out_ours.logits, out_theirs.logits, rtol=0, atol=1e-6)
+    out_ours.loss.backward()
+    out_theirs.loss.backward()
 
 
 def test_tiny_lm_is_causal():

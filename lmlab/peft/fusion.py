@@ -9,34 +9,29 @@ identity the fused model starts unchanged, and otherwise it starts near the adap
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..core.errors import ConfigError
-from ..core.validate import check_choice, check_number
+from ..core.validate import check_number
 from . import record
-from .adapters import ACTIVATIONS, BottleneckAdapter, map_first, output_features
+from .adapters import AdapterConfig, BottleneckAdapter, map_first, output_features
 from .targets import find_modules, freeze, replace_module
 
 
 @dataclass
-class FusionConfig:
-    """The adapters' shape (as they were trained) and how many are fused."""
+class FusionConfig(AdapterConfig):
+    """The fused adapters' shape (as they were trained: bottleneck, activation, targets) and N."""
 
     method: ClassVar[str] = "adapter_fusion"
     n_adapters: int = 2
-    bottleneck: int = 16
-    activation: str = "relu"
-    targets: list[str] = field(default_factory=lambda: ["self_attn", "mlp"])
-    init_std: float = 1e-2
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_number("n_adapters", self.n_adapters, low=1, integer=True)
-        check_number("bottleneck", self.bottleneck, low=1, integer=True)
-        check_choice("activation", self.activation, list(ACTIVATIONS))
 
 
 class Fusion(nn.Module):
