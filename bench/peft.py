@@ -12,9 +12,13 @@ import importlib.metadata as md
 import json
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lmlab
 
 from lmlab.peft import (
     AdapterConfig,
