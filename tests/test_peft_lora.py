@@ -210,10 +210,12 @@ def test_loading_onto_another_base_is_refused(tmp_path):
         load_adapter(tiny_lm(), tmp_path)
 
 
-def test_a_second_method_on_one_model_is_refused():
+def test_a_second_method_on_one_model_is_refused(tmp_path):
     model = apply_lora(tiny_lm(), LoraConfig(r=2))
     with pytest.raises(ConfigError, match="already carries"):
         apply_lora(model, LoraConfig(r=2))
+    with pytest.raises(ConfigError, match="already carries"):
+        load_adapter(model, save_adapter(model, tmp_path / "a"))
 
 
 # --- task arithmetic ------------------------------------------------------------------------
@@ -280,3 +282,21 @@ def test_parity_with_hf_peft_lora(options):
         if mine.magnitude is not None:
             torch.testing.assert_close(mine.magnitude.grad,
                                        other.lora_magnitude_vector["default"].weight.grad, rtol=0, atol=1e-7)
+
+
+def test_damaged_adapter_files_give_one_clear_error(tmp_path):
+    base = tiny_lm()
+    out = save_adapter(apply_lora(copy.deepcopy(base), LoraConfig(r=2)), tmp_path / "a")
+    (out / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="cannot read the adapter"):
+        load_adapter(copy.deepcopy(base), out)
+    out = save_adapter(apply_lora(copy.deepcopy(base), LoraConfig(r=2)), tmp_path / "b")
+    config = json.loads((out / "adapter_config.json").read_text())
+    config["config"]["r"] = 3  # the weights on disk have rank 2
+    (out / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="shape"):
+        load_adapter(copy.deepcopy(base), out)
+    config["method"] = "lorax"
+    (out / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="unknown PEFT method 'lorax'"):
+        load_adapter(copy.deepcopy(base), out)

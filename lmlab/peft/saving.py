@@ -126,6 +126,7 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Apply the saved method to the base ``model`` (in place) and load the adapter weights."""
     rec, tensors = read_adapter(path)
     config = config_from_dict(rec)
+    record.start(model, config)  # refuses a model that already carries a method
     check_base(model, rec)
     apply = methods()[config.method][1]
     apply(model, config)
