@@ -75,6 +75,12 @@ class WordLevelTokenizer(TrainableTokenizer):
         ids, unk = self.ids, self._unk
         return [ids.get(p, unk) for p in self.pieces(text)]
 
+    def _encode_text_offsets(self, text: str) -> list[tuple[int, int, int]]:
+        ids, unk = self.ids, self._unk
+        if self.level == "word":
+            return [(ids.get(m.group(), unk), m.start(), m.end()) for m in _WORD_RE.finditer(text)]
+        return [(ids.get(c, unk), i, i + 1) for i, c in enumerate(text)]
+
     def _decode_ids(self, ids: Sequence[int]) -> str:
         sep = " " if self.level == "word" else ""
         return sep.join(self.vocab[i] for i in ids)
