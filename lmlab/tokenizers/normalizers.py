@@ -7,6 +7,7 @@ character of the output, which span of the input it came from (used for offsets)
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable
 
@@ -29,11 +30,19 @@ def is_cjk(ch: str) -> bool:
 
 def strip_accents(text: str) -> str:
     """Decompose (NFD) and drop combining marks (categories Mn, Mc, Me)."""
+    if text.isascii():
+        return text
     return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c)[0] != "M")
+
+
+# ASCII: whitespace → space, other control characters dropped
+_ASCII_CLEAN = {i: (" " if chr(i) in WHITESPACE else None) for i in [*range(32), 127]}
 
 
 def bert_clean(text: str) -> str:
     """Drop NUL, U+FFFD and control/format/unassigned characters; map whitespace to a space."""
+    if text.isascii():
+        return text.translate(_ASCII_CLEAN)
     out = []
     for c in text:
         if c in WHITESPACE:
@@ -45,8 +54,12 @@ def bert_clean(text: str) -> str:
     return "".join(out)
 
 
+_CJK_RE = re.compile("([" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _CJK_RANGES) + "])")
+
+
 def pad_cjk(text: str) -> str:
-    return "".join(f" {c} " if is_cjk(c) else c for c in text)
+    """Put spaces around every CJK ideograph."""
+    return text if text.isascii() else _CJK_RE.sub(r" \1 ", text)
 
 
 def bert_normalizer(clean_text: bool = True, handle_chinese_chars: bool = True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import chain
 
 from ..core.errors import ModelError
 from .base import Tokenizer
@@ -46,6 +47,8 @@ class SubwordTokenizer(Tokenizer):
         self._special_added = {int(t["id"]) for t in self.added_tokens if t.get("special")}
         self.special_tokens = dict(special_tokens or {})
         self._added_re, self._added_groups = self._compile_added()
+        self._added_first_chars = {t["content"][0] for t in self.added_tokens if t["content"]}
+        self._piece_cache: dict[str, list[int]] = {}  # raw piece (not first in its text) → ids
         self._template = _template_ids(post_processor, self)
 
     # --- vocabulary -----------------------------------------------------------------------
@@ -86,10 +89,22 @@ class SubwordTokenizer(Tokenizer):
                 body = rf"(?<!\w){body}(?!\w)"
             parts.append(f"({_WS if t.get('lstrip') else ''}{body}{_WS if t.get('rstrip') else ''})")
             groups.append(int(t["id"]))
-        return (re.compile("|".join(parts)) if parts else None), groups
+        if not parts:
+            return None, groups
+        starts = {t["content"][0] for t in tokens if t["content"]}
+        if any(t.get("lstrip") for t in tokens):
+            starts |= WHITESPACE
+        # the lookahead lets the engine skip positions where no added token can begin
+        first = "[" + "".join(re.escape(c) for c in sorted(starts)) + "]"
+        return re.compile(f"(?={first})(?:{'|'.join(parts)})"), groups
 
     def _special_pattern(self) -> re.Pattern | None:
         return self._added_re
+
+    def _special_spans(self, text: str) -> list[tuple[int, int, int | None]]:
+        if not any(c in text for c in self._added_first_chars):  # cheap test before the regex
+            return [(0, len(text), None)]
+        return super()._special_spans(text)
 
     def _special_match_id(self, match: re.Match) -> int:
         return self._added_groups[match.lastindex - 1]
@@ -103,15 +118,23 @@ class SubwordTokenizer(Tokenizer):
         pre, encode = self._pre, self.model.encode
         if pre is None:
             return list(encode(text))
-        ids: list[int] = []
+        pieces = pre.pieces(text)
+        if not pieces:
+            return []
         transform = pre.transform
-        spans = pre.split(text)
-        for k, (s, e) in enumerate(spans):
-            piece = text[s:e]
-            if transform is not None:
-                piece = transform(piece, k == 0)
-            ids += encode(piece)
-        return ids
+        if transform is None:
+            return [i for p in pieces for i in encode(p)]
+        cache = self._piece_cache
+        hits = list(map(cache.get, pieces))  # C-speed lookups; most pieces were seen before
+        hits[0] = encode(transform(pieces[0], True))
+        if None in hits:
+            for k, hit in enumerate(hits):
+                if hit is None:
+                    p = pieces[k]
+                    hit = hits[k] = encode(transform(p, False))
+                    if len(cache) < 1_000_000:
+                        cache[p] = hit
+        return list(chain.from_iterable(hits))
 
     def _encode_text_offsets(self, text: str) -> list[tuple[int, int, int]]:
         normalized, align = normalize_aligned(self._normalize, text)
