@@ -68,4 +68,4 @@ def load(name_or_path: str | os.PathLike) -> Tokenizer:
 
 __all__ = ["NAMED", "READERS", "TOKENIZER_FILE", "BatchEncoding", "SubwordTokenizer", "Tokenizer",
            "TrainableTokenizer", "WordLevelTokenizer", "from_hf_json", "load", "split_words",
-           "tokenizer_from_gguf"]
+           "minilm_tokenizer_json", "smollm2_gguf", "tokenizer_from_gguf"]

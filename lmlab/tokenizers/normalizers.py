@@ -29,29 +29,26 @@ def is_cjk(ch: str) -> bool:
 
 
 def strip_accents(text: str) -> str:
-    """Decompose (NFD) and drop combining marks (categories Mn, Mc, Me)."""
+    """Decompose (NFD) and drop nonspacing marks (category Mn), as HF ``StripAccents``."""
     if text.isascii():
         return text
-    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c)[0] != "M")
+    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
 
 
-# ASCII: whitespace → space, other control characters dropped
-_ASCII_CLEAN = {i: (" " if chr(i) in WHITESPACE else None) for i in [*range(32), 127]}
+def _bert_drops(c: str) -> bool:
+    """BERT drops NUL, U+FFFD and 'other' characters (Cc, Cf, Co, Cs) except tab, newline, return."""
+    return c == "\ufffd" or (c not in "\t\n\r" and unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs"))
+
+
+# ASCII: \t \n \r and space → space, every other control character dropped
+_ASCII_CLEAN = {i: (" " if chr(i) in "\t\n\r" else None) for i in [*range(32), 127]}
 
 
 def bert_clean(text: str) -> str:
-    """Drop NUL, U+FFFD and control/format/unassigned characters; map whitespace to a space."""
+    """Drop control and format characters, then map whitespace to a space (in that order, as BERT)."""
     if text.isascii():
         return text.translate(_ASCII_CLEAN)
-    out = []
-    for c in text:
-        if c in WHITESPACE:
-            out.append(" ")
-        elif c == "\x00" or c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            continue
-        else:
-            out.append(c)
-    return "".join(out)
+    return "".join(" " if c in WHITESPACE else c for c in text if not _bert_drops(c))
 
 
 _CJK_RE = re.compile("([" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _CJK_RANGES) + "])")
