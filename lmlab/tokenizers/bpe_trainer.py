@@ -73,11 +73,13 @@ def _pair_index(words: list[list[int]], counts: list[int]) -> tuple[dict[Pair, i
 
 
 def _merge_words(pair: Pair, new: int, words: list[list[int]], counts: list[int], positions: Iterable[int],
-                 pair_counts: dict[Pair, int], where: dict[Pair, set[int]]) -> set[Pair]:
+                 pair_counts: dict[Pair, int], where: dict[Pair, set[int]]) -> tuple[set[Pair], int]:
     """Replace ``pair`` by ``new`` in the given words, updating the pair counts and the pair → word map
-    where the merge touches; returns the pairs that gained occurrences."""
+    where the merge touches; returns the pairs that gained occurrences and the number of merges made
+    (weighted by word counts; fewer than the pair count when occurrences overlap, as in ``aaa``)."""
     a, b = pair
     gained: set[Pair] = set()
+    merged = 0
     for w in positions:
         syms = words[w]
         n = counts[w]
@@ -100,6 +102,7 @@ def _merge_words(pair: Pair, new: int, words: list[list[int]], counts: list[int]
                 where.setdefault(p, set()).add(w)
                 gained.add(p)
             syms[i:i + 2] = [new]
+            merged += n
             if i + 1 < len(syms):
                 right = syms[i + 1]
                 pair_counts[(b, right)] -= n
@@ -108,7 +111,7 @@ def _merge_words(pair: Pair, new: int, words: list[list[int]], counts: list[int]
                 where.setdefault(p, set()).add(w)
                 gained.add(p)
             i += 1
-    return gained
+    return gained, merged
 
 
 def learn_bpe(word_counts: dict[str, int], vocab_size: int, *, specials: Iterable[str] = (),
@@ -144,7 +147,7 @@ def learn_bpe(word_counts: dict[str, int], vocab_size: int, *, specials: Iterabl
             new = ids[new_token] = len(vocab)
             vocab.append(new_token)
         merges.append((vocab[a], vocab[b]))
-        gained = _merge_words((a, b), new, words, counts, where.pop((a, b), ()), pair_counts, where)
+        gained, _ = _merge_words((a, b), new, words, counts, where.pop((a, b), ()), pair_counts, where)
         for p in gained:
             c = pair_counts[p]
             if c > 0:
@@ -198,10 +201,10 @@ def learn_wordpiece(word_counts: dict[str, int], vocab_size: int, *, specials: I
         if new is None:
             new = ids[new_token] = len(vocab)
             vocab.append(new_token)
-        sym_counts[a] -= c
-        sym_counts[b] -= c
-        sym_counts[new] += c
-        gained = _merge_words(p, new, words, counts, where.pop(p, ()), pair_counts, where)
+        gained, merged = _merge_words(p, new, words, counts, where.pop(p, ()), pair_counts, where)
+        sym_counts[a] -= merged
+        sym_counts[b] -= merged
+        sym_counts[new] += merged
         pair_counts[p] = 0
         for q in gained:
             pairs_of.setdefault(q[0], set()).add(q)

@@ -158,8 +158,8 @@ class SubwordTokenizer(Tokenizer):
         return out
 
     def _wrap(self, ids: list[int]) -> list[int]:
-        if self._template is None:
-            return super()._wrap(ids)
+        if self._template is None:  # no post-processor: nothing is added (as in HF)
+            return list(ids)
         before, after = self._template
         return before + ids + after
 

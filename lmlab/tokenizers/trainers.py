@@ -78,11 +78,11 @@ def _template(bos: str | None, eos: str | None, ids: dict[str, int]) -> dict | N
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, *, min_frequency: int = 0,
                     limit_alphabet: int | None = None, special_tokens: dict[str, str] | None = None,
-                    add_bos_eos: bool | None = None) -> SubwordTokenizer:
+                    add_bos_eos: bool = True) -> SubwordTokenizer:
     """Train a ``kind`` tokenizer (see ``KINDS``) with ``vocab_size`` ids, special tokens included.
 
-    ``add_bos_eos`` (default: on for wordpiece only) makes ``add_special_tokens=True`` wrap
-    sequences in the bos/eos roles.
+    ``add_bos_eos`` (default on) writes a post-processor so that ``add_special_tokens=True``
+    wraps sequences in the bos/eos roles (WordPiece: ``[CLS] … [SEP]``).
     """
     check_choice("kind", kind, KINDS)
     vocab_size = int(check_number("vocab_size", vocab_size, low=1, integer=True))
@@ -108,7 +108,6 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, *, min_fre
         model = Unigram([(t, 0.0) for t in specials] + [p for p in pieces if p[0] not in specials],
                         unk_id=specials.index(roles["unk"]) if "unk" in roles else None)
     added = [added_token(t, model.ids[t]) for t in specials]
-    wrap = kind == "wordpiece" if add_bos_eos is None else add_bos_eos
-    post = _template(roles.get("bos"), roles.get("eos"), model.ids) if wrap else None
+    post = _template(roles.get("bos"), roles.get("eos"), model.ids) if add_bos_eos else None
     return SubwordTokenizer(model, normalizer=spec["normalizer"], pre_tokenizer=spec["pre_tokenizer"],
                             decoder=spec["decoder"], post_processor=post, added_tokens=added, special_tokens=roles)
