@@ -152,3 +152,15 @@ def test_added_tokens_strip_and_single_word():
     ref = hf.Tokenizer.from_str(json.dumps(tok.to_hf_json()))
     for text in ("a  <sep>  b", "the cat sat", "concatenate", "cat", "x<sep>y"):
         assert ref.encode(text, add_special_tokens=False).ids == tok.encode(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab1 ▁\t\n,.é中'", max_size=30))
+def test_fast_piece_finders_agree_with_the_general_split(text):
+    from lmlab.tokenizers.pre_tokenizers import build_pre_tokenizer
+
+    for spec in ({"type": "Metaspace"}, {"type": "ByteLevel"}, {"type": "BertPreTokenizer"},
+                 {"type": "Whitespace"}, {"type": "WhitespaceSplit"}):
+        pre = build_pre_tokenizer(spec)
+        assert pre.findall is not None
+        assert pre.findall(text) == [text[s:e] for s, e in pre.split(text)], spec

@@ -158,8 +158,13 @@ def metaspace(replacement: str = METASPACE, prepend_scheme: str = "always", spli
             piece = replacement + piece
         return piece
     # splitting on spaces and ▁ before the replacement = splitting on ▁ after it (as HF does)
-    cut = regex_spans(regex.compile(f"[ {regex.escape(replacement)}]"), "MergedWithNext") if split else _whole
-    return PreTokenizer(cut, transform)
+    if not split:
+        return PreTokenizer(_whole, transform)
+    marks = f"[ {re.escape(replacement)}]"
+    cut = regex_spans(regex.compile(marks), "MergedWithNext")
+    # MergedWithNext as one regex: a mark with the non-marks after it, or a run before the first mark
+    pieces = re.compile(f"{marks}[^ {re.escape(replacement)}]*|[^ {re.escape(replacement)}]+")
+    return PreTokenizer(cut, transform, pieces.findall)
 
 
 def _whole(text: str) -> Spans:

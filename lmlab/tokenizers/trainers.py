@@ -53,15 +53,19 @@ def count_words(texts: Iterable[str], normalizer: dict | None, pre_tokenizer: di
     """How often each pre-tokenized piece (in the model's alphabet) occurs in ``texts``."""
     normalize = build_normalizer(normalizer)
     pre = build_pre_tokenizer(pre_tokenizer) or PreTokenizer(lambda t: [(0, len(t))] if t else [])
-    raw: Counter[tuple[str, bool]] = Counter()
+    firsts: Counter[str] = Counter()  # a text's first piece may be transformed differently
+    rest: Counter[str] = Counter()
     for text in progress(texts, desc="counting words", unit="doc"):
         if normalize is not None:
             text = normalize(text)
-        for k, (s, e) in enumerate(pre.split(text)):
-            raw[(text[s:e], k == 0)] += 1
+        pieces = pre.pieces(text)
+        if pieces:
+            firsts[pieces[0]] += 1
+            rest.update(pieces[1:])
     counts: Counter[str] = Counter()
-    for (piece, first), n in raw.items():
-        counts[pre.transform(piece, first) if pre.transform else piece] += n
+    for table, first in ((firsts, True), (rest, False)):
+        for piece, n in table.items():
+            counts[pre.transform(piece, first) if pre.transform else piece] += n
     return counts
 
 
