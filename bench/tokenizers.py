@@ -4,8 +4,9 @@ On WikiText-2 train: training time of BPE (▁), byte-level BPE, WordPiece and U
 vocabulary size against HF ``tokenizers`` (one thread) and ``sentencepiece`` (BPE, Unigram; one
 thread); encoding throughput (MB/s) of the trained byte-level BPE against HF ``tokenizers``
 (one thread, batched) and ``tiktoken`` built offline from the same ranks. Peers are measured
-in the same run; ratios are ours / theirs for time and ours / theirs for throughput. The last
-line printed is one JSON object.
+in the same run; ratios are ours / theirs for time and ours / theirs for throughput. Also the
+quality table: tokens per byte (and per word) on WikiText-2 test of each algorithm at the
+first vocabulary size, next to SmolLM2's tokenizer. The last line printed is one JSON object.
 
     python bench/tokenizers.py [--sizes 8000 32000] [--kinds bpe byte-bpe wordpiece unigram] [--lines N]
 """
@@ -22,13 +23,17 @@ from pathlib import Path
 
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # HF tokenizers on one thread
 os.environ["RAYON_NUM_THREADS"] = "1"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# this file is named like the HF package: drop its folder from the path so `import tokenizers` finds HF's
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 from lmlab.core.progress import set_quiet  # noqa: E402
 from lmlab.data import data_root  # noqa: E402
 from lmlab.tokenizers import load  # noqa: E402
 from lmlab.tokenizers.decoders import token_bytes  # noqa: E402
 from lmlab.tokenizers.pre_tokenizers import GPT2_PATTERN  # noqa: E402
+from lmlab.tokenizers.stats import tokenizer_stats  # noqa: E402
 from lmlab.tokenizers.trainers import train_tokenizer  # noqa: E402
 
 
@@ -124,7 +129,9 @@ def main() -> None:
     if args.lines:
         lines = lines[:args.lines]
     n_bytes = sum(len(t.encode("utf-8")) for t in lines)
+    test = (data_root() / "wikitext-2" / "test.txt").read_text(encoding="utf-8").splitlines()
     result: dict = {"corpus": f"wikitext-2 train ({len(lines)} lines, {n_bytes / 1e6:.1f} MB)", "training": [],
+                    "quality_on_test": [],
                     "note": "HF tokenizers with TOKENIZERS_PARALLELISM=false (1 thread); sentencepiece num_threads=1"}
     with tempfile.TemporaryDirectory() as workdir:
         corpus_file = Path(workdir) / "train.txt"
@@ -137,6 +144,8 @@ def main() -> None:
                 saved = tok.save(Path(workdir) / f"{kind}_{size}.json")
                 if kind == "byte-bpe" and encode_path is None:
                     encode_path = saved
+                if size == args.sizes[0]:
+                    result["quality_on_test"].append({"tokenizer": f"{kind} {size}", **tokenizer_stats(tok, test)})
                 try:
                     row["hf_tokenizers_s"] = hf_train(kind, lines, size)
                     row["ratio_vs_hf"] = ours_s / row["hf_tokenizers_s"]
@@ -151,7 +160,9 @@ def main() -> None:
         if encode_path is not None:
             result["encode_byte_bpe"] = {"tokenizer": encode_path.name, **encode_throughput(encode_path, lines, n_bytes)}
         smol = Path(workdir) / "smollm2.json"
-        load("smollm2-135m-instruct").save(smol)
+        smollm2 = load("smollm2-135m-instruct")
+        smollm2.save(smol)
+        result["quality_on_test"].append({"tokenizer": "smollm2-135m-instruct", **tokenizer_stats(smollm2, test)})
         result["encode_smollm2"] = {"tokenizer": "smollm2-135m-instruct",
                                     **{k: v for k, v in encode_throughput(smol, lines, n_bytes).items()
                                        if "tiktoken" not in k}}
