@@ -149,3 +149,23 @@ def test_training_is_reproducible(wikitext):
     a = train_tokenizer("byte-bpe", train[:300], 400)
     b = train_tokenizer("byte-bpe", list(reversed(train[:300])), 400)
     assert a.fingerprint() == b.fingerprint()
+
+
+def test_unigram_nbest_and_nbest_sampling():
+    model = Unigram([("<unk>", 0.0), ("a", -1.0), ("b", -1.0), ("ab", -1.5), ("abc", -5.0), ("c", -1.0)], unk_id=0)
+    best = model.nbest("abc", 3)
+    assert [round(s, 6) for s, _ in best] == [-2.5, -3.0, -5.0]
+    assert [[t[0] for t in p] for _, p in best] == [[3, 5], [1, 2, 5], [4]]
+    assert model.nbest("abc", 1)[0][1] == model.tokenize("abc")
+    rng = random.Random(1)
+    draws = [tuple(t[0] for t in model.sample("abc", alpha=1.0, rng=rng, nbest_size=2)) for _ in range(2000)]
+    assert set(draws) == {(3, 5), (1, 2, 5)}
+    assert abs(draws.count((3, 5)) / 2000 - 1 / (1 + math.exp(-0.5))) < 0.03
+
+
+def test_sample_encode_is_reproducible_and_decodes_to_the_text():
+    tok = train_tokenizer("unigram", ["the cat sat on the mat", "the dog sat on a log"] * 10, 40)
+    a = tok.sample_encode("the cat sat", alpha=0.5, seed=3)
+    assert a == tok.sample_encode("the cat sat", alpha=0.5, seed=3)
+    assert tok.decode(a) == "the cat sat"
+    assert len({tuple(tok.sample_encode("the cat sat", alpha=0.1, seed=s)) for s in range(20)}) > 1

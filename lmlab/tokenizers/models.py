@@ -274,15 +274,43 @@ class Unigram(SubwordModel):
                 out.append((tid, s, e))
         return out
 
-    def sample(self, piece: str, alpha: float = 0.1, rng: random.Random | None = None) -> Triples:
+    def nbest(self, piece: str, n: int) -> list[tuple[float, Triples]]:
+        """The ``n`` best segmentations with their log-probabilities, best first."""
+        L = len(piece)
+        if not L:
+            return [(0.0, [])]
+        ends = self._lattice(piece)
+        # kbest[e]: up to n (score, start, id, rank in kbest[start]) entries, best first
+        kbest: list[list[tuple[float, int, int, int]]] = [[(0.0, -1, -1, -1)]] + [[] for _ in range(L)]
+        for e in range(1, L + 1):
+            cands = [(prev[0] + s, b, tid, r) for b, tid, s in ends[e] for r, prev in enumerate(kbest[b])]
+            kbest[e] = heapq.nlargest(n, cands, key=lambda c: c[0])
+        out = []
+        for score, b, tid, r in kbest[L]:
+            path: Triples = []
+            e = L
+            while e > 0:
+                path.append((tid, b, e))
+                e = b
+                _, b, tid, r = kbest[e][r] if e > 0 else (0.0, -1, -1, -1)
+            out.append((score, self._unk_fuse(path[::-1])))
+        return out
+
+    def sample(self, piece: str, alpha: float = 0.1, rng: random.Random | None = None,
+               nbest_size: int = -1) -> Triples:
         """A segmentation drawn with probability ∝ P(segmentation)^alpha (subword regularisation).
 
-        Forward filtering, backward sampling over the whole lattice (SentencePiece's nbest=-1).
+        ``nbest_size`` < 0: over all segmentations (forward filtering, backward sampling);
+        otherwise among the ``nbest_size`` best ones, as SentencePiece's ``nbest_size``.
         """
         rng = rng or random.Random()
         n = len(piece)
         if not n:
             return []
+        if nbest_size > 0:
+            cands = self.nbest(piece, nbest_size)
+            top = max(s for s, _ in cands)
+            return rng.choices([p for _, p in cands], weights=[math.exp(alpha * (s - top)) for s, _ in cands])[0]
         ends = self._lattice(piece)
         fwd = [-math.inf] * (n + 1)
         fwd[0] = 0.0

@@ -7,6 +7,7 @@ Added tokens (chat markers, ``[CLS]``…) are matched in the raw text first and 
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
 from itertools import chain
@@ -14,7 +15,7 @@ from itertools import chain
 from ..core.errors import ModelError
 from .base import Tokenizer
 from .decoders import ByteStreamDecoder, build_decoder, byte_level_decoder
-from .models import MODELS, SubwordModel
+from .models import MODELS, SubwordModel, Unigram
 from .normalizers import WHITESPACE, build_normalizer, normalize_aligned
 from .pre_tokenizers import build_pre_tokenizer
 
@@ -156,6 +157,28 @@ class SubwordTokenizer(Tokenizer):
                 first, last = piece_align[a], piece_align[b - 1]
                 out.append((tid, align[first][0], align[last][1]))
         return out
+
+    def sample_encode(self, text: str, alpha: float = 0.1, nbest_size: int = -1, seed: int | None = None) -> list[int]:
+        """Subword regularisation (Unigram only): a segmentation sampled ∝ P^alpha, for training-time noise."""
+        if not isinstance(self.model, Unigram):
+            raise ModelError(f"sampling needs a Unigram model, not {self.model.type_name}",
+                             "train with kind='unigram' or use encode()")
+        rng = random.Random(seed)
+        ids: list[int] = []
+        for start, end, special_id in self._special_spans(text):
+            if special_id is not None:
+                ids.append(special_id)
+                continue
+            segment = text[start:end]
+            if self._normalize is not None:
+                segment = self._normalize(segment)
+            pre = self._pre
+            pieces = pre.pieces(segment) if pre is not None else ([segment] if segment else [])
+            for k, p in enumerate(pieces):
+                if pre is not None and pre.transform is not None:
+                    p = pre.transform(p, k == 0)
+                ids += [t[0] for t in self.model.sample(p, alpha, rng, nbest_size)]
+        return ids
 
     def _wrap(self, ids: list[int]) -> list[int]:
         if self._template is None:  # no post-processor: nothing is added (as in HF)

@@ -176,11 +176,13 @@ class Lattices:
 
 
 def _m_step(pieces: list[tuple[str, float]], expected: np.ndarray, required: set[str]) -> list[tuple[str, float]]:
-    kept = [(p, f) for (p, _), f in zip(pieces, expected, strict=True)
+    """Bayesian M-step: score = ψ(count) − ψ(total). Pieces expected under 0.5 times go, except the
+    single characters, which keep that floor count so that they stay usable (not −∞)."""
+    kept = [(p, max(float(f), EXPECTED_FREQUENCY_THRESHOLD) if p in required else float(f))
+            for (p, _), f in zip(pieces, expected, strict=True)
             if f >= EXPECTED_FREQUENCY_THRESHOLD or p in required]
-    expected = [f for _, f in kept]
-    logsum = digamma(sum(expected) + 1e-12)
-    return [(p, digamma(max(float(f), 1e-12)) - logsum) for p, f in kept]
+    logsum = digamma(sum(f for _, f in kept))
+    return [(p, digamma(f) - logsum) for p, f in kept]
 
 
 def _prune(pieces: list[tuple[str, float]], words: list[tuple[str, int]], lattices: Lattices,
