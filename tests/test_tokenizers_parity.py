@@ -98,3 +98,20 @@ def test_tokenizer_json_round_trip_keeps_ids(tmp_path, smollm2):
     ref = tokenizers.Tokenizer.from_str(json.dumps(smollm2.to_hf_json()))
     for line in HARD:
         assert ref.encode(line, add_special_tokens=False).ids == again.encode(line)
+
+
+def test_llama3_pre_tokenizer_matches_hf_tokenizers():
+    hf = pytest.importorskip("tokenizers")
+    from lmlab.tokenizers import SubwordTokenizer
+    from lmlab.tokenizers.pre_tokenizers import LLAMA3_PATTERN
+
+    data = load("smollm2-135m-instruct").to_hf_json()
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    ours = SubwordTokenizer.from_hf_json(data)
+    ref = hf.Tokenizer.from_str(json.dumps(data))
+    lines = HARD + ["I'VE 12345 apples\r\n\r\n  and\tIt's   ok!!\n", "don'T ¿qué? 3.14159"]
+    lines += need_data("wikitext-2", "valid.txt").read_text(encoding="utf-8").splitlines()[:400]
+    for line in lines:
+        assert ours.encode(line) == ref.encode(line, add_special_tokens=False).ids, line[:80]
