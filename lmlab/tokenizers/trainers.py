@@ -26,6 +26,7 @@ from .normalizers import build_normalizer
 from .pipeline import SubwordTokenizer, added_token
 from .pre_tokenizers import BYTE_TO_CHAR, PreTokenizer, build_pre_tokenizer
 from .unigram_trainer import learn_unigram
+from .wordlevel import bos_eos_template
 
 KINDS = ("bpe", "bpe-eow", "byte-bpe", "wordpiece", "unigram")
 
@@ -69,17 +70,6 @@ def count_words(texts: Iterable[str], normalizer: dict | None, pre_tokenizer: di
     return counts
 
 
-def _template(bos: str | None, eos: str | None, ids: dict[str, int]) -> dict | None:
-    if bos is None and eos is None:
-        return None
-    single = ([{"SpecialToken": {"id": bos, "type_id": 0}}] if bos else []) + \
-        [{"Sequence": {"id": "A", "type_id": 0}}] + ([{"SpecialToken": {"id": eos, "type_id": 0}}] if eos else [])
-    pair = single + [{"Sequence": {"id": "B", "type_id": 1}}] + \
-        ([{"SpecialToken": {"id": eos, "type_id": 1}}] if eos else [])
-    special = {t: {"id": t, "ids": [ids[t]], "tokens": [t]} for t in (bos, eos) if t}
-    return {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special}
-
-
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, *, min_frequency: int = 0,
                     limit_alphabet: int | None = None, special_tokens: dict[str, str] | None = None,
                     add_bos_eos: bool = True) -> SubwordTokenizer:
@@ -112,6 +102,6 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, *, min_fre
         model = Unigram([(t, 0.0) for t in specials] + [p for p in pieces if p[0] not in specials],
                         unk_id=specials.index(roles["unk"]) if "unk" in roles else None)
     added = [added_token(t, model.ids[t]) for t in specials]
-    post = _template(roles.get("bos"), roles.get("eos"), model.ids) if add_bos_eos else None
+    post = bos_eos_template(roles.get("bos"), roles.get("eos"), model.ids) if add_bos_eos else None
     return SubwordTokenizer(model, normalizer=spec["normalizer"], pre_tokenizer=spec["pre_tokenizer"],
                             decoder=spec["decoder"], post_processor=post, added_tokens=added, special_tokens=roles)
