@@ -56,6 +56,7 @@ def test_smollm2_chat_tokens_are_single_ids(smollm2):
     assert smollm2.decode(ids, skip_special_tokens=True) == "user\nHello"
     assert smollm2.encode("Hello") == smollm2.encode("Hello", add_special_tokens=False)
     assert load(smollm2_gguf()).encode("Hello world") == smollm2.encode("Hello world")
+    assert load(smollm2_gguf().parent).encode("Hello world") == smollm2.encode("Hello world")  # a directory
 
 
 @pytest.mark.slow

@@ -47,10 +47,13 @@ def load(name_or_path: str | os.PathLike) -> Tokenizer:
     if path.suffix == ".gguf" and path.is_file():
         return tokenizer_from_gguf(path)
     if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if not (path / TOKENIZER_FILE).exists() and len(ggufs) == 1:
+            return tokenizer_from_gguf(ggufs[0])
         path = path / TOKENIZER_FILE
         if not path.exists():
             raise InputError(f"no {TOKENIZER_FILE} in directory {path.parent}",
-                             "pass the tokenizer.json file or a model directory that has one")
+                             "pass the tokenizer.json file or a model directory that has one (or one .gguf)")
     if not path.exists():
         if str(name_or_path) in NAMED:
             return NAMED.get(str(name_or_path))()
