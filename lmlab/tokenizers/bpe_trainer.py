@@ -209,9 +209,18 @@ def learn_wordpiece(word_counts: dict[str, int], vocab_size: int, *, specials: I
         for q in gained:
             pairs_of.setdefault(q[0], set()).add(q)
             pairs_of.setdefault(q[1], set()).add(q)
-        touched = gained | pairs_of.get(a, set()) | pairs_of.get(b, set())
+        # count(a) and count(b) fell, so every live pair containing them scores higher now: re-push
+        # those (dead pairs leave the symbol → pairs map here, which keeps the sets small)
+        touched = set(gained)
+        for sym in {a, b}:
+            live = {q for q in pairs_of.get(sym, ()) if pair_counts.get(q, 0) > 0}
+            if sym_counts[sym] > 0 and live:
+                pairs_of[sym] = live
+            else:
+                pairs_of.pop(sym, None)
+            touched |= live
         for q in touched:
-            if pair_counts.get(q, 0) > 0 and sym_counts[q[0]] > 0 and sym_counts[q[1]] > 0:
+            if pair_counts.get(q, 0) > 0:
                 heapq.heappush(heap, entry(q))
         bar.update(1)
     bar.close()
