@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..core.errors import ConfigError, ModelError
 from ..core.io import write_json
+from .decoders import TextStreamDecoder
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -156,10 +157,8 @@ class Tokenizer(ABC):
                     mask += [0] * extra
         return BatchEncoding([ids for ids, _ in rows], masks, [offs for _, offs in rows])
 
-    def stream_decoder(self, skip_special_tokens: bool = False):
+    def stream_decoder(self, skip_special_tokens: bool = False) -> TextStreamDecoder:
         """An incremental decoder: ``push(id) -> str`` returns the newly complete text, ``flush()`` the rest."""
-        from .decoders import TextStreamDecoder
-
         return TextStreamDecoder(lambda ids: self.decode(ids, skip_special_tokens))
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:

@@ -171,7 +171,8 @@ class TextStreamDecoder:
     """Incremental decoding for any tokenizer: emits the growth of the decoded prefix.
 
     Holds back output while the decoded text ends in U+FFFD (a possibly incomplete
-    character) and re-decodes a short window, so the cost per token stays small.
+    character). It re-decodes the whole prefix on each push (cost grows with the length);
+    byte-level tokenizers use the constant-cost ``ByteStreamDecoder`` instead.
     """
 
     def __init__(self, decode: Callable[[list[int]], str]) -> None:

@@ -242,9 +242,7 @@ class Unigram(SubwordModel):
                     has_single |= e == b + 1
             if not has_single:
                 ends[b + 1].append((b, -1, self.unk_score))
-        for lst in ends:
-            lst.sort(key=lambda t: t[0])  # HF visits nodes by start position: ties go to the earliest
-        return ends
+        return ends  # each list is in start order (HF's visiting order: ties go to the earliest start)
 
     def tokenize(self, piece: str) -> Triples:
         n = len(piece)

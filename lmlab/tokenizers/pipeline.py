@@ -14,7 +14,7 @@ from itertools import chain
 
 from ..core.errors import ModelError
 from .base import Tokenizer
-from .decoders import ByteStreamDecoder, build_decoder, byte_level_decoder
+from .decoders import ByteStreamDecoder, TextStreamDecoder, build_decoder, byte_level_decoder
 from .models import MODELS, SubwordModel, Unigram
 from .normalizers import WHITESPACE, build_normalizer, normalize_aligned
 from .pre_tokenizers import build_pre_tokenizer
@@ -193,7 +193,7 @@ class SubwordTokenizer(Tokenizer):
             return "".join(tokens)
         return "".join(self._decoder(tokens))
 
-    def stream_decoder(self, skip_special_tokens: bool = False):
+    def stream_decoder(self, skip_special_tokens: bool = False) -> ByteStreamDecoder | TextStreamDecoder:
         if self._decoder is byte_level_decoder:
             return ByteStreamDecoder(self.id_to_token, self.special_ids if skip_special_tokens else set())
         return super().stream_decoder(skip_special_tokens)
