@@ -211,17 +211,19 @@ def learn_wordpiece(word_counts: dict[str, int], vocab_size: int, *, specials: I
             pairs_of.setdefault(q[1], set()).add(q)
         # count(a) and count(b) fell, so every live pair containing them scores higher now: re-push
         # those (dead pairs leave the symbol → pairs map here, which keeps the sets small)
-        touched = set(gained)
+        touched = {q for q in gained if pair_counts[q] > 0}
         for sym in {a, b}:
-            live = {q for q in pairs_of.get(sym, ()) if pair_counts.get(q, 0) > 0}
+            live = {q for q in pairs_of.get(sym, ()) if pair_counts[q] > 0}
             if sym_counts[sym] > 0 and live:
                 pairs_of[sym] = live
             else:
                 pairs_of.pop(sym, None)
             touched |= live
+        push = heapq.heappush
         for q in touched:
-            if pair_counts.get(q, 0) > 0:
-                heapq.heappush(heap, entry(q))
+            x, y = q
+            cq, cx, cy = pair_counts[q], sym_counts[x], sym_counts[y]
+            push(heap, (-cq / (cx * cy), -cq, x, y, cx, cy))
         bar.update(1)
     bar.close()
     return vocab
