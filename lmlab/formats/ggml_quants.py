@@ -1,0 +1,137 @@
+"""Dequantisation of GGML tensor blocks (the formats inside GGUF files) with numpy.
+
+Each quantised type stores fixed-size blocks: scales as float16 followed by packed integer
+codes. ``dequantize(raw, type, n)`` unpacks ``n`` values from the raw bytes, vectorised over
+all blocks at once. Layouts follow ggml's reference C (``ggml-quants.c``):
+
+- Q8_0: d, 32 × int8                       x = d·q
+- Q4_0: d, 16 bytes of nibbles             x = d·(q − 8)       (low nibbles first, then high)
+- Q4_1: d, m, 16 bytes of nibbles          x = d·q + m
+- Q5_0 / Q5_1: as Q4 with a 32-bit mask of fifth bits; Q5_0 subtracts 16
+- Q4_K / Q5_K: 256-value super-blocks, 8 sub-blocks with 6-bit scales and mins
+- Q6_K: 256-value super-blocks, 16 int8 scales, 6-bit codes (4 low + 2 high bits) − 32
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.errors import ModelError
+
+#: ggml type id → name, for the types lmlab reads
+GGML_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
+              12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16"}
+#: name → (values per block, bytes per block)
+BLOCK = {"F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "Q4_0": (32, 18), "Q4_1": (32, 20),
+         "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34), "Q4_K": (256, 144),
+         "Q5_K": (256, 176), "Q6_K": (256, 210)}
+
+
+def type_name(ggml_type: int | str) -> str:
+    """The name of a ggml type id (or name), with a clear error for types lmlab cannot read."""
+    name = GGML_TYPES.get(ggml_type) if isinstance(ggml_type, int) else str(ggml_type).upper()
+    if name not in BLOCK:
+        raise ModelError(f"GGML tensor type {ggml_type!r} is not supported",
+                         f"lmlab reads {', '.join(BLOCK)}; re-quantise the model to one of them")
+    return name
+
+
+def nbytes(ggml_type: int | str, n_elements: int) -> int:
+    """Bytes that ``n_elements`` values of this type occupy."""
+    per_block, size = BLOCK[type_name(ggml_type)]
+    if n_elements % per_block:
+        raise ModelError(f"{n_elements} values do not fill whole {type_name(ggml_type)} blocks of {per_block}")
+    return n_elements // per_block * size
+
+
+def _f16(blocks: np.ndarray, start: int) -> np.ndarray:
+    """Column of float16 scales at byte offset ``start`` of each block, as float32 [nb, 1]."""
+    return blocks[:, start:start + 2].copy().view(np.float16).astype(np.float32)
+
+
+def _nibbles(qs: np.ndarray) -> np.ndarray:
+    """[nb, 16] packed bytes → [nb, 32] codes: the 16 low nibbles, then the 16 high ones."""
+    return np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int16)
+
+
+def _fifth_bits(qh: np.ndarray) -> np.ndarray:
+    """[nb, 4] little-endian 32-bit masks → [nb, 32] bits (bit j belongs to value j)."""
+    mask = qh.copy().view("<u4")  # [nb, 1]
+    return ((mask >> np.arange(32, dtype=np.uint32)) & 1).astype(np.int16)
+
+
+def _scale_min_k4(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8 six-bit scales and mins packed into 12 bytes of a Q4_K/Q5_K super-block."""
+    s = scales.astype(np.int16)
+    sc = np.empty((s.shape[0], 8), np.int16)
+    mn = np.empty((s.shape[0], 8), np.int16)
+    sc[:, :4] = s[:, 0:4] & 63
+    mn[:, :4] = s[:, 4:8] & 63
+    sc[:, 4:] = (s[:, 8:12] & 0x0F) | ((s[:, 0:4] >> 6) << 4)
+    mn[:, 4:] = (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)
+    return sc.astype(np.float32), mn.astype(np.float32)
+
+
+def _q4_k(b: np.ndarray) -> np.ndarray:
+    d, dmin = _f16(b, 0), _f16(b, 2)
+    sc, mn = _scale_min_k4(b[:, 4:16])
+    qs = b[:, 16:144].reshape(-1, 4, 32)  # 4 groups of 64 values, 32 bytes each
+    q = np.stack([qs & 0x0F, qs >> 4], axis=2).reshape(-1, 8, 32).astype(np.float32)
+    return (d[:, :, None] * sc[:, :, None] * q - dmin[:, :, None] * mn[:, :, None]).reshape(-1)
+
+
+def _q5_k(b: np.ndarray) -> np.ndarray:
+    d, dmin = _f16(b, 0), _f16(b, 2)
+    sc, mn = _scale_min_k4(b[:, 4:16])
+    qh = b[:, 16:48]  # one byte per position l, bit 2i / 2i+1 for sub-blocks 2i / 2i+1
+    qs = b[:, 48:176].reshape(-1, 4, 32)
+    low = np.stack([qs & 0x0F, qs >> 4], axis=2).reshape(-1, 8, 32).astype(np.int16)
+    high = ((qh[:, None, :] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1).astype(np.int16)
+    q = (low + 16 * high).astype(np.float32)
+    return (d[:, :, None] * sc[:, :, None] * q - dmin[:, :, None] * mn[:, :, None]).reshape(-1)
+
+
+def _q6_k(b: np.ndarray) -> np.ndarray:
+    ql = b[:, 0:128].reshape(-1, 2, 64).astype(np.int16)  # two halves of 128 values
+    qh = b[:, 128:192].reshape(-1, 2, 32).astype(np.int16)
+    scales = b[:, 192:208].copy().view(np.int8).astype(np.float32).reshape(-1, 2, 8)
+    d = _f16(b, 208)
+    q1 = (ql[:, :, :32] & 0x0F) | (((qh >> 0) & 3) << 4)
+    q2 = (ql[:, :, 32:] & 0x0F) | (((qh >> 2) & 3) << 4)
+    q3 = (ql[:, :, :32] >> 4) | (((qh >> 4) & 3) << 4)
+    q4 = (ql[:, :, 32:] >> 4) | (((qh >> 6) & 3) << 4)
+    q = np.stack([q1, q2, q3, q4], axis=2).astype(np.float32) - 32  # [nb, 2, 4, 32]
+    # value l of quarter k in a half uses scale index k*2 + l // 16
+    sc = scales.reshape(-1, 2, 4, 2)[:, :, :, np.arange(32) // 16]
+    return (d[:, :, None, None] * sc * q).reshape(-1)
+
+
+def dequantize(raw: np.ndarray | bytes, ggml_type: int | str, n_elements: int) -> np.ndarray:
+    """Unpack ``n_elements`` float32 values of a ggml type from ``raw`` bytes."""
+    name = type_name(ggml_type)
+    data = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, (bytes, bytearray, memoryview)) \
+        else np.asarray(raw).view(np.uint8).reshape(-1)
+    need = nbytes(name, n_elements)
+    if data.size < need:
+        raise ModelError(f"tensor data is truncated: {data.size} bytes where {name} needs {need}",
+                         "the file is incomplete; download or convert it again")
+    data = data[:need]
+    if name == "F32":
+        return data.view("<f4").astype(np.float32)
+    if name == "F16":
+        return data.view("<f2").astype(np.float32)
+    if name == "BF16":
+        return (data.view("<u2").astype(np.uint32) << 16).view(np.float32)
+    per_block, size = BLOCK[name]
+    b = data.reshape(-1, size)
+    if name == "Q8_0":
+        return (_f16(b, 0) * b[:, 2:].view(np.int8).astype(np.float32)).reshape(-1)
+    if name == "Q4_0":
+        return (_f16(b, 0) * (_nibbles(b[:, 2:]) - 8)).reshape(-1)
+    if name == "Q4_1":
+        return (_f16(b, 0) * _nibbles(b[:, 4:]) + _f16(b, 2)).reshape(-1)
+    if name == "Q5_0":
+        return (_f16(b, 0) * (_nibbles(b[:, 6:]) + 16 * _fifth_bits(b[:, 2:6]) - 16)).reshape(-1)
+    if name == "Q5_1":
+        return (_f16(b, 0) * (_nibbles(b[:, 8:]) + 16 * _fifth_bits(b[:, 4:8])) + _f16(b, 2)).reshape(-1)
+    return {"Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k}[name](b)
