@@ -59,3 +59,22 @@ def test_smollm2_file_matches_reference_reader():
         assert mine.shape == tuple(int(x) for x in t.shape)
     t = ref.tensors[0]
     assert np.array_equal(ours.tensor_bytes(t.name), np.asarray(t.data).view(np.uint8).reshape(-1))
+
+
+def test_tensor_is_dequantised_in_numpy_shape(tmp_path):
+    path, _ = _tiny_gguf(tmp_path / "t.gguf")
+    g = read_gguf(path)
+    assert g.tensors["w"].type_name == "F32"
+    assert np.array_equal(g.tensor("w"), np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def test_smollm2_quantised_tensor_matches_reference_dequantisation():
+    gguf = pytest.importorskip("gguf")
+    from gguf.quants import dequantize as ref_dequantize
+
+    ours, ref = read_gguf(smollm2_gguf()), gguf.GGUFReader(str(smollm2_gguf()))
+    t = next(t for t in ref.tensors if t.name == "blk.0.attn_q.weight")
+    want = ref_dequantize(np.asarray(t.data), t.tensor_type)
+    got = ours.tensor(t.name)
+    assert ours.tensors[t.name].type_name == t.tensor_type.name and got.shape == want.shape
+    assert np.array_equal(got, want)

@@ -2,8 +2,7 @@
 
 The file is memory-mapped with numpy; metadata values become Python values (numeric arrays
 become numpy arrays), and each tensor's raw bytes are a zero-copy view into the map.
-Dequantising those bytes is a separate concern: ``GGML_TYPES`` gives each type's block
-layout so a dequantiser can be added per type without touching this reader.
+Block layouts and dequantisation live in ``ggml_quants``; ``GGUFFile.tensor`` joins the two.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InputError, ModelError
+from .ggml_quants import dequantize, nbytes, type_name
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -26,27 +26,6 @@ _SCALARS = {0: ("<B", np.uint8), 1: ("<b", np.int8), 2: ("<H", np.uint16), 3: ("
             4: ("<I", np.uint32), 5: ("<i", np.int32), 6: ("<f", np.float32), 7: ("<?", np.bool_),
             10: ("<Q", np.uint64), 11: ("<q", np.int64), 12: ("<d", np.float64)}
 _STRING, _ARRAY = 8, 9
-
-
-@dataclass(frozen=True)
-class GGMLType:
-    """Storage layout of one ggml tensor type: elements per block and bytes per block."""
-
-    name: str
-    block_size: int
-    type_size: int
-
-
-#: ggml type id → layout (the types llama.cpp writes today; ids follow ggml.h)
-GGML_TYPES: dict[int, GGMLType] = {t_id: GGMLType(*spec) for t_id, spec in {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
-    6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36),
-    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176),
-    14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292), 16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74),
-    18: ("IQ3_XXS", 256, 98), 19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110),
-    22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
-    26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2),
-}.items()}
 
 
 @dataclass(frozen=True)
@@ -66,16 +45,13 @@ class TensorInfo:
         return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
 
     @property
-    def type(self) -> GGMLType:
-        t = GGML_TYPES.get(self.ggml_type)
-        if t is None:
-            raise ModelError(f"tensor {self.name} has unknown ggml type {self.ggml_type}")
-        return t
+    def type_name(self) -> str:
+        """The ggml type's name (e.g. Q4_1); a clear error for types lmlab cannot read."""
+        return type_name(self.ggml_type)
 
     @property
     def n_bytes(self) -> int:
-        t = self.type
-        return self.n_elements // t.block_size * t.type_size
+        return nbytes(self.ggml_type, self.n_elements)
 
 
 class GGUFFile:
@@ -165,6 +141,13 @@ class GGUFFile:
         if end > len(self.data):
             raise ModelError(f"tensor {name} runs past the end of {self.path.name}", "the file is truncated")
         return self.data[info.offset:end]
+
+    def tensor(self, name: str) -> np.ndarray:
+        """One tensor as float32, dequantised, in numpy (row-major) shape: GGUF's dims reversed."""
+        info = self.tensors.get(name)
+        if info is None:
+            raise ModelError(f"{self.path.name} has no tensor {name!r}")
+        return dequantize(self.tensor_bytes(name), info.ggml_type, info.n_elements).reshape(info.shape[::-1])
 
 
 def read_gguf(path: str | os.PathLike) -> GGUFFile:
