@@ -1,0 +1,212 @@
+"""ARPA back-off files: write an ``NgramLM`` and read one back (KenLM's and SRILM's too).
+
+An ARPA file lists, per order, ``log10 p  w1 … wn  [log10 backoff]``. Reading builds the
+model's sorted key tables and a word tokenizer over the unigram list (``<unk>``, ``<s>``,
+``</s>`` as its special tokens). ``-99`` (and below) is read as log 0, the ARPA convention;
+``<s>`` is never predicted, whatever probability the file gives it. A malformed file stops
+with an error naming the line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import DataError, InputError, ModelError
+from ..core.io import atomic_write
+from ..core.progress import progress
+from ..tokenizers import WordLevelTokenizer
+from .counts import lookup, words_of
+from .model import NgramLM
+
+LN10 = math.log(10.0)
+LOG_ZERO = -99.0
+SPECIALS = {"unk": "<unk>", "bos": "<s>", "eos": "</s>"}
+_HEADER = re.compile(r"ngram\s+(\d+)\s*=\s*(\d+)$")
+_SECTION = re.compile(r"\\(\d+)-grams:$")
+
+
+def _fmt(values: np.ndarray) -> list[str]:
+    log10 = np.maximum(values / LN10, LOG_ZERO)
+    return [f"{x:.7g}" for x in log10.tolist()]
+
+
+def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
+    """Write ``lm`` as an ARPA file (atomically); ids without a name in ``tokenizer`` are an error."""
+    if lm.flat and lm.order > 1:
+        raise ModelError("an add-k model of order > 1 has no ARPA form (its unseen words do not back off "
+                         "to the lower orders)", "save it as a model directory instead of .arpa")
+    if tokenizer.vocab_size != lm.vocab_size:
+        raise ModelError("the tokenizer does not belong to this model (vocabulary sizes differ)")
+    vocab = [tokenizer.id_to_token(i) for i in range(lm.vocab_size)]
+    if any(not w or any(c.isspace() for c in w) for w in vocab):
+        raise ModelError("an ARPA file cannot hold tokens that are empty or contain whitespace",
+                         "use a word tokenizer, or save a model directory")
+    skip = {lm.pad_id} if lm.pad_id is not None else set()
+    unigram_rows = [i for i in range(lm.vocab_size) if i not in skip]
+    sizes = [len(unigram_rows)] + [len(k) for k in lm.keys[1:]]
+    out = Path(path)
+    with atomic_write(out) as fh:
+        fh.write("\\data\\\n")
+        for n, size in enumerate(sizes, 1):
+            fh.write(f"ngram {n}={size}\n")
+        for n in progress(range(1, lm.order + 1), desc="writing ARPA", unit="order"):
+            fh.write(f"\n\\{n}-grams:\n")
+            rows = np.array(unigram_rows) if n == 1 else np.arange(sizes[n - 1])
+            grams = words_of(lm.keys, lm.vocab_size, n)[rows]
+            probs = _fmt(lm.logprobs[n - 1][rows])
+            if n == 1 and lm.bos_id is not None:
+                probs[unigram_rows.index(lm.bos_id)] = f"{LOG_ZERO:g}"
+            names = [" ".join(vocab[i] for i in g) for g in grams.tolist()]
+            if n < lm.order:
+                bows = _fmt(lm.logbows[n - 1][rows])
+                fh.writelines(f"{p}\t{w}\t{b}\n" for p, w, b in zip(probs, names, bows, strict=True))
+            else:
+                fh.writelines(f"{p}\t{w}\n" for p, w in zip(probs, names, strict=True))
+        fh.write("\n\\end\\\n")
+    return out
+
+
+def _float(text: str, path: Path, lineno: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{path}:{lineno}: {text!r} is not a number", "the ARPA file is malformed") from None
+    if math.isnan(value):
+        raise DataError(f"{path}:{lineno}: NaN is not a log-probability", "the ARPA file is malformed")
+    return -math.inf if value <= LOG_ZERO else value * LN10
+
+
+def read_arpa(path: str | os.PathLike, *, smoothing: str = "arpa") -> tuple[NgramLM, WordLevelTokenizer]:
+    """Load an ARPA file as (model, word tokenizer)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"ARPA file not found: {p}", "check the path")
+    try:
+        lines = p.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not valid UTF-8 ({exc.reason})", "convert the file to UTF-8") from None
+    declared: dict[int, int] = {}
+    spans: dict[int, tuple[int, int]] = {}  # order -> (first line index, end line index) of its entries
+    current, seen_data, ended = None, False, False
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        if line == "\\data\\":
+            seen_data = True
+        elif line == "\\end\\":
+            if current is not None:
+                spans[current] = (spans[current][0], i)
+            ended = True
+            break
+        elif seen_data and (m := _SECTION.match(line)):
+            if current is not None:
+                spans[current] = (spans[current][0], i)
+            current = int(m.group(1))
+            if current not in declared:
+                raise DataError(f"{p}:{i + 1}: section \\{current}-grams: was not declared in \\data\\",
+                                "the ARPA file is malformed")
+            spans[current] = (i + 1, len(lines))
+        elif seen_data and current is None and line:
+            m = _HEADER.match(line)
+            if not m:
+                raise DataError(f"{p}:{i + 1}: expected 'ngram N=COUNT' in the \\data\\ header, got {line[:60]!r}",
+                                "the ARPA file is malformed")
+            declared[int(m.group(1))] = int(m.group(2))
+        i += 1
+    if not seen_data or not declared:
+        raise DataError(f"{p}: no \\data\\ header", "this is not an ARPA file")
+    if not ended:
+        raise DataError(f"{p}: the file ends without \\end\\", "the ARPA file is truncated")
+    order = max(declared)
+    sections = {}
+    for n in range(1, order + 1):
+        if n not in spans:
+            raise DataError(f"{p}: the header declares {n}-grams but there is no \\{n}-grams: section",
+                            "the ARPA file is malformed or truncated")
+        sections[n] = _parse_section(lines, *spans[n], n, p)
+        if len(sections[n][0]) != declared[n]:
+            raise DataError(f"{p}: the header declares {declared[n]} {n}-grams but the file lists "
+                            f"{len(sections[n][0])}", "the ARPA file is malformed or truncated")
+    return _build(sections, order, p, smoothing)
+
+
+def _parse_section(lines: list[str], start: int, end: int, n: int, path: Path) -> tuple:
+    """(log-probabilities, [count, n] words, log-backoffs) of one section; fast when its lines are uniform."""
+    body = [ln for ln in lines[start:end] if ln.strip()]
+    flat = " ".join(body).split()
+    for width in (n + 2, n + 1):
+        if len(flat) == len(body) * width:
+            table = np.array(flat, dtype=object).reshape(len(body), width)
+            try:
+                probs = _floats(table[:, 0])
+                bows = _floats(table[:, -1]) if width == n + 2 else np.zeros(len(body))
+            except ValueError:
+                break  # a bad number somewhere: find its line below
+            return probs, table[:, 1:n + 1], bows
+    probs, words, bows = [], [], []
+    for lineno in range(start + 1, end + 1):
+        fields = lines[lineno - 1].split()
+        if not fields:
+            continue
+        if len(fields) not in (n + 1, n + 2):
+            raise DataError(f"{path}:{lineno}: a {n}-gram line needs a probability, {n} words and an optional "
+                            f"backoff, got {len(fields)} fields", "the ARPA file is malformed")
+        probs.append(_float(fields[0], path, lineno))
+        words.append(fields[1:n + 1])
+        bows.append(_float(fields[-1], path, lineno) if len(fields) == n + 2 else 0.0)
+    return np.array(probs), np.array(words, dtype=object).reshape(-1, n), np.array(bows)
+
+
+def _floats(texts: np.ndarray) -> np.ndarray:
+    values = texts.astype(np.float64)
+    if np.isnan(values).any():
+        raise ValueError("NaN")
+    return np.where(values <= LOG_ZERO, -np.inf, values * LN10)
+
+
+def _build(sections: dict, order: int, path: Path, smoothing: str) -> tuple[NgramLM, WordLevelTokenizer]:
+    words = list(sections[1][1][:, 0])
+    for special in SPECIALS.values():
+        if special not in words:
+            words.append(special)
+    ids = {w: i for i, w in enumerate(words)}
+    if len(ids) != len(words):
+        raise DataError(f"{path}: a unigram is listed twice", "the ARPA file is malformed")
+    V = len(words)
+    tokenizer = WordLevelTokenizer("word", special_tokens=dict(SPECIALS), vocab=words)
+    logp1 = np.full(V, -math.inf)
+    bow1 = np.zeros(V)
+    logp1[:len(sections[1][0])], bow1[:len(sections[1][0])] = sections[1][0], sections[1][2]
+    logp1[ids["<s>"]] = -math.inf
+    keys, logprobs, logbows = [np.arange(V, dtype=np.int64)], [logp1], [bow1]
+    for n in range(2, order + 1):
+        probs, names, bows = sections[n]
+        try:
+            grams = np.array([ids[w] for w in names.ravel().tolist()], dtype=np.int64).reshape(-1, n)
+        except KeyError as exc:
+            raise DataError(f"{path}: the {n}-gram section uses the word {exc.args[0]!r}, which has no unigram",
+                            "the ARPA file is malformed") from None
+        row = grams[:, 0]
+        for j in range(1, n - 1):
+            row = lookup(keys[j], np.where(row >= 0, row * V + grams[:, j], -1))
+        missing = np.flatnonzero(row < 0)
+        if len(missing):
+            bad = " ".join(words[i] for i in grams[missing[0]])
+            raise DataError(f"{path}: the {n}-gram '{bad}' has no entry for its first {n - 1} words",
+                            "every n-gram's prefix must be listed (ARPA files from KenLM/SRILM are)")
+        packed = row * V + grams[:, -1]
+        order_idx = np.argsort(packed, kind="stable")
+        packed = packed[order_idx]
+        if len(packed) > 1 and (np.diff(packed) == 0).any():
+            raise DataError(f"{path}: an {n}-gram is listed twice", "the ARPA file is malformed")
+        keys.append(packed)
+        logprobs.append(probs[order_idx])
+        logbows.append(bows[order_idx])
+    lm = NgramLM(keys, logprobs, logbows, vocab_size=V, smoothing=smoothing, bos_id=ids["<s>"],
+                 eos_id=ids["</s>"], unk_id=ids["<unk>"])
+    return lm, tokenizer
