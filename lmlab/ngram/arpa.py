@@ -27,7 +27,7 @@ LN10 = math.log(10.0)
 LOG_ZERO = -99.0
 SPECIALS = {"unk": "<unk>", "bos": "<s>", "eos": "</s>"}
 _HEADER = re.compile(r"ngram\s+(\d+)\s*=\s*(\d+)$")
-_SECTION = re.compile(r"\\(\d+)-grams:$")
+_SECTION = re.compile(r"^\\(\d+)-grams:[ \t\r]*$", re.M)
 
 
 def _fmt(values: np.ndarray) -> list[str]:
@@ -87,70 +87,63 @@ def read_arpa(path: str | os.PathLike, *, smoothing: str = "arpa") -> tuple[Ngra
     if not p.is_file():
         raise InputError(f"ARPA file not found: {p}", "check the path")
     try:
-        lines = p.read_text(encoding="utf-8").split("\n")
+        text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{p}: not valid UTF-8 ({exc.reason})", "convert the file to UTF-8") from None
+    data_at = text.find("\\data\\")
+    if data_at < 0:
+        raise DataError(f"{p}: no \\data\\ header", "this is not an ARPA file")
+    end_at = text.find("\\end\\", data_at)
+    if end_at < 0:
+        raise DataError(f"{p}: the file ends without \\end\\", "the ARPA file is truncated")
+    marks = [(m.start(), m.end(), int(m.group(1))) for m in _SECTION.finditer(text, data_at, end_at)]
+    header_end = marks[0][0] if marks else end_at
+    line0 = text.count("\n", 0, data_at) + 1
     declared: dict[int, int] = {}
-    spans: dict[int, tuple[int, int]] = {}  # order -> (first line index, end line index) of its entries
-    current, seen_data, ended = None, False, False
-    i = 0
-    while i < len(lines):
-        line = lines[i].strip()
-        if line == "\\data\\":
-            seen_data = True
-        elif line == "\\end\\":
-            if current is not None:
-                spans[current] = (spans[current][0], i)
-            ended = True
-            break
-        elif seen_data and (m := _SECTION.match(line)):
-            if current is not None:
-                spans[current] = (spans[current][0], i)
-            current = int(m.group(1))
-            if current not in declared:
-                raise DataError(f"{p}:{i + 1}: section \\{current}-grams: was not declared in \\data\\",
-                                "the ARPA file is malformed")
-            spans[current] = (i + 1, len(lines))
-        elif seen_data and current is None and line:
-            m = _HEADER.match(line)
+    for i, line in enumerate(text[data_at:header_end].split("\n")[1:], line0 + 1):
+        if line.strip():
+            m = _HEADER.match(line.strip())
             if not m:
-                raise DataError(f"{p}:{i + 1}: expected 'ngram N=COUNT' in the \\data\\ header, got {line[:60]!r}",
+                raise DataError(f"{p}:{i}: expected 'ngram N=COUNT' in the \\data\\ header, got {line[:60]!r}",
                                 "the ARPA file is malformed")
             declared[int(m.group(1))] = int(m.group(2))
-        i += 1
-    if not seen_data or not declared:
-        raise DataError(f"{p}: no \\data\\ header", "this is not an ARPA file")
-    if not ended:
-        raise DataError(f"{p}: the file ends without \\end\\", "the ARPA file is truncated")
-    order = max(declared)
+    if not declared:
+        raise DataError(f"{p}: the \\data\\ header declares no n-grams", "this is not an ARPA file")
     sections = {}
+    for j, (start, body_start, n) in enumerate(marks):
+        body_end = marks[j + 1][0] if j + 1 < len(marks) else end_at
+        if n not in declared or n in sections:
+            raise DataError(f"{p}:{text.count(chr(10), 0, start) + 1}: unexpected section \\{n}-grams:",
+                            "the ARPA file is malformed")
+        first_line = text.count("\n", 0, body_start) + 1
+        sections[n] = _parse_section(text[body_start:body_end], first_line, n, p)
+    order = max(declared)
     for n in range(1, order + 1):
-        if n not in spans:
-            raise DataError(f"{p}: the header declares {n}-grams but there is no \\{n}-grams: section",
+        got = len(sections[n][0]) if n in sections else 0
+        if got != declared.get(n):
+            raise DataError(f"{p}: the header declares {declared.get(n, 0)} {n}-grams but the file lists {got}",
                             "the ARPA file is malformed or truncated")
-        sections[n] = _parse_section(lines, *spans[n], n, p)
-        if len(sections[n][0]) != declared[n]:
-            raise DataError(f"{p}: the header declares {declared[n]} {n}-grams but the file lists "
-                            f"{len(sections[n][0])}", "the ARPA file is malformed or truncated")
     return _build(sections, order, p, smoothing)
 
 
-def _parse_section(lines: list[str], start: int, end: int, n: int, path: Path) -> tuple:
+def _parse_section(body: str, first_line: int, n: int, path: Path) -> tuple:
     """(log-probabilities, [count, n] words, log-backoffs) of one section; fast when its lines are uniform."""
-    body = [ln for ln in lines[start:end] if ln.strip()]
-    flat = " ".join(body).split()
+    flat = body.split()
+    rows = body.strip().count("\n") + 1 if body.strip() else 0
     for width in (n + 2, n + 1):
-        if len(flat) == len(body) * width:
-            table = np.array(flat, dtype=object).reshape(len(body), width)
+        if rows and len(flat) == rows * width:
             try:
-                probs = _floats(table[:, 0])
-                bows = _floats(table[:, -1]) if width == n + 2 else np.zeros(len(body))
+                probs = _floats(flat[0::width])
+                bows = _floats(flat[width - 1::width]) if width == n + 2 else np.zeros(rows)
             except ValueError:
                 break  # a bad number somewhere: find its line below
-            return probs, table[:, 1:n + 1], bows
+            names = np.empty((rows, n), dtype=object)
+            for j in range(n):
+                names[:, j] = flat[1 + j::width]
+            return probs, names, bows
     probs, words, bows = [], [], []
-    for lineno in range(start + 1, end + 1):
-        fields = lines[lineno - 1].split()
+    for lineno, line in enumerate(body.split("\n"), first_line):
+        fields = line.split()
         if not fields:
             continue
         if len(fields) not in (n + 1, n + 2):
@@ -162,8 +155,8 @@ def _parse_section(lines: list[str], start: int, end: int, n: int, path: Path) -
     return np.array(probs), np.array(words, dtype=object).reshape(-1, n), np.array(bows)
 
 
-def _floats(texts: np.ndarray) -> np.ndarray:
-    values = texts.astype(np.float64)
+def _floats(texts: list[str]) -> np.ndarray:
+    values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
     if np.isnan(values).any():
         raise ValueError("NaN")
     return np.where(values <= LOG_ZERO, -np.inf, values * LN10)
@@ -187,7 +180,8 @@ def _build(sections: dict, order: int, path: Path, smoothing: str) -> tuple[Ngra
     for n in range(2, order + 1):
         probs, names, bows = sections[n]
         try:
-            grams = np.array([ids[w] for w in names.ravel().tolist()], dtype=np.int64).reshape(-1, n)
+            grams = np.fromiter(map(ids.__getitem__, names.ravel().tolist()), dtype=np.int64,
+                                count=names.size).reshape(-1, n)
         except KeyError as exc:
             raise DataError(f"{path}: the {n}-gram section uses the word {exc.args[0]!r}, which has no unigram",
                             "the ARPA file is malformed") from None
