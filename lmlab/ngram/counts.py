@@ -93,8 +93,9 @@ def count_ngrams(tokens: np.ndarray, order: int, vocab_size: int, *, bos_id: int
     check_number("order", order, low=1, integer=True)
     tokens = np.asarray(tokens, dtype=np.int64)
     starts = np.flatnonzero(tokens == bos_id)
-    if len(tokens) == 0 or len(starts) == len(tokens):
-        raise DataError("the corpus has no tokens to count", "train on a non-empty corpus")
+    words = (tokens != bos_id) & (tokens != eos_id) if eos_id is not None else tokens != bos_id
+    if not words.any():
+        raise DataError("the corpus has no tokens to count (only empty sentences)", "train on a non-empty corpus")
     if starts[0] != 0:
         raise DataError("the token stream must begin with <s>")
     if int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size:
