@@ -184,18 +184,25 @@ def good_turing_discounts(values: np.ndarray, k: int = KATZ_MAX_COUNT) -> np.nda
     return d
 
 
-def _fixed_discounts(smoothing: str, discount) -> np.ndarray | None:
-    """A user-given discount as [0, D1, D2, D3+]: one number, or three for modified Kneser-Ney."""
+def _fixed_discounts(smoothing: str, discount, order: int) -> list[np.ndarray] | None:
+    """User-given discounts as [0, D1, D2, D3+] per order: one number (abs, kn), or for modified
+    Kneser-Ney three numbers for every order or one triple per order."""
     if discount is None:
         return None
     values = [discount] if isinstance(discount, (int, float)) else list(discount)
-    if smoothing == "mkn" and len(values) != 3:
-        raise ConfigError("modified Kneser-Ney takes three discounts D1 D2 D3+", "e.g. --discount 0.5 1 1.5")
-    if smoothing != "mkn" and len(values) != 1:
-        raise ConfigError(f"{smoothing} takes one discount", "e.g. --discount 0.75")
-    for i, d in enumerate(values, 1):
-        check_number("discount", d, low=0.0, high=float(i) if smoothing == "mkn" else 1.0)
-    return np.array([0.0] + values * (3 if len(values) == 1 else 1), dtype=np.float64)
+    if smoothing == "mkn":
+        triples = values if values and all(isinstance(v, (list, tuple)) for v in values) else [values] * order
+        if len(triples) != order or any(len(t) != 3 for t in triples):
+            raise ConfigError("modified Kneser-Ney takes three discounts D1 D2 D3+ (or one triple per order)",
+                              "e.g. --discount 0.5 1 1.5")
+    else:
+        if len(values) != 1:
+            raise ConfigError(f"{smoothing} takes one discount", "e.g. --discount 0.75")
+        triples = [values * 3] * order
+    for triple in triples:
+        for i, d in enumerate(triple, 1):
+            check_number("discount", d, low=0.0, high=float(i) if smoothing == "mkn" else 1.0)
+    return [np.array([0.0, *t], dtype=np.float64) for t in triples]
 
 
 def estimate(counts: NgramCounts, smoothing: str, *, k: float = 1.0, discount: float | list[float] | None = None,
@@ -262,11 +269,11 @@ def estimate(counts: NgramCounts, smoothing: str, *, k: float = 1.0, discount: f
         return Estimate(logprobs, logbows)
     if smoothing in ("abs", "abs-backoff", "kn", "mkn"):
         values = adjusted_counts(counts) if smoothing in ("kn", "mkn") else [x.astype(np.float64) for x in c]
-        fixed = _fixed_discounts(smoothing, discount)
+        fixed = _fixed_discounts(smoothing, discount, N)
         discounts: list = []
         for n in range(1, N + 1):
             if fixed is not None:
-                discounts.append(fixed)
+                discounts.append(fixed[n - 1])
             elif smoothing == "mkn":
                 discounts.append(modified_kn_discounts(values[n - 1], n))
             else:
