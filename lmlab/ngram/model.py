@@ -19,7 +19,7 @@ import torch
 from ..core.errors import ConfigError, ModelError
 from ..core.validate import check_number
 from ..lm import LanguageModel, State, as_id_tensor
-from .counts import NgramCounts, count_ngrams, lookup, pack_sentences, suffix_rows
+from .counts import KeyIndex, NgramCounts, count_ngrams, lookup, pack_sentences, suffix_rows
 from .smoothing import SMOOTHINGS, estimate
 
 
@@ -46,6 +46,7 @@ class NgramLM(LanguageModel):
         self.smoothing, self.flat, self.normalized = smoothing, bool(flat), bool(normalized)
         self.bos_id, self.eos_id, self.pad_id, self.unk_id = bos_id, eos_id, pad_id, unk_id
         self.params = dict(params or {})
+        self._index: list[KeyIndex | None] = [None] * len(self.keys)  # built on first use by score_array
         predictable = np.ones(vocab_size, dtype=bool)
         for i in (bos_id, pad_id):
             if i is not None:
@@ -152,7 +153,7 @@ class NgramLM(LanguageModel):
         for n in range(2, N + 1):
             prev = np.full((B, T), -1, dtype=np.int64)
             prev[:, 1:] = rows[-1][:, :-1]
-            rows.append(lookup(self.keys[n - 1], np.where(prev >= 0, prev * V + ids, -1)))
+            rows.append(self._find(n, np.where(prev >= 0, prev * V + ids, -1)))
         target = slice(1, T)
         if self.flat:
             depth = np.minimum(np.arange(1, T), N - 1)  # context length used at each position
@@ -178,6 +179,11 @@ class NgramLM(LanguageModel):
             use = (ctx >= 0) & (best <= m)
             out[use] += self.logbows[m - 1][ctx[use]]
         return out
+
+    def _find(self, n: int, query: np.ndarray) -> np.ndarray:
+        if self._index[n - 1] is None:
+            self._index[n - 1] = KeyIndex(self.keys[n - 1])
+        return self._index[n - 1].find(query)
 
     # --- model directory --------------------------------------------------------------------
     def to_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
