@@ -75,3 +75,13 @@ def test_bad_input():
         count_ngrams(np.array([3, 1, 3, 2]), 2, 5, bos_id=1, eos_id=2)
     with pytest.raises(DataError, match="ids must lie"):
         count_ngrams(np.array([1, 9, 2]), 2, 5, bos_id=1, eos_id=2)
+
+
+def test_hashed_index_finds_what_binary_search_finds():
+    from lmlab.ngram.counts import KeyIndex
+
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(0, 10**9, 5000))
+    queries = np.concatenate([rng.choice(keys, 3000), rng.integers(0, 10**9, 3000), [-1, -7]]).reshape(2, -1)
+    assert np.array_equal(KeyIndex(keys).find(queries), lookup(keys, queries))
+    assert KeyIndex(keys[:0]).find(np.array([3])).tolist() == [-1]

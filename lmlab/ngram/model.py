@@ -273,8 +273,11 @@ def fit_jm_lambdas(corpus: Iterable[str], tokenizer, order: int, heldout: Iterab
         sub = NgramCounts(counts.vocab_size, counts.keys[:n], counts.counts[:n], counts.suffix[:n],
                           counts.bos_id, counts.eos_id, counts.unk_id, counts.pad_id)
 
-        def loglik(lam: float, sub: NgramCounts = sub) -> float:
-            lm = NgramLM.fit_counts(sub, "jm", lambdas=lambdas + [lam])
+        lm = NgramLM.fit_counts(sub, "jm", lambdas=lambdas + [0.5])
+
+        def loglik(lam: float, sub: NgramCounts = sub, lm: NgramLM = lm) -> float:
+            est = estimate(sub, "jm", lambdas=lambdas + [lam])
+            lm.logprobs, lm.logbows = est.logprobs, est.logbows  # same n-grams: keep the lookup index
             return float(lm.score_array(ids)[mask].sum())
 
         lo, hi = 1e-3, 1 - 1e-3
