@@ -20,7 +20,7 @@ from ..core.errors import DataError, InputError, ModelError
 from ..core.io import atomic_write
 from ..core.progress import progress
 from ..tokenizers import WordLevelTokenizer
-from .counts import lookup, words_of
+from .counts import lookup
 from .model import NgramLM
 
 LN10 = math.log(10.0)
@@ -30,9 +30,10 @@ _HEADER = re.compile(r"ngram\s+(\d+)\s*=\s*(\d+)$")
 _SECTION = re.compile(r"^\\(\d+)-grams:[ \t\r]*$", re.M)
 
 
-def _fmt(values: np.ndarray) -> list[str]:
+def _fmt(values: np.ndarray) -> np.ndarray:
+    """log10 numbers as an object array of strings (-99 for log 0)."""
     log10 = np.maximum(values / LN10, LOG_ZERO)
-    return [f"{x:.7g}" for x in log10.tolist()]
+    return np.array(list(map("{:.7g}".format, log10.tolist())), dtype=object)
 
 
 def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
@@ -42,31 +43,30 @@ def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
                          "to the lower orders)", "save it as a model directory instead of .arpa")
     if tokenizer.vocab_size != lm.vocab_size:
         raise ModelError("the tokenizer does not belong to this model (vocabulary sizes differ)")
-    vocab = [tokenizer.id_to_token(i) for i in range(lm.vocab_size)]
+    vocab = np.array([tokenizer.id_to_token(i) for i in range(lm.vocab_size)], dtype=object)
     if any(not w or any(c.isspace() for c in w) for w in vocab):
         raise ModelError("an ARPA file cannot hold tokens that are empty or contain whitespace",
                          "use a word tokenizer, or save a model directory")
-    skip = {lm.pad_id} if lm.pad_id is not None else set()
-    unigram_rows = [i for i in range(lm.vocab_size) if i not in skip]
+    unigram_rows = np.array([i for i in range(lm.vocab_size) if i != lm.pad_id])
     sizes = [len(unigram_rows)] + [len(k) for k in lm.keys[1:]]
     out = Path(path)
     with atomic_write(out) as fh:
-        fh.write("\\data\\\n")
-        for n, size in enumerate(sizes, 1):
-            fh.write(f"ngram {n}={size}\n")
+        fh.write("\\data\\\n" + "".join(f"ngram {n}={size}\n" for n, size in enumerate(sizes, 1)))
+        names = vocab  # names of the previous order's n-grams, built up one word at a time
         for n in progress(range(1, lm.order + 1), desc="writing ARPA", unit="order"):
-            fh.write(f"\n\\{n}-grams:\n")
-            rows = np.array(unigram_rows) if n == 1 else np.arange(sizes[n - 1])
-            grams = words_of(lm.keys, lm.vocab_size, n)[rows]
+            if n > 1:
+                prefix, word = np.divmod(lm.keys[n - 1], lm.vocab_size)
+                names = names[prefix] + " " + vocab[word]
+            rows = unigram_rows if n == 1 else slice(None)
             probs = _fmt(lm.logprobs[n - 1][rows])
             if n == 1 and lm.bos_id is not None:
-                probs[unigram_rows.index(lm.bos_id)] = f"{LOG_ZERO:g}"
-            names = [" ".join(vocab[i] for i in g) for g in grams.tolist()]
+                probs[np.flatnonzero(unigram_rows == lm.bos_id)] = f"{LOG_ZERO:g}"
+            lines = probs + "\t" + names[rows]
             if n < lm.order:
-                bows = _fmt(lm.logbows[n - 1][rows])
-                fh.writelines(f"{p}\t{w}\t{b}\n" for p, w, b in zip(probs, names, bows, strict=True))
-            else:
-                fh.writelines(f"{p}\t{w}\n" for p, w in zip(probs, names, strict=True))
+                lines = lines + "\t" + _fmt(lm.logbows[n - 1][rows])
+            fh.write(f"\n\\{n}-grams:\n")
+            fh.write("\n".join(lines.tolist()))
+            fh.write("\n")
         fh.write("\n\\end\\\n")
     return out
 
