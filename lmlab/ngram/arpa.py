@@ -30,10 +30,8 @@ _HEADER = re.compile(r"ngram\s+(\d+)\s*=\s*(\d+)$")
 _SECTION = re.compile(r"^\\(\d+)-grams:[ \t\r]*$", re.M)
 
 
-def _fmt(values: np.ndarray) -> np.ndarray:
-    """log10 numbers as an object array of strings (-99 for log 0)."""
-    log10 = np.maximum(values / LN10, LOG_ZERO)
-    return np.array(list(map("{:.7g}".format, log10.tolist())), dtype=object)
+def _log10(values: np.ndarray) -> np.ndarray:
+    return np.maximum(values / LN10, LOG_ZERO)  # log 0 is written as -99
 
 
 def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
@@ -58,15 +56,16 @@ def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
                 prefix, word = np.divmod(lm.keys[n - 1], lm.vocab_size)
                 names = names[prefix] + " " + vocab[word]
             rows = unigram_rows if n == 1 else slice(None)
-            probs = _fmt(lm.logprobs[n - 1][rows])
+            probs = _log10(lm.logprobs[n - 1][rows])
             if n == 1 and lm.bos_id is not None:
-                probs[np.flatnonzero(unigram_rows == lm.bos_id)] = f"{LOG_ZERO:g}"
-            lines = probs + "\t" + names[rows]
-            if n < lm.order:
-                lines = lines + "\t" + _fmt(lm.logbows[n - 1][rows])
+                probs[unigram_rows == lm.bos_id] = LOG_ZERO
+            columns = [probs, names[rows]] + ([_log10(lm.logbows[n - 1][rows])] if n < lm.order else [])
+            fields = np.empty(len(probs) * len(columns), dtype=object)
+            for j, column in enumerate(columns):
+                fields[j::len(columns)] = column
+            line = "\t".join(["%.7g", "%s", "%.7g"][:len(columns)]) + "\n"
             fh.write(f"\n\\{n}-grams:\n")
-            fh.write("\n".join(lines.tolist()))
-            fh.write("\n")
+            fh.write((line * len(probs)) % tuple(fields.tolist()))
         fh.write("\n\\end\\\n")
     return out
 
