@@ -174,3 +174,44 @@ def test_lmplz_parity_on_ptb_order5_modified_kneser_ney(tmp_path, no_progress):
     ppl, ref_ppl = math.exp(-total / tokens), math.exp(-ref_total / tokens)
     assert ppl == pytest.approx(ref_ppl, rel=1e-3)
     assert ref_ppl == pytest.approx(141.2, abs=0.1)
+
+
+HAND_ARPA = """\\data\\
+ngram 1=6
+ngram 2=5
+ngram 3=2
+
+\\1-grams:
+-1.2\t<unk>\t0
+-99\t<s>\t-0.4
+-0.9\t</s>\t0
+-0.7\tthe\t-0.25
+-0.8\tcat\t-0.15
+-1.0\tsat\t-0.05
+
+\\2-grams:
+-0.3\t<s> the\t-0.1
+-0.2\tthe cat\t-0.2
+-0.5\tcat sat\t-0.02
+-0.6\tsat </s>
+-0.9\tcat </s>
+
+\\3-grams:
+-0.1\t<s> the cat
+-0.15\tthe cat sat
+
+\\end\\
+"""
+
+
+def test_reading_a_foreign_arpa_gives_kenlm_scores(tmp_path):
+    """An ARPA file written by hand (not by lmlab): lmlab's reading scores every token as KenLM does."""
+    kenlm = pytest.importorskip("kenlm")
+    path = tmp_path / "hand.arpa"
+    path.write_text(HAND_ARPA, encoding="utf-8")
+    ours, tok = read_arpa(path)
+    ref = kenlm.Model(str(path))
+    for sentence in ["the cat sat", "the cat", "cat the sat sat", "a dog sat on the cat", "the the the", "sat"]:
+        ids = np.array([[tok.bos_id] + tok.encode(sentence) + [tok.eos_id]])
+        theirs = [s[0] for s in ref.full_scores(sentence, bos=True, eos=True)]
+        assert (ours.score_array(ids)[0] / LN10).tolist() == pytest.approx(theirs, abs=1e-6), sentence
