@@ -21,6 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from lmlab.core import DataError  # noqa: E402
 from lmlab.data import open_corpus  # noqa: E402
 from lmlab.ngram import SMOOTHINGS, NgramCounts, NgramLM, corpus_counts, fit_jm_lambdas  # noqa: E402
 from lmlab.tokenizers import WordLevelTokenizer  # noqa: E402
@@ -56,7 +57,7 @@ def main() -> int:
 
     lambdas = {n: fit_jm_lambdas(train, tok, n, valid) for n in TABLE_ORDERS}
     table: dict = {}
-    for smoothing in SMOOTHINGS:
+    for smoothing in SMOOTHINGS if len(sys.argv) < 2 else sys.argv[1:]:
         for n in TABLE_ORDERS:
             options = {"lambdas": lambdas[n]} if smoothing == "jm" else {}
             start = time.perf_counter()
@@ -66,8 +67,14 @@ def main() -> int:
                 "perplexity": test_perplexity(lm, ids, mask), "normalized": lm.normalized,
                 "estimate_seconds": round(fit_seconds, 3)}
         print(json.dumps({smoothing: table[smoothing]}), flush=True)
-    curves = {s: [test_perplexity(NgramLM.fit_counts(first_orders(counts, n), s), ids, mask) for n in PLOT_ORDERS]
-              for s in PLOTTED}
+    curves: dict = {}
+    for s in PLOTTED:
+        for n in PLOT_ORDERS:
+            try:
+                value = test_perplexity(NgramLM.fit_counts(first_orders(counts, n), s), ids, mask)
+            except DataError:  # e.g. modified KN's discounts cannot be estimated from raw unigram counts
+                value = math.nan
+            curves.setdefault(s, []).append(value)
     plot(curves)
     print(json.dumps({"count_seconds_order7": count_seconds, "jm_lambdas": lambdas, "table": table,
                       "curves": curves, "orders": list(PLOT_ORDERS)}))

@@ -310,6 +310,10 @@ def estimate(counts: NgramCounts, smoothing: str, *, k: float = 1.0, discount: f
             star.append(np.where(mask, disc * c[0] / total, 0.0))
         else:
             prefix, ctx, _ = _context_stats(counts, n, c[n - 1])
-            star.append(disc * c[n - 1] / ctx[prefix])
+            p = disc * c[n - 1] / ctx[prefix]
+            # a context whose continuations are all more frequent than k keeps no mass for unseen words;
+            # such contexts reserve one count's worth instead: p* = c / (c(h) + 1)
+            full = _per_context(prefix, p, len(ctx)) >= 1.0 - 1e-12
+            star.append(np.where(full[prefix], c[n - 1] / (ctx[prefix] + 1.0), p))
     logprobs, logbows = _backoff(counts, star[0], star)
     return Estimate(logprobs, logbows, params={"good_turing": gt})
