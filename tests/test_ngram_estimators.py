@@ -182,3 +182,14 @@ def test_jelinek_mercer_weights_maximise_heldout_likelihood(train_tok):
     best = loglik(lambdas)
     for delta in (-0.05, 0.05):
         assert best >= loglik([lambdas[0], min(0.999, max(0.001, lambdas[1] + delta))])
+
+
+def test_katz_reserves_a_count_where_good_turing_leaves_nothing():
+    texts = ["a b"] * 6
+    tok = WordLevelTokenizer("word").train(texts)
+    lm = fit(tok, 2, "katz", texts=texts)
+    # every continuation of "a" occurs 6 > 5 times, so Good-Turing leaves no mass: p*(b|a) = 6 / (6 + 1)
+    assert prob(lm, tok, ["a"], "b") == pytest.approx(6 / 7, rel=1e-12)
+    lp, _ = lm.next_logprobs(torch.tensor([[tok.bos_id, tok.token_to_id("a")]]), lm.initial_state(1))
+    assert lp.exp().sum().item() == pytest.approx(1.0, abs=1e-12)
+    assert math.isfinite(lp[0, tok.unk_id].item())

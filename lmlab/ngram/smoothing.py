@@ -307,12 +307,15 @@ def estimate(counts: NgramCounts, smoothing: str, *, k: float = 1.0, discount: f
         gt.append(d[1:].tolist())
         disc = np.where(c[n - 1] <= KATZ_MAX_COUNT, d[np.minimum(c[n - 1], KATZ_MAX_COUNT)], 1.0)
         if n == 1:
-            star.append(np.where(mask, disc * c[0] / total, 0.0))
+            p = np.where(mask, disc * c[0] / total, 0.0)
+            if p.sum() >= 1.0 - 1e-12 and (mask & (c[0] == 0)).any():  # same rule for the unigrams
+                p = np.where(mask, c[0] / (total + 1.0), 0.0)
+            star.append(p)
         else:
             prefix, ctx, _ = _context_stats(counts, n, c[n - 1])
             p = disc * c[n - 1] / ctx[prefix]
-            # a context whose continuations are all more frequent than k keeps no mass for unseen words;
-            # such contexts reserve one count's worth instead: p* = c / (c(h) + 1)
+            # a context whose continuations are all more frequent than k (or whose Good-Turing estimates
+            # are unusable) keeps no mass for unseen words; it reserves one count instead: p* = c / (c(h) + 1)
             full = _per_context(prefix, p, len(ctx)) >= 1.0 - 1e-12
             star.append(np.where(full[prefix], c[n - 1] / (ctx[prefix] + 1.0), p))
     logprobs, logbows = _backoff(counts, star[0], star)
