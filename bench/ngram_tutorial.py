@@ -73,9 +73,11 @@ def main() -> int:
             try:
                 value = test_perplexity(NgramLM.fit_counts(first_orders(counts, n), s), ids, mask)
             except DataError:  # e.g. modified KN's discounts cannot be estimated from raw unigram counts
-                value = math.nan
+                value = None
             curves.setdefault(s, []).append(value)
     plot(curves)
+    table = {k: {o: {**v, "perplexity": v["perplexity"] if math.isfinite(v["perplexity"]) else "inf"}
+                 for o, v in rows.items()} for k, rows in table.items()}
     print(json.dumps({"count_seconds_order7": count_seconds, "jm_lambdas": lambdas, "table": table,
                       "curves": curves, "orders": list(PLOT_ORDERS)}))
     return 0
@@ -91,7 +93,7 @@ def plot(curves: dict[str, list[float]]) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for name, values in curves.items():
-        ax.plot(list(PLOT_ORDERS), values, marker="o", label=name)
+        ax.plot(list(PLOT_ORDERS), [math.nan if v is None else v for v in values], marker="o", label=name)
     ax.set_yscale("log")
     ax.set_xlabel("order N")
     ax.set_ylabel("PTB test perplexity (log scale)")
