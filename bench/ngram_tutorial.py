@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 from lmlab.core import DataError  # noqa: E402
 from lmlab.data import open_corpus  # noqa: E402
 from lmlab.ngram import SMOOTHINGS, NgramCounts, NgramLM, corpus_counts, fit_jm_lambdas  # noqa: E402
+from lmlab.ngram.model import pad_rows  # noqa: E402
 from lmlab.tokenizers import WordLevelTokenizer  # noqa: E402
 
 TABLE_ORDERS = (3, 5)
@@ -48,12 +49,7 @@ def main() -> int:
     counts = corpus_counts(train, tok, max(PLOT_ORDERS))
     count_seconds = time.perf_counter() - start
     rows = [[tok.bos_id] + tok.encode(s) + [tok.eos_id] for s in test]
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), tok.eos_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width - 1), dtype=bool)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = r
-        mask[i, :len(r) - 1] = True
+    ids, mask = pad_rows(rows, tok.eos_id)
 
     lambdas = {n: fit_jm_lambdas(train, tok, n, valid) for n in TABLE_ORDERS}
     table: dict = {}

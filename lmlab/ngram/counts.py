@@ -131,13 +131,17 @@ def words_of(keys: list[np.ndarray], vocab_size: int, n: int) -> np.ndarray:
     return np.hstack([words_of(keys, vocab_size, n - 1)[prefix], word[:, None]])
 
 
-def pack_sentences(sequences: Iterable[list[int]], bos_id: int, desc: str = "reading") -> np.ndarray:
-    """Lay id sequences end to end as one int64 array, each preceded by ``bos_id``."""
+def pack_sentences(sequences: Iterable[list[int]], bos_id: int, eos_id: int) -> np.ndarray:
+    """Lay id sequences end to end as one int64 array with ``bos_id`` opening every sentence.
+
+    Each sequence holds one or more sentences, each ending with ``eos_id``.
+    """
     buf = array("q")
-    for ids in progress(sequences, desc=desc, unit="doc"):
-        buf.append(bos_id)
+    for ids in sequences:
         buf.extend(ids)
-    return np.frombuffer(buf, dtype=np.int64) if len(buf) else np.empty(0, dtype=np.int64)
+    ids = np.frombuffer(buf, dtype=np.int64) if len(buf) else np.empty(0, dtype=np.int64)
+    ends = np.flatnonzero(ids == eos_id)
+    return np.insert(ids, np.concatenate([[0], ends[:-1] + 1]).astype(np.int64), bos_id) if len(ends) else ids
 
 
 def count_ngrams(tokens: np.ndarray, order: int, vocab_size: int, *, bos_id: int, eos_id: int | None = None,

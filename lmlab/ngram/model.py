@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..core.errors import ConfigError, ModelError
+from ..core.progress import progress
 from ..core.validate import check_number
 from ..lm import LanguageModel, State, as_id_tensor
 from .counts import KeyIndex, NgramCounts, count_ngrams, lookup, pack_sentences, suffix_rows
@@ -96,14 +97,10 @@ class NgramLM(LanguageModel):
 
     def next_logprobs(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         tokens = as_id_tensor(tokens, self.vocab_size)
-        history = torch.cat([state, tokens], dim=1)[:, max(0, state.shape[1] + tokens.shape[1] - (self.order - 1)):]
-        if self.order == 1:
-            history = tokens[:, :0]
+        # the state always holds N-1 columns (-1 = nothing yet), so the new state is the last N-1 of both
+        history = torch.cat([state, tokens], dim=1)[:, tokens.shape[1]:]
         rows = [self._distribution([int(i) for i in h if i >= 0]) for h in history.numpy()]
-        new_state = torch.full((tokens.shape[0], self.order - 1), -1, dtype=torch.long)
-        if self.order > 1:
-            new_state[:, new_state.shape[1] - history.shape[1]:] = history
-        return torch.from_numpy(np.stack(rows)), new_state
+        return torch.from_numpy(np.stack(rows)), history
 
     def _context_row(self, context: list[int]) -> int:
         """Row of the n-gram ``context`` in its order's table, or -1."""
@@ -231,10 +228,21 @@ def corpus_counts(corpus: Iterable[str], tokenizer, order: int) -> NgramCounts:
     if bos is None or eos is None:
         raise ConfigError("an n-gram model needs a tokenizer with <s> and </s> tokens",
                           "use the word or char tokenizer (they define both)")
-    seqs = (tokenizer.encode(doc) + [eos] for doc in corpus)
-    tokens = pack_sentences(seqs, bos, desc="reading corpus")
+    docs = progress(corpus, desc="reading corpus", unit="doc")
+    tokens = pack_sentences((tokenizer.encode(doc) + [eos] for doc in docs), bos, eos)
     return count_ngrams(tokens, order, tokenizer.vocab_size, bos_id=bos, eos_id=eos,
                         unk_id=tokenizer.unk_id, pad_id=tokenizer.pad_id)
+
+
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Id sequences as a right-padded [B, T] array, and the [B, T-1] mask of real predicted positions."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width - 1), dtype=bool)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = r
+        mask[i, :len(r) - 1] = True
+    return ids, mask
 
 
 def _split(corpus: Iterable[str], every: int = 10) -> tuple[list[str], list[str]]:
@@ -261,12 +269,7 @@ def fit_jm_lambdas(corpus: Iterable[str], tokenizer, order: int, heldout: Iterab
     rows = [r for r in rows if len(r) >= 2]
     if not rows:
         raise ConfigError("the held-out data for Jelinek-Mercer is empty", "pass a non-empty --heldout corpus")
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), tokenizer.eos_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width - 1), dtype=bool)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = r
-        mask[i, :len(r) - 1] = True
+    ids, mask = pad_rows(rows, tokenizer.eos_id)
     lambdas: list[float] = []
     golden = (math.sqrt(5) - 1) / 2
     for n in range(1, order + 1):
@@ -296,4 +299,4 @@ def fit_jm_lambdas(corpus: Iterable[str], tokenizer, order: int, heldout: Iterab
     return lambdas
 
 
-__all__ = ["NgramLM", "SMOOTHINGS", "corpus_counts", "fit_jm_lambdas"]
+__all__ = ["NgramLM", "SMOOTHINGS", "corpus_counts", "fit_jm_lambdas", "pad_rows"]
