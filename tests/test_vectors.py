@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import need_data
 
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.embeddings import WordVectors, load_word2vec
 from lmlab.embeddings.evaluate import evaluate_analogies, evaluate_similarity, spearman
+from tests.conftest import need_data
 
 
 def toy():
