@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..core.errors import MissingDependencyError
+from ..core.optional import import_optional
 from ..core.validate import check_number
 from .base import ClassifierMixin, class_weights, encode_labels
 from .features import tokenize_all
@@ -33,13 +33,7 @@ def fnv1a(word: str) -> int:
 
 
 def _kernels():
-    try:
-        from . import _kernels
-    except ImportError as exc:
-        if "numba" in str(exc):
-            raise MissingDependencyError("numba", "the fastText-style classifier") from None
-        raise
-    return _kernels
+    return import_optional("lmlab.classify._kernels", "numba", "the fastText-style classifier")
 
 
 class FastTextClassifier(ClassifierMixin):

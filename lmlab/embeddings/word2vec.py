@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..core.errors import MissingDependencyError
+from ..core.optional import import_optional
 from ..core.progress import progress
 from ..core.validate import check_choice, check_number
 from .vectors import WordVectors
@@ -80,13 +80,7 @@ class TrainStats:
 
 
 def _kernels():
-    try:
-        from . import _kernels
-    except ImportError as exc:
-        if "numba" in str(exc):
-            raise MissingDependencyError("numba", "word2vec training") from None
-        raise
-    return _kernels
+    return import_optional("lmlab.embeddings._kernels", "numba", "word2vec training")
 
 
 def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
