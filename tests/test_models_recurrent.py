@@ -11,6 +11,15 @@ from lmlab.models.recurrent import RecurrentLM
 V = 29
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread, above all on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def models():
     torch.manual_seed(0)
     out = [RecurrentLM(V, cell=c, d_embed=12, d_hidden=12, n_layers=2, tie_embeddings=c == "gru")

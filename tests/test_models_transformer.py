@@ -13,6 +13,15 @@ from lmlab.models.transformer import TransformerLM
 V = 37
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread, above all on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make(preset="gpt2", seed=0, **kw):
     torch.manual_seed(seed)
     args = dict(vocab_size=V, d_model=32, n_layers=2, n_heads=4, context_length=24)
