@@ -50,6 +50,7 @@ def build_model(family: str, settings: dict[str, Any], tokenizer) -> Any:
         raise ConfigError(f"unknown model family {family!r}", f"choose one of: {', '.join(FAMILIES)}")
     settings = dict(settings)
     vocab = tokenizer.vocab_size
+    _check_settings(family, settings)
     if family in PRESETS:
         model = TransformerLM(TransformerConfig.from_preset(family, vocab_size=vocab, **settings))
     elif family == "feedforward":
@@ -61,11 +62,30 @@ def build_model(family: str, settings: dict[str, Any], tokenizer) -> Any:
     return model
 
 
-def _shards(corpus, tokenizer, path: Path) -> TokenShards:
+def _check_settings(family: str, settings: dict[str, Any]) -> None:
+    """Reject settings the family does not have, naming the ones it does."""
+    import inspect
+    from dataclasses import fields
+
+    if family in PRESETS:
+        known = {f.name for f in fields(TransformerConfig)} - {"vocab_size"}
+    else:
+        cls = FeedForwardLM if family == "feedforward" else RecurrentLM
+        known = {n for n, p in inspect.signature(cls).parameters.items() if p.kind is p.KEYWORD_ONLY} - {"cell"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"the {family} family has no setting(s) {', '.join(unknown)}",
+                          f"its settings: {', '.join(sorted(known))}")
+
+
+def _shards(corpus, tokenizer, path: Path) -> TokenShards | None:
+    """The run's shards of ``corpus``, tokenized once (a resumed run reuses them)."""
     if (path / HEADER_FILE).exists():
         shards = TokenShards(path)
         if shards.header["tokenizer"]["fingerprint"] == tokenizer.fingerprint():
             return shards
+    if corpus is None:
+        return None
     return write_shards(corpus, tokenizer, path)
 
 
@@ -82,19 +102,23 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     run = Path(run_dir)
     train_config = training if isinstance(training, TrainConfig) else TrainConfig.from_dict(training or {})
     settings = dict(model or {})
-    if family in PRESETS:
-        settings.setdefault("context_length", context)
+    if family in PRESETS and "context_length" not in settings:
+        settings["context_length"] = context
     model_obj = build_model(family, settings, tokenizer)
     recurrent = family not in PRESETS
     if scheduled_sampling and family not in ("lstm", "gru", "rnn"):
         raise ConfigError("scheduled sampling is for recurrent models", "use --family lstm, gru or rnn")
+    if resume and (run / RUN_FILE).exists() and read_run(run)["tokenizer"] != tokenizer.fingerprint():
+        raise ConfigError(f"{run} was trained with another tokenizer", "resume with the run's own tokenizer.json")
     write_json(run / RUN_FILE, {"family": family, "model": settings, "training": asdict(train_config),
                                 "batch_size": batch_size, "context": context, "eval_batches": eval_batches,
                                 "scheduled_sampling": scheduled_sampling, "label_smoothing": label_smoothing,
                                 "tokenizer": tokenizer.fingerprint()})
     tokenizer.save(run)
     train_tokens = _shards(corpus, tokenizer, run / "data" / "train")
-    valid_tokens = _shards(valid, tokenizer, run / "data" / "valid") if valid is not None else None
+    if train_tokens is None:
+        raise ConfigError("no training corpus", "pass the training corpus (a resumed run reuses its shards)")
+    valid_tokens = _shards(valid, tokenizer, run / "data" / "valid")
     if recurrent:
         source = ContiguousStream(train_tokens, batch_size, context)
     else:
