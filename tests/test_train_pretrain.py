@@ -80,3 +80,33 @@ def test_scheduled_sampling_is_for_recurrent_models(tmp_path):
     tok = WordLevelTokenizer("word").train(corpus)
     with pytest.raises(ConfigError, match="recurrent"):
         pretrain("gpt2", corpus, tok, tmp_path, scheduled_sampling=0.1)
+
+
+def test_stream_loss_windows_and_carried_state_equal_a_direct_computation():
+    from lmlab.data.shards import TokenArray
+    from lmlab.models.config import TransformerConfig
+    from lmlab.models.recurrent import RecurrentLM
+    from lmlab.models.transformer import TransformerLM
+    from lmlab.train import stream_loss
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 11, (1, 30))
+    tokens = TokenArray(ids[0].numpy(), vocab_size=11)
+    tf = TransformerLM(TransformerConfig.from_preset("gpt2", vocab_size=11, d_model=8, n_layers=1, n_heads=2,
+                                                     context_length=30)).eval()
+    direct = -float(tf.score(ids).mean())  # one window holds everything
+    assert stream_loss(tf, tokens, context=30) == pytest.approx(direct, abs=1e-5)
+    short = TransformerLM(TransformerConfig.from_preset("gpt2", vocab_size=11, d_model=8, n_layers=1, n_heads=2,
+                                                        context_length=8)).eval()
+    short.load_state_dict({k: v for k, v in tf.state_dict().items() if "positions" not in k}, strict=False)
+    # windows of 8 with stride 3: each target is scored once, with at least 5 tokens of context after the first
+    by_hand, done, start = [], 0, 0
+    while done < 29:
+        length = min(8, 29 - start)
+        window = short.score(ids[:, start:start + length + 1])[0]
+        by_hand += window[done - start:].tolist()
+        done, start = start + length, start + 3
+    assert len(by_hand) == 29
+    assert stream_loss(short, tokens, context=8, stride=3, batch_size=2) == pytest.approx(-sum(by_hand) / 29, abs=1e-5)
+    lstm = RecurrentLM(11, d_embed=4, d_hidden=4, n_layers=1).eval()
+    assert stream_loss(lstm, tokens, context=7, batch_size=1) == pytest.approx(-float(lstm.score(ids).mean()), abs=1e-5)

@@ -185,7 +185,7 @@ def test_bf16_autocast_trains(tmp_path, no_progress):
 
 
 DDP_SCRIPT = """
-import json, sys, torch
+import json, os, sys, torch
 from lmlab.core.progress import set_quiet
 from lmlab.data.loaders import RandomWindows
 from lmlab.train import CausalLM, TrainConfig, train
@@ -193,22 +193,36 @@ sys.path.insert(0, {tests!r})
 from test_train_trainer import tiny_transformer, tokens
 set_quiet(True)
 model = tiny_transformer()
-config = TrainConfig(steps=4, lr=1e-2, device="cpu", distributed="ddp", warmup=1)
-train(model, CausalLM(), RandomWindows(tokens(), 8, 12, seed=5), config, sys.argv[1])
+config = TrainConfig(steps=4, lr=1e-2, device="cpu", distributed=sys.argv[2], warmup=1, checkpoint_every=2)
+result = train(model, CausalLM(), RandomWindows(tokens(), 8, 12, seed=5), config, sys.argv[1])
+state = result.final_state or model.to_state()
+if int(os.environ["RANK"]) == 0:
+    from lmlab.models import save_model_dir
+    save_model_dir(sys.argv[1] + "/model", *state)
 """
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_process(tmp_path, strategy):
+    """gloo on CPU: DDP (and FSDP2 sharding) over 2 processes follow the 1-process loss curve."""
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(REPO / "tests")))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     for procs in (1, 2):
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-                        "--master_port", str(29400 + procs), str(script), str(tmp_path / f"p{procs}")],
-                       check=True, env=env, cwd=tmp_path, capture_output=True, timeout=300)
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+                               "--master_port", str(29400 + procs + (10 if strategy == "fsdp" else 0)),
+                               str(script), str(tmp_path / f"p{procs}"), strategy],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
     one, two = _losses(tmp_path / "p1"), _losses(tmp_path / "p2")
     assert len(one) == len(two) == 4
     for (s1, l1), (s2, l2) in zip(one, two, strict=True):
         assert s1 == s2 and l1 == pytest.approx(l2, abs=1e-5)
     assert one[-1][1] < one[0][1]
+    from lmlab.models import load_model
+
+    a, _ = load_model(tmp_path / "p1" / "model")
+    b, _ = load_model(tmp_path / "p2" / "model")
+    ids = torch.randint(0, V, (2, 10))
+    assert (a.score(ids) - b.score(ids)).abs().max() < 1e-4

@@ -20,6 +20,18 @@ from ..lm import LanguageModel, State, as_id_tensor
 SPECIAL_ROLES = ("bos_id", "eos_id", "pad_id", "unk_id")
 
 
+def unique_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with tied (storage-sharing) entries kept once, on the CPU, ready for safetensors."""
+    tensors, seen = {}, set()
+    for name, tensor in state_dict.items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key in seen:  # a tied weight: stored once, re-tied by the model's constructor
+            continue
+        seen.add(key)
+        tensors[name] = tensor.detach().cpu().contiguous()
+    return tensors
+
+
 class NeuralLM(nn.Module, LanguageModel):
     """Base class of the PyTorch LMs (feed-forward, recurrent, transformer)."""
 
@@ -37,12 +49,14 @@ class NeuralLM(nn.Module, LanguageModel):
         """The constructor arguments that rebuild this model (JSON-serialisable)."""
         raise NotImplementedError
 
-    # --- protocol -------------------------------------------------------------------------
+    # --- protocol (inference: no autograd graph; training calls forward) ----------------------
+    @torch.no_grad()
     def next_logprobs(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         tokens = as_id_tensor(tokens, self.vocab_size, self.device)
         logits, state = self(tokens, state)
         return F.log_softmax(logits[:, -1].float(), dim=-1), state
 
+    @torch.no_grad()
     def score(self, ids: torch.Tensor) -> torch.Tensor:
         ids = as_id_tensor(ids, self.vocab_size, self.device)
         if ids.shape[1] < 2:
@@ -52,17 +66,13 @@ class NeuralLM(nn.Module, LanguageModel):
         return logprobs.gather(2, ids[:, 1:].unsqueeze(2)).squeeze(2)
 
     # --- model directory ---------------------------------------------------------------------
+    def state_config(self) -> dict[str, Any]:
+        """config.json of this model: its type, constructor arguments and special ids."""
+        return {"model_type": self.model_type, **self.config_dict(),
+                **{role: getattr(self, role) for role in SPECIAL_ROLES}}
+
     def to_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        config = {"model_type": self.model_type, **self.config_dict(),
-                  **{role: getattr(self, role) for role in SPECIAL_ROLES}}
-        tensors, seen = {}, {}
-        for name, tensor in self.state_dict().items():
-            key = (tensor.data_ptr(), tuple(tensor.shape))
-            if key in seen:  # a tied weight: stored once, re-tied by the constructor
-                continue
-            seen[key] = name
-            tensors[name] = tensor.detach().cpu().contiguous()
-        return config, tensors
+        return self.state_config(), unique_tensors(self.state_dict())
 
     @classmethod
     def from_state(cls, config: dict, tensors: dict[str, torch.Tensor], **kwargs: Any) -> NeuralLM:

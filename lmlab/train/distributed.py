@@ -10,7 +10,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..core.errors import ConfigError
 from ..core.validate import check_choice
 
 STRATEGIES = ("auto", "none", "ddp", "fsdp")
@@ -53,11 +52,45 @@ def wrap_model(model: nn.Module, strategy: str, world: World, device: torch.devi
 
         ids = [device.index or 0] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
-    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.fsdp import fully_shard
 
-    if device.type != "cuda":
-        raise ConfigError("FSDP here needs CUDA devices", "use --distributed ddp on CPU")
-    return FullyShardedDataParallel(model, device_id=device, use_orig_params=True)
+    for block in getattr(model, "blocks", []):  # shard layer by layer, then the rest
+        fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """True when ``model``'s parameters are FSDP shards (DTensors)."""
+    return any(type(p).__name__ == "DTensor" for p in model.parameters())
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights on the CPU (a collective call under FSDP: every rank must make it)."""
+    if not is_sharded(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                broadcast_from_rank0=False))
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state, gathered whole under FSDP (collective there)."""
+    if not is_sharded(model):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    if not is_sharded(model):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def mean_over_ranks(value: float, world: World, device: torch.device) -> float:

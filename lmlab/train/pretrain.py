@@ -147,8 +147,9 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     result = train(model_obj, objective, source, train_config, run, eval_fn=eval_fn, resume=resume)
     model_obj.eval()
     model_dir = run / "model"
+    state = result.final_state or model_obj.to_state()
     if int(os.environ.get("RANK", "0")) == 0:
-        save_model_dir(model_dir, *model_obj.to_state(), tokenizer=tokenizer)
+        save_model_dir(model_dir, *state, tokenizer=tokenizer)
     valid_loss = result.eval_losses[-1][1] if result.eval_losses else None
     return PretrainResult(model=model_obj, model_dir=model_dir, train=result, valid_loss=valid_loss)
 

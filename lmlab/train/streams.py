@@ -22,7 +22,8 @@ def stream_loss(model, tokens, *, context: int, batch_size: int = 16, stride: in
     with torch.no_grad():
         if getattr(model, "context_length", None) is None:
             return _carried_loss(model, _Prefix(tokens, n), batch_size, context)
-        return _window_loss(model, tokens, n, model.context_length, stride or model.context_length // 2)
+        return _window_loss(model, tokens, n, model.context_length, stride or model.context_length // 2,
+                            batch_size)
 
 
 class _Prefix:
@@ -49,18 +50,25 @@ def _carried_loss(model, tokens, batch_size: int, bptt: int) -> float:
     return total / count
 
 
-def _window_loss(model, tokens, n: int, context: int, stride: int) -> float:
-    total, count, device = 0.0, 0, model.device
-    predicted = 0  # targets 1 … predicted are done
-    start = 0
+def _window_loss(model, tokens, n: int, context: int, stride: int, batch_size: int) -> float:
+    """Sliding windows: window k starts at k·stride and scores the targets the previous one did not."""
+    device = model.device
+    windows, start, predicted = [], 0, 0  # (start, length, fresh targets at the end)
     while predicted < n - 1:
         length = min(context, n - 1 - start)
-        ids = torch.as_tensor(tokens.read(start, length + 1), dtype=torch.long, device=device).unsqueeze(0)
-        logits, _ = model(ids[:, :-1], None)
-        losses = F.cross_entropy(logits[0].float(), ids[0, 1:], reduction="none")
-        fresh = start + length - predicted  # targets of this window not predicted before
-        total += float(losses[-fresh:].sum())
-        count += fresh
-        predicted = start + length
-        start += stride
+        windows.append((start, length, start + length - predicted))
+        predicted, start = start + length, start + stride
+    total, count = 0.0, 0
+    for i in progress(range(0, len(windows), batch_size), desc="evaluating", unit="batch"):
+        group = windows[i:i + batch_size]
+        width = max(length for _, length, _ in group)
+        ids = torch.zeros(len(group), width + 1, dtype=torch.long)
+        for row, (begin, length, _) in enumerate(group):
+            ids[row, :length + 1] = torch.as_tensor(tokens.read(begin, length + 1), dtype=torch.long)
+        ids = ids.to(device)
+        logits, _ = model(ids[:, :-1], None)  # right padding never changes earlier positions
+        losses = F.cross_entropy(logits.float().transpose(1, 2), ids[:, 1:], reduction="none")
+        for row, (_, length, fresh) in enumerate(group):
+            total += float(losses[row, length - fresh:length].sum())
+            count += fresh
     return total / count

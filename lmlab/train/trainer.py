@@ -26,6 +26,7 @@ from ..core.device import resolve_device
 from ..core.errors import ConfigError
 from ..core.progress import progress
 from ..core.validate import check_choice, check_number
+from ..models.neural import unique_tensors
 from .checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -33,7 +34,17 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .distributed import STRATEGIES, close_world, init_world, mean_over_ranks, wrap_model
+from .distributed import (
+    STRATEGIES,
+    close_world,
+    full_state_dict,
+    init_world,
+    is_sharded,
+    load_optimizer_state,
+    mean_over_ranks,
+    optimizer_state,
+    wrap_model,
+)
 from .metrics import MetricsLog, plot_metrics
 from .schedules import SCHEDULES, lr_at
 
@@ -107,6 +118,8 @@ class TrainResult:
     stopped_early: bool
     seconds: float
     tokens: int
+    #: the final (config, tensors) gathered on rank 0 when FSDP sharded the model (else None: use the model)
+    final_state: tuple[dict, dict[str, torch.Tensor]] | None = None
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -117,7 +130,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     kwargs = dict(lr=config.lr, betas=(config.beta1, config.beta2))
-    if device.type in ("cuda", "cpu"):
+    if device.type in ("cuda", "cpu") and not is_sharded(model):
         with contextlib.suppress(RuntimeError, TypeError, ValueError):
             return torch.optim.AdamW(groups, fused=True, **kwargs)
     return torch.optim.AdamW(groups, **kwargs)
@@ -139,30 +152,33 @@ def train(model: nn.Module, objective: Callable, source: Any, config: TrainConfi
         close_world(world)
 
 
-def _model_state(model: nn.Module) -> tuple[dict, dict[str, torch.Tensor]]:
-    if hasattr(model, "to_state"):
-        return model.to_state()
-    return {}, {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def model_state(model: nn.Module) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config, tensors) of a model for its directory or a checkpoint, gathered whole if FSDP sharded it
+    (a collective call then: every rank must make it)."""
+    config = model.state_config() if hasattr(model, "state_config") else {}
+    return config, unique_tensors(full_state_dict(model))
 
 
 def _train(model, objective, source, config, run_dir, device, world, eval_fn, resume, on_step) -> TrainResult:
     torch.manual_seed(config.seed)
     model.to(device)
     model.train()
-    optimizer = make_optimizer(model, config, device)
     start, info = 0, {"eval_losses": [], "best_eval": None, "bad_evals": 0, "tokens": 0}
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if checkpoint is not None:
-        saved, tensors, trainer_state = load_checkpoint(checkpoint, _model_state(model)[0])
+        own_config = model.state_config() if hasattr(model, "state_config") else {}
+        saved, tensors, trainer_state = load_checkpoint(checkpoint, own_config)
         model.load_state_dict(tensors, strict=False)
-        optimizer.load_state_dict(trainer_state["optimizer"])
+    engine = wrap_model(model, config.distributed, world, device)
+    optimizer = make_optimizer(model, config, device)
+    if checkpoint is not None:
+        load_optimizer_state(model, optimizer, trainer_state["optimizer"])
         if hasattr(objective, "load_state_dict"):
             objective.load_state_dict(trainer_state["objective"])
         set_rng_state(trainer_state["rng"])
         start = saved["step"]
         info = {k: saved[k] for k in info}
     log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start if checkpoint is not None else None)
-    engine = wrap_model(model, config.distributed, world, device)
     if config.compile:
         engine = torch.compile(engine)
     decay_steps = config.decay_steps or config.steps
@@ -173,9 +189,11 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
         bar.update(start)
     began, loss_value, stopped = time.perf_counter(), math.nan, False
 
+    gathered: list = [None]
+
     def checkpoint_now(step: int) -> None:
-        state = _model_state(model)
-        trainer_state = {"optimizer": optimizer.state_dict(), "rng": rng_state(),
+        state = gathered[0] = model_state(model)
+        trainer_state = {"optimizer": optimizer_state(model, optimizer), "rng": rng_state(),
                          "objective": objective.state_dict() if hasattr(objective, "state_dict") else {}}
         if world.main:
             save_checkpoint(run_dir, step, state, trainer_state, {**info, "train_config": asdict(config)})
@@ -199,7 +217,8 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
             tokens += n * world.size
         grad_norm = None
         if config.clip is not None:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip))
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -231,7 +250,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
     best = info["best_eval"]
     return TrainResult(steps=step, final_loss=loss_value, eval_losses=[tuple(e) for e in info["eval_losses"]],
                        best_eval_loss=best, stopped_early=stopped, seconds=time.perf_counter() - began,
-                       tokens=info["tokens"])
+                       tokens=info["tokens"], final_state=gathered[0] if is_sharded(model) else None)
 
 
 def _evaluate(engine, model, eval_fn, step, info, log, world, config) -> bool:
