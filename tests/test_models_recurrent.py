@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.core.errors import ConfigError
 from lmlab.models import load_model, save_model_dir
@@ -9,15 +10,6 @@ from lmlab.models.feedforward import FeedForwardLM
 from lmlab.models.recurrent import RecurrentLM
 
 V = 29
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def models():

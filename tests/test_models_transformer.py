@@ -3,6 +3,7 @@ fused == explicit attention, saving, clear errors, and parity with ``transformer
 
 import pytest
 import torch
+from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.core.errors import ConfigError, ModelError
 from lmlab.models import load_model, save_model_dir
@@ -11,15 +12,6 @@ from lmlab.models.positions import alibi_slopes, apply_rope, rope_angles, sinuso
 from lmlab.models.transformer import TransformerLM
 
 V = 37
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make(preset="gpt2", seed=0, **kw):

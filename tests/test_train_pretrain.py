@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.cli import main
 from lmlab.core.errors import ConfigError
@@ -13,14 +14,6 @@ from lmlab.tokenizers import WordLevelTokenizer
 from lmlab.train import pretrain
 
 TEXT = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "the mat and the log"] * 20
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("family,settings,extra", [
@@ -72,7 +65,7 @@ def test_cli_pretrain_eval_generate_and_resume(tmp_path, capsys):
     assert "does not divide d_model" in capsys.readouterr().err
     assert main(["pretrain", "--family", "lstm", "--d-model", "3", "--train", str(data), "--out",
                  str(tmp_path / "r3")]) == 1
-    assert "has no setting(s) d_model" in capsys.readouterr().err
+    assert "unknown setting(s) of the lstm family: d_model" in capsys.readouterr().err
 
 
 def test_scheduled_sampling_is_for_recurrent_models(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.core.errors import ConfigError, ModelError
 from lmlab.data.loaders import ContiguousStream, RandomWindows
@@ -21,15 +22,6 @@ from lmlab.train import CausalLM, ScheduledSampling, TrainConfig, lr_at, token_l
 
 REPO = Path(__file__).resolve().parents[1]
 V = 23
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tokens(n=3000, seed=0):

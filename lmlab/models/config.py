@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..core.errors import ConfigError
-from ..core.validate import check_choice, check_number
+from ..core.validate import check_choice, check_keys, check_number
 from .attention import SCORES
 from .mlp import ACTIVATIONS
 from .norms import NORMS
@@ -92,11 +92,7 @@ class TransformerConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TransformerConfig:
         """Build from a dict, rejecting unknown keys with the list of known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown transformer setting(s): {', '.join(unknown)}",
-                              f"known settings: {', '.join(sorted(known))}")
+        check_keys("transformer setting(s)", values, {f.name for f in fields(cls)})
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch
 
 from ..core.errors import ConfigError, InputError
 from ..core.io import write_json
+from ..core.validate import check_keys
 from ..data.loaders import ContiguousStream, RandomWindows
 from ..data.shards import HEADER_FILE, TokenShards, write_shards
 from ..models.config import PRESETS, TransformerConfig
@@ -72,10 +73,7 @@ def _check_settings(family: str, settings: dict[str, Any]) -> None:
     else:
         cls = FeedForwardLM if family == "feedforward" else RecurrentLM
         known = {n for n, p in inspect.signature(cls).parameters.items() if p.kind is p.KEYWORD_ONLY} - {"cell"}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ConfigError(f"the {family} family has no setting(s) {', '.join(unknown)}",
-                          f"its settings: {', '.join(sorted(known))}")
+    check_keys(f"setting(s) of the {family} family", settings, known)
 
 
 def _shards(corpus, tokenizer, path: Path) -> TokenShards | None:
@@ -104,6 +102,7 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     settings = dict(model or {})
     if family in PRESETS and "context_length" not in settings:
         settings["context_length"] = context
+    torch.manual_seed(train_config.seed)  # the same settings always start from the same weights
     model_obj = build_model(family, settings, tokenizer)
     recurrent = family not in PRESETS
     if scheduled_sampling and family not in ("lstm", "gru", "rnn"):

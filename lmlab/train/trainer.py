@@ -23,9 +23,8 @@ import torch
 from torch import nn
 
 from ..core.device import resolve_device
-from ..core.errors import ConfigError
 from ..core.progress import progress
-from ..core.validate import check_choice, check_number
+from ..core.validate import check_choice, check_keys, check_number
 from ..models.neural import unique_tensors
 from .checkpoint import (
     latest_checkpoint,
@@ -99,11 +98,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}",
-                              f"known settings: {', '.join(sorted(known))}")
+        check_keys("training setting(s)", values, {f.name for f in fields(cls)})
         return cls(**values)
 
 
