@@ -54,12 +54,14 @@ def test_data_list_json(capsys):
 
 
 def test_quickstart_json(capsys, tmp_path):
-    code, out, _ = run(capsys, "quickstart", "--out", str(tmp_path / "qs"), "--json")
+    code, out, _ = run(capsys, "quickstart", "--out", str(tmp_path / "qs"), "--steps", "4", "--json")
     assert code == 0
     models = json.loads(out)["models"]
-    assert [m["model"] for m in models] == ["word-unigram", "char-unigram"]
-    assert all(0 < m["bits_per_byte"] < 8 for m in models)
+    assert [m["model"] for m in models][:2] == ["word-unigram", "char-unigram"]
+    assert models[2]["model"].startswith("llama-") and models[2]["train_steps"] == 4
+    assert all(0 < m["bits_per_byte"] < 16 for m in models)
     assert (tmp_path / "qs" / "word-unigram" / "config.json").exists()
+    assert (tmp_path / "qs" / "llama-run" / "model" / "model.safetensors").exists()
 
 
 def _bad(capsys, *argv, match):

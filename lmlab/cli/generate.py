@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         no_repeat_ngram_size=args.no_repeat_ngram_size)
     lm, tokenizer, desc = model_from_args(args)
     prompt = tokenizer.encode(args.prompt)
-    if tokenizer.bos_id is not None:
-        prompt = [tokenizer.bos_id] + prompt
+    if tokenizer.start_id is not None:
+        prompt = [tokenizer.start_id] + prompt
     common = dict(max_new_tokens=args.max_new_tokens, processors=processors)
     if args.diverse_groups:
         strategy = "diverse_beam"

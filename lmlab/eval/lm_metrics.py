@@ -165,8 +165,8 @@ def evaluate_lm(lm: LanguageModel, tokenizer, corpus: Iterable[str], *, batch_si
     for doc in progress(corpus, desc="scoring", unit="doc"):
         seq = tokenizer.encode(doc, add_special_tokens=False)
         n_unk = sum(1 for i in seq if i == unk) if unk is not None else 0
-        bos, eos = tokenizer.bos_id, tokenizer.eos_id
-        seq = ([bos] if bos is not None else []) + seq + ([eos] if eos is not None else [])
+        start, eos = tokenizer.start_id, tokenizer.eos_id
+        seq = ([start] if start is not None else []) + seq + ([eos] if eos is not None else [])
         n_words = len(doc.split()) + 1
         totals["unk"] += n_unk
         totals["docs"] += 1

@@ -66,6 +66,12 @@ class Tokenizer(ABC):
         return self._role_id("bos")
 
     @property
+    def start_id(self) -> int | None:
+        """The id a sequence starts from: BOS, or EOS where there is no BOS (GPT-2's convention,
+        whose documents are separated by <|endoftext|>)."""
+        return self.bos_id if self.bos_id is not None else self.eos_id
+
+    @property
     def eos_id(self) -> int | None:
         return self._role_id("eos")
 
