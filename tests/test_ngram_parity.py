@@ -142,15 +142,13 @@ def test_lmplz_parity_on_ptb_order5_modified_kneser_ney(tmp_path, no_progress):
     counts = corpus_counts(train, tok, 5)
     ours = NgramLM.fit_counts(counts, "mkn")
     ours_d = [np.round(d, 5) for d in ours.params["discounts"]]
-    # lmplz's unigram D3+ comes out slightly different (its counts-of-counts take one n-gram's raw count
-    # rather than its adjusted count); D1, D2 and the other orders agree to the digits it prints
-    assert np.allclose(ours_d[1:], lmplz_discounts[1:], atol=1e-5)
+    # every discount agrees to the digits lmplz prints (order 1's D3+ only because lmlab reproduces
+    # lmplz's raw count for the last flushed n-gram: see counts.kenlm_last_position)
+    assert np.allclose(ours_d, lmplz_discounts, atol=1e-5)
     with_lmplz_discounts = NgramLM.fit_counts(counts, "mkn", discount=lmplz_discounts)
     mapping = np.array([ref_tok.token_to_id(tok.id_to_token(i)) if ref_tok.token_to_id(tok.id_to_token(i))
                         is not None else -1 for i in range(tok.vocab_size)])
-    # with lmplz's discounts every number agrees within 1e-4; with lmlab's own, the unigram D3+ quirk moves
-    # the uniform share of the unigram and bigram probabilities of rare words by up to 1e-3 (0.2 %)
-    for lm, low_order_tol in ((with_lmplz_discounts, 1e-4), (ours, 1e-3)):
+    for lm in (with_lmplz_discounts, ours):
         for n in range(1, 6):
             grams = mapping[words_of(lm.keys, lm.vocab_size, n)]
             row = grams[:, 0]
@@ -160,7 +158,7 @@ def test_lmplz_parity_on_ptb_order5_modified_kneser_ney(tmp_path, no_progress):
             assert (row[listed] >= 0).all()
             assert ref.sizes()[n - 1] == int(listed.sum())
             dp = np.abs(lm.logprobs[n - 1][listed] - ref.logprobs[n - 1][row[listed]]) / LN10
-            assert dp.max() < (low_order_tol if n <= 2 else 1e-4), n
+            assert dp.max() < 1e-4, n
             if n < 5:
                 db = np.abs(lm.logbows[n - 1][listed] - ref.logbows[n - 1][row[listed]]) / LN10
                 assert db.max() < 1e-4, n
@@ -172,7 +170,7 @@ def test_lmplz_parity_on_ptb_order5_modified_kneser_ney(tmp_path, no_progress):
     ref_total = sum(float(ref.score_array(np.array([r]))[0].sum()) for r in ref_ids)
     tokens = sum(len(r) - 1 for r in ids)
     ppl, ref_ppl = math.exp(-total / tokens), math.exp(-ref_total / tokens)
-    assert ppl == pytest.approx(ref_ppl, rel=1e-3)
+    assert ppl == pytest.approx(ref_ppl, rel=1e-3)  # the issue asks for 0.1 %
     assert ref_ppl == pytest.approx(141.2, abs=0.1)
 
 

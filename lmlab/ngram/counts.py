@@ -37,6 +37,8 @@ class NgramCounts:
     eos_id: int | None = None
     unk_id: int | None = None
     pad_id: int | None = None
+    #: per lower order, the row of the n-gram that lmplz flushes last (see ``kenlm_last_rows``)
+    kenlm_last: list[int] | None = None
 
     @property
     def order(self) -> int:
@@ -164,6 +166,8 @@ def count_ngrams(tokens: np.ndarray, order: int, vocab_size: int, *, bos_id: int
     counts = [np.bincount(tokens[depth >= 1], minlength=vocab_size).astype(np.int64)]
     suffix = [np.empty(0, dtype=np.int64)]
     rows = tokens  # row of the n-gram ending at each position (order 1: the id itself)
+    last = kenlm_last_position(tokens, starts[sentence], order, bos_id, eos_id, unk_id)
+    kenlm_last = [int(tokens[last])]
     for n in progress(range(2, order + 1), desc="counting n-grams", unit="order"):
         valid = depth >= n - 1
         prev = np.empty_like(rows)
@@ -179,4 +183,32 @@ def count_ngrams(tokens: np.ndarray, order: int, vocab_size: int, *, bos_id: int
         counts.append(cnt.astype(np.int64))
         suffix.append(suf)
         rows = new_rows
-    return NgramCounts(vocab_size, keys, counts, suffix, bos_id=bos_id, eos_id=eos_id, unk_id=unk_id, pad_id=pad_id)
+        kenlm_last.append(int(rows[last]))
+    return NgramCounts(vocab_size, keys, counts, suffix, bos_id=bos_id, eos_id=eos_id, unk_id=unk_id,
+                       pad_id=pad_id, kenlm_last=kenlm_last[:-1])
+
+
+def kenlm_last_position(tokens: np.ndarray, start: np.ndarray, order: int, bos_id: int, eos_id: int | None,
+                        unk_id: int | None) -> int:
+    """The position where the last ``order``-gram in lmplz's suffix order ends.
+
+    lmplz numbers words <unk> 0, <s> 1, </s> 2, then by first appearance, and sorts n-grams by
+    their last word, then the one before, …, padding sentence starts with <s>. Its discount
+    statistics (``adjust_counts.cc``) add the lower-order suffixes of this one n-gram with their
+    raw counts instead of their adjusted counts; ``smoothing`` reproduces that for parity.
+    """
+    vocab = int(tokens.max()) + 1
+    uniq, first = np.unique(tokens, return_index=True)
+    specials = [i for i in (unk_id, bos_id, eos_id) if i is not None]
+    by_appearance = [w for w in uniq[np.argsort(first, kind="stable")] if w not in specials]
+    rank = np.zeros(vocab, dtype=np.int64)
+    rank[np.asarray(by_appearance, dtype=np.int64)] = np.arange(len(by_appearance)) + 3
+    for special, r in ((unk_id, 0), (bos_id, 1), (eos_id, 2)):
+        if special is not None and special < vocab:
+            rank[special] = r
+    candidates = np.flatnonzero(tokens != bos_id)
+    for k in range(order):
+        at = candidates - k
+        key = np.where(at >= start[candidates], rank[tokens[np.maximum(at, 0)]], rank[bos_id])
+        candidates = candidates[key == key.max()]
+    return int(candidates[0])

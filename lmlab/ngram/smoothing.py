@@ -143,6 +143,19 @@ def adjusted_counts(counts: NgramCounts) -> list[np.ndarray]:
     return out
 
 
+def _lmplz_statistics(counts: NgramCounts, values: list[np.ndarray], n: int) -> np.ndarray:
+    """The counts that lmplz's counts-of-counts see for order n: the adjusted counts, except
+    that the last lower-order n-gram it flushes enters with its raw count (``kenlm_last_position``).
+    This moves D3+ of order 1 in the fourth digit on PTB; matching it keeps every n-gram's
+    probability equal to lmplz's."""
+    rows = counts.kenlm_last
+    if rows is None or n >= counts.order or rows[n - 1] < 0:
+        return values[n - 1]
+    out = values[n - 1].copy()
+    out[rows[n - 1]] = counts.counts[n - 1][rows[n - 1]]
+    return out
+
+
 def modified_kn_discounts(values: np.ndarray, order: int) -> np.ndarray:
     """D1, D2, D3+ from counts of counts (Chen & Goodman eq. 26), as [0, D1, D2, D3]."""
     n = count_of_counts(values, 4)
@@ -275,7 +288,7 @@ def estimate(counts: NgramCounts, smoothing: str, *, k: float = 1.0, discount: f
             if fixed is not None:
                 discounts.append(fixed[n - 1])
             elif smoothing == "mkn":
-                discounts.append(modified_kn_discounts(values[n - 1], n))
+                discounts.append(modified_kn_discounts(_lmplz_statistics(counts, values, n), n))
             else:
                 d = kn_discount(values[n - 1], n)
                 discounts.append(np.array([0.0, d, d, d]))
