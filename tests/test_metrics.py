@@ -51,3 +51,95 @@ def test_batching_does_not_change_totals(no_progress):
     many = evaluate_lm(lm, tok, from_texts(docs), batch_size=3)
     assert one.total_logprob == pytest.approx(many.total_logprob, rel=1e-12)
     assert one.tokens == many.tokens == 2 + 4 + 1 + 6 + 4
+
+
+# --- extensions: words, sliding windows, per-document figures, comparability -------------------------
+class _Bigram:
+    """A fixed random bigram table behind the protocol, optionally with a bounded context."""
+
+    @staticmethod
+    def make(vocab: int, context_length, bos: int, eos: int):
+        import torch
+
+        from lmlab.lm import LanguageModel
+
+        table = torch.log_softmax(torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(0),
+                                              dtype=torch.float64), dim=-1)
+
+        class Bigram(LanguageModel):
+            vocab_size = vocab
+
+            def initial_state(self, batch_size):
+                return None
+
+            def next_logprobs(self, tokens, state):
+                return table[tokens[:, -1]], None
+
+            def select_state(self, state, index):
+                return None
+
+        lm = Bigram()
+        lm.context_length, lm.bos_id, lm.eos_id = context_length, bos, eos
+        return lm
+
+
+def test_word_perplexity_counts_words_plus_end(no_progress):
+    docs = ["a b c", "b  a"]
+    tok = WordLevelTokenizer("char").train(docs)
+    lm = UnigramLM.fit_corpus(from_texts(docs), tok)
+    score = evaluate_lm(lm, tok, from_texts(docs))
+    assert score.words == (3 + 1) + (2 + 1)
+    assert score.word_perplexity == pytest.approx(math.exp(-score.total_logprob / 7))
+    assert "word_perplexity" in score.as_dict()
+
+
+def test_sliding_windows_cover_every_position_once():
+    from lmlab.eval import windows
+
+    for length in range(2, 30):
+        for context in range(2, 8):
+            for stride in range(1, context):
+                counted = []
+                for i, (begin, end, first) in enumerate(windows(length, context, stride)):
+                    assert end - begin <= context and first > begin
+                    if i:  # later windows keep context - stride ids of history before their first counted id
+                        assert first - begin == context - stride
+                    counted += range(first, end)
+                assert counted == list(range(1, length))
+
+
+def test_sliding_window_evaluation_equals_unbounded_for_a_bigram(no_progress):
+    from lmlab.core.errors import ConfigError
+
+    docs = ["a b c a b c a b", "c c a", "b a c b a c b a c b a c"]
+    tok = WordLevelTokenizer("word").train(docs)
+    full = evaluate_lm(_Bigram.make(tok.vocab_size, None, tok.bos_id, tok.eos_id), tok, from_texts(docs))
+    bounded = _Bigram.make(tok.vocab_size, 4, tok.bos_id, tok.eos_id)
+    with pytest.raises(ModelError, match="--stride"):
+        evaluate_lm(bounded, tok, from_texts(docs))
+    for stride in (1, 2, 3):
+        windowed = evaluate_lm(bounded, tok, from_texts(docs), stride=stride, batch_size=2)
+        assert windowed.tokens == full.tokens
+        assert windowed.total_logprob == pytest.approx(full.total_logprob, rel=1e-12)
+    with pytest.raises(ConfigError):
+        evaluate_lm(bounded, tok, from_texts(docs), stride=4)
+
+
+def test_per_document_breakdown_sums_to_the_total(no_progress):
+    docs = ["a b", "a b c a", "c", "b b b b b b"]
+    tok = WordLevelTokenizer("word").train(docs)
+    lm = UnigramLM.fit_corpus(from_texts(docs), tok)
+    score = evaluate_lm(lm, tok, from_texts(docs), per_document=True, batch_size=3)
+    assert [d["tokens"] for d in score.per_document] == [3, 5, 2, 7]
+    assert sum(d["logprob"] for d in score.per_document) == pytest.approx(score.total_logprob, rel=1e-12)
+    first = score.per_document[0]
+    assert first["perplexity"] == pytest.approx(math.exp(-first["logprob"] / 3))
+
+
+def test_comparability_note_only_for_different_vocabularies():
+    from lmlab.eval import comparability_note
+
+    a = WordLevelTokenizer("word").train(["a b c"])
+    assert comparability_note(a, WordLevelTokenizer("word").train(["a b c"])) is None
+    note = comparability_note(a, WordLevelTokenizer("char").train(["a b c"]))
+    assert "not comparable" in note and "bits per byte" in note

@@ -46,6 +46,9 @@ def test_equals_nltk_on_wikitext2_vocabulary(mode):
     words.update(["yyyy", "İstanbul", "a*ding", "Dying", "SKIES", "geology", "archaeology", "fully"])
     ours = {"NLTK_EXTENSIONS": "nltk", "MARTIN_EXTENSIONS": "martin", "ORIGINAL_ALGORITHM": "original"}[mode]
     reference = porter.PorterStemmer(mode)
-    mismatches = [(w, stem(w, ours), reference.stem(w)) for w in sorted(words) if stem(w, ours) != reference.stem(w)]
-    assert len(words) > 33000
+    vocabulary = sorted(words)
+    assert len(vocabulary) > 33000
+    if ours != "nltk":  # the other modes share most code: every 4th word is enough for them
+        vocabulary = vocabulary[::4]
+    mismatches = [(w, stem(w, ours), reference.stem(w)) for w in vocabulary if stem(w, ours) != reference.stem(w)]
     assert mismatches == []

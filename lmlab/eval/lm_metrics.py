@@ -7,7 +7,9 @@ the number to compare across tokenizers. What counts:
 * tokens — every *predicted* id: each document's tokens plus its end-of-sequence token
   (the beginning-of-sequence token is context, never predicted);
 * characters / bytes — each document's code points / UTF-8 bytes plus one for its end
-  (the newline that the end-of-sequence token stands for).
+  (the newline that the end-of-sequence token stands for);
+* words — each document's whitespace-separated words plus one for its end, so word-level
+  perplexity spreads the same total over a count every tokenizer agrees on.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..core.errors import ModelError
+from ..core.errors import ConfigError, ModelError
 from ..core.progress import progress
+from ..core.validate import check_number
 from ..lm import LanguageModel, check_tokenizer
 
 LN2 = math.log(2.0)
@@ -50,6 +53,8 @@ class LMScore:
     characters: int
     bytes: int
     unk_tokens: int
+    words: int = 0  # whitespace-separated words plus one end per document, like tokens
+    per_document: list[dict] | None = None
 
     @property
     def cross_entropy_nats(self) -> float:
@@ -62,6 +67,11 @@ class LMScore:
     @property
     def perplexity(self) -> float:
         return perplexity(self.total_logprob, self.tokens)
+
+    @property
+    def word_perplexity(self) -> float:
+        """Perplexity per word (the same total over word counts): comparable across tokenizers."""
+        return perplexity(self.total_logprob, self.words) if self.words else float("nan")
 
     @property
     def bits_per_char(self) -> float:
@@ -77,32 +87,67 @@ class LMScore:
 
     def as_dict(self) -> dict:
         d = asdict(self)
+        if d["per_document"] is None:
+            del d["per_document"]
         d.update(cross_entropy_nats=self.cross_entropy_nats, cross_entropy_bits=self.cross_entropy_bits,
-                 perplexity=self.perplexity, bits_per_char=self.bits_per_char,
-                 bits_per_byte=self.bits_per_byte, oov_rate=self.oov_rate)
+                 perplexity=self.perplexity, word_perplexity=self.word_perplexity,
+                 bits_per_char=self.bits_per_char, bits_per_byte=self.bits_per_byte, oov_rate=self.oov_rate)
         return d
 
 
-def evaluate_lm(lm: LanguageModel, tokenizer, corpus: Iterable[str], *, batch_size: int = 64) -> LMScore:
-    """Score every document of ``corpus`` (BOS + tokens + EOS) and total the log-likelihood."""
+def windows(length: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """Sliding windows over ``length`` ids for a model that sees ``context`` ids at once.
+
+    Each window is (begin, end, first): the model reads ids[begin:end] and the positions
+    first … end-1 are counted, so every predicted position (1 … length-1) is counted once,
+    with up to ``context - stride`` ids of history from the window before.
+    """
+    if length <= context:
+        return [(0, length, 1)]
+    out, counted, begin = [], 1, 0
+    while True:
+        end = min(begin + context, length)
+        out.append((begin, end, counted))
+        counted = end
+        if end == length:
+            return out
+        begin += stride
+
+
+def evaluate_lm(lm: LanguageModel, tokenizer, corpus: Iterable[str], *, batch_size: int = 64,
+                stride: int | None = None, per_document: bool = False) -> LMScore:
+    """Score every document of ``corpus`` (BOS + tokens + EOS) and total the log-likelihood.
+
+    Documents longer than a fixed-context model's ``context_length`` are scored with sliding
+    windows moved by ``stride`` ids (each token predicted once, with at least
+    ``context_length - stride`` ids of history); without a stride they are an error.
+    ``per_document`` keeps each document's totals as well.
+    """
     check_tokenizer(lm, tokenizer)
+    limit = lm.context_length
+    if stride is not None:
+        check_number("stride", stride, low=1, integer=True)
+        if limit is not None and stride > limit - 1:
+            raise ConfigError(f"stride {stride} leaves tokens unscored with a context of {limit}",
+                              f"use a stride of at most {limit - 1}")
     unk = tokenizer.unk_id
-    totals = {"logprob": 0.0, "tokens": 0, "docs": 0, "chars": 0, "bytes": 0, "unk": 0}
-    batch: list[list[int]] = []
+    totals = {"logprob": 0.0, "tokens": 0, "docs": 0, "chars": 0, "bytes": 0, "unk": 0, "words": 0}
+    docs: list[dict] = []
+    batch: list[tuple[list[int], int, int]] = []  # (ids, first counted position, document index)
 
     def flush() -> None:
         if not batch:
             return
-        length = max(len(s) for s in batch)
-        if lm.context_length is not None and length > lm.context_length:
-            raise ModelError(f"a document of {length} tokens exceeds the model's context of {lm.context_length}",
+        length = max(len(s) for s, _, _ in batch)
+        if limit is not None and length > limit:
+            raise ModelError(f"a document of {length} tokens exceeds the model's context of {limit}",
                              "evaluate with a sliding window (--stride) or split the documents")
         pad = lm.pad_id if lm.pad_id is not None else 0
         ids = torch.full((len(batch), length), pad, dtype=torch.long)
         mask = torch.zeros(len(batch), length - 1, dtype=torch.bool)
-        for row, seq in enumerate(batch):
+        for row, (seq, first, _) in enumerate(batch):
             ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[row, :len(seq) - 1] = True
+            mask[row, first - 1:len(seq) - 1] = True
         with torch.no_grad():
             scores = lm.score(ids.to(lm.device)).double().cpu()
         picked = scores[mask]
@@ -111,23 +156,48 @@ def evaluate_lm(lm: LanguageModel, tokenizer, corpus: Iterable[str], *, batch_si
                              "use a smoothed model (e.g. --smoothing add-k) or map rare tokens to <unk>")
         totals["logprob"] += float(picked.sum())
         totals["tokens"] += int(mask.sum())
+        if per_document:
+            row_sums = torch.where(mask, scores, torch.zeros_like(scores)).sum(dim=1)
+            for row, (_, _, index) in enumerate(batch):
+                docs[index]["logprob"] += float(row_sums[row])
         batch.clear()
 
     for doc in progress(corpus, desc="scoring", unit="doc"):
         seq = tokenizer.encode(doc, add_special_tokens=False)
-        if unk is not None:
-            totals["unk"] += sum(1 for i in seq if i == unk)
+        n_unk = sum(1 for i in seq if i == unk) if unk is not None else 0
         bos, eos = tokenizer.bos_id, tokenizer.eos_id
         seq = ([bos] if bos is not None else []) + seq + ([eos] if eos is not None else [])
+        n_words = len(doc.split()) + 1
+        totals["unk"] += n_unk
         totals["docs"] += 1
         totals["chars"] += len(doc) + 1
         totals["bytes"] += len(doc.encode("utf-8")) + 1
+        totals["words"] += n_words
+        index = len(docs)
+        if per_document:
+            docs.append({"index": index, "tokens": max(len(seq) - 1, 0), "words": n_words,
+                         "bytes": len(doc.encode("utf-8")) + 1, "logprob": 0.0})
         if len(seq) >= 2:
-            batch.append(seq)
+            if limit is not None and stride is not None and len(seq) > limit:
+                batch.extend((seq[b:e], first - b, index) for b, e, first in windows(len(seq), limit, stride))
+            else:
+                batch.append((seq, 1, index))
         if len(batch) >= batch_size:
             flush()
     flush()
     if totals["tokens"] == 0:
         raise ModelError("nothing to score: every document was empty after tokenization")
+    for d in docs:
+        d["perplexity"] = math.exp(-d["logprob"] / d["tokens"]) if d["tokens"] else float("nan")
+        d["bits_per_byte"] = bits_per_unit(d["logprob"], d["bytes"])
     return LMScore(total_logprob=totals["logprob"], tokens=totals["tokens"], documents=totals["docs"],
-                   characters=totals["chars"], bytes=totals["bytes"], unk_tokens=totals["unk"])
+                   characters=totals["chars"], bytes=totals["bytes"], unk_tokens=totals["unk"],
+                   words=totals["words"], per_document=docs if per_document else None)
+
+
+def comparability_note(tokenizer_a, tokenizer_b) -> str | None:
+    """A warning when two models' per-token perplexities cannot be compared (different vocabularies)."""
+    if tokenizer_a.fingerprint() == tokenizer_b.fingerprint():
+        return None
+    return ("not comparable: the two models use different vocabularies, so their per-token perplexities "
+            "measure different units — compare bits per byte (or word-level perplexity) instead")

@@ -1,0 +1,134 @@
+"""Log-likelihood and generation requests to any protocol model, batched and cached.
+
+A request is ``(context, continuation)``; its answer is log p(continuation | context) summed
+over the continuation's tokens. Tokenisation follows lm-evaluation-harness: trailing spaces
+of the context move to the continuation, the pair is encoded together and the context's
+tokens are cut off, so a word's leading space stays with the word. Requests are
+deduplicated and cached (optionally in a JSON file, keyed by model identity), sorted
+longest first and scored in padded batches with ``LanguageModel.score``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..core.errors import ModelError
+from ..core.io import write_json
+from ..core.progress import progress
+from ..generate.sampling import ancestral_sample
+from ..lm import LanguageModel, check_tokenizer
+
+Request = tuple[str, str]
+
+
+class RequestRunner:
+    """Answers log-likelihood, greedy-match and generation requests for one model and tokenizer."""
+
+    def __init__(self, lm: LanguageModel, tokenizer, *, batch_size: int = 16, cache_path: str | None = None,
+                 model_id: str = "", start_always: bool = True) -> None:
+        check_tokenizer(lm, tokenizer)
+        self.lm, self.tokenizer, self.batch_size = lm, tokenizer, batch_size
+        self.model_id = f"{model_id}|{tokenizer.fingerprint()}"
+        self.cache_path = Path(cache_path) if cache_path else None
+        self.cache: dict[str, float] = {}
+        self.calls = {"scored": 0, "cached": 0}
+        if self.cache_path and self.cache_path.exists():
+            with open(self.cache_path, encoding="utf-8") as fh:
+                stored = json.load(fh)
+            if stored.get("model") == self.model_id:  # never reuse another model's numbers
+                self.cache = stored.get("loglikelihood", {})
+        prefix = lm.bos_id if lm.bos_id is not None else lm.eos_id
+        if prefix is None:
+            raise ModelError("the model has neither a BOS nor an EOS id to start a context with",
+                             "give the tokenizer a <s> or </s> special token")
+        self.prefix = prefix
+        # lmlab's protocol starts every sequence with BOS; lm-evaluation-harness adds its start id
+        # only when the context is empty (start_always=False reproduces that)
+        self.start_always = start_always
+
+    # --- tokenisation -------------------------------------------------------------------------
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(context ids after the start id, continuation ids) as lm-evaluation-harness splits them."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        ctx = self.tokenizer.encode(context)
+        whole = self.tokenizer.encode(context + continuation)
+        start = [self.prefix] if self.start_always or not ctx else []
+        if whole[:len(ctx)] != ctx:  # the tokenizer merged across the boundary: encode apart
+            return [*start, *ctx], self.tokenizer.encode(continuation)
+        return [*start, *ctx], whole[len(ctx):]
+
+    def _fit(self, ctx: list[int], cont: list[int], room: int = 0) -> list[int]:
+        ids = ctx + cont
+        limit = self.lm.context_length
+        if limit is not None and len(ids) > limit + 1 - room:
+            ids = ids[len(ids) - (limit + 1 - room):]  # drop the oldest context
+        return ids
+
+    # --- log-likelihood -----------------------------------------------------------------------
+    def loglikelihood(self, requests: Sequence[Request]) -> list[float]:
+        """log p(continuation | context) for each request (natural log)."""
+        keys = [json.dumps(r, ensure_ascii=False) for r in requests]
+        todo = sorted({k for k in keys if k not in self.cache})
+        self.calls["cached"] += len(keys) - len(todo)
+        encoded = []
+        for key in todo:
+            ctx, cont = self.encode_pair(*json.loads(key))
+            if not cont:
+                raise ModelError(f"the continuation {json.loads(key)[1]!r} has no tokens",
+                                 "give every choice or target some text")
+            ids = self._fit(ctx, cont)
+            encoded.append((key, ids, min(len(cont), len(ids) - 1)))
+        encoded.sort(key=lambda e: -len(e[1]))
+        pad = self.lm.pad_id if self.lm.pad_id is not None else 0
+        starts = range(0, len(encoded), self.batch_size)
+        for start in progress(starts, desc="log-likelihoods", unit="batch"):
+            batch = encoded[start:start + self.batch_size]
+            length = len(batch[0][1])
+            ids = torch.full((len(batch), length), pad, dtype=torch.long)
+            for row, (_, seq, _) in enumerate(batch):
+                ids[row, :len(seq)] = torch.tensor(seq)
+            with torch.no_grad():
+                scores = self.lm.score(ids.to(self.lm.device)).double().cpu()
+            for row, (key, seq, n_cont) in enumerate(batch):
+                self.cache[key] = float(scores[row, len(seq) - 1 - n_cont:len(seq) - 1].sum())
+            self.calls["scored"] += len(batch)
+        self.save()
+        return [self.cache[k] for k in keys]
+
+    def save(self) -> None:
+        if self.cache_path:
+            write_json(self.cache_path, {"model": self.model_id, "loglikelihood": self.cache})
+
+    # --- greedy match and generation ------------------------------------------------------------
+    def is_greedy(self, context: str, continuation: str) -> bool:
+        """Whether greedy decoding after ``context`` produces exactly ``continuation``'s tokens."""
+        ctx, cont = self.encode_pair(context, continuation)
+        ids = self._fit(ctx, cont)
+        prompt, target = ids[:len(ids) - len(cont)], ids[len(ids) - len(cont):]
+        with torch.no_grad():
+            logprobs, state = self.lm.next_logprobs(torch.tensor([prompt], device=self.lm.device),
+                                                    self.lm.initial_state(1))
+            for i, tok in enumerate(target):
+                if int(logprobs[0].argmax()) != tok:
+                    return False
+                if i < len(target) - 1:
+                    logprobs, state = self.lm.next_logprobs(torch.tensor([[tok]], device=self.lm.device), state)
+        return True
+
+    def generate(self, context: str, *, until: Sequence[str] = (), max_new_tokens: int = 256) -> str:
+        """Greedy continuation of ``context``, cut at the first of the ``until`` strings."""
+        ctx = [self.prefix, *self.tokenizer.encode(context)]
+        limit = self.lm.context_length
+        if limit is not None and len(ctx) > limit - max_new_tokens:
+            ctx = ctx[len(ctx) - max(limit - max_new_tokens, 1):]
+        out = ancestral_sample(self.lm, ctx, max_new_tokens=max_new_tokens, temperature=0.0)[0]
+        text = self.tokenizer.decode(out.ids, skip_special_tokens=True)
+        cuts = [text.find(s) for s in until if s and s in text]
+        return text[:min(cuts)] if cuts else text
+
