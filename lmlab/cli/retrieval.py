@@ -1,0 +1,106 @@
+"""``lmlab eval retrieval``: BM25 / TF-IDF / dense / hybrid retrieval on a BEIR folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_common, emit, status
+
+
+def add_retrieval_options(p: argparse.ArgumentParser) -> None:
+    """Analyzer, BM25 and fusion options shared by the retrieval commands."""
+    g = p.add_argument_group("retrieval")
+    g.add_argument("--variant", default="lucene", help="BM25 variant: lucene (default), robertson, atire, bm25l, bm25+")
+    g.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, Pyserini's)")
+    g.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4, Pyserini's)")
+    g.add_argument("--delta", type=float, default=0.5, help="BM25L/BM25+ delta (default 0.5)")
+    g.add_argument("--stopwords", default="lucene", help="stop-word list: lucene (default), nltk, none")
+    g.add_argument("--stemmer", default="none", help="stemmer: none (default) or porter")
+    g.add_argument("--pattern", default="word", help="token pattern: word (\\w+, default), sklearn, or a regex")
+    g.add_argument("--encoder", default="hashing", help="dense encoder (default hashing)")
+    g.add_argument("--ann", action="store_true", help="dense search with a faiss HNSW index instead of exact search")
+    g.add_argument("--fusion", default="rrf", help="hybrid fusion: rrf (default) or interpolate")
+    g.add_argument("--alpha", type=float, default=0.5, help="dense weight for --fusion interpolate (default 0.5)")
+
+
+def options_from_args(args: argparse.Namespace):
+    from ..analysis.analyzer import Analyzer
+    from ..retrieval.evaluate import RetrievalOptions
+
+    return RetrievalOptions(variant=args.variant, k1=args.k1, b=args.b, delta=args.delta,
+                            analyzer=Analyzer(pattern=args.pattern, stopwords=args.stopwords, stemmer=args.stemmer),
+                            encoder=args.encoder, ann=args.ann, fusion=args.fusion, alpha=args.alpha)
+
+
+def register_eval(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("retrieval", help="nDCG@10, Recall@100, MRR@10, MAP and queries/s on a BEIR folder")
+    p.add_argument("folder", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
+    p.add_argument("--method", default="bm25", help="bm25 (default), tfidf, dense or hybrid")
+    p.add_argument("--split", default="test", help="qrels split (default test)")
+    p.add_argument("--depth", type=int, default=100, help="documents retrieved per query (default 100)")
+    add_retrieval_options(p)
+    add_common(p)
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..retrieval.evaluate import evaluate_beir
+
+    status(args, f"evaluating {args.method} on {args.folder} ({args.split})")
+    opts = options_from_args(args)
+    result = evaluate_beir(args.folder, args.method, args.split, args.depth, opts)
+    result["folder"] = str(args.folder)
+    result["analyzer"] = opts.analyzer.to_dict()
+    if args.method in ("bm25", "hybrid"):
+        result["bm25"] = {"variant": args.variant, "k1": args.k1, "b": args.b}
+    if args.method in ("dense", "hybrid"):
+        result["encoder"] = args.encoder
+    metric_names = [k for k in result if "@" in k]
+    human = "\n".join([f"{'method':<14}{args.method} on {args.folder} ({args.split}, {result['queries']} queries)",
+                       *(f"{k:<14}{result[k]:.4f}" for k in metric_names),
+                       f"{'queries/s':<14}{result['queries_per_s']:.1f}",
+                       f"{'index time':<14}{result['index_s']:.2f} s"])
+    emit(args, result, human)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rag", help="retrieval-augmented generation: index files, ask questions with cited sources")
+    verbs = p.add_subparsers(dest="rag_verb", metavar="ACTION", required=True)
+    ix = verbs.add_parser("index", help="chunk text files and build a BM25 index of the chunks")
+    ix.add_argument("paths", nargs="+", help="text files or directories (their .txt and .md files)")
+    ix.add_argument("--out", required=True, help="index directory to write")
+    ix.add_argument("--chunk", default="sentences", help="chunk by sentences (default) or tokens")
+    ix.add_argument("--size", type=int, default=800, help="max characters (sentences) or tokens per chunk")
+    ix.add_argument("--overlap", type=int, default=1, help="sentences or tokens shared by neighbouring chunks")
+    add_common(ix)
+    ix.set_defaults(func=run_rag_index)
+    ask = verbs.add_parser("ask", help="retrieve numbered sources for a question and build the cited prompt")
+    ask.add_argument("question")
+    ask.add_argument("--index", required=True, help="directory written by 'lmlab rag index'")
+    ask.add_argument("-k", type=int, default=5, help="sources to retrieve (default 5)")
+    ask.add_argument("--min-score", type=float, default=0.0,
+                     help="sources scoring at or below this are dropped; none left = 'not found' (default 0)")
+    add_common(ask)
+    ask.set_defaults(func=run_rag_ask)
+
+
+def run_rag_index(args: argparse.Namespace) -> int:
+    from ..retrieval.rag import build_rag_index
+
+    n = build_rag_index(args.paths, args.out, args.chunk, args.size, args.overlap)
+    emit(args, {"index": args.out, "chunks": n}, f"indexed {n} chunks into {args.out}")
+    return 0
+
+
+def run_rag_ask(args: argparse.Namespace) -> int:
+    from ..retrieval.rag import RagIndex, ask
+
+    result = ask(RagIndex(args.index), args.question, None, args.k, args.min_score)
+    if not result["found"]:
+        human = result["answer"]
+    else:
+        human = "\n".join(f"[{s['n']}] {s['source']}:{s['start']}-{s['end']} (score {s['score']:.2f})\n    {s['text'][:200]}"
+                          for s in result["sources"])
+    emit(args, result, human)
+    return 0
