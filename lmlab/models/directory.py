@@ -36,6 +36,15 @@ MODEL_TYPES: dict[str, str] = {
 NAMED_MODELS: Registry[Callable[..., tuple[Any, Any]]] = Registry("model")
 
 
+def _smollm2(**kwargs: Any) -> tuple[Any, Any]:
+    from .gguf_import import load_smollm2
+
+    return load_smollm2(**kwargs)
+
+
+NAMED_MODELS.register("smollm2-135m-instruct", _smollm2)
+
+
 def save_model_dir(path: str | os.PathLike, config: dict, tensors: dict[str, torch.Tensor],
                    tokenizer: Any = None) -> Path:
     """Write a model directory; every file is written atomically."""
