@@ -244,3 +244,20 @@ def test_generate_cli_json_has_timing(capsys, tmp_path):
     assert {"text", "tokens", "logprobs", "prefill_tokens_per_s", "decode_tokens_per_s",
             "time_to_first_token_s"} <= set(out)
     assert len(out["samples"]) == 2 and all(len(s["tokens"]) <= 5 for s in out["samples"])
+
+
+def test_chat_cli_piped_keeps_history_and_commands(capsys, monkeypatch, tmp_path):
+    import io
+
+    from lmlab.cli import main
+
+    t = WordLevelTokenizer("char").train([TEXT + "<>|_/"])
+    t.chat_template = "{% for m in messages %}<{{ m['role'] }}|{{ m['content'] }}>{% endfor %}" \
+        "{% if add_generation_prompt %}<assistant|{% endif %}"
+    lm = make(t)
+    monkeypatch.setattr("lmlab.models.load_model", lambda *a, **k: (lm, t))
+    monkeypatch.setattr("sys.stdin", io.StringIO("the fox\n/settings\n/system be lazy\nover the dog\n/reset\nhi\n"))
+    assert main(["chat", "--model", str(tmp_path), "--greedy", "--max-new-tokens", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["system"] == "be lazy" and [turn["user"] for turn in out["turns"]] == ["the fox", "over the dog", "hi"]
+    assert all(turn["tokens"] <= 4 and "decode_tokens_per_s" in turn for turn in out["turns"])
