@@ -66,13 +66,19 @@ def run(args: argparse.Namespace) -> int:
         frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty,
         no_repeat_ngram_size=args.no_repeat_ngram_size)
     lm, tokenizer, desc = model_from_args(args)
+    from ..core.errors import ConfigError
+
     if args.dtype:
         from ..core.device import resolve_dtype
 
+        if not hasattr(lm, "parameters"):
+            raise ConfigError(f"--dtype applies to neural models, not {desc}", "leave --dtype out")
         lm = lm.to(resolve_dtype(args.dtype))
     prompts = [prompt_ids(tokenizer, text, args) for text in prompt_texts(args)]
     if not (args.diverse_groups or args.stochastic_beam or args.beam_size or args.best_of):
         return run_engine(args, lm, tokenizer, desc, prompts, processors, greedy)
+    if len(prompts) > 1:
+        raise ConfigError("beam search and best-of-n take one prompt", "use --prompt, or greedy/sampling for a file")
     prompt = prompts[0]
     common = dict(max_new_tokens=args.max_new_tokens, processors=processors)
     if args.diverse_groups:
