@@ -45,7 +45,7 @@ def test_save_then_generate_from_model_directory(capsys, corpora, tmp_path):
     first = json.loads(out)
     assert len(first["samples"]) == 2
     _, again, _ = run(capsys, "generate", "--model", str(model_dir), "--seed", "3", "--num-samples", "2", "--json")
-    assert json.loads(again) == first
+    assert json.loads(again)["samples"] == first["samples"]  # timings differ run to run
 
 
 def test_data_list_json(capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_common, add_corpus_options, add_model_options, emit, model_from_args
+from .common import add_common, add_corpus_options, add_model_options, emit, model_from_args, status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,6 +12,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     g = p.add_argument_group("decoding: strategy")
     g.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    g.add_argument("--prompts-file", default=None, help="a file of prompts, one per line, generated as one batch")
+    g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template as a user turn")
+    g.add_argument("--system", default=None, help="system prompt for --chat")
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable); not part of the output")
+    g.add_argument("--stop-id", type=int, action="append", default=None, help="stop token id (default: the EOS)")
+    g.add_argument("--on-overflow", default="error", choices=["error", "truncate"],
+                   help="a prompt too long for the context: stop with an error, or keep its last tokens")
+    g.add_argument("--dtype", default=None, help="weights dtype of a neural model: float32, bfloat16, float16")
     g.add_argument("--max-new-tokens", type=int, default=40)
     g.add_argument("--num-samples", type=int, default=1, help="samples to draw (or beams to return)")
     g.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
@@ -46,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
         beam_search,
         best_of_n,
         diverse_beam_search,
-        sample,
         standard_chain,
         stochastic_beam_search,
     )
@@ -59,9 +66,20 @@ def run(args: argparse.Namespace) -> int:
         frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty,
         no_repeat_ngram_size=args.no_repeat_ngram_size)
     lm, tokenizer, desc = model_from_args(args)
-    prompt = tokenizer.encode(args.prompt)
-    if tokenizer.start_id is not None:
-        prompt = [tokenizer.start_id] + prompt
+    from ..core.errors import ConfigError
+
+    if args.dtype:
+        from ..core.device import resolve_dtype
+
+        if not hasattr(lm, "parameters"):
+            raise ConfigError(f"--dtype applies to neural models, not {desc}", "leave --dtype out")
+        lm = lm.to(resolve_dtype(args.dtype))
+    prompts = [prompt_ids(tokenizer, text, args) for text in prompt_texts(args)]
+    if not (args.diverse_groups or args.stochastic_beam or args.beam_size or args.best_of):
+        return run_engine(args, lm, tokenizer, desc, prompts, processors, greedy)
+    if len(prompts) > 1:
+        raise ConfigError("beam search and best-of-n take one prompt", "use --prompt, or greedy/sampling for a file")
+    prompt = prompts[0]
     common = dict(max_new_tokens=args.max_new_tokens, processors=processors)
     if args.diverse_groups:
         strategy = "diverse_beam"
@@ -77,15 +95,76 @@ def run(args: argparse.Namespace) -> int:
         strategy = "beam"
         gens = beam_search(lm, prompt, beam_size=args.beam_size, length_penalty=args.length_penalty,
                            early_stopping=not args.no_early_stopping, num_return=args.num_samples, **common)
-    elif args.best_of:
+    else:
         strategy = "best_of"
         gens = best_of_n(lm, prompt, args.best_of, seed=args.seed, keep=args.num_samples, **common)
-    else:
-        strategy = "greedy" if greedy else "sample"
-        gens = sample(lm, prompt, greedy=greedy, num_samples=args.num_samples, seed=args.seed, **common)
     samples = [{"text": tokenizer.decode(g.ids), "tokens": g.ids, "logprobs": g.logprobs,
                 "finish_reason": g.finish_reason, "score": g.score} for g in gens]
     human = "\n".join(f"[{i + 1}] {s['text']}" for i, s in enumerate(samples))
     emit(args, {"model": desc, "prompt": args.prompt, "strategy": strategy,
                 "processors": [repr(p) for p in processors], "samples": samples}, human)
+    return 0
+
+
+def prompt_texts(args: argparse.Namespace) -> list[str]:
+    """The prompt, or the lines of --prompts-file."""
+    if not args.prompts_file:
+        return [args.prompt]
+    from pathlib import Path
+
+    from ..core.errors import InputError
+
+    path = Path(args.prompts_file)
+    if not path.is_file():
+        raise InputError(f"prompts file not found: {path}", "pass a text file with one prompt per line")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"{path} has no prompts", "write one prompt per line")
+    return lines
+
+
+def prompt_ids(tokenizer, text: str, args: argparse.Namespace) -> list[int]:
+    """Token ids of one prompt: a chat turn under the model's template with --chat, else the text
+    (after the start id — BOS, else EOS — unless the model has a chat template and the prompt is
+    not empty)."""
+    if getattr(args, "chat", False):
+        from ..generate.chat_template import chat_prompt
+
+        messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
+            [{"role": "user", "content": text}]
+        return chat_prompt(tokenizer, messages)
+    ids = tokenizer.encode(text)
+    if tokenizer.start_id is not None and not (getattr(tokenizer, "chat_template", None) and ids):
+        ids = [tokenizer.start_id] + ids
+    return ids
+
+
+def run_engine(args: argparse.Namespace, lm, tokenizer, desc: str, prompts: list[list[int]], processors,
+               greedy: bool) -> int:
+    """Greedy or sampled generation through the engine: batched, streamed to a terminal, timed."""
+    import sys
+
+    from ..generate.engine import Engine, Request
+
+    engine = Engine(lm, tokenizer, processors=processors, greedy=greedy, on_overflow=args.on_overflow)
+    requests = [Request(p, max_new_tokens=args.max_new_tokens, stop=args.stop, stop_ids=args.stop_id,
+                        seed=None if args.seed is None else args.seed + i)
+                for p in prompts for i in range(args.num_samples)]
+    live = not args.json and not args.quiet and len(requests) == 1 and sys.stdout.isatty()
+    on_text = (lambda _, piece: print(piece, end="", flush=True)) if live else None
+    outs = engine.generate(requests, on_text=on_text)
+    stats = outs[0].stats.to_dict()
+    samples = [{"text": c.text, "tokens": c.ids, "logprobs": c.logprobs, "finish_reason": c.finish_reason,
+                "prompt_tokens": c.prompt_tokens} for c in outs]
+    result = {"model": desc, "prompt": args.prompt, "strategy": "greedy" if greedy else "sample",
+              "processors": [repr(p) for p in processors], **samples[0], **stats, "samples": samples}
+    human = "\n".join(f"[{i + 1}] {s['text']}" for i, s in enumerate(samples)) if len(samples) > 1 else samples[0]["text"]
+    if live:
+        print()
+        human = ""
+    timing = (f"prefill {stats['prefill_tokens_per_s']:.1f} tok/s, decode {stats['decode_tokens_per_s']:.1f} tok/s, "
+              f"first token {stats['time_to_first_token_s']:.3f} s")
+    status(args, timing)
+    if human or args.json:
+        emit(args, result, human)
     return 0

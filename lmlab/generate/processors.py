@@ -238,6 +238,8 @@ def standard_chain(*, temperature: float = 1.0, top_k: int | None = None, top_p:
                    banned_ids: Sequence[int] | None = None) -> list[Processor]:
     """The usual order: penalties and biases on raw scores, then temperature, then truncation."""
     chain: list[Processor] = []
+    if top_p is not None:  # checked here too: p = 1 adds no processor, but p > 1 must not pass silently
+        check_number("top_p", top_p, low=0.0, high=1.0, low_inclusive=False)
     if repetition_penalty is not None and repetition_penalty != 1.0:
         chain.append(RepetitionPenalty(repetition_penalty))
     if frequency_penalty or presence_penalty:

@@ -61,10 +61,11 @@ class Attention(nn.Module):
         """
         b, _, t, _ = q.shape
         groups = self.n_heads // self.n_kv_heads
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         p = self.dropout if self.training else 0.0
-        if fused and self.score != "additive":
+        fused = fused and self.score != "additive"
+        if groups > 1 and not fused:  # the fused kernel shares key-value heads itself (enable_gqa)
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        if fused:
             if self.score == "bilinear":
                 q = torch.einsum("bhtd,hde->bhte", q, self.bilinear.to(q.dtype))
             scale = 1.0 / math.sqrt(self.head_dim) if self.score == "scaled_dot" else 1.0
@@ -74,7 +75,7 @@ class Attention(nn.Module):
                 if allowed is None and causal:
                     mask = mask + _causal_float(t, k.shape[2], q)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=scale,
-                                                 is_causal=causal and mask is None)
+                                                 is_causal=causal and mask is None, enable_gqa=groups > 1)
         else:
             scores = self.scores(q, k)
             if bias is not None:

@@ -37,6 +37,15 @@ MODEL_TYPES: dict[str, str] = {
 NAMED_MODELS: Registry[Callable[..., tuple[Any, Any]]] = Registry("model")
 
 
+def _smollm2(**kwargs: Any) -> tuple[Any, Any]:
+    from .gguf_import import load_smollm2
+
+    return load_smollm2(**kwargs)
+
+
+NAMED_MODELS.register("smollm2-135m-instruct", _smollm2)
+
+
 def save_model_dir(path: str | os.PathLike, config: dict, tensors: dict[str, torch.Tensor],
                    tokenizer: Any = None) -> Path:
     """Write a model directory; every file is written atomically."""
@@ -103,6 +112,10 @@ def load_model(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[Any, Any
     if not path.exists():
         raise InputError(f"model not found: {name_or_path}",
                          f"pass a model directory or one of: {', '.join(NAMED_MODELS) or '(no built-in names yet)'}")
+    from .hf_import import is_hf_dir, load_hf_dir
+
+    if is_hf_dir(path):  # a Hugging Face directory (config.json model_type llama, gpt2, ...)
+        return load_hf_dir(path, **kwargs)
     config, tensors = read_model_dir(path)
     lm = model_class(str(config.get("model_type"))).from_state(config, tensors, **kwargs)
     tokenizer = tokenizers.load(path) if (path / tokenizers.TOKENIZER_FILE).exists() else None

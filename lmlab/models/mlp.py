@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
-_ACT = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
+_ACT = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu,
+        "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}  # GPT-2's "gelu_new"
 
 
 class MLP(nn.Module):

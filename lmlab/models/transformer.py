@@ -4,6 +4,10 @@ Incremental decoding (feeding tokens through ``next_logprobs`` with the returned
 the same log-probabilities as one full forward pass. An optional ``attention_mask`` (1 = real
 token, 0 = padding) lets left- or right-padded rows share a batch: position ids count only
 real tokens, so a padded row computes exactly what it would alone.
+
+``initial_state(batch, capacity=N)`` preallocates a static cache of N slots: each step writes
+its keys and values in place instead of concatenating (for engines; the cache object is then
+mutated by every call, so branch it with ``select_state``, which copies).
 """
 
 from __future__ import annotations
@@ -41,13 +45,14 @@ class KVCache:
     next_position: torch.Tensor | None = None  # [B] position id of each row's next token
     length: int = 0
     batch_size: int = 0
+    capacity: int = 0  # > 0: keys/values/mask are preallocated [B, ·, capacity, ·] buffers filled up to length
 
     def select(self, index: torch.Tensor) -> KVCache:
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.index_select(0, index.to(t.device))
 
         return KVCache([pick(k) for k in self.keys], [pick(v) for v in self.values], pick(self.mask),
-                       pick(self.next_position), self.length, int(index.numel()))
+                       pick(self.next_position), self.length, int(index.numel()), self.capacity)
 
 
 class Block(nn.Module):
@@ -69,12 +74,19 @@ class Block(nn.Module):
         if ctx["rope"] is not None:
             q_cos, q_sin = ctx["rope"]
             q, k = apply_rope(q, q_cos, q_sin), apply_rope(k, q_cos, q_sin)
-        if past is not None and past[0] is not None:
+        if ctx["static"]:
+            start, end = ctx["past"], ctx["past"] + k.shape[2]
+            past[0][:, :, start:end], past[1][:, :, start:end] = k, v
+            kept, (k, v) = past, (past[0][:, :, :end], past[1][:, :, :end])
+        elif past is not None and past[0] is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            kept = (k, v)
+        else:
+            kept = (k, v)
         a = self.attn.attend(q, k, v, allowed=ctx["allowed"], bias=ctx["bias"], causal=ctx["causal"], fused=fused)
         x = x + self.dropout(a) if self.pre else self.attn_norm(x + self.dropout(a))
         x = x + self.mlp(self.mlp_norm(x)) if self.pre else self.mlp_norm(x + self.mlp(x))
-        return x, (k, v)
+        return x, kept
 
 
 class TransformerLM(NeuralLM):
@@ -125,19 +137,27 @@ class TransformerLM(NeuralLM):
         return self.config.vocab_size
 
     # --- state ---------------------------------------------------------------------------------
-    def initial_state(self, batch_size: int) -> KVCache:
+    def initial_state(self, batch_size: int, capacity: int | None = None) -> KVCache:
+        """An empty cache; with ``capacity``, preallocated for that many tokens (a static cache)."""
         n = self.config.n_layers
-        return KVCache([None] * n, [None] * n, batch_size=batch_size)
+        if not capacity:
+            return KVCache([None] * n, [None] * n, batch_size=batch_size)
+        cfg, p = self.config, self.embed.weight
+        shape = (batch_size, cfg.n_kv_heads, capacity, cfg.head_dim)
+        return KVCache([torch.empty(shape, dtype=p.dtype, device=p.device) for _ in range(n)],
+                       [torch.empty(shape, dtype=p.dtype, device=p.device) for _ in range(n)],
+                       batch_size=batch_size, capacity=capacity)
 
     def select_state(self, state: KVCache, index: torch.Tensor) -> KVCache:
         return state.select(index)
 
     # --- forward -------------------------------------------------------------------------------
     def forward(self, ids: torch.Tensor, state: KVCache | None = None,
-                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
+                attention_mask: torch.Tensor | None = None, last_only: bool = False) -> tuple[torch.Tensor, KVCache]:
         """Logits [B, T, V] for ``ids`` [B, T] after the cached tokens, and the extended cache.
 
-        ``attention_mask`` [B, T] marks real tokens (1) and padding (0) among ``ids``.
+        ``attention_mask`` [B, T] marks real tokens (1) and padding (0) among ``ids``;
+        ``last_only`` computes the logits of the last position only ([B, 1, V]).
         """
         cfg = self.config
         b, t = ids.shape
@@ -146,12 +166,20 @@ class TransformerLM(NeuralLM):
         if cfg.positions == "learned" and past + t > cfg.context_length:
             raise ModelError(f"a context of {past + t} tokens is longer than the {cfg.context_length} "
                              "positions this model learned", "use a sliding window (--stride) or shorter inputs")
+        if state.capacity and past + t > state.capacity:
+            raise ModelError(f"the static cache holds {state.capacity} tokens, {past + t} were fed",
+                             "allocate the cache with a larger capacity")
         mask = state.mask
         if attention_mask is not None or mask is not None:
             new = (torch.ones(b, t, dtype=torch.bool, device=ids.device) if attention_mask is None
                    else attention_mask.to(ids.device).bool())
-            old = mask if mask is not None else torch.ones(b, past, dtype=torch.bool, device=ids.device)
-            mask = torch.cat([old, new], dim=1)
+            if state.capacity:
+                if mask is None:
+                    mask = torch.ones(b, state.capacity, dtype=torch.bool, device=ids.device)
+                mask[:, past:past + t] = new
+            else:
+                old = mask if mask is not None else torch.ones(b, past, dtype=torch.bool, device=ids.device)
+                mask = torch.cat([old, new], dim=1)
             start = state.next_position if state.next_position is not None else torch.full(
                 (b,), past, dtype=torch.long, device=ids.device)
             positions = start.unsqueeze(1) + new.long().cumsum(1) - new.long()
@@ -160,7 +188,8 @@ class TransformerLM(NeuralLM):
         else:
             positions = torch.arange(past, past + t, device=ids.device).unsqueeze(0).expand(b, t)
             next_position = None
-        ctx = self._context(positions, mask, past, t, ids.device)
+        ctx = self._context(positions, None if mask is None else mask[:, :past + t], past, t, ids.device)
+        ctx.update(static=bool(state.capacity), past=past)
         x = self.embed(ids)
         if cfg.scale_embeddings:
             x = x * math.sqrt(cfg.d_model)
@@ -174,10 +203,12 @@ class TransformerLM(NeuralLM):
             x, (k, v) = block(x, ctx, (state.keys[i], state.values[i]), self.fused)
             keys.append(k)
             values.append(v)
+        if last_only:
+            x = x[:, -1:]
         if self.final_norm is not None:
             x = self.final_norm(x)
         logits = self.head(x)
-        return logits, KVCache(keys, values, mask, next_position, past + t, b)
+        return logits, KVCache(keys, values, mask, next_position, past + t, b, state.capacity)
 
     def _context(self, positions: torch.Tensor, mask: torch.Tensor | None, past: int, t: int,
                  device: torch.device) -> dict:

@@ -1,0 +1,108 @@
+"""``lmlab chat``: talk to a chat model — streamed answers, history, and a few slash commands.
+
+Each line read is a user turn (stdin may be a pipe: one turn per line). Commands:
+``/system TEXT`` sets the system prompt (and starts over), ``/reset`` forgets the history,
+``/settings`` shows the decoding settings, ``/quit`` ends. With ``--json`` nothing is
+streamed and one JSON object with every turn is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_common, emit
+
+HELP = "commands: /system TEXT, /reset, /settings, /quit"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="chat with a model (streaming, history, /system, /reset, /settings)")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="a chat model: directory or built-in name")
+    p.add_argument("--system", default=None, help="system prompt (default: the template's own)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass in (0, 1]")
+    p.add_argument("--min-p", type=float, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--dtype", default="float32", help="weights dtype: float32 or bfloat16")
+    p.add_argument("--on-overflow", default="truncate", choices=["error", "truncate"],
+                   help="a conversation longer than the context: stop, or drop its oldest tokens")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.validate import check_number
+    from ..generate import standard_chain
+    from ..generate.chat_template import chat_prompt
+    from ..generate.engine import Engine, Request
+    from ..models import load_model
+    from .common import status
+
+    check_number("--temperature", args.temperature, low=0.0)
+    greedy = args.greedy or args.temperature == 0
+    processors = standard_chain(temperature=1.0 if greedy else args.temperature, top_k=args.top_k,
+                                top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty)
+    status(args, f"loading {args.model} ...")
+    lm, tokenizer = load_model(args.model, dtype=args.dtype) if args.model in _named() else load_model(args.model)
+    engine = Engine(lm, tokenizer, processors=processors, greedy=greedy, on_overflow=args.on_overflow)
+    system, history, turns = args.system, [], []
+    interactive = sys.stdin.isatty() and not args.json
+    if interactive:
+        print(f"{args.model} — {HELP}", file=sys.stderr)
+    stream = not args.json
+    turn = 0
+    while True:
+        if interactive:
+            print("> ", end="", flush=True, file=sys.stderr)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            command, _, rest = line.partition(" ")
+            if command == "/quit":
+                break
+            if command == "/reset":
+                history = []
+                status(args, "(history cleared)")
+            elif command == "/system":
+                system, history = rest.strip() or None, []
+                status(args, f"(system prompt {'set' if system else 'cleared'}; history cleared)")
+            elif command == "/settings":
+                settings = {"model": args.model, "greedy": greedy, "temperature": args.temperature,
+                            "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
+                            "repetition_penalty": args.repetition_penalty, "max_new_tokens": args.max_new_tokens,
+                            "system": system, "turns_in_history": len(history) // 2}
+                print("\n".join(f"{k}: {v}" for k, v in settings.items()), file=sys.stderr)
+            else:
+                print(f"unknown command {command}; {HELP}", file=sys.stderr)
+            continue
+        messages = ([{"role": "system", "content": system}] if system else []) + history + \
+            [{"role": "user", "content": line}]
+        prompt = chat_prompt(tokenizer, messages)
+        seed = None if args.seed is None else args.seed + turn
+        request = Request(prompt, max_new_tokens=args.max_new_tokens, seed=seed)
+        on_text = (lambda _, piece: print(piece, end="", flush=True)) if stream else None
+        completion = engine.generate([request], on_text=on_text)[0]
+        if stream:
+            print(flush=True)
+        history += [{"role": "user", "content": line}, {"role": "assistant", "content": completion.text}]
+        turns.append({"user": line, "assistant": completion.text, "tokens": len(completion.ids),
+                      "finish_reason": completion.finish_reason, **completion.stats.to_dict()})
+        turn += 1
+    if args.json:
+        emit(args, {"model": args.model, "system": system, "turns": turns}, "")
+    return 0
+
+
+def _named() -> set[str]:
+    from ..models import NAMED_MODELS
+
+    return set(NAMED_MODELS)

@@ -1,0 +1,263 @@
+"""The inference engine: static cache == concatenating cache, batched == one by one, stops,
+streaming, context overflow, protocol models, chat templates and the generate CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lmlab.core.errors import LmlabError
+from lmlab.generate import TopK, sample, standard_chain
+from lmlab.generate.chat_template import chat_prompt, render_chat
+from lmlab.generate.engine import Engine, Request, _Row
+from lmlab.models.config import TransformerConfig
+from lmlab.models.transformer import TransformerLM
+from lmlab.tokenizers import WordLevelTokenizer
+
+TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return WordLevelTokenizer("char").train([TEXT])
+
+
+def make(tok, preset="llama", seed=0, **kw):
+    torch.manual_seed(seed)
+    args = dict(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, context_length=64)
+    args.update(kw)
+    if preset != "llama":
+        args.pop("n_kv_heads")
+    lm = TransformerLM(TransformerConfig.from_preset(preset, **args)).eval()
+    with torch.no_grad():  # sharper logits than the 0.02 init, so greedy paths are not ties
+        lm.head.weight.mul_(40)
+    return lm
+
+
+@pytest.mark.parametrize("preset", ["llama", "gpt2"])
+def test_static_cache_equals_concatenating_cache(tok, preset):
+    lm = make(tok, preset)
+    ids = torch.randint(0, tok.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    for attention_mask in (None, mask):
+        full, _ = lm(ids, attention_mask=attention_mask)
+        state = lm.initial_state(2, capacity=20)
+        logits, state = lm(ids[:, :7], state, attention_mask=None if attention_mask is None else mask[:, :7])
+        steps = [logits]
+        for t in range(7, 12):
+            logits, state = lm(ids[:, t:t + 1], state)
+            steps.append(logits)
+        assert state.length == 12 and state.keys[0].shape[2] == 20
+        assert (torch.cat(steps, 1) - full).abs().max() < 1e-5
+
+
+def test_static_cache_overflow_is_an_error(tok):
+    lm = make(tok)
+    state = lm.initial_state(1, capacity=4)
+    with pytest.raises(LmlabError, match="static cache"):
+        lm(torch.zeros(1, 5, dtype=torch.long), state)
+
+
+def test_greedy_engine_equals_protocol_greedy(tok):
+    lm = make(tok)
+    prompt = tok.encode("the quick")
+    out = Engine(lm, tok, greedy=True).generate([Request(prompt, max_new_tokens=12, stop_ids=[])])[0]
+    ref = sample(lm, prompt, greedy=True, max_new_tokens=12, stop_ids=[])[0]
+    assert out.ids == ref.ids
+    assert out.logprobs == pytest.approx(ref.logprobs, abs=1e-5)
+    assert out.text == tok.decode(out.ids)
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_batched_with_padding_equals_one_by_one(tok, greedy):
+    lm = make(tok)
+    chain = [] if greedy else standard_chain(temperature=0.9, top_k=8, repetition_penalty=1.3)
+    engine = Engine(lm, tok, processors=chain, greedy=greedy)
+    requests = [Request(tok.encode(p), max_new_tokens=n, stop_ids=[], seed=s)
+                for p, n, s in (("the quick brown", 10, 1), ("a", 6, 2), ("pack my box wi", 8, 3))]
+    batched = engine.generate(requests)
+    for r, b in zip(requests, batched, strict=True):
+        alone = engine.generate([r])[0]
+        assert b.ids == alone.ids and len(b.ids) == r.max_new_tokens
+        assert b.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+
+
+def test_seeded_sampling_matches_protocol_sampler(tok):
+    lm = make(tok)
+    prompt = tok.encode("the lazy")
+    chain = [TopK(5)]
+    ours = Engine(lm, tok, processors=chain).generate([Request(prompt, max_new_tokens=10, stop_ids=[], seed=7)])[0]
+    ref = sample(lm, prompt, processors=chain, max_new_tokens=10, seed=7, stop_ids=[])[0]
+    assert ours.ids == ref.ids
+
+
+def test_top_k_one_equals_greedy(tok):
+    lm = make(tok)
+    prompt = tok.encode("five dozen")
+    a = Engine(lm, tok, processors=[TopK(1)]).generate([Request(prompt, max_new_tokens=8, stop_ids=[], seed=3)])[0]
+    b = Engine(lm, tok, greedy=True).generate([Request(prompt, max_new_tokens=8, stop_ids=[])])[0]
+    assert a.ids == b.ids
+
+
+def test_stop_ids_and_stop_strings(tok):
+    lm = make(tok)
+    prompt = tok.encode("the quick")
+    free = Engine(lm, tok, greedy=True).generate([Request(prompt, max_new_tokens=16, stop_ids=[])])[0]
+    first = free.ids[3]
+    by_id = Engine(lm, tok, greedy=True).generate([Request(prompt, max_new_tokens=16, stop_ids=[first])])[0]
+    assert by_id.ids == free.ids[:free.ids.index(first)] and by_id.finish_reason == "stop"
+    stop = free.text[4:6]
+    by_text = Engine(lm, tok, greedy=True).generate([Request(prompt, max_new_tokens=16, stop_ids=[],
+                                                             stop=[stop])])[0]
+    assert by_text.text == free.text[:free.text.find(stop)] and by_text.finish_reason == "stop"
+
+
+def test_stream_pieces_join_to_the_text_and_never_show_a_stop(tok):
+    lm = make(tok)
+    prompt = tok.encode("over the")
+    engine = Engine(lm, tok, greedy=True)
+    free = engine.generate([Request(prompt, max_new_tokens=20, stop_ids=[])])[0]
+    stop = free.text[8:11]
+    run = engine.stream(Request(prompt, max_new_tokens=20, stop_ids=[], stop=[stop]))
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(run))
+        except StopIteration as end:
+            completion = end.value
+            break
+    assert "".join(pieces) == completion.text == free.text[:free.text.find(stop)]
+    assert all(stop not in "".join(pieces[:i + 1]) for i in range(len(pieces)))
+
+
+def test_stream_pieces_are_whole_characters():
+    from lmlab.tokenizers import load
+
+    tok = load("smollm2-135m-instruct")
+    text = "日本語 — naïve ✓ 🙂 done"
+    ids = tok.encode(text)
+    row = _Row(Request(ids, max_new_tokens=len(ids)), [0], set(), tok.stream_decoder(skip_special_tokens=True))
+    pieces = [row.add(i, 0.0) for i in ids]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces)
+    assert len(ids) > len([p for p in pieces if p])  # some tokens were partial characters, held back
+
+
+def test_context_overflow_error_or_truncation(tok):
+    lm = make(tok, context_length=16)
+    prompt = tok.encode("the quick brown fox")
+    with pytest.raises(LmlabError, match="context of 16"):
+        Engine(lm, tok, greedy=True).generate([Request(prompt, max_new_tokens=4)])
+    out = Engine(lm, tok, greedy=True, on_overflow="truncate").generate([Request(prompt, max_new_tokens=4,
+                                                                                 stop_ids=[])])[0]
+    assert out.prompt_tokens == 12 and len(out.ids) == 4
+
+
+def test_any_protocol_model_runs_through_the_engine(tok):
+    from lmlab.models.recurrent import RecurrentLM
+
+    torch.manual_seed(0)
+    lm = RecurrentLM(tok.vocab_size, d_embed=16, d_hidden=16).eval()
+    requests = [Request(tok.encode("the"), max_new_tokens=5, stop_ids=[], seed=1),
+                Request(tok.encode("a lazy"), max_new_tokens=3, stop_ids=[], seed=2)]
+    outs = Engine(lm, tok, greedy=True).generate(requests)
+    assert [len(o.ids) for o in outs] == [5, 3]
+    assert outs[0].ids == sample(lm, requests[0].prompt, greedy=True, max_new_tokens=5, stop_ids=[])[0].ids
+
+
+def test_stats_are_reported(tok):
+    out = Engine(make(tok), tok, greedy=True).generate([Request(tok.encode("the"), max_new_tokens=5, stop_ids=[])])[0]
+    s = out.stats.to_dict()
+    assert s["prompt_tokens"] == 3 and s["generated_tokens"] == 5
+    assert s["prefill_tokens_per_s"] > 0 and s["decode_tokens_per_s"] > 0 and s["time_to_first_token_s"] > 0
+    assert s["peak_memory_mb"] > 0
+
+
+TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+            "{{ '<|im_start|>system\nYou are helpful<|im_end|>\n' }}{% endif %}"
+            "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+            "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}]
+
+
+def test_render_chat_by_hand():
+    assert render_chat(TEMPLATE, MESSAGES[1:2]) == \
+        "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert render_chat(TEMPLATE, MESSAGES, add_generation_prompt=False).count("<|im_start|>") == 4
+    with pytest.raises(LmlabError, match="role"):
+        render_chat(TEMPLATE, [{"role": "robot", "content": "x"}])
+    with pytest.raises(LmlabError, match="refused"):
+        render_chat("{{ raise_exception('no system role') }}", MESSAGES)
+
+
+def test_chat_prompt_matches_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from lmlab.models.gguf_import import read_gguf
+    from lmlab.tokenizers import load, smollm2_gguf
+
+    tok = load("smollm2-135m-instruct")
+    tok.chat_template = read_gguf(smollm2_gguf()).get("tokenizer.chat_template")
+    tok.save(tmp_path)
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    hf.chat_template = tok.chat_template
+    for messages in (MESSAGES[1:2], MESSAGES):
+        theirs = hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        theirs = theirs["input_ids"] if isinstance(theirs, dict) or hasattr(theirs, "keys") else theirs
+        assert chat_prompt(tok, messages) == list(theirs)
+
+
+def test_bad_decoding_settings_are_one_clear_error(capsys, tmp_path):
+    from lmlab.cli import main
+    from lmlab.models import save_model_dir
+
+    t = WordLevelTokenizer("char").train([TEXT])
+    save_model_dir(tmp_path / "m", *make(t).to_state(), tokenizer=t)
+    for flag, value, match in (("--top-p", "1.5", "top_p"), ("--top-p", "0", "top_p"),
+                               ("--temperature", "-1", "temperature")):
+        code = main(["generate", "--model", str(tmp_path / "m"), "--prompt", "the", flag, value])
+        assert code != 0 and match in capsys.readouterr().err
+
+
+def test_generate_cli_json_has_timing(capsys, tmp_path):
+    from lmlab.cli import main
+    from lmlab.models import save_model_dir
+
+    t = WordLevelTokenizer("char").train([TEXT])
+    save_model_dir(tmp_path / "m", *make(t).to_state(), tokenizer=t)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the quick\na lazy dog\n")
+    assert main(["generate", "--model", str(tmp_path / "m"), "--prompts-file", str(prompts), "--greedy",
+                 "--max-new-tokens", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"text", "tokens", "logprobs", "prefill_tokens_per_s", "decode_tokens_per_s",
+            "time_to_first_token_s"} <= set(out)
+    assert len(out["samples"]) == 2 and all(len(s["tokens"]) <= 5 for s in out["samples"])
+
+
+def test_chat_cli_piped_keeps_history_and_commands(capsys, monkeypatch, tmp_path):
+    import io
+
+    from lmlab.cli import main
+
+    t = WordLevelTokenizer("char").train([TEXT + "<>|_/"])
+    t.chat_template = "{% for m in messages %}<{{ m['role'] }}|{{ m['content'] }}>{% endfor %}" \
+        "{% if add_generation_prompt %}<assistant|{% endif %}"
+    lm = make(t)
+    monkeypatch.setattr("lmlab.models.load_model", lambda *a, **k: (lm, t))
+    monkeypatch.setattr("sys.stdin", io.StringIO("the fox\n/settings\n/system be lazy\nover the dog\n/reset\nhi\n"))
+    assert main(["chat", "--model", str(tmp_path), "--greedy", "--max-new-tokens", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["system"] == "be lazy" and [turn["user"] for turn in out["turns"]] == ["the fox", "over the dog", "hi"]
+    assert all(turn["tokens"] <= 4 and "decode_tokens_per_s" in turn for turn in out["turns"])
