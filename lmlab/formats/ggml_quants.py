@@ -18,9 +18,11 @@ import numpy as np
 
 from ..core.errors import ModelError
 
-#: ggml type id → name, for the types lmlab reads
-GGML_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
-              12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16"}
+#: ggml type id → name (all of ggml's, so that errors can name the ones lmlab does not read)
+GGML_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
+              10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS",
+              17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS",
+              24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16"}
 #: name → (values per block, bytes per block)
 BLOCK = {"F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "Q4_0": (32, 18), "Q4_1": (32, 20),
          "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34), "Q4_K": (256, 144),
@@ -29,9 +31,9 @@ BLOCK = {"F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "Q4_0": (32, 18), "Q4_1":
 
 def type_name(ggml_type: int | str) -> str:
     """The name of a ggml type id (or name), with a clear error for types lmlab cannot read."""
-    name = GGML_TYPES.get(ggml_type) if isinstance(ggml_type, int) else str(ggml_type).upper()
+    name = GGML_TYPES.get(ggml_type, f"#{ggml_type}") if isinstance(ggml_type, int) else str(ggml_type).upper()
     if name not in BLOCK:
-        raise ModelError(f"GGML tensor type {ggml_type!r} is not supported",
+        raise ModelError(f"GGML tensor type {name} is not supported",
                          f"lmlab reads {', '.join(BLOCK)}; re-quantise the model to one of them")
     return name
 

@@ -83,7 +83,7 @@ def _lmlab_name(name: str) -> str | None:
 def read_tensor(g: GGUFFile, name: str) -> torch.Tensor:
     """One GGUF tensor dequantised to float32, in PyTorch's shape order (slowest dimension first)."""
     info = g.tensors[name]
-    values = dequantize(g.tensor_bytes(name), info.type.name, info.n_elements)
+    values = dequantize(g.tensor_bytes(name), info.ggml_type, info.n_elements)
     return torch.from_numpy(np.ascontiguousarray(values).reshape(tuple(reversed(info.shape))))
 
 
