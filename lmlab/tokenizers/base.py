@@ -14,12 +14,23 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import ModelError
+from ..core.errors import ConfigError, ModelError
 from ..core.io import write_json
+from .decoders import TextStreamDecoder
 
 TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass
+class BatchEncoding:
+    """A padded batch: ids, attention masks (1 = token, 0 = padding) and character offsets."""
+
+    ids: list[list[int]]
+    attention_mask: list[list[int]]
+    offsets: list[list[tuple[int, int]]]
 
 
 class Tokenizer(ABC):
@@ -89,6 +100,67 @@ class Tokenizer(ABC):
             ids = self._wrap(ids)
         return ids
 
+    def _encode_text_offsets(self, text: str) -> list[tuple[int, int, int]]:
+        """(id, start, end) per token of ordinary text; subclasses with offsets override this."""
+        raise NotImplementedError(f"{type(self).__name__} does not report offsets")
+
+    def encode_with_offsets(self, text: str, add_special_tokens: bool = False) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids and, per id, the character span of ``text`` it came from ((0, 0) for added specials)."""
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for start, end, special_id in self._special_spans(text):
+            if special_id is not None:
+                ids.append(special_id)
+                offsets.append((start, end))
+            elif end > start:
+                for tid, s, e in self._encode_text_offsets(text[start:end]):
+                    ids.append(tid)
+                    offsets.append((start + s, start + e))
+        return self._wrap_offsets(ids, offsets) if add_special_tokens else (ids, offsets)
+
+    def _wrap_offsets(self, ids: list[int], offsets: list[tuple[int, int]]) -> tuple[list[int], list[tuple[int, int]]]:
+        """``_wrap`` for ids with offsets: added specials get the empty span (0, 0)."""
+        wrapped = self._wrap(ids)
+        n_before = self._wrap([-1]).index(-1)  # specials placed before the sequence
+        n_after = len(wrapped) - n_before - len(ids)
+        return wrapped, [(0, 0)] * n_before + offsets + [(0, 0)] * n_after
+
+    def batch_encode(self, texts: Iterable[str], *, add_special_tokens: bool = False, max_length: int | None = None,
+                     padding: bool | str = True, padding_side: str = "right") -> BatchEncoding:
+        """Encode texts with offsets; truncate to ``max_length``; pad to the longest (or to max_length
+        with ``padding="max_length"``) with attention masks."""
+        rows = [self.encode_with_offsets(t) for t in texts]
+        n_added = len(self._wrap([])) if add_special_tokens else 0
+        if max_length is not None:
+            if max_length <= n_added:
+                raise ConfigError(f"max_length must be more than the {n_added} added special tokens, not {max_length}")
+            rows = [(ids[:max_length - n_added], offs[:max_length - n_added]) for ids, offs in rows]
+        if add_special_tokens:
+            rows = [self._wrap_offsets(ids, offs) for ids, offs in rows]
+        width = max((len(ids) for ids, _ in rows), default=0)
+        if padding == "max_length":
+            if max_length is None:
+                raise ConfigError("padding='max_length' needs max_length")
+            width = max_length
+        masks = [[1] * len(ids) for ids, _ in rows]
+        if padding:
+            pad = self.pad_id
+            if pad is None:
+                raise ConfigError("this tokenizer has no pad token", "pass padding=False or add a 'pad' special token")
+            for (ids, offs), mask in zip(rows, masks, strict=True):
+                extra = width - len(ids)
+                if padding_side == "left":
+                    ids[:0], offs[:0], mask[:0] = [pad] * extra, [(0, 0)] * extra, [0] * extra
+                else:
+                    ids += [pad] * extra
+                    offs += [(0, 0)] * extra
+                    mask += [0] * extra
+        return BatchEncoding([ids for ids, _ in rows], masks, [offs for _, offs in rows])
+
+    def stream_decoder(self, skip_special_tokens: bool = False) -> TextStreamDecoder:
+        """An incremental decoder: ``push(id) -> str`` returns the newly complete text, ``flush()`` the rest."""
+        return TextStreamDecoder(lambda ids: self.decode(ids, skip_special_tokens))
+
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Ids → text, optionally dropping special tokens."""
         ids = [int(i) for i in ids]
@@ -113,19 +185,26 @@ class Tokenizer(ABC):
 
     def _split_special(self, text: str) -> list[tuple[str, int | None]]:
         """Cut ``text`` around occurrences of special-token strings (longest match first)."""
+        return [(text[s:e], tid) for s, e, tid in self._special_spans(text)]
+
+    def _special_spans(self, text: str) -> list[tuple[int, int, int | None]]:
+        """(start, end, id or None) for special-token matches and the ordinary text between them."""
         pattern = self._special_pattern()
         if pattern is None:
-            return [(text, None)]
-        out: list[tuple[str, int | None]] = []
+            return [(0, len(text), None)]
+        out: list[tuple[int, int, int | None]] = []
         pos = 0
         for m in pattern.finditer(text):
             if m.start() > pos:
-                out.append((text[pos:m.start()], None))
-            out.append((m.group(), self.token_to_id(m.group())))
+                out.append((pos, m.start(), None))
+            out.append((m.start(), m.end(), self._special_match_id(m)))
             pos = m.end()
         if pos < len(text):
-            out.append((text[pos:], None))
+            out.append((pos, len(text), None))
         return out
+
+    def _special_match_id(self, match: re.Match) -> int:
+        return self.token_to_id(match.group())
 
     def _special_pattern(self) -> re.Pattern | None:
         cached = self.__dict__.get("_special_re")

@@ -75,6 +75,12 @@ class WordLevelTokenizer(TrainableTokenizer):
         ids, unk = self.ids, self._unk
         return [ids.get(p, unk) for p in self.pieces(text)]
 
+    def _encode_text_offsets(self, text: str) -> list[tuple[int, int, int]]:
+        ids, unk = self.ids, self._unk
+        if self.level == "word":
+            return [(ids.get(m.group(), unk), m.start(), m.end()) for m in _WORD_RE.finditer(text)]
+        return [(ids.get(c, unk), i, i + 1) for i, c in enumerate(text)]
+
     def _decode_ids(self, ids: Sequence[int]) -> str:
         sep = " " if self.level == "word" else ""
         return sep.join(self.vocab[i] for i in ids)
@@ -109,7 +115,7 @@ class WordLevelTokenizer(TrainableTokenizer):
             "pre_tokenizer": ({"type": "WhitespaceSplit"} if self.level == "word" else
                               {"type": "Split", "pattern": {"Regex": _CHAR_SPLIT_PATTERN},
                                "behavior": "Isolated", "invert": False}),
-            "post_processor": _bos_eos_template(sp.get("bos"), sp.get("eos"), self.ids),
+            "post_processor": bos_eos_template(sp.get("bos"), sp.get("eos"), self.ids),
             "decoder": None if self.level == "word" else {"type": "Fuse"},
             "model": {"type": "WordLevel", "vocab": dict(self.ids), "unk_token": sp["unk"]},
         }
@@ -136,7 +142,8 @@ class WordLevelTokenizer(TrainableTokenizer):
         return cls(level, special_tokens=_special_roles(data, model.get("unk_token")), vocab=vocab)
 
 
-def _bos_eos_template(bos: str | None, eos: str | None, ids: dict[str, int]) -> dict | None:
+def bos_eos_template(bos: str | None, eos: str | None, ids: dict[str, int]) -> dict | None:
+    """A tokenizer.json TemplateProcessing that wraps sequences in bos … eos (None when neither)."""
     if bos is None and eos is None:
         return None
     single = ([{"SpecialToken": {"id": bos, "type_id": 0}}] if bos else []) + \
