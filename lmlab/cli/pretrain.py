@@ -1,0 +1,142 @@
+"""``lmlab pretrain``: train a neural LM from text — a preset or a config file, ``--key value``
+overrides for any model or training setting, a run directory, and ``--resume``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import add_common, add_corpus_options, emit, open_corpus_arg, status
+
+#: settings passed to ``pretrain`` itself (the rest go to the model or the trainer)
+RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing")
+
+
+def _value(text: str):
+    """A command-line value as JSON when it parses (numbers, true/false, null), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def setting_keys() -> tuple[list[str], list[str]]:
+    """(model setting names of every family, training setting names)."""
+    import inspect
+    from dataclasses import fields
+
+    from ..models.config import TransformerConfig
+    from ..models.feedforward import FeedForwardLM
+    from ..models.recurrent import RecurrentLM
+    from ..train import TrainConfig
+
+    model = {f.name for f in fields(TransformerConfig)} - {"vocab_size"}
+    for cls in (RecurrentLM, FeedForwardLM):
+        model |= {n for n, p in inspect.signature(cls).parameters.items()
+                  if p.kind is p.KEYWORD_ONLY and n != "cell"}
+    return sorted(model), [f.name for f in fields(TrainConfig)]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..train import FAMILIES
+
+    p = sub.add_parser("pretrain", help="train a neural language model (transformer, LSTM/GRU/RNN, feed-forward)",
+                       description="Train a neural LM from text into a run directory (RUN/model is the "
+                                   "trained model directory). Any model or training setting can be set "
+                                   "as --key value, e.g. --d-model 128 --n-layers 4 --lr 1e-3 --steps 2000.")
+    p.add_argument("--family", choices=FAMILIES, default=None,
+                   help="model family: a transformer preset (vaswani, gpt2, llama) or lstm, gru, rnn, feedforward")
+    p.add_argument("--config", help="a JSON file of settings (the shape of a run's run.json)")
+    p.add_argument("--train", help="training corpus (file, directory, NAME:SPLIT or embedded:train)")
+    p.add_argument("--valid", help="validation corpus for periodic evaluation")
+    p.add_argument("--tokenizer", default="char",
+                   help="char or word (trained on --train), or a tokenizer.json / model directory (default char)")
+    p.add_argument("--min-count", type=int, default=1, help="vocabulary cut-off for word/char tokenizers")
+    p.add_argument("--out", help="run directory (checkpoints, metrics, the final model in OUT/model)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its last checkpoint")
+    model_keys, train_keys = setting_keys()
+    groups = [("model settings", model_keys), ("training settings", train_keys), ("data settings", RUN_KEYS)]
+    for title, keys in groups:
+        g = p.add_argument_group(title)
+        for key in keys:
+            g.add_argument(f"--{key.replace('_', '-')}", dest=f"set_{key}", type=_value, default=None,
+                           metavar="V")
+    add_corpus_options(p)
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def collect_settings(args: argparse.Namespace) -> dict:
+    """The run's settings: the config file (if any), then command-line overrides on top."""
+    from ..core.errors import ConfigError, InputError
+    from ..train import read_run
+
+    settings: dict = {"model": {}, "training": {}}
+    if args.resume:
+        settings = read_run(args.resume)
+    elif args.config:
+        try:
+            with open(args.config, encoding="utf-8") as fh:
+                settings = {"model": {}, "training": {}, **json.load(fh)}
+        except OSError as exc:
+            raise InputError(f"cannot read --config {args.config}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config {args.config} is not valid JSON ({exc})") from None
+    if args.family:
+        settings["family"] = args.family
+    model_keys, train_keys = setting_keys()
+    for key, value in vars(args).items():
+        if not key.startswith("set_") or value is None:
+            continue
+        name = key[4:]
+        if args.resume and name not in train_keys:
+            raise ConfigError(f"--{name.replace('_', '-')} cannot change when resuming",
+                              "only training settings (e.g. --steps) may be overridden with --resume")
+        if name in RUN_KEYS:
+            settings[name] = value
+        elif name in train_keys:
+            settings["training"][name] = value
+        else:
+            settings["model"][name] = value
+    settings.setdefault("family", "gpt2")
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
+    from ..tokenizers import WordLevelTokenizer, load
+    from ..train import pretrain
+
+    settings = collect_settings(args)
+    out = args.resume or args.out
+    if not out:
+        raise ConfigError("no run directory", "pass --out DIR (or --resume DIR)")
+    if args.resume:
+        tokenizer = load(out)
+        train = open_corpus_arg(args, args.train) if args.train else None
+        valid = open_corpus_arg(args, args.valid) if args.valid else None
+    else:
+        if not args.train:
+            raise ConfigError("no training corpus", "pass --train FILE (or NAME:SPLIT, or embedded:train)")
+        train = open_corpus_arg(args, args.train)
+        valid = open_corpus_arg(args, args.valid) if args.valid else None
+        if args.tokenizer in ("char", "word"):
+            status(args, f"training a {args.tokenizer}-level vocabulary on {args.train}")
+            tokenizer = WordLevelTokenizer(args.tokenizer, min_count=args.min_count).train(train)
+        else:
+            tokenizer = load(args.tokenizer)
+    kwargs = {k: settings[k] for k in RUN_KEYS if k in settings}
+    status(args, f"pretraining a {settings['family']} model into {out}")
+    result = pretrain(settings["family"], train, tokenizer, out, model=settings["model"],
+                      training=settings["training"], valid=valid, resume=bool(args.resume), **kwargs)
+    summary = {"family": settings["family"], "run_dir": str(out), "model_dir": str(result.model_dir),
+               "steps": result.train.steps, "final_train_loss": result.train.final_loss,
+               "valid_loss": result.valid_loss, "stopped_early": result.train.stopped_early,
+               "seconds": result.train.seconds, "tokens": result.train.tokens,
+               "parameters": sum(p.numel() for p in result.model.parameters())}
+    valid_text = "" if result.valid_loss is None else f", validation loss {result.valid_loss:.4f}"
+    human = (f"trained {summary['parameters']:,} parameters for {result.train.steps} steps in "
+             f"{result.train.seconds:.1f} s: train loss {result.train.final_loss:.4f}{valid_text}\n"
+             f"model: {result.model_dir}   (try: lmlab generate --model {result.model_dir})")
+    emit(args, summary, human)
+    return 0

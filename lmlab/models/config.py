@@ -1,0 +1,115 @@
+"""``TransformerConfig``: one dataclass for every decoder architecture, and the named presets.
+
+Architectures are data (DESIGN principle 3): Vaswani, GPT-2 and LLaMA differ only in the
+switches below. A preset is a small dict of switches; sizes come from the user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..core.errors import ConfigError
+from ..core.validate import check_choice, check_keys, check_number
+from .attention import SCORES
+from .mlp import ACTIVATIONS
+from .norms import NORMS
+from .positions import POSITIONS
+
+#: architecture switches of each named preset (sizes are not part of a preset)
+PRESETS: dict[str, dict[str, Any]] = {
+    "vaswani": dict(norm="layernorm", norm_position="post", activation="relu", positions="sinusoidal",
+                    bias=True, tie_embeddings=True, scale_embeddings=True, norm_eps=1e-5),
+    "gpt2": dict(norm="layernorm", norm_position="pre", activation="gelu", positions="learned",
+                 bias=True, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-5),
+    "llama": dict(norm="rmsnorm", norm_position="pre", activation="swiglu", positions="rope",
+                  bias=False, tie_embeddings=False, scale_embeddings=False, norm_eps=1e-5),
+}
+
+
+@dataclass
+class TransformerConfig:
+    """Shape and switches of a decoder-only transformer LM."""
+
+    vocab_size: int = 256
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int | None = None  # None = n_heads (MHA); 1 = MQA; between = GQA
+    d_ff: int | None = None  # None = 4·d_model, or the LLaMA rounding of 8/3·d_model for SwiGLU
+    context_length: int = 256
+    norm: str = "layernorm"
+    norm_position: str = "pre"
+    norm_eps: float = 1e-5
+    activation: str = "gelu"
+    positions: str = "learned"
+    rope_theta: float = 10000.0
+    rope_scaling: float = 1.0  # linear position interpolation factor for RoPE
+    score: str = "scaled_dot"
+    bias: bool = True
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    scale_embeddings: bool = False  # multiply token embeddings by √d_model (Vaswani)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "context_length"):
+            check_number(name, getattr(self, name), low=1, integer=True)
+        check_choice("norm", self.norm, NORMS)
+        check_choice("norm_position", self.norm_position, ("pre", "post"))
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("positions", self.positions, POSITIONS)
+        check_choice("score", self.score, SCORES)
+        check_number("dropout", self.dropout, low=0.0, high=1.0, high_inclusive=False)
+        check_number("rope_scaling", self.rope_scaling, low=0.0, low_inclusive=False)
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"n_heads = {self.n_heads} does not divide d_model = {self.d_model}",
+                              "choose a width that is a multiple of the number of heads")
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        check_number("n_kv_heads", self.n_kv_heads, low=1, integer=True)
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(f"n_kv_heads = {self.n_kv_heads} does not divide n_heads = {self.n_heads}",
+                              "use a divisor of n_heads (1 = multi-query attention)")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ConfigError(f"RoPE needs an even head width, got {self.head_dim}", "change d_model or n_heads")
+        if self.d_ff is None:
+            if self.activation == "swiglu":
+                self.d_ff = 64 * ((int(8 * self.d_model / 3) + 63) // 64)
+            else:
+                self.d_ff = 4 * self.d_model
+        check_number("d_ff", self.d_ff, low=1, integer=True)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TransformerConfig:
+        """A config of the named preset with sizes and any switch overridden."""
+        check_choice("preset", name, tuple(PRESETS))
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TransformerConfig:
+        """Build from a dict, rejecting unknown keys with the list of known ones."""
+        check_keys("transformer setting(s)", values, {f.name for f in fields(cls)})
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def num_parameters(self) -> int:
+        """The parameter count, from the architecture's formula (checked against the modules in tests)."""
+        d, f, v, layers = self.d_model, self.d_ff, self.vocab_size, self.n_layers
+        hd, h, kv = self.head_dim, self.n_heads, self.n_kv_heads
+        b = 1 if self.bias else 0
+        norm = d if self.norm == "rmsnorm" else d * (1 + b)
+        attn = d * h * hd + 2 * d * kv * hd + h * hd * d + b * (h * hd + 2 * kv * hd + d)
+        attn += {"bilinear": h * hd * hd, "additive": 2 * hd * hd + hd}.get(self.score, 0)
+        mlp = (3 if self.activation == "swiglu" else 2) * d * f
+        mlp += b * ((2 if self.activation == "swiglu" else 1) * f + d)
+        total = v * d + layers * (attn + mlp + 2 * norm)
+        total += 0 if self.tie_embeddings else v * d
+        total += self.context_length * d if self.positions == "learned" else 0
+        total += norm if self.norm_position == "pre" else 0  # final norm
+        return total

@@ -1,0 +1,106 @@
+"""``NeuralLM``: what every PyTorch language model shares — the protocol on top of ``forward``.
+
+A subclass implements ``forward(ids, state=None) -> (logits [B, T, V], state)`` and
+``initial_state`` / ``select_state``, plus ``config_dict()``; this base turns that into
+``next_logprobs``, ``score``, ``to_state`` / ``from_state`` (config + safetensors, tied
+weights stored once) and ``device``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.errors import ModelError
+from ..lm import LanguageModel, State, as_id_tensor
+
+SPECIAL_ROLES = ("bos_id", "eos_id", "pad_id", "unk_id")
+
+
+def unique_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with tied (storage-sharing) entries kept once, on the CPU, ready for safetensors."""
+    tensors, seen = {}, set()
+    for name, tensor in state_dict.items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key in seen:  # a tied weight: stored once, re-tied by the model's constructor
+            continue
+        seen.add(key)
+        tensors[name] = tensor.detach().cpu().contiguous()
+    return tensors
+
+
+class NeuralLM(nn.Module, LanguageModel):
+    """Base class of the PyTorch LMs (feed-forward, recurrent, transformer)."""
+
+    model_type: str = ""
+
+    def set_special_ids(self, special: dict[str, int | None] | None) -> None:
+        for role in SPECIAL_ROLES:
+            setattr(self, role, None if special is None else special.get(role))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def config_dict(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this model (JSON-serialisable)."""
+        raise NotImplementedError
+
+    # --- protocol (inference: no autograd graph; training calls forward) ----------------------
+    @torch.no_grad()
+    def next_logprobs(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        tokens = as_id_tensor(tokens, self.vocab_size, self.device)
+        logits, state = self(tokens, state)
+        return F.log_softmax(logits[:, -1].float(), dim=-1), state
+
+    @torch.no_grad()
+    def score(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = as_id_tensor(ids, self.vocab_size, self.device)
+        if ids.shape[1] < 2:
+            return torch.zeros(ids.shape[0], 0, device=ids.device)
+        logits, _ = self(ids[:, :-1], None)
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        return logprobs.gather(2, ids[:, 1:].unsqueeze(2)).squeeze(2)
+
+    # --- model directory ---------------------------------------------------------------------
+    def state_config(self) -> dict[str, Any]:
+        """config.json of this model: its type, constructor arguments and special ids."""
+        return {"model_type": self.model_type, **self.config_dict(),
+                **{role: getattr(self, role) for role in SPECIAL_ROLES}}
+
+    def to_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        return self.state_config(), unique_tensors(self.state_dict())
+
+    @classmethod
+    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor], **kwargs: Any) -> NeuralLM:
+        args = {k: v for k, v in config.items() if k != "model_type" and k not in SPECIAL_ROLES}
+        model = cls.from_config(args)
+        model.set_special_ids({role: config.get(role) for role in SPECIAL_ROLES})
+        expected = model.state_dict()
+        missing = [k for k in expected if k not in tensors and not model.is_tied(k)]
+        unexpected = [k for k in tensors if k not in expected]
+        if missing or unexpected:
+            raise ModelError(f"the weights do not match config.json ({len(missing)} missing, "
+                             f"{len(unexpected)} unexpected: {', '.join((missing + unexpected)[:4])})",
+                             "the model directory is damaged or its files come from different models")
+        for name, tensor in tensors.items():
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                raise ModelError(f"weight {name} has shape {tuple(tensor.shape)}, config.json implies "
+                                 f"{tuple(expected[name].shape)}", "the files come from different models")
+        model.load_state_dict(tensors, strict=False)
+        model.eval()
+        return model
+
+    @classmethod
+    def from_config(cls, args: dict[str, Any]) -> NeuralLM:
+        return cls(**args)
+
+    def is_tied(self, name: str) -> bool:
+        """True for a state-dict entry that shares storage with an earlier one."""
+        state = self.state_dict()
+        ptr = state[name].data_ptr()
+        return any(state[other].data_ptr() == ptr for other in state if other != name
+                   and list(state).index(other) < list(state).index(name))

@@ -1,0 +1,81 @@
+"""Positional schemes: sinusoidal and learned absolute positions, RoPE and ALiBi.
+
+Absolute schemes are added to the token embeddings; RoPE rotates queries and keys inside
+attention (``rotate_half`` convention of Hugging Face LLaMA, so imported weights need no
+permutation); ALiBi adds a per-head linear distance penalty to the attention scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..core.errors import ModelError
+
+POSITIONS = ("sinusoidal", "learned", "rope", "alibi", "none")
+
+
+def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Vaswani et al.'s table: sin on even channels, cos on odd ones, for any positions [...] → [..., dim]."""
+    half = torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32)
+    inv_freq = torch.exp(-math.log(10000.0) * half / dim)
+    angles = positions.float().unsqueeze(-1) * inv_freq
+    table = torch.zeros(*positions.shape, dim, device=positions.device)
+    table[..., 0::2] = torch.sin(angles)
+    table[..., 1::2] = torch.cos(angles[..., : dim // 2])
+    return table
+
+
+class LearnedPositions(nn.Module):
+    """One trained vector per position up to ``max_positions``; longer contexts are an error."""
+
+    def __init__(self, max_positions: int, dim: int) -> None:
+        super().__init__()
+        self.max_positions = max_positions
+        self.weight = nn.Parameter(torch.zeros(max_positions, dim))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        if positions.numel() and int(positions.max()) >= self.max_positions:
+            raise ModelError(f"position {int(positions.max())} is beyond the {self.max_positions} positions "
+                             "this model learned", "use a shorter context (or a sliding window with --stride)")
+        return self.weight[positions]
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0,
+                scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) [..., head_dim] for RoPE; ``scale`` > 1 is linear position interpolation
+    (positions divided by ``scale``, so a model trained on n positions covers scale·n)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = (positions.float() / scale).unsqueeze(-1) * inv_freq
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` [B, H, T, D] by per-position angles (cos/sin [B, T, D])."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
+    return x * cos + rotated * sin
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """Press et al.'s head slopes: a geometric sequence 2^(-8/n), interleaved for non-powers of two."""
+    def powers(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    closest = 2 ** math.floor(math.log2(n_heads))
+    slopes = powers(closest)
+    if closest < n_heads:
+        slopes += powers(2 * closest)[0::2][: n_heads - closest]
+    return torch.tensor(slopes)
+
+
+def alibi_bias(slopes: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    """Additive score bias [B, H, T, S] = -slope · (query position - key position)."""
+    distance = (q_pos.unsqueeze(-1) - k_pos.unsqueeze(-2)).float()  # [B, T, S]
+    return -slopes.to(distance.device).view(1, -1, 1, 1) * distance.unsqueeze(1)

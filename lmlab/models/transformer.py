@@ -1,0 +1,203 @@
+"""The decoder-only transformer LM driven by one ``TransformerConfig``; its state is a KV cache.
+
+Incremental decoding (feeding tokens through ``next_logprobs`` with the returned cache) gives
+the same log-probabilities as one full forward pass. An optional ``attention_mask`` (1 = real
+token, 0 = padding) lets left- or right-padded rows share a batch: position ids count only
+real tokens, so a padded row computes exactly what it would alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.errors import ModelError
+from .attention import Attention
+from .config import TransformerConfig
+from .mlp import MLP
+from .neural import NeuralLM
+from .norms import make_norm
+from .positions import (
+    LearnedPositions,
+    alibi_bias,
+    alibi_slopes,
+    apply_rope,
+    rope_angles,
+    sinusoidal,
+)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, plus padding and positions."""
+
+    keys: list[torch.Tensor | None]
+    values: list[torch.Tensor | None]
+    mask: torch.Tensor | None = None  # [B, S] bool, True = real token; None = no padding seen
+    next_position: torch.Tensor | None = None  # [B] position id of each row's next token
+    length: int = 0
+    batch_size: int = 0
+
+    def select(self, index: torch.Tensor) -> KVCache:
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.index_select(0, index.to(t.device))
+
+        return KVCache([pick(k) for k in self.keys], [pick(v) for v in self.values], pick(self.mask),
+                       pick(self.next_position), self.length, int(index.numel()))
+
+
+class Block(nn.Module):
+    """One transformer layer: attention and MLP sublayers with residuals, pre- or post-norm."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.pre = cfg.norm_position == "pre"
+        self.attn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
+                              dropout=cfg.dropout)
+        self.mlp_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.mlp = MLP(cfg.d_model, cfg.d_ff, cfg.activation, bias=cfg.bias, dropout=cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, ctx: dict, past: tuple | None, fused: bool) -> tuple[torch.Tensor, tuple]:
+        h = self.attn_norm(x) if self.pre else x
+        q, k, v = self.attn.project(h)
+        if ctx["rope"] is not None:
+            q_cos, q_sin = ctx["rope"]
+            q, k = apply_rope(q, q_cos, q_sin), apply_rope(k, q_cos, q_sin)
+        if past is not None and past[0] is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        a = self.attn.attend(q, k, v, allowed=ctx["allowed"], bias=ctx["bias"], causal=ctx["causal"], fused=fused)
+        x = x + self.dropout(a) if self.pre else self.attn_norm(x + self.dropout(a))
+        x = x + self.mlp(self.mlp_norm(x)) if self.pre else self.mlp_norm(x + self.mlp(x))
+        return x, (k, v)
+
+
+class TransformerLM(NeuralLM):
+    """Decoder-only transformer (Vaswani / GPT-2 / LLaMA presets) implementing the LM protocol."""
+
+    model_type = "transformer"
+
+    def __init__(self, config: TransformerConfig | dict, special_ids: dict[str, int | None] | None = None) -> None:
+        super().__init__()
+        cfg = config if isinstance(config, TransformerConfig) else TransformerConfig.from_dict(config)
+        self.config = cfg
+        self.context_length = cfg.context_length
+        self.set_special_ids(special_ids)
+        self.fused = True
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.positions = LearnedPositions(cfg.context_length, cfg.d_model) if cfg.positions == "learned" else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.norm_position == "pre" else None
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.positions == "alibi":
+            self.register_buffer("alibi", alibi_slopes(cfg.n_heads), persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith(("o_proj.weight", "down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    @classmethod
+    def from_config(cls, args: dict[str, Any]) -> TransformerLM:
+        return cls(TransformerConfig.from_dict(args))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    # --- state ---------------------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> KVCache:
+        n = self.config.n_layers
+        return KVCache([None] * n, [None] * n, batch_size=batch_size)
+
+    def select_state(self, state: KVCache, index: torch.Tensor) -> KVCache:
+        return state.select(index)
+
+    # --- forward -------------------------------------------------------------------------------
+    def forward(self, ids: torch.Tensor, state: KVCache | None = None,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Logits [B, T, V] for ``ids`` [B, T] after the cached tokens, and the extended cache.
+
+        ``attention_mask`` [B, T] marks real tokens (1) and padding (0) among ``ids``.
+        """
+        cfg = self.config
+        b, t = ids.shape
+        state = state if state is not None else self.initial_state(b)
+        past = state.length
+        if cfg.positions == "learned" and past + t > cfg.context_length:
+            raise ModelError(f"a context of {past + t} tokens is longer than the {cfg.context_length} "
+                             "positions this model learned", "use a sliding window (--stride) or shorter inputs")
+        mask = state.mask
+        if attention_mask is not None or mask is not None:
+            new = (torch.ones(b, t, dtype=torch.bool, device=ids.device) if attention_mask is None
+                   else attention_mask.to(ids.device).bool())
+            old = mask if mask is not None else torch.ones(b, past, dtype=torch.bool, device=ids.device)
+            mask = torch.cat([old, new], dim=1)
+            start = state.next_position if state.next_position is not None else torch.full(
+                (b,), past, dtype=torch.long, device=ids.device)
+            positions = start.unsqueeze(1) + new.long().cumsum(1) - new.long()
+            positions = positions.clamp(min=0)
+            next_position = positions[:, -1] + new[:, -1].long()
+        else:
+            positions = torch.arange(past, past + t, device=ids.device).unsqueeze(0).expand(b, t)
+            next_position = None
+        ctx = self._context(positions, mask, past, t, ids.device)
+        x = self.embed(ids)
+        if cfg.scale_embeddings:
+            x = x * math.sqrt(cfg.d_model)
+        if cfg.positions == "learned":
+            x = x + self.positions(positions)
+        elif cfg.positions == "sinusoidal":
+            x = x + sinusoidal(positions, cfg.d_model).to(x.dtype)
+        x = self.dropout(x)
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            x, (k, v) = block(x, ctx, (state.keys[i], state.values[i]), self.fused)
+            keys.append(k)
+            values.append(v)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        logits = self.head(x)
+        return logits, KVCache(keys, values, mask, next_position, past + t, b)
+
+    def _context(self, positions: torch.Tensor, mask: torch.Tensor | None, past: int, t: int,
+                 device: torch.device) -> dict:
+        """What every layer shares: RoPE angles, the allowed-attention mask, the ALiBi bias."""
+        cfg = self.config
+        rope = (rope_angles(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+                if cfg.positions == "rope" else None)
+        allowed = None
+        q_slot = torch.arange(past, past + t, device=device)
+        k_slot = torch.arange(past + t, device=device)
+        if mask is not None:
+            causal = k_slot.unsqueeze(0) <= q_slot.unsqueeze(1)  # [T, S]
+            allowed = causal.unsqueeze(0) & mask.unsqueeze(1)
+            allowed = allowed | (k_slot.unsqueeze(0) == q_slot.unsqueeze(1)).unsqueeze(0)  # never an empty row
+            allowed = allowed.unsqueeze(1)
+        elif t > 1 and past > 0:
+            allowed = (k_slot.unsqueeze(0) <= q_slot.unsqueeze(1)).view(1, 1, t, past + t)
+        bias = None
+        if cfg.positions == "alibi":
+            k_pos = k_slot.unsqueeze(0).float() if mask is None else (mask.long().cumsum(1) - 1).float()
+            q_pos = q_slot.unsqueeze(0).float() if mask is None else k_pos[:, past:]
+            bias = alibi_bias(self.alibi, q_pos, k_pos)
+        return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0}

@@ -1,0 +1,162 @@
+"""``pretrain``: text + tokenizer → token shards → a trained model directory, in one call.
+
+This is the library function behind ``lmlab pretrain`` (and the quickstart): it works with
+any tokenizer. A run directory holds ``run.json`` (every setting, so ``resume`` needs only the
+directory), ``data/`` (token shards), ``checkpoints/``, ``metrics.jsonl``, ``metrics.png``
+and, at the end, ``model/`` — a model directory that ``lmlab eval perplexity`` and
+``lmlab generate`` read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.errors import ConfigError, InputError
+from ..core.io import write_json
+from ..core.validate import check_keys
+from ..data.loaders import ContiguousStream, RandomWindows
+from ..data.shards import HEADER_FILE, TokenShards, write_shards
+from ..models.config import PRESETS, TransformerConfig
+from ..models.directory import save_model_dir
+from ..models.feedforward import FeedForwardLM
+from ..models.recurrent import RecurrentLM
+from ..models.transformer import TransformerLM
+from .objectives import CausalLM, ScheduledSampling
+from .streams import stream_loss
+from .trainer import TrainConfig, TrainResult, train
+
+FAMILIES = (*PRESETS, "lstm", "gru", "rnn", "feedforward")
+RUN_FILE = "run.json"
+
+
+@dataclass
+class PretrainResult:
+    """The trained model, where it was saved, and the training summary."""
+
+    model: Any
+    model_dir: Path
+    train: TrainResult
+    valid_loss: float | None
+
+
+def build_model(family: str, settings: dict[str, Any], tokenizer) -> Any:
+    """A fresh model of ``family`` (a transformer preset, lstm/gru/rnn, or feedforward) for ``tokenizer``."""
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown model family {family!r}", f"choose one of: {', '.join(FAMILIES)}")
+    settings = dict(settings)
+    vocab = tokenizer.vocab_size
+    _check_settings(family, settings)
+    if family in PRESETS:
+        model = TransformerLM(TransformerConfig.from_preset(family, vocab_size=vocab, **settings))
+    elif family == "feedforward":
+        model = FeedForwardLM(vocab, **settings)
+    else:
+        model = RecurrentLM(vocab, cell=family, **settings)
+    model.set_special_ids({"bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
+                           "pad_id": tokenizer.pad_id, "unk_id": tokenizer.unk_id})
+    return model
+
+
+def _check_settings(family: str, settings: dict[str, Any]) -> None:
+    """Reject settings the family does not have, naming the ones it does."""
+    import inspect
+    from dataclasses import fields
+
+    if family in PRESETS:
+        known = {f.name for f in fields(TransformerConfig)} - {"vocab_size"}
+    else:
+        cls = FeedForwardLM if family == "feedforward" else RecurrentLM
+        known = {n for n, p in inspect.signature(cls).parameters.items() if p.kind is p.KEYWORD_ONLY} - {"cell"}
+    check_keys(f"setting(s) of the {family} family", settings, known)
+
+
+def _shards(corpus, tokenizer, path: Path) -> TokenShards | None:
+    """The run's shards of ``corpus``, tokenized once (a resumed run reuses them)."""
+    if (path / HEADER_FILE).exists():
+        shards = TokenShards(path)
+        if shards.header["tokenizer"]["fingerprint"] == tokenizer.fingerprint():
+            return shards
+    if corpus is None:
+        return None
+    return write_shards(corpus, tokenizer, path)
+
+
+def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, model: dict | None = None,
+             training: TrainConfig | dict | None = None, valid=None, batch_size: int = 12, context: int = 64,
+             eval_batches: int = 20, scheduled_sampling: float = 0.0, label_smoothing: float = 0.0,
+             resume: bool = False) -> PretrainResult:
+    """Train a ``family`` model (``model`` = its settings, e.g. d_model, n_layers) on ``corpus``.
+
+    Transformers see random windows of ``context`` tokens; recurrent and feed-forward models
+    read ``batch_size`` contiguous streams ``context`` tokens at a time with their state
+    carried (truncated BPTT). ``valid`` (a corpus) gives periodic validation loss.
+    """
+    run = Path(run_dir)
+    train_config = training if isinstance(training, TrainConfig) else TrainConfig.from_dict(training or {})
+    settings = dict(model or {})
+    if family in PRESETS and "context_length" not in settings:
+        settings["context_length"] = context
+    torch.manual_seed(train_config.seed)  # the same settings always start from the same weights
+    model_obj = build_model(family, settings, tokenizer)
+    recurrent = family not in PRESETS
+    if scheduled_sampling and family not in ("lstm", "gru", "rnn"):
+        raise ConfigError("scheduled sampling is for recurrent models", "use --family lstm, gru or rnn")
+    if resume and (run / RUN_FILE).exists() and read_run(run)["tokenizer"] != tokenizer.fingerprint():
+        raise ConfigError(f"{run} was trained with another tokenizer", "resume with the run's own tokenizer.json")
+    write_json(run / RUN_FILE, {"family": family, "model": settings, "training": asdict(train_config),
+                                "batch_size": batch_size, "context": context, "eval_batches": eval_batches,
+                                "scheduled_sampling": scheduled_sampling, "label_smoothing": label_smoothing,
+                                "tokenizer": tokenizer.fingerprint()})
+    tokenizer.save(run)
+    train_tokens = _shards(corpus, tokenizer, run / "data" / "train")
+    if train_tokens is None:
+        raise ConfigError("no training corpus", "pass the training corpus (a resumed run reuses its shards)")
+    valid_tokens = _shards(valid, tokenizer, run / "data" / "valid")
+    if recurrent:
+        source = ContiguousStream(train_tokens, batch_size, context)
+    else:
+        source = RandomWindows(train_tokens, batch_size, context, seed=train_config.seed)
+    if scheduled_sampling:
+        objective = ScheduledSampling(scheduled_sampling, ramp_steps=train_config.steps,
+                                      label_smoothing=label_smoothing, carry_state=True)
+    else:
+        objective = CausalLM(label_smoothing, carry_state=recurrent)
+    eval_fn = None
+    if valid_tokens is not None:
+        if recurrent:
+            def eval_fn(engine):
+                return stream_loss(model_obj, valid_tokens, context=context, batch_size=batch_size)
+        else:
+            windows = RandomWindows(valid_tokens, batch_size, context, seed=train_config.seed + 1)
+
+            def eval_fn(engine):
+                losses = []
+                for i in range(eval_batches):
+                    b = windows.batch(i)
+                    logits, _ = engine(b["input"].to(model_obj.device), None)
+                    losses.append(float(torch.nn.functional.cross_entropy(
+                        logits.reshape(-1, logits.shape[-1]).float(), b["target"].to(model_obj.device).reshape(-1))))
+                return sum(losses) / len(losses)
+    result = train(model_obj, objective, source, train_config, run, eval_fn=eval_fn, resume=resume)
+    model_obj.eval()
+    model_dir = run / "model"
+    state = result.final_state or model_obj.to_state()
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_model_dir(model_dir, *state, tokenizer=tokenizer)
+    valid_loss = result.eval_losses[-1][1] if result.eval_losses else None
+    return PretrainResult(model=model_obj, model_dir=model_dir, train=result, valid_loss=valid_loss)
+
+
+def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The settings a run was started with (its ``run.json``)."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        raise InputError(f"{run_dir} is not a pretraining run directory (no {RUN_FILE})",
+                         "pass the --out directory of an earlier 'lmlab pretrain'")
+    return json.loads(path.read_text(encoding="utf-8"))
