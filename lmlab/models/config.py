@@ -26,10 +26,28 @@ PRESETS: dict[str, dict[str, Any]] = {
                   bias=False, tie_embeddings=False, scale_embeddings=False, norm_eps=1e-5),
 }
 
+#: bidirectional encoder presets (``causal=False``): BERT's post-norm with segment embeddings
+ENCODER_PRESETS: dict[str, dict[str, Any]] = {
+    "bert": dict(norm="layernorm", norm_position="post", activation="gelu", positions="learned",
+                 bias=True, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-12,
+                 causal=False, type_vocab_size=2, embedding_norm=True),
+}
+
+#: encoder–decoder presets (``lmlab.models.seq2seq``); T5's bucketed relative bias is stood in for
+#: by RoPE, the relative scheme this house has
+SEQ2SEQ_PRESETS: dict[str, dict[str, Any]] = {
+    "t5": dict(norm="rmsnorm", norm_position="pre", activation="relu", positions="rope",
+               bias=False, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-6),
+    "bart": dict(norm="layernorm", norm_position="post", activation="gelu", positions="learned",
+                 bias=True, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-5, embedding_norm=True),
+}
+
+ALL_PRESETS: dict[str, dict[str, Any]] = {**PRESETS, **ENCODER_PRESETS, **SEQ2SEQ_PRESETS}
+
 
 @dataclass
 class TransformerConfig:
-    """Shape and switches of a decoder-only transformer LM."""
+    """Shape and switches of a transformer: decoder-only by default, an encoder with ``causal=False``."""
 
     vocab_size: int = 256
     d_model: int = 128
@@ -50,6 +68,9 @@ class TransformerConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     scale_embeddings: bool = False  # multiply token embeddings by √d_model (Vaswani)
+    causal: bool = True  # False = bidirectional self-attention (an encoder: BERT)
+    type_vocab_size: int = 0  # > 0 adds segment (token type) embeddings (BERT's sentence A/B)
+    embedding_norm: bool = False  # normalise the summed embeddings before the first layer (BERT, BART)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "context_length"):
@@ -61,6 +82,7 @@ class TransformerConfig:
         check_choice("score", self.score, SCORES)
         check_number("dropout", self.dropout, low=0.0, high=1.0, high_inclusive=False)
         check_number("rope_scaling", self.rope_scaling, low=0.0, low_inclusive=False)
+        check_number("type_vocab_size", self.type_vocab_size, low=0, integer=True)
         if self.d_model % self.n_heads:
             raise ConfigError(f"n_heads = {self.n_heads} does not divide d_model = {self.d_model}",
                               "choose a width that is a multiple of the number of heads")
@@ -86,8 +108,8 @@ class TransformerConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TransformerConfig:
         """A config of the named preset with sizes and any switch overridden."""
-        check_choice("preset", name, tuple(PRESETS))
-        return cls.from_dict({**PRESETS[name], **overrides})
+        check_choice("preset", name, tuple(ALL_PRESETS))
+        return cls.from_dict({**ALL_PRESETS[name], **overrides})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TransformerConfig:
@@ -112,4 +134,5 @@ class TransformerConfig:
         total += 0 if self.tie_embeddings else v * d
         total += self.context_length * d if self.positions == "learned" else 0
         total += norm if self.norm_position == "pre" else 0  # final norm
+        total += self.type_vocab_size * d + (norm if self.embedding_norm else 0)
         return total

@@ -91,6 +91,8 @@ class TransformerLM(NeuralLM):
         self.fused = True
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.positions = LearnedPositions(cfg.context_length, cfg.d_model) if cfg.positions == "learned" else None
+        self.segments = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
+        self.embed_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.embedding_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.norm_position == "pre" else None
@@ -134,11 +136,22 @@ class TransformerLM(NeuralLM):
 
     # --- forward -------------------------------------------------------------------------------
     def forward(self, ids: torch.Tensor, state: KVCache | None = None,
-                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
+                attention_mask: torch.Tensor | None = None, *, token_type_ids: torch.Tensor | None = None,
+                prefix_length: torch.Tensor | int | None = None) -> tuple[torch.Tensor, KVCache]:
         """Logits [B, T, V] for ``ids`` [B, T] after the cached tokens, and the extended cache.
 
-        ``attention_mask`` [B, T] marks real tokens (1) and padding (0) among ``ids``.
+        ``attention_mask`` [B, T] marks real tokens (1) and padding (0) among ``ids``;
+        ``token_type_ids`` [B, T] are segment ids (models with ``type_vocab_size``);
+        ``prefix_length`` (int or [B]) makes the first tokens of each row attend both ways (prefix LM).
         """
+        x, cache = self.hidden_states(ids, state, attention_mask, token_type_ids=token_type_ids,
+                                      prefix_length=prefix_length)
+        return self.head(x), cache
+
+    def hidden_states(self, ids: torch.Tensor, state: KVCache | None = None,
+                      attention_mask: torch.Tensor | None = None, *, token_type_ids: torch.Tensor | None = None,
+                      prefix_length: torch.Tensor | int | None = None) -> tuple[torch.Tensor, KVCache]:
+        """The last layer's outputs [B, T, d_model] (after the final norm) and the extended cache."""
         cfg = self.config
         b, t = ids.shape
         state = state if state is not None else self.initial_state(b)
@@ -160,7 +173,7 @@ class TransformerLM(NeuralLM):
         else:
             positions = torch.arange(past, past + t, device=ids.device).unsqueeze(0).expand(b, t)
             next_position = None
-        ctx = self._context(positions, mask, past, t, ids.device)
+        ctx = self._context(positions, mask, past, t, ids.device, prefix_length)
         x = self.embed(ids)
         if cfg.scale_embeddings:
             x = x * math.sqrt(cfg.d_model)
@@ -168,6 +181,10 @@ class TransformerLM(NeuralLM):
             x = x + self.positions(positions)
         elif cfg.positions == "sinusoidal":
             x = x + sinusoidal(positions, cfg.d_model).to(x.dtype)
+        if self.segments is not None:
+            x = x + self.segments(torch.zeros_like(ids) if token_type_ids is None else token_type_ids.to(ids.device))
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         x = self.dropout(x)
         keys, values = [], []
         for i, block in enumerate(self.blocks):
@@ -176,11 +193,10 @@ class TransformerLM(NeuralLM):
             values.append(v)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        logits = self.head(x)
-        return logits, KVCache(keys, values, mask, next_position, past + t, b)
+        return x, KVCache(keys, values, mask, next_position, past + t, b)
 
     def _context(self, positions: torch.Tensor, mask: torch.Tensor | None, past: int, t: int,
-                 device: torch.device) -> dict:
+                 device: torch.device, prefix_length: torch.Tensor | int | None = None) -> dict:
         """What every layer shares: RoPE angles, the allowed-attention mask, the ALiBi bias."""
         cfg = self.config
         rope = (rope_angles(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
@@ -188,7 +204,9 @@ class TransformerLM(NeuralLM):
         allowed = None
         q_slot = torch.arange(past, past + t, device=device)
         k_slot = torch.arange(past + t, device=device)
-        if mask is not None:
+        if not cfg.causal or prefix_length is not None:
+            allowed = attention_pattern(q_slot, k_slot, mask, causal=cfg.causal, prefix_length=prefix_length)
+        elif mask is not None:
             causal = k_slot.unsqueeze(0) <= q_slot.unsqueeze(1)  # [T, S]
             allowed = causal.unsqueeze(0) & mask.unsqueeze(1)
             allowed = allowed | (k_slot.unsqueeze(0) == q_slot.unsqueeze(1)).unsqueeze(0)  # never an empty row
@@ -200,4 +218,21 @@ class TransformerLM(NeuralLM):
             k_pos = k_slot.unsqueeze(0).float() if mask is None else (mask.long().cumsum(1) - 1).float()
             q_pos = q_slot.unsqueeze(0).float() if mask is None else k_pos[:, past:]
             bias = alibi_bias(self.alibi, q_pos, k_pos)
-        return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0}
+        return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0 and allowed is None}
+
+
+def attention_pattern(q_slot: torch.Tensor, k_slot: torch.Tensor, mask: torch.Tensor | None, *, causal: bool,
+                      prefix_length: torch.Tensor | int | None = None) -> torch.Tensor:
+    """Which keys each query may see, [B|1, 1, T, S]: every real key (bidirectional), earlier keys
+    (causal), or earlier keys plus the first ``prefix_length`` of its row (prefix LM)."""
+    if causal:
+        allowed = (k_slot.unsqueeze(0) <= q_slot.unsqueeze(1)).unsqueeze(0)  # [1, T, S]
+        if prefix_length is not None:
+            prefix = torch.as_tensor(prefix_length, device=k_slot.device).reshape(-1, 1, 1)
+            allowed = allowed | (k_slot.view(1, 1, -1) < prefix)
+    else:
+        allowed = torch.ones(1, q_slot.numel(), k_slot.numel(), dtype=torch.bool, device=k_slot.device)
+    if mask is not None:
+        allowed = allowed & mask.unsqueeze(1)
+        allowed = allowed | ~allowed.any(-1, keepdim=True)  # a row with nothing to see sees everything
+    return allowed.unsqueeze(1)
