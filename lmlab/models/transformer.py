@@ -53,17 +53,21 @@ class KVCache:
 class Block(nn.Module):
     """One transformer layer: attention and MLP sublayers with residuals, pre- or post-norm."""
 
-    def __init__(self, cfg: TransformerConfig) -> None:
+    def __init__(self, cfg: TransformerConfig, cross_attention: bool = False) -> None:
         super().__init__()
         self.pre = cfg.norm_position == "pre"
         self.attn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
                               dropout=cfg.dropout)
+        self.cross_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cross_attention else None
+        self.cross = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
+                               dropout=cfg.dropout) if cross_attention else None
         self.mlp_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.mlp = MLP(cfg.d_model, cfg.d_ff, cfg.activation, bias=cfg.bias, dropout=cfg.dropout)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, ctx: dict, past: tuple | None, fused: bool) -> tuple[torch.Tensor, tuple]:
+    def forward(self, x: torch.Tensor, ctx: dict, past: tuple | None, fused: bool,
+                memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple]:
         h = self.attn_norm(x) if self.pre else x
         q, k, v = self.attn.project(h)
         if ctx["rope"] is not None:
@@ -73,6 +77,12 @@ class Block(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         a = self.attn.attend(q, k, v, allowed=ctx["allowed"], bias=ctx["bias"], causal=ctx["causal"], fused=fused)
         x = x + self.dropout(a) if self.pre else self.attn_norm(x + self.dropout(a))
+        if self.cross is not None:  # encoder–decoder: attend over the source's (cached) keys/values
+            h = self.cross_norm(x) if self.pre else x
+            b, t, _ = h.shape
+            q = self.cross.q_proj(h).view(b, t, self.cross.n_heads, self.cross.head_dim).transpose(1, 2)
+            a = self.cross.attend(q, *memory, allowed=ctx["memory_allowed"], bias=None, causal=False, fused=fused)
+            x = x + self.dropout(a) if self.pre else self.cross_norm(x + self.dropout(a))
         x = x + self.mlp(self.mlp_norm(x)) if self.pre else self.mlp_norm(x + self.mlp(x))
         return x, (k, v)
 
@@ -82,7 +92,8 @@ class TransformerLM(NeuralLM):
 
     model_type = "transformer"
 
-    def __init__(self, config: TransformerConfig | dict, special_ids: dict[str, int | None] | None = None) -> None:
+    def __init__(self, config: TransformerConfig | dict, special_ids: dict[str, int | None] | None = None,
+                 cross_attention: bool = False) -> None:
         super().__init__()
         cfg = config if isinstance(config, TransformerConfig) else TransformerConfig.from_dict(config)
         self.config = cfg
@@ -94,7 +105,7 @@ class TransformerLM(NeuralLM):
         self.segments = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
         self.embed_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.embedding_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, cross_attention) for _ in range(cfg.n_layers))
         self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.norm_position == "pre" else None
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.positions == "alibi":
@@ -150,8 +161,13 @@ class TransformerLM(NeuralLM):
 
     def hidden_states(self, ids: torch.Tensor, state: KVCache | None = None,
                       attention_mask: torch.Tensor | None = None, *, token_type_ids: torch.Tensor | None = None,
-                      prefix_length: torch.Tensor | int | None = None) -> tuple[torch.Tensor, KVCache]:
-        """The last layer's outputs [B, T, d_model] (after the final norm) and the extended cache."""
+                      prefix_length: torch.Tensor | int | None = None,
+                      memory: tuple[list, list, torch.Tensor | None] | None = None) -> tuple[torch.Tensor, KVCache]:
+        """The last layer's outputs [B, T, d_model] (after the final norm) and the extended cache.
+
+        ``memory`` (decoders built with ``cross_attention``) is (keys per layer, values per layer,
+        source mask [B, S] or None): the encoder output projected once by each layer.
+        """
         cfg = self.config
         b, t = ids.shape
         state = state if state is not None else self.initial_state(b)
@@ -186,9 +202,12 @@ class TransformerLM(NeuralLM):
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.dropout(x)
+        if memory is not None:
+            ctx["memory_allowed"] = None if memory[2] is None else memory[2].bool().view(b, 1, 1, -1)
         keys, values = [], []
         for i, block in enumerate(self.blocks):
-            x, (k, v) = block(x, ctx, (state.keys[i], state.values[i]), self.fused)
+            cross = None if memory is None else (memory[0][i], memory[1][i])
+            x, (k, v) = block(x, ctx, (state.keys[i], state.values[i]), self.fused, cross)
             keys.append(k)
             values.append(v)
         if self.final_norm is not None:
