@@ -22,19 +22,21 @@ from ..core.io import write_json
 from ..core.validate import check_choice, check_keys
 from ..data.loaders import ContiguousStream, RandomWindows
 from ..data.shards import HEADER_FILE, TokenShards, write_shards
-from ..models.config import ENCODER_PRESETS, PRESETS, TransformerConfig
+from ..models.config import ENCODER_PRESETS, PRESETS, SEQ2SEQ_PRESETS, TransformerConfig
 from ..models.directory import save_model_dir
 from ..models.feedforward import FeedForwardLM
 from ..models.recurrent import RecurrentLM
+from ..models.seq2seq import EncoderDecoder
 from ..models.transformer import TransformerLM
 from .denoising import Electra, ElectraModel, MaskedLM, mask_token_id, word_starts
 from .objectives import CausalLM, ScheduledSampling
+from .seq2seq_objectives import Denoising, SpanCorruption, num_sentinels
 from .streams import stream_loss
 from .trainer import TrainConfig, TrainResult, train
 
-TRANSFORMERS = (*PRESETS, *ENCODER_PRESETS)
+TRANSFORMERS = (*PRESETS, *ENCODER_PRESETS, *SEQ2SEQ_PRESETS)
 FAMILIES = (*TRANSFORMERS, "lstm", "gru", "rnn", "feedforward")
-OBJECTIVES_BY_NAME = ("causal", "mlm", "electra")
+OBJECTIVES_BY_NAME = ("causal", "mlm", "electra", "span", "denoise")
 RUN_FILE = "run.json"
 
 
@@ -56,7 +58,9 @@ def build_model(family: str, settings: dict[str, Any], tokenizer, extra_tokens: 
     settings = dict(settings)
     vocab = tokenizer.vocab_size + extra_tokens
     _check_settings(family, settings)
-    if family in TRANSFORMERS:
+    if family in SEQ2SEQ_PRESETS:
+        model = EncoderDecoder(TransformerConfig.from_preset(family, vocab_size=vocab, **settings))
+    elif family in TRANSFORMERS:
         model = TransformerLM(TransformerConfig.from_preset(family, vocab_size=vocab, **settings))
     elif family == "feedforward":
         model = FeedForwardLM(vocab, **settings)
@@ -102,8 +106,10 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     read ``batch_size`` contiguous streams ``context`` tokens at a time with their state
     carried (truncated BPTT). ``valid`` (a corpus) gives periodic validation loss.
     ``objective`` is ``causal`` (next token), ``mlm`` (BERT's masked LM, ``mask_rate`` of the
-    tokens, ``whole_word`` masking) or ``electra`` (replaced-token detection); the last two make
-    the transformer bidirectional and append a [MASK] id when the tokenizer has none.
+    tokens, ``whole_word`` masking) or ``electra`` (replaced-token detection) — these two make
+    the transformer bidirectional and append a [MASK] id when the tokenizer has none — or, for
+    the t5/bart encoder–decoders, ``span`` (T5 span corruption of ``mask_rate``, sentinel ids
+    appended) or ``denoise`` (BART text infilling of 2·``mask_rate`` plus sentence permutation).
     """
     run = Path(run_dir)
     train_config = training if isinstance(training, TrainConfig) else TrainConfig.from_dict(training or {})
@@ -116,8 +122,14 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         if family not in TRANSFORMERS:
             raise ConfigError(f"the {objective} objective needs a transformer", "use --family bert")
         settings.setdefault("causal", False)
-    mask_id = mask_token_id(tokenizer) if masking else None
-    extra = 1 if masking and mask_id is None else 0
+    seq2seq = objective in ("span", "denoise")
+    if seq2seq != (family in SEQ2SEQ_PRESETS):
+        raise ConfigError(f"the {objective} objective does not train a {family} model",
+                          "use --family t5 or bart with --objective span or denoise")
+    mask_id = mask_token_id(tokenizer) if masking or objective == "denoise" else None
+    extra = 1 if (masking or objective == "denoise") and mask_id is None else 0
+    if objective == "span":
+        extra = num_sentinels(context)
     torch.manual_seed(train_config.seed)  # the same settings always start from the same weights
     model_obj = build_model(family, settings, tokenizer, extra_tokens=extra)
     recurrent = family not in TRANSFORMERS
@@ -147,11 +159,21 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                        word_starts=word_starts(tokenizer, extra) if whole_word else None)
         mask_id = tokenizer.vocab_size if mask_id is None else mask_id
         loss_fn = (MaskedLM if objective == "mlm" else Electra)(mask_id, model_obj.vocab_size, **options)
+    elif seq2seq:
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        start = tokenizer.bos_id if tokenizer.bos_id is not None else pad
+        if objective == "span":
+            loss_fn = SpanCorruption(model_obj.vocab_size, start_id=start, pad_id=pad, eos_id=tokenizer.eos_id,
+                                     noise_density=mask_rate, seed=train_config.seed)
+        else:
+            loss_fn = Denoising(tokenizer.vocab_size if mask_id is None else mask_id, start_id=start, pad_id=pad,
+                                rate=2 * mask_rate, sentence_end_id=tokenizer.token_to_id("."),
+                                seed=train_config.seed)
     else:
         loss_fn = CausalLM(label_smoothing, carry_state=recurrent)
     trained = ElectraModel(model_obj) if objective == "electra" else model_obj
     eval_fn = None
-    if valid_tokens is not None and masking:
+    if valid_tokens is not None and objective != "causal":
         windows = RandomWindows(valid_tokens, batch_size, context, seed=train_config.seed + 1)
 
         def eval_fn(engine):  # the objective's own loss on fixed validation noise
