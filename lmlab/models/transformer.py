@@ -19,6 +19,7 @@ from ..core.errors import ModelError
 from .attention import Attention
 from .config import TransformerConfig
 from .mlp import MLP
+from .moe import MoE
 from .neural import NeuralLM
 from .norms import make_norm
 from .positions import (
@@ -63,7 +64,13 @@ class Block(nn.Module):
         self.cross = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
                                dropout=cfg.dropout) if cross_attention else None
         self.mlp_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
-        self.mlp = MLP(cfg.d_model, cfg.d_ff, cfg.activation, bias=cfg.bias, dropout=cfg.dropout)
+        if cfg.moe_experts:
+            self.mlp = MoE(cfg.d_model, cfg.d_ff, cfg.moe_experts, top_k=cfg.moe_top_k, routing=cfg.moe_routing,
+                           balance_loss_weight=cfg.moe_balance_loss, bias_update_rate=cfg.moe_bias_update_rate,
+                           expert_factory=lambda d, h: MLP(d, h, cfg.activation, bias=cfg.bias, dropout=cfg.dropout))
+        else:
+            self.mlp = MLP(cfg.d_model, cfg.d_ff, cfg.activation, bias=cfg.bias, dropout=cfg.dropout)
+        self.moe = bool(cfg.moe_experts)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, ctx: dict, past: tuple | None, fused: bool,
@@ -83,8 +90,12 @@ class Block(nn.Module):
             q = self.cross.q_proj(h).view(b, t, self.cross.n_heads, self.cross.head_dim).transpose(1, 2)
             a = self.cross.attend(q, *memory, allowed=ctx["memory_allowed"], bias=None, causal=False, fused=fused)
             x = x + self.dropout(a) if self.pre else self.cross_norm(x + self.dropout(a))
-        x = x + self.mlp(self.mlp_norm(x)) if self.pre else self.mlp_norm(x + self.mlp(x))
+        x = x + self.feed_forward(self.mlp_norm(x), ctx) if self.pre else self.mlp_norm(x + self.feed_forward(x, ctx))
         return x, (k, v)
+
+    def feed_forward(self, h: torch.Tensor, ctx: dict) -> torch.Tensor:
+        """The MLP, or the mixture of experts (which routes by token id for hashing and skips padding)."""
+        return self.mlp(h, ctx.get("token_ids"), ctx.get("token_mask")) if self.moe else self.mlp(h)
 
 
 class TransformerLM(NeuralLM):
@@ -202,6 +213,7 @@ class TransformerLM(NeuralLM):
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.dropout(x)
+        ctx["token_ids"], ctx["token_mask"] = ids, None if mask is None else mask[:, past:]
         if memory is not None:
             ctx["memory_allowed"] = None if memory[2] is None else memory[2].bool().view(b, 1, 1, -1)
         keys, values = [], []
