@@ -46,8 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "trained model directory). Any model or training setting can be set "
                                    "as --key value, e.g. --d-model 128 --n-layers 4 --lr 1e-3 --steps 2000.")
     p.add_argument("--family", choices=FAMILIES, default=None,
-                   help="model family: a transformer preset (vaswani, gpt2, llama; bert) or lstm, gru, rnn, "
-                        "feedforward; --objective mlm|electra trains a bidirectional encoder")
+                   help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
+                        "rnn, feedforward. --objective mlm|electra (encoders), span|denoise (t5, bart)")
     p.add_argument("--config", help="a JSON file of settings (the shape of a run's run.json)")
     p.add_argument("--train", help="training corpus (file, directory, NAME:SPLIT or embedded:train)")
     p.add_argument("--valid", help="validation corpus for periodic evaluation")
