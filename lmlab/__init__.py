@@ -5,3 +5,11 @@ Layers (lower never import higher): core → tokenizers/data → lm/ngram/models
 """
 
 __version__ = "0.1.0"
+
+
+def embed(texts, **options):
+    """Sentence embeddings [N, D] of ``texts``: all-MiniLM-L6-v2, mean-pooled and normalised
+    (options: model, pooling, normalize, batch_size, max_length; see ``lmlab.embeddings.embed``)."""
+    from .embeddings.sentence import embed as _embed
+
+    return _embed(texts, **options)

@@ -9,7 +9,8 @@ import json
 from .common import add_common, add_corpus_options, emit, open_corpus_arg, status
 
 #: settings passed to ``pretrain`` itself (the rest go to the model or the trainer)
-RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing")
+RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing",
+            "objective", "mask_rate", "whole_word")
 
 
 def _value(text: str):
@@ -45,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "trained model directory). Any model or training setting can be set "
                                    "as --key value, e.g. --d-model 128 --n-layers 4 --lr 1e-3 --steps 2000.")
     p.add_argument("--family", choices=FAMILIES, default=None,
-                   help="model family: a transformer preset (vaswani, gpt2, llama) or lstm, gru, rnn, feedforward")
+                   help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
+                        "rnn, feedforward. --objective mlm|electra (encoders), span|denoise (t5, bart)")
     p.add_argument("--config", help="a JSON file of settings (the shape of a run's run.json)")
     p.add_argument("--train", help="training corpus (file, directory, NAME:SPLIT or embedded:train)")
     p.add_argument("--valid", help="validation corpus for periodic evaluation")

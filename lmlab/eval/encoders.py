@@ -44,3 +44,13 @@ class HashingEncoder:
 
 
 ENCODERS.register("hash", HashingEncoder)
+
+
+def _minilm():
+    """all-MiniLM-L6-v2 (``lmlab.embeddings``): word-piece vectors for BERTScore, sentences for MAUVE."""
+    from ..embeddings.sentence import sentence_encoder
+
+    return sentence_encoder("minilm")
+
+
+ENCODERS.register("minilm", _minilm)

@@ -13,6 +13,7 @@ from ..core.errors import ConfigError
 from ..core.validate import check_choice, check_keys, check_number
 from .attention import SCORES
 from .mlp import ACTIVATIONS
+from .moe import ROUTINGS
 from .norms import NORMS
 from .positions import POSITIONS
 
@@ -26,10 +27,28 @@ PRESETS: dict[str, dict[str, Any]] = {
                   bias=False, tie_embeddings=False, scale_embeddings=False, norm_eps=1e-5),
 }
 
+#: bidirectional encoder presets (``causal=False``): BERT's post-norm with segment embeddings
+ENCODER_PRESETS: dict[str, dict[str, Any]] = {
+    "bert": dict(norm="layernorm", norm_position="post", activation="gelu", positions="learned",
+                 bias=True, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-12,
+                 causal=False, type_vocab_size=2, embedding_norm=True),
+}
+
+#: encoder–decoder presets (``lmlab.models.seq2seq``); T5's bucketed relative bias is stood in for
+#: by RoPE, the relative scheme this house has
+SEQ2SEQ_PRESETS: dict[str, dict[str, Any]] = {
+    "t5": dict(norm="rmsnorm", norm_position="pre", activation="relu", positions="rope",
+               bias=False, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-6),
+    "bart": dict(norm="layernorm", norm_position="post", activation="gelu", positions="learned",
+                 bias=True, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-5, embedding_norm=True),
+}
+
+ALL_PRESETS: dict[str, dict[str, Any]] = {**PRESETS, **ENCODER_PRESETS, **SEQ2SEQ_PRESETS}
+
 
 @dataclass
 class TransformerConfig:
-    """Shape and switches of a decoder-only transformer LM."""
+    """Shape and switches of a transformer: decoder-only by default, an encoder with ``causal=False``."""
 
     vocab_size: int = 256
     d_model: int = 128
@@ -50,6 +69,14 @@ class TransformerConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     scale_embeddings: bool = False  # multiply token embeddings by √d_model (Vaswani)
+    causal: bool = True  # False = bidirectional self-attention (an encoder: BERT)
+    type_vocab_size: int = 0  # > 0 adds segment (token type) embeddings (BERT's sentence A/B)
+    embedding_norm: bool = False  # normalise the summed embeddings before the first layer (BERT, BART)
+    moe_experts: int = 0  # > 0 replaces every MLP by a mixture of this many experts (lmlab.models.moe)
+    moe_top_k: int = 2  # experts per token (1 for switch routing)
+    moe_routing: str = "topk"  # topk, noisy_topk, switch, expert_choice or hash
+    moe_balance_loss: float = 0.01  # weight of the Switch load-balancing loss
+    moe_bias_update_rate: float = 0.0  # > 0: DeepSeek-V3 auxiliary-loss-free bias balancing
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "context_length"):
@@ -61,6 +88,11 @@ class TransformerConfig:
         check_choice("score", self.score, SCORES)
         check_number("dropout", self.dropout, low=0.0, high=1.0, high_inclusive=False)
         check_number("rope_scaling", self.rope_scaling, low=0.0, low_inclusive=False)
+        check_number("type_vocab_size", self.type_vocab_size, low=0, integer=True)
+        check_number("moe_experts", self.moe_experts, low=0, integer=True)
+        if self.moe_experts:
+            check_choice("moe_routing", self.moe_routing, ROUTINGS)
+            check_number("moe_top_k", self.moe_top_k, low=1, high=self.moe_experts, integer=True)
         if self.d_model % self.n_heads:
             raise ConfigError(f"n_heads = {self.n_heads} does not divide d_model = {self.d_model}",
                               "choose a width that is a multiple of the number of heads")
@@ -86,8 +118,8 @@ class TransformerConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TransformerConfig:
         """A config of the named preset with sizes and any switch overridden."""
-        check_choice("preset", name, tuple(PRESETS))
-        return cls.from_dict({**PRESETS[name], **overrides})
+        check_choice("preset", name, tuple(ALL_PRESETS))
+        return cls.from_dict({**ALL_PRESETS[name], **overrides})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TransformerConfig:
@@ -108,8 +140,12 @@ class TransformerConfig:
         attn += {"bilinear": h * hd * hd, "additive": 2 * hd * hd + hd}.get(self.score, 0)
         mlp = (3 if self.activation == "swiglu" else 2) * d * f
         mlp += b * ((2 if self.activation == "swiglu" else 1) * f + d)
+        if self.moe_experts:  # experts, plus the router (none for hashing) and the noise projection
+            router = {"hash": 0, "noisy_topk": 2}.get(self.moe_routing, 1) * d * self.moe_experts
+            mlp = self.moe_experts * mlp + router
         total = v * d + layers * (attn + mlp + 2 * norm)
         total += 0 if self.tie_embeddings else v * d
         total += self.context_length * d if self.positions == "learned" else 0
         total += norm if self.norm_position == "pre" else 0  # final norm
+        total += self.type_vocab_size * d + (norm if self.embedding_norm else 0)
         return total

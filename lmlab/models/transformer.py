@@ -23,6 +23,7 @@ from ..core.errors import ModelError
 from .attention import Attention
 from .config import TransformerConfig
 from .mlp import MLP
+from .moe import MoE
 from .neural import NeuralLM
 from .norms import make_norm
 from .positions import (
@@ -58,17 +59,27 @@ class KVCache:
 class Block(nn.Module):
     """One transformer layer: attention and MLP sublayers with residuals, pre- or post-norm."""
 
-    def __init__(self, cfg: TransformerConfig) -> None:
+    def __init__(self, cfg: TransformerConfig, cross_attention: bool = False) -> None:
         super().__init__()
         self.pre = cfg.norm_position == "pre"
         self.attn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
                               dropout=cfg.dropout)
+        self.cross_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cross_attention else None
+        self.cross = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
+                               dropout=cfg.dropout) if cross_attention else None
         self.mlp_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
-        self.mlp = MLP(cfg.d_model, cfg.d_ff, cfg.activation, bias=cfg.bias, dropout=cfg.dropout)
+        if cfg.moe_experts:
+            self.mlp = MoE(cfg.d_model, cfg.d_ff, cfg.moe_experts, top_k=cfg.moe_top_k, routing=cfg.moe_routing,
+                           balance_loss_weight=cfg.moe_balance_loss, bias_update_rate=cfg.moe_bias_update_rate,
+                           expert_factory=lambda d, h: MLP(d, h, cfg.activation, bias=cfg.bias, dropout=cfg.dropout))
+        else:
+            self.mlp = MLP(cfg.d_model, cfg.d_ff, cfg.activation, bias=cfg.bias, dropout=cfg.dropout)
+        self.moe = bool(cfg.moe_experts)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, ctx: dict, past: tuple | None, fused: bool) -> tuple[torch.Tensor, tuple]:
+    def forward(self, x: torch.Tensor, ctx: dict, past: tuple | None, fused: bool,
+                memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple]:
         h = self.attn_norm(x) if self.pre else x
         q, k, v = self.attn.project(h)
         if ctx["rope"] is not None:
@@ -85,8 +96,18 @@ class Block(nn.Module):
             kept = (k, v)
         a = self.attn.attend(q, k, v, allowed=ctx["allowed"], bias=ctx["bias"], causal=ctx["causal"], fused=fused)
         x = x + self.dropout(a) if self.pre else self.attn_norm(x + self.dropout(a))
-        x = x + self.mlp(self.mlp_norm(x)) if self.pre else self.mlp_norm(x + self.mlp(x))
+        if self.cross is not None:  # encoder–decoder: attend over the source's (cached) keys/values
+            h = self.cross_norm(x) if self.pre else x
+            b, t, _ = h.shape
+            q = self.cross.q_proj(h).view(b, t, self.cross.n_heads, self.cross.head_dim).transpose(1, 2)
+            a = self.cross.attend(q, *memory, allowed=ctx["memory_allowed"], bias=None, causal=False, fused=fused)
+            x = x + self.dropout(a) if self.pre else self.cross_norm(x + self.dropout(a))
+        x = x + self.feed_forward(self.mlp_norm(x), ctx) if self.pre else self.mlp_norm(x + self.feed_forward(x, ctx))
         return x, kept
+
+    def feed_forward(self, h: torch.Tensor, ctx: dict) -> torch.Tensor:
+        """The MLP, or the mixture of experts (which routes by token id for hashing and skips padding)."""
+        return self.mlp(h, ctx.get("token_ids"), ctx.get("token_mask")) if self.moe else self.mlp(h)
 
 
 class TransformerLM(NeuralLM):
@@ -94,7 +115,8 @@ class TransformerLM(NeuralLM):
 
     model_type = "transformer"
 
-    def __init__(self, config: TransformerConfig | dict, special_ids: dict[str, int | None] | None = None) -> None:
+    def __init__(self, config: TransformerConfig | dict, special_ids: dict[str, int | None] | None = None,
+                 cross_attention: bool = False) -> None:
         super().__init__()
         cfg = config if isinstance(config, TransformerConfig) else TransformerConfig.from_dict(config)
         self.config = cfg
@@ -103,8 +125,10 @@ class TransformerLM(NeuralLM):
         self.fused = True
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.positions = LearnedPositions(cfg.context_length, cfg.d_model) if cfg.positions == "learned" else None
+        self.segments = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
+        self.embed_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.embedding_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, cross_attention) for _ in range(cfg.n_layers))
         self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.norm_position == "pre" else None
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.positions == "alibi":
@@ -153,11 +177,30 @@ class TransformerLM(NeuralLM):
 
     # --- forward -------------------------------------------------------------------------------
     def forward(self, ids: torch.Tensor, state: KVCache | None = None,
-                attention_mask: torch.Tensor | None = None, last_only: bool = False) -> tuple[torch.Tensor, KVCache]:
+                attention_mask: torch.Tensor | None = None, last_only: bool = False, *,
+                token_type_ids: torch.Tensor | None = None,
+                prefix_length: torch.Tensor | int | None = None) -> tuple[torch.Tensor, KVCache]:
         """Logits [B, T, V] for ``ids`` [B, T] after the cached tokens, and the extended cache.
 
         ``attention_mask`` [B, T] marks real tokens (1) and padding (0) among ``ids``;
-        ``last_only`` computes the logits of the last position only ([B, 1, V]).
+        ``last_only`` computes the logits of the last position only ([B, 1, V]);
+        ``token_type_ids`` [B, T] are segment ids (models with ``type_vocab_size``);
+        ``prefix_length`` (int or [B]) makes the first tokens of each row attend both ways (prefix LM).
+        """
+        x, cache = self.hidden_states(ids, state, attention_mask, token_type_ids=token_type_ids,
+                                      prefix_length=prefix_length, last_only=last_only)
+        return self.head(x), cache
+
+    def hidden_states(self, ids: torch.Tensor, state: KVCache | None = None,
+                      attention_mask: torch.Tensor | None = None, *, token_type_ids: torch.Tensor | None = None,
+                      prefix_length: torch.Tensor | int | None = None,
+                      memory: tuple[list, list, torch.Tensor | None] | None = None,
+                      last_only: bool = False) -> tuple[torch.Tensor, KVCache]:
+        """The last layer's outputs [B, T, d_model] (after the final norm) and the extended cache.
+
+        ``memory`` (decoders built with ``cross_attention``) is (keys per layer, values per layer,
+        source mask [B, S] or None): the encoder output projected once by each layer;
+        ``last_only`` keeps the last position only.
         """
         cfg = self.config
         b, t = ids.shape
@@ -188,7 +231,8 @@ class TransformerLM(NeuralLM):
         else:
             positions = torch.arange(past, past + t, device=ids.device).unsqueeze(0).expand(b, t)
             next_position = None
-        ctx = self._context(positions, None if mask is None else mask[:, :past + t], past, t, ids.device)
+        ctx = self._context(positions, None if mask is None else mask[:, :past + t], past, t, ids.device,
+                            prefix_length)
         ctx.update(static=bool(state.capacity), past=past)
         x = self.embed(ids)
         if cfg.scale_embeddings:
@@ -197,21 +241,28 @@ class TransformerLM(NeuralLM):
             x = x + self.positions(positions)
         elif cfg.positions == "sinusoidal":
             x = x + sinusoidal(positions, cfg.d_model).to(x.dtype)
+        if self.segments is not None:
+            x = x + self.segments(torch.zeros_like(ids) if token_type_ids is None else token_type_ids.to(ids.device))
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         x = self.dropout(x)
+        ctx["token_ids"], ctx["token_mask"] = ids, None if mask is None else mask[:, past:past + t]
+        if memory is not None:
+            ctx["memory_allowed"] = None if memory[2] is None else memory[2].bool().view(b, 1, 1, -1)
         keys, values = [], []
         for i, block in enumerate(self.blocks):
-            x, (k, v) = block(x, ctx, (state.keys[i], state.values[i]), self.fused)
+            cross = None if memory is None else (memory[0][i], memory[1][i])
+            x, (k, v) = block(x, ctx, (state.keys[i], state.values[i]), self.fused, cross)
             keys.append(k)
             values.append(v)
         if last_only:
             x = x[:, -1:]
         if self.final_norm is not None:
             x = self.final_norm(x)
-        logits = self.head(x)
-        return logits, KVCache(keys, values, mask, next_position, past + t, b, state.capacity)
+        return x, KVCache(keys, values, mask, next_position, past + t, b, state.capacity)
 
     def _context(self, positions: torch.Tensor, mask: torch.Tensor | None, past: int, t: int,
-                 device: torch.device) -> dict:
+                 device: torch.device, prefix_length: torch.Tensor | int | None = None) -> dict:
         """What every layer shares: RoPE angles, the allowed-attention mask, the ALiBi bias."""
         cfg = self.config
         rope = (rope_angles(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
@@ -219,7 +270,9 @@ class TransformerLM(NeuralLM):
         allowed = None
         q_slot = torch.arange(past, past + t, device=device)
         k_slot = torch.arange(past + t, device=device)
-        if mask is not None:
+        if not cfg.causal or prefix_length is not None:
+            allowed = attention_pattern(q_slot, k_slot, mask, causal=cfg.causal, prefix_length=prefix_length)
+        elif mask is not None:
             causal = k_slot.unsqueeze(0) <= q_slot.unsqueeze(1)  # [T, S]
             allowed = causal.unsqueeze(0) & mask.unsqueeze(1)
             allowed = allowed | (k_slot.unsqueeze(0) == q_slot.unsqueeze(1)).unsqueeze(0)  # never an empty row
@@ -231,4 +284,21 @@ class TransformerLM(NeuralLM):
             k_pos = k_slot.unsqueeze(0).float() if mask is None else (mask.long().cumsum(1) - 1).float()
             q_pos = q_slot.unsqueeze(0).float() if mask is None else k_pos[:, past:]
             bias = alibi_bias(self.alibi, q_pos, k_pos)
-        return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0}
+        return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0 and allowed is None}
+
+
+def attention_pattern(q_slot: torch.Tensor, k_slot: torch.Tensor, mask: torch.Tensor | None, *, causal: bool,
+                      prefix_length: torch.Tensor | int | None = None) -> torch.Tensor:
+    """Which keys each query may see, [B|1, 1, T, S]: every real key (bidirectional), earlier keys
+    (causal), or earlier keys plus the first ``prefix_length`` of its row (prefix LM)."""
+    if causal:
+        allowed = (k_slot.unsqueeze(0) <= q_slot.unsqueeze(1)).unsqueeze(0)  # [1, T, S]
+        if prefix_length is not None:
+            prefix = torch.as_tensor(prefix_length, device=k_slot.device).reshape(-1, 1, 1)
+            allowed = allowed | (k_slot.view(1, 1, -1) < prefix)
+    else:
+        allowed = torch.ones(1, q_slot.numel(), k_slot.numel(), dtype=torch.bool, device=k_slot.device)
+    if mask is not None:
+        allowed = allowed & mask.unsqueeze(1)
+        allowed = allowed | ~allowed.any(-1, keepdim=True)  # a row with nothing to see sees everything
+    return allowed.unsqueeze(1)

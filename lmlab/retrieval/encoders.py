@@ -46,4 +46,11 @@ class HashingEncoder:
         return normalize(out)
 
 
-ENCODERS = {"hashing": HashingEncoder}
+def minilm_encoder(batch_size: int = 64):
+    """all-MiniLM-L6-v2 sentence embeddings (``lmlab.embeddings``): a neural dense encoder."""
+    from ..embeddings.sentence import sentence_encoder
+
+    return sentence_encoder("minilm", batch_size=batch_size)
+
+
+ENCODERS = {"hashing": HashingEncoder, "minilm": minilm_encoder}

@@ -19,19 +19,24 @@ import torch
 
 from ..core.errors import ConfigError, InputError
 from ..core.io import write_json
-from ..core.validate import check_keys
+from ..core.validate import check_choice, check_keys
 from ..data.loaders import ContiguousStream, RandomWindows
 from ..data.shards import HEADER_FILE, TokenShards, write_shards
-from ..models.config import PRESETS, TransformerConfig
+from ..models.config import ENCODER_PRESETS, PRESETS, SEQ2SEQ_PRESETS, TransformerConfig
 from ..models.directory import save_model_dir
 from ..models.feedforward import FeedForwardLM
 from ..models.recurrent import RecurrentLM
+from ..models.seq2seq import EncoderDecoder
 from ..models.transformer import TransformerLM
+from .denoising import Electra, ElectraModel, MaskedLM, mask_token_id, word_starts
 from .objectives import CausalLM, ScheduledSampling
+from .seq2seq_objectives import Denoising, SpanCorruption, num_sentinels
 from .streams import stream_loss
 from .trainer import TrainConfig, TrainResult, train
 
-FAMILIES = (*PRESETS, "lstm", "gru", "rnn", "feedforward")
+TRANSFORMERS = (*PRESETS, *ENCODER_PRESETS, *SEQ2SEQ_PRESETS)
+FAMILIES = (*TRANSFORMERS, "lstm", "gru", "rnn", "feedforward")
+OBJECTIVES_BY_NAME = ("causal", "mlm", "electra", "span", "denoise")
 RUN_FILE = "run.json"
 
 
@@ -45,14 +50,17 @@ class PretrainResult:
     valid_loss: float | None
 
 
-def build_model(family: str, settings: dict[str, Any], tokenizer) -> Any:
-    """A fresh model of ``family`` (a transformer preset, lstm/gru/rnn, or feedforward) for ``tokenizer``."""
+def build_model(family: str, settings: dict[str, Any], tokenizer, extra_tokens: int = 0) -> Any:
+    """A fresh model of ``family`` (a transformer preset, lstm/gru/rnn, or feedforward) for ``tokenizer``
+    (plus ``extra_tokens`` ids after its vocabulary, e.g. an appended [MASK])."""
     if family not in FAMILIES:
         raise ConfigError(f"unknown model family {family!r}", f"choose one of: {', '.join(FAMILIES)}")
     settings = dict(settings)
-    vocab = tokenizer.vocab_size
+    vocab = tokenizer.vocab_size + extra_tokens
     _check_settings(family, settings)
-    if family in PRESETS:
+    if family in SEQ2SEQ_PRESETS:
+        model = EncoderDecoder(TransformerConfig.from_preset(family, vocab_size=vocab, **settings))
+    elif family in TRANSFORMERS:
         model = TransformerLM(TransformerConfig.from_preset(family, vocab_size=vocab, **settings))
     elif family == "feedforward":
         model = FeedForwardLM(vocab, **settings)
@@ -68,7 +76,7 @@ def _check_settings(family: str, settings: dict[str, Any]) -> None:
     import inspect
     from dataclasses import fields
 
-    if family in PRESETS:
+    if family in TRANSFORMERS:
         known = {f.name for f in fields(TransformerConfig)} - {"vocab_size"}
     else:
         cls = FeedForwardLM if family == "feedforward" else RecurrentLM
@@ -90,21 +98,41 @@ def _shards(corpus, tokenizer, path: Path) -> TokenShards | None:
 def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, model: dict | None = None,
              training: TrainConfig | dict | None = None, valid=None, batch_size: int = 12, context: int = 64,
              eval_batches: int = 20, scheduled_sampling: float = 0.0, label_smoothing: float = 0.0,
+             objective: str = "causal", mask_rate: float = 0.15, whole_word: bool = False,
              resume: bool = False) -> PretrainResult:
     """Train a ``family`` model (``model`` = its settings, e.g. d_model, n_layers) on ``corpus``.
 
     Transformers see random windows of ``context`` tokens; recurrent and feed-forward models
     read ``batch_size`` contiguous streams ``context`` tokens at a time with their state
     carried (truncated BPTT). ``valid`` (a corpus) gives periodic validation loss.
+    ``objective`` is ``causal`` (next token), ``mlm`` (BERT's masked LM, ``mask_rate`` of the
+    tokens, ``whole_word`` masking) or ``electra`` (replaced-token detection) — these two make
+    the transformer bidirectional and append a [MASK] id when the tokenizer has none — or, for
+    the t5/bart encoder–decoders, ``span`` (T5 span corruption of ``mask_rate``, sentinel ids
+    appended) or ``denoise`` (BART text infilling of 2·``mask_rate`` plus sentence permutation).
     """
     run = Path(run_dir)
     train_config = training if isinstance(training, TrainConfig) else TrainConfig.from_dict(training or {})
     settings = dict(model or {})
-    if family in PRESETS and "context_length" not in settings:
+    check_choice("objective", objective, OBJECTIVES_BY_NAME)
+    if family in TRANSFORMERS and "context_length" not in settings:
         settings["context_length"] = context
+    masking = objective in ("mlm", "electra")
+    if masking:
+        if family not in TRANSFORMERS:
+            raise ConfigError(f"the {objective} objective needs a transformer", "use --family bert")
+        settings.setdefault("causal", False)
+    seq2seq = objective in ("span", "denoise")
+    if seq2seq != (family in SEQ2SEQ_PRESETS):
+        raise ConfigError(f"the {objective} objective does not train a {family} model",
+                          "use --family t5 or bart with --objective span or denoise")
+    mask_id = mask_token_id(tokenizer) if masking or objective == "denoise" else None
+    extra = 1 if (masking or objective == "denoise") and mask_id is None else 0
+    if objective == "span":
+        extra = num_sentinels(context)
     torch.manual_seed(train_config.seed)  # the same settings always start from the same weights
-    model_obj = build_model(family, settings, tokenizer)
-    recurrent = family not in PRESETS
+    model_obj = build_model(family, settings, tokenizer, extra_tokens=extra)
+    recurrent = family not in TRANSFORMERS
     if scheduled_sampling and family not in ("lstm", "gru", "rnn"):
         raise ConfigError("scheduled sampling is for recurrent models", "use --family lstm, gru or rnn")
     if resume and (run / RUN_FILE).exists() and read_run(run)["tokenizer"] != tokenizer.fingerprint():
@@ -112,6 +140,7 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     write_json(run / RUN_FILE, {"family": family, "model": settings, "training": asdict(train_config),
                                 "batch_size": batch_size, "context": context, "eval_batches": eval_batches,
                                 "scheduled_sampling": scheduled_sampling, "label_smoothing": label_smoothing,
+                                "objective": objective, "mask_rate": mask_rate, "whole_word": whole_word,
                                 "tokenizer": tokenizer.fingerprint()})
     tokenizer.save(run)
     train_tokens = _shards(corpus, tokenizer, run / "data" / "train")
@@ -123,12 +152,35 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     else:
         source = RandomWindows(train_tokens, batch_size, context, seed=train_config.seed)
     if scheduled_sampling:
-        objective = ScheduledSampling(scheduled_sampling, ramp_steps=train_config.steps,
+        loss_fn = ScheduledSampling(scheduled_sampling, ramp_steps=train_config.steps,
                                       label_smoothing=label_smoothing, carry_state=True)
+    elif masking:
+        options = dict(rate=mask_rate, special_ids=sorted(tokenizer.special_ids), seed=train_config.seed,
+                       word_starts=word_starts(tokenizer, extra) if whole_word else None)
+        mask_id = tokenizer.vocab_size if mask_id is None else mask_id
+        loss_fn = (MaskedLM if objective == "mlm" else Electra)(mask_id, model_obj.vocab_size, **options)
+    elif seq2seq:
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        start = tokenizer.bos_id if tokenizer.bos_id is not None else pad
+        if objective == "span":
+            loss_fn = SpanCorruption(model_obj.vocab_size, start_id=start, pad_id=pad, eos_id=tokenizer.eos_id,
+                                     noise_density=mask_rate, seed=train_config.seed)
+        else:
+            loss_fn = Denoising(tokenizer.vocab_size if mask_id is None else mask_id, start_id=start, pad_id=pad,
+                                rate=2 * mask_rate, sentence_end_id=tokenizer.token_to_id("."),
+                                seed=train_config.seed)
     else:
-        objective = CausalLM(label_smoothing, carry_state=recurrent)
+        loss_fn = CausalLM(label_smoothing, carry_state=recurrent)
+    trained = ElectraModel(model_obj) if objective == "electra" else model_obj
     eval_fn = None
-    if valid_tokens is not None:
+    if valid_tokens is not None and objective != "causal":
+        windows = RandomWindows(valid_tokens, batch_size, context, seed=train_config.seed + 1)
+
+        def eval_fn(engine):  # the objective's own loss on fixed validation noise
+            losses = [float(loss_fn(trained, {"input": windows.batch(i)["input"].to(model_obj.device),
+                                              "step": 10**9 + i})[0]) for i in range(eval_batches)]
+            return sum(losses) / len(losses)
+    elif valid_tokens is not None:
         if recurrent:
             def eval_fn(engine):
                 return stream_loss(model_obj, valid_tokens, context=context, batch_size=batch_size)
@@ -143,10 +195,10 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                     losses.append(float(torch.nn.functional.cross_entropy(
                         logits.reshape(-1, logits.shape[-1]).float(), b["target"].to(model_obj.device).reshape(-1))))
                 return sum(losses) / len(losses)
-    result = train(model_obj, objective, source, train_config, run, eval_fn=eval_fn, resume=resume)
+    result = train(trained, loss_fn, source, train_config, run, eval_fn=eval_fn, resume=resume)
     model_obj.eval()
     model_dir = run / "model"
-    state = result.final_state or model_obj.to_state()
+    state = (result.final_state if trained is model_obj else None) or model_obj.to_state()
     if int(os.environ.get("RANK", "0")) == 0:
         save_model_dir(model_dir, *state, tokenizer=tokenizer)
     valid_loss = result.eval_losses[-1][1] if result.eval_losses else None

@@ -25,6 +25,7 @@ from torch import nn
 from ..core.device import resolve_device
 from ..core.progress import progress
 from ..core.validate import check_choice, check_keys, check_number
+from ..models.moe import moe_aux_loss, moe_layers, moe_load_stats, update_balance_biases
 from ..models.neural import unique_tensors
 from .checkpoint import (
     latest_checkpoint,
@@ -185,6 +186,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
     began, loss_value, stopped = time.perf_counter(), math.nan, False
 
     gathered: list = [None]
+    has_moe = bool(moe_layers(model))
 
     def checkpoint_now(step: int) -> None:
         state = gathered[0] = model_state(model)
@@ -207,6 +209,8 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
             sync = micro == config.accumulate - 1 or not hasattr(engine, "no_sync")
             with (contextlib.nullcontext() if sync else engine.no_sync()), autocast:
                 loss, n = objective(engine, batch)
+                if has_moe:  # the experts' balancing / z losses from this forward
+                    loss = loss + moe_aux_loss(model).to(loss.device)
             (loss / config.accumulate).backward()
             total += float(loss.detach()) / config.accumulate
             tokens += n * world.size
@@ -216,6 +220,8 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
             grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if has_moe:
+            update_balance_biases(model)
         step += 1
         loss_value = mean_over_ranks(total, world, device)
         info["tokens"] += tokens
@@ -225,6 +231,8 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
                       "ms_per_step": 1000 * seconds}
             if grad_norm is not None:
                 record["grad_norm"] = grad_norm
+            if has_moe:  # per-expert load share since the last record, by layer
+                record["expert_load"] = {name: stats for name, stats in moe_load_stats(model).items()}
             log.write(record)
         if bar is not None:
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:,.0f}")

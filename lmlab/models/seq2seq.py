@@ -1,0 +1,127 @@
+"""Encoder–decoder transformer (T5 / BART presets): a bidirectional encoder, and a causal decoder
+whose layers also attend over the encoder's output (cross-attention).
+
+The decoder is a ``LanguageModel`` given an encoded source: ``bind(source)`` (or ``start(source)``)
+encodes it once and projects it once per layer into cross-attention keys/values; the state is
+that cross cache plus the usual self-attention KV cache, so every decoding strategy in
+``lmlab.generate`` works unchanged, and incremental decoding equals one full forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..core.errors import InputError, ModelError
+from .config import TransformerConfig
+from .neural import NeuralLM
+from .transformer import KVCache, TransformerLM
+
+
+@dataclass
+class Seq2SeqState:
+    """The decoder's self-attention cache and the computed-once cross-attention keys/values."""
+
+    cache: KVCache
+    cross_keys: list[torch.Tensor]
+    cross_values: list[torch.Tensor]
+    source_mask: torch.Tensor | None  # [B, S] bool, True = real source token
+
+    def select(self, index: torch.Tensor) -> Seq2SeqState:
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.index_select(0, index.to(t.device))
+
+        return Seq2SeqState(self.cache.select(index), [pick(k) for k in self.cross_keys],
+                            [pick(v) for v in self.cross_values], pick(self.source_mask))
+
+
+class EncoderDecoder(NeuralLM):
+    """Encoder (``causal=False``) + decoder with cross-attention, sharing token embeddings (and the
+    output head when ``tie_embeddings``)."""
+
+    model_type = "seq2seq"
+
+    def __init__(self, config: TransformerConfig | dict, special_ids: dict[str, int | None] | None = None) -> None:
+        super().__init__()
+        cfg = config if isinstance(config, TransformerConfig) else TransformerConfig.from_dict(config)
+        self.config = cfg
+        self.context_length = cfg.context_length
+        self.set_special_ids(special_ids)
+        self.encoder = TransformerLM(TransformerConfig.from_dict({**cfg.to_dict(), "causal": False}))
+        self.decoder = TransformerLM(TransformerConfig.from_dict({**cfg.to_dict(), "causal": True}),
+                                     cross_attention=True)
+        self.decoder.embed = self.encoder.embed
+        self.encoder.head = None  # the encoder's output is the decoder's memory, not logits
+        if cfg.tie_embeddings:
+            self.decoder.head.weight = self.encoder.embed.weight
+        self.source: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    @classmethod
+    def from_config(cls, args: dict[str, Any]) -> EncoderDecoder:
+        return cls(TransformerConfig.from_dict(args))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    # --- the source ---------------------------------------------------------------------------
+    def encode(self, source: torch.Tensor, source_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder output [B, S, d_model] of source ids [B, S] (``source_mask`` 1 = real token)."""
+        return self.encoder.hidden_states(source.to(self.device), attention_mask=source_mask)[0]
+
+    def start(self, source: torch.Tensor, source_mask: torch.Tensor | None = None) -> Seq2SeqState:
+        """The decoder's initial state for ``source``: encoded once, projected once per layer."""
+        source = torch.as_tensor(source, dtype=torch.long, device=self.device)
+        if source.dim() == 1:
+            source = source.unsqueeze(0)
+        memory = self.encode(source, source_mask)
+        b, s, _ = memory.shape
+        keys, values = [], []
+        for block in self.decoder.blocks:
+            attn = block.cross
+            keys.append(attn.k_proj(memory).view(b, s, attn.n_kv_heads, attn.head_dim).transpose(1, 2))
+            values.append(attn.v_proj(memory).view(b, s, attn.n_kv_heads, attn.head_dim).transpose(1, 2))
+        mask = None if source_mask is None else source_mask.to(self.device).bool()
+        return Seq2SeqState(self.decoder.initial_state(b), keys, values, mask)
+
+    def bind(self, source: torch.Tensor, source_mask: torch.Tensor | None = None) -> EncoderDecoder:
+        """Condition the LM protocol (``initial_state``, ``score``) on ``source``; returns self."""
+        source = torch.as_tensor(source, dtype=torch.long)
+        self.source = (source.unsqueeze(0) if source.dim() == 1 else source, source_mask)
+        return self
+
+    # --- LM protocol (the decoder, given the bound source) -----------------------------------
+    def initial_state(self, batch_size: int) -> Seq2SeqState:
+        if self.source is None:
+            raise ModelError("an encoder–decoder decodes given a source, and none is bound",
+                             "call model.bind(source_ids) first (or pass state=model.start(source_ids))")
+        with torch.no_grad():
+            state = self.start(*self.source)
+        rows = state.cache.batch_size
+        if rows == batch_size:
+            return state
+        if rows != 1:
+            raise InputError(f"{rows} bound sources for a batch of {batch_size}",
+                             "bind one source per row, or a single source to share")
+        return state.select(torch.zeros(batch_size, dtype=torch.long))
+
+    def select_state(self, state: Seq2SeqState, index: torch.Tensor) -> Seq2SeqState:
+        return state.select(index)
+
+    def forward(self, ids: torch.Tensor, state: Seq2SeqState | None = None, attention_mask: torch.Tensor | None = None,
+                *, source: torch.Tensor | None = None,
+                source_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, Seq2SeqState]:
+        """Decoder logits [B, T, V] for ``ids`` after the cached ones; ``source`` starts a fresh state
+        (teacher forcing in training), else ``state`` (or the bound source) is continued."""
+        if source is not None:
+            state = self.start(source, source_mask)
+        elif state is None:
+            state = self.initial_state(ids.shape[0])
+        hidden, cache = self.decoder.hidden_states(
+            ids, state.cache, attention_mask, memory=(state.cross_keys, state.cross_values, state.source_mask))
+        return self.decoder.head(hidden), Seq2SeqState(cache, state.cross_keys, state.cross_values, state.source_mask)
