@@ -54,7 +54,8 @@ def test_data_list_json(capsys):
 
 
 def test_quickstart_json(capsys, tmp_path):
-    code, out, _ = run(capsys, "quickstart", "--out", str(tmp_path / "qs"), "--steps", "4", "--json")
+    code, out, _ = run(capsys, "quickstart", "--out", str(tmp_path / "qs"), "--steps", "4", "--answer-tokens", "6",
+                       "--json")
     assert code == 0
     models = json.loads(out)["models"]
     assert [m["model"] for m in models][:2] == ["word-unigram", "char-unigram"]
@@ -62,6 +63,8 @@ def test_quickstart_json(capsys, tmp_path):
     assert all(0 < m["bits_per_byte"] < 16 for m in models)
     assert (tmp_path / "qs" / "word-unigram" / "config.json").exists()
     assert (tmp_path / "qs" / "llama-run" / "model" / "model.safetensors").exists()
+    chat = json.loads(out)["chat"]
+    assert "skipped" in chat or (chat["answer"] and chat["model"] == "smollm2-135m-instruct")
 
 
 def _bad(capsys, *argv, match):
