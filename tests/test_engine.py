@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.core.errors import LmlabError
 from lmlab.generate import TopK, sample, standard_chain
@@ -17,14 +18,6 @@ from lmlab.models.transformer import TransformerLM
 from lmlab.tokenizers import WordLevelTokenizer
 
 TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

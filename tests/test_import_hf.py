@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.core.errors import LmlabError
 from lmlab.models import load_model
@@ -13,14 +14,6 @@ from lmlab.models.hf_import import export_hf_dir
 from lmlab.models.transformer import TransformerLM
 
 transformers = pytest.importorskip("transformers")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 IDS = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(0))
