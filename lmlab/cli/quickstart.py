@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="train and evaluate small models on the embedded corpus")
     p.add_argument("--out", default="quickstart-out", help="where to save the trained model directories")
     p.add_argument("--samples", type=int, default=2, help="samples to show per model")
-    p.add_argument("--steps", type=int, default=300, help="training steps of the small transformer (0 skips it)")
+    p.add_argument("--steps", type=int, default=800, help="training steps of the small transformer (0 skips it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--question", default="In two sentences, what does a language model do?",
                    help="what to ask the real chat model at the end")
