@@ -106,3 +106,22 @@ def check_tokenizer(lm: LanguageModel, tokenizer: Any) -> None:
         if mine is not None and theirs is not None and mine != theirs:
             raise ModelError(f"the model and the tokenizer disagree on {role[:-3]} (model {mine}, tokenizer {theirs})",
                              "use the tokenizer saved with the model")
+
+
+def windows(length: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """Sliding windows over ``length`` ids for a model that sees ``context`` ids at once.
+
+    Each window is (begin, end, first): the model reads ids[begin:end] and the positions
+    first … end-1 are counted, so every predicted position (1 … length-1) is counted once,
+    with up to ``context - stride`` ids of history from the window before.
+    """
+    if length <= context:
+        return [(0, length, 1)]
+    out, counted, begin = [], 1, 0
+    while True:
+        end = min(begin + context, length)
+        out.append((begin, end, counted))
+        counted = end
+        if end == length:
+            return out
+        begin += stride

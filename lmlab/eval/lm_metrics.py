@@ -23,7 +23,7 @@ import torch
 from ..core.errors import ConfigError, ModelError
 from ..core.progress import progress
 from ..core.validate import check_number
-from ..lm import LanguageModel, check_tokenizer
+from ..lm import LanguageModel, check_tokenizer, windows
 
 LN2 = math.log(2.0)
 
@@ -93,25 +93,6 @@ class LMScore:
                  perplexity=self.perplexity, word_perplexity=self.word_perplexity,
                  bits_per_char=self.bits_per_char, bits_per_byte=self.bits_per_byte, oov_rate=self.oov_rate)
         return d
-
-
-def windows(length: int, context: int, stride: int) -> list[tuple[int, int, int]]:
-    """Sliding windows over ``length`` ids for a model that sees ``context`` ids at once.
-
-    Each window is (begin, end, first): the model reads ids[begin:end] and the positions
-    first … end-1 are counted, so every predicted position (1 … length-1) is counted once,
-    with up to ``context - stride`` ids of history from the window before.
-    """
-    if length <= context:
-        return [(0, length, 1)]
-    out, counted, begin = [], 1, 0
-    while True:
-        end = min(begin + context, length)
-        out.append((begin, end, counted))
-        counted = end
-        if end == length:
-            return out
-        begin += stride
 
 
 def evaluate_lm(lm: LanguageModel, tokenizer, corpus: Iterable[str], *, batch_size: int = 64,

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..core.progress import progress
 from ..data.loaders import ContiguousStream
+from ..lm import windows
 
 
 def stream_loss(model, tokens, *, context: int, batch_size: int = 16, stride: int | None = None,
@@ -51,24 +52,19 @@ def _carried_loss(model, tokens, batch_size: int, bptt: int) -> float:
 
 
 def _window_loss(model, tokens, n: int, context: int, stride: int, batch_size: int) -> float:
-    """Sliding windows: window k starts at k·stride and scores the targets the previous one did not."""
+    """Sliding windows of up to ``context`` inputs; each scores only the targets the previous one did not."""
     device = model.device
-    windows, start, predicted = [], 0, 0  # (start, length, fresh targets at the end)
-    while predicted < n - 1:
-        length = min(context, n - 1 - start)
-        windows.append((start, length, start + length - predicted))
-        predicted, start = start + length, start + stride
+    plan = windows(n, context + 1, stride)  # (begin, end, first): read ids[begin:end], count first … end-1
     total, count = 0.0, 0
-    for i in progress(range(0, len(windows), batch_size), desc="evaluating", unit="batch"):
-        group = windows[i:i + batch_size]
-        width = max(length for _, length, _ in group)
-        ids = torch.zeros(len(group), width + 1, dtype=torch.long)
-        for row, (begin, length, _) in enumerate(group):
-            ids[row, :length + 1] = torch.as_tensor(tokens.read(begin, length + 1), dtype=torch.long)
+    for i in progress(range(0, len(plan), batch_size), desc="evaluating", unit="batch"):
+        group = plan[i:i + batch_size]
+        ids = torch.zeros(len(group), max(end - begin for begin, end, _ in group), dtype=torch.long)
+        for row, (begin, end, _) in enumerate(group):
+            ids[row, :end - begin] = torch.as_tensor(tokens.read(begin, end - begin), dtype=torch.long)
         ids = ids.to(device)
         logits, _ = model(ids[:, :-1], None)  # right padding never changes earlier positions
         losses = F.cross_entropy(logits.float().transpose(1, 2), ids[:, 1:], reduction="none")
-        for row, (_, length, fresh) in enumerate(group):
-            total += float(losses[row, length - fresh:length].sum())
-            count += fresh
+        for row, (begin, end, first) in enumerate(group):
+            total += float(losses[row, first - begin - 1:end - begin - 1].sum())
+            count += end - first
     return total / count
