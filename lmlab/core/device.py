@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:  # torch is imported when a device is resolved, so `lmlab --help` starts fast
+    import torch
+
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "f32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "f16": torch.float16,
-    "float64": torch.float64, "fp64": torch.float64,
+    "float32": "float32", "fp32": "float32", "f32": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "f16": "float16",
+    "float64": "float64", "fp64": "float64",
 }
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """Turn 'auto', 'cpu', 'cuda', 'cuda:1', 'mps' into a device, checking that it exists."""
+    import torch
+
     if isinstance(name, torch.device):
         return name
     if name in (None, "auto"):
@@ -40,6 +45,8 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 def resolve_dtype(name: str | torch.dtype | None = "auto",
                   device: torch.device | None = None) -> torch.dtype:
     """Turn 'auto', 'fp32', 'bf16', 'fp16' ... into a dtype; 'auto' is bf16 on capable GPUs, else fp32."""
+    import torch
+
     if isinstance(name, torch.dtype):
         return name
     if name in (None, "auto"):
@@ -48,7 +55,7 @@ def resolve_dtype(name: str | torch.dtype | None = "auto",
             return torch.bfloat16
         return torch.float32
     try:
-        return _DTYPES[str(name).lower()]
+        return getattr(torch, _DTYPES[str(name).lower()])
     except KeyError:
         raise ConfigError(f"unknown dtype {name!r}",
                           f"use one of auto, {', '.join(sorted(set(_DTYPES)))}") from None

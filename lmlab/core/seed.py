@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, numpy's global generator and torch (all devices)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -17,6 +22,8 @@ def seed_everything(seed: int) -> None:
 
 def make_generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch generator seeded with ``seed`` (or from OS entropy when ``seed`` is None)."""
+    import torch
+
     gen = torch.Generator(device=device)
     if seed is None:
         gen.seed()
