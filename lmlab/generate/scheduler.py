@@ -87,7 +87,10 @@ class Handle:
         if event.done:
             self.completion, self.error = event.completion, event.error
         if self.notify is not None:
-            self.notify(event)
+            try:
+                self.notify(event)
+            except Exception:  # the listener is gone (its event loop closed): nobody wants the rest
+                self.cancelled = True
         else:
             self._events.put(event)
         if event.done:
@@ -153,7 +156,9 @@ class Scheduler:
         """Queue ``request``; its events go to ``notify`` (called from the scheduler thread) or the handle."""
         sampling = sampling or Sampling()
         check_number("top_logprobs", sampling.top_logprobs, low=0, integer=True)
-        self._engine._prompt(request)  # a bad prompt is the caller's error now, not the thread's later
+        self._engine._prompt(request)  # a bad request is the caller's error now, not the batch's later
+        if isinstance(request.stop, str) or any(not isinstance(s, str) or not s for s in request.stop):
+            raise ConfigError("stop must be a list of non-empty strings", "pass stop=['...']")
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         handle = Handle(request, sampling, deadline, notify)
@@ -275,17 +280,11 @@ class Scheduler:
             if isinstance(token, LmlabError):
                 self._finish(slot, "error", token)
                 continue
-            before = len(slot.row.out.ids)
-            logprob = float(self._logprobs[i, token])
-            piece = slot.row.add(token, logprob)
-            taken = len(slot.row.out.ids) > before
-            top = []
-            if handle.sampling.top_logprobs:
-                values, ids = self._logprobs[i].topk(min(handle.sampling.top_logprobs, self._logprobs.shape[1]))
-                top = list(zip(ids.tolist(), values.tolist(), strict=True))
-            self.counters["tokens"] += 1
-            handle._emit(Event(text=piece, token=token if taken else None, logprob=logprob if taken else None,
-                               top=top if taken else []))
+            try:
+                self._emit_token(i, slot, token)
+            except Exception as exc:  # this row's bug (a decoder, a listener) must not end the others
+                self._finish(slot, "error", LmlabError(f"generation failed: {exc!r}"))
+                continue
             if slot.row.done:
                 self._finish(slot, slot.row.out.finish_reason)
                 continue
@@ -311,6 +310,20 @@ class Scheduler:
                 logprobs, slot.state = self.lm.next_logprobs(token.unsqueeze(0), slot.state)
                 rows.append(logprobs.float())
             self._logprobs = torch.cat(rows)
+
+    def _emit_token(self, i: int, slot: _Slot, token: int) -> None:
+        """Give row ``i`` its token and send the event (text piece, log-prob, top alternatives)."""
+        before = len(slot.row.out.ids)
+        logprob = float(self._logprobs[i, token])
+        piece = slot.row.add(token, logprob)
+        taken = len(slot.row.out.ids) > before
+        top = []
+        if slot.handle.sampling.top_logprobs and taken:
+            values, ids = self._logprobs[i].topk(min(slot.handle.sampling.top_logprobs, self._logprobs.shape[1]))
+            top = list(zip(ids.tolist(), values.tolist(), strict=True))
+        self.counters["tokens"] += 1
+        slot.handle._emit(Event(text=piece, token=token if taken else None, logprob=logprob if taken else None,
+                                top=top))
 
     def _choose(self) -> list[int | LmlabError]:
         """Each row's next token under its own processors (greedy rows without processors in one argmax)."""
