@@ -146,7 +146,8 @@ class Scheduler:
         self._logprobs: torch.Tensor | None = None  # [B, V] next-token log-probs of every running row
         self._cond = threading.Condition()
         self._closed = False
-        self.counters = {"submitted": 0, "completed": 0, "cancelled": 0, "failed": 0, "steps": 0, "tokens": 0}
+        self.counters = {"submitted": 0, "completed": 0, "cancelled": 0, "failed": 0, "steps": 0, "tokens": 0,
+                         "peak_batch": 0}
         self._thread = threading.Thread(target=self._loop, name="lmlab-scheduler", daemon=True)
         self._thread.start()
 
@@ -255,6 +256,7 @@ class Scheduler:
         new = torch.cat([lp for _, lp, _ in joined])
         self._logprobs = new if self._logprobs is None else torch.cat([self._logprobs, new])
         self._slots.extend(slot for slot, _, _ in joined)
+        self.counters["peak_batch"] = max(self.counters["peak_batch"], len(self._slots))
 
     def _prefill(self, prompt: list[int]) -> tuple[torch.Tensor, Any]:
         ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
