@@ -345,14 +345,17 @@ class _Reply:
                      for i in range(n)]
 
     # --- log-probs ----------------------------------------------------------------------------
+    def _text(self, token: int) -> str:
+        return self.tokenizer.decode([token], skip_special_tokens=True)  # as the completion's text shows it
+
     def _token(self, token: int, logprob: float, top: list[tuple[int, float]]) -> dict:
-        text = self.tokenizer.decode([token])
+        text = self._text(token)
         entry = {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
         if self.chat:
-            entry["top_logprobs"] = [{"token": (t := self.tokenizer.decode([i])), "logprob": lp,
-                                      "bytes": list(t.encode("utf-8"))} for i, lp in top]
+            entry["top_logprobs"] = [{"token": (t := self._text(i)), "logprob": lp, "bytes": list(t.encode("utf-8"))}
+                                     for i, lp in top]
         else:
-            entry["top"] = {self.tokenizer.decode([i]): lp for i, lp in top}
+            entry["top"] = {self._text(i): lp for i, lp in top}
         return entry
 
     def _logprobs(self, entries: list[dict]) -> dict | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MAX_N = 8
 MAX_STOPS = 4
@@ -66,13 +66,14 @@ class Decoding(BaseModel):
                 raise ValueError(f"bias of token {key} must be in [-100, 100]")
         return value
 
-    @model_validator(mode="after")
-    def _beam(self) -> Decoding:
-        if self.beam_size is not None and self.stream:
+    @field_validator("beam_size")
+    @classmethod
+    def _beam(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("stream"):
             raise ValueError("beam_size cannot be combined with stream")
-        if self.beam_size is not None and self.n > self.beam_size:
+        if value is not None and info.data.get("n", 1) > value:
             raise ValueError("n cannot exceed beam_size")
-        return self
+        return value
 
 
 class TextPart(BaseModel):
@@ -97,11 +98,12 @@ class ChatRequest(Decoding):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
-    @model_validator(mode="after")
-    def _top(self) -> ChatRequest:
-        if self.top_logprobs and not self.logprobs:
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
             raise ValueError("top_logprobs needs logprobs: true")
-        return self
+        return value
 
 
 class CompletionRequest(Decoding):
