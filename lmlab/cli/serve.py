@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 from pathlib import Path
 
 from .common import add_common, add_model_options, emit, model_from_args, status
@@ -82,8 +83,15 @@ def run(args: argparse.Namespace) -> int:
     access_logger()
     url = f"http://{args.host}:{args.port}"
     status(args, f"serving {model_id} on {url} (web chat at {url}/, OpenAI API at {url}/v1)")
-    uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                                  access_log=False)).run()
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                           access_log=False))
+    # uvicorn re-raises the signal that stopped it once it is done; let that end run() normally instead
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     served = app.fastapi.state.served.get("final", {})
     emit(args, {"model": model_id, "url": url, **served}, f"served {served.get('submitted', 0)} requests")
     return 0
