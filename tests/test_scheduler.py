@@ -56,6 +56,14 @@ def requests(tok, n=8):
     return [Request(tok.encode(p), max_new_tokens=5 + 3 * i, stop_ids=[]) for i, p in enumerate(PROMPTS[:n])]
 
 
+def assert_batched_equals_alone(lm, tok, reqs):
+    """Greedy continuations submitted all at once equal the engine's, one request at a time."""
+    alone = [Engine(lm, tok, greedy=True).generate([r])[0].ids for r in reqs]
+    with Scheduler(lm, tok) as scheduler:
+        handles = [scheduler.submit(r, Sampling(greedy=True)) for r in reqs]
+        assert [h.result(timeout=60).ids for h in handles] == alone
+
+
 @pytest.mark.parametrize("preset", ["llama", "gpt2"])  # rotary and learned positions
 def test_rows_joining_and_leaving_compute_what_they_would_alone(tok, preset):
     lm = make(tok, preset)
@@ -78,10 +86,7 @@ def test_rows_joining_and_leaving_compute_what_they_would_alone(tok, preset):
 def test_long_runs_repack_the_cache_and_stay_exact(tok):
     lm = make(tok, context_length=256)
     reqs = [Request(tok.encode(p), max_new_tokens=150 - 20 * i, stop_ids=[]) for i, p in enumerate(PROMPTS[:4])]
-    alone = [Engine(lm, tok, greedy=True).generate([r])[0].ids for r in reqs]
-    with Scheduler(lm, tok) as scheduler:
-        handles = [scheduler.submit(r, Sampling(greedy=True)) for r in reqs]
-        assert [h.result(timeout=60).ids for h in handles] == alone
+    assert_batched_equals_alone(lm, tok, reqs)
 
 
 def test_seeded_sampling_with_processors_matches_the_engine(tok):
@@ -160,10 +165,7 @@ def test_any_protocol_model_is_scheduled_row_by_row(tok):
     torch.manual_seed(0)
     lm = RecurrentLM(tok.vocab_size, d_embed=16, d_hidden=16).eval()
     reqs = requests(tok, 4)
-    alone = [Engine(lm, tok, greedy=True).generate([r])[0].ids for r in reqs]
-    with Scheduler(lm, tok) as scheduler:
-        handles = [scheduler.submit(r, Sampling(greedy=True)) for r in reqs]
-        assert [h.result(timeout=60).ids for h in handles] == alone
+    assert_batched_equals_alone(lm, tok, reqs)
 
 
 def test_many_threads_submit_at_once(tok):
