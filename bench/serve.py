@@ -115,10 +115,12 @@ def transformers_batch(batch: int, new: int, threads: int) -> dict:
     import transformers
 
     from lmlab.generate.chat_template import chat_prompt
+    from lmlab.models.gguf_import import read_gguf
     from lmlab.tokenizers import load, smollm2_gguf
 
     torch.set_num_threads(threads)
     tok = load(MODEL)
+    tok.chat_template = read_gguf(smollm2_gguf()).get("tokenizer.chat_template")
     path = smollm2_gguf()
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                            dtype=torch.float32).eval()

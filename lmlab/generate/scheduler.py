@@ -127,7 +127,7 @@ class _Slot:
 class Scheduler:
     """Continuous-batching generation on one model from many threads (see the module docstring).
 
-    ``max_batch`` bounds the running batch, ``max_queue`` the requests waiting to join it;
+    ``max_batch`` bounds the running batch, ``max_queue`` the requests waiting beyond its free rows;
     ``timeout_s`` is the default per-request deadline (None: none).
     """
 
@@ -166,7 +166,7 @@ class Scheduler:
         with self._cond:
             if self._closed:
                 raise ConfigError("the scheduler is closed", "create a new one")
-            if len(self._waiting) >= self.max_queue:
+            if len(self._waiting) >= self.max_queue + max(self.max_batch - len(self._slots), 0):
                 raise QueueFull(f"the request queue is full ({self.max_queue} waiting)", "retry in a moment")
             self._waiting.append(handle)
             self.counters["submitted"] += 1

@@ -248,9 +248,9 @@ def create_app(lm: Any, tokenizer: Any, *, model_id: str, limits: Limits | None 
 
     async def _stream(reply: _Reply, handles: list, events: asyncio.Queue, scheduler: Scheduler,
                       record: dict) -> AsyncIterator[str]:
+        done = 0
         try:
             yield from_sse(reply.opening())
-            done = 0
             while done < len(handles):
                 i, event = await events.get()
                 if event.done:
