@@ -110,7 +110,7 @@ def drive(url: str, clients: int, requests: int, new: int, bias: dict) -> dict:
             "answers": {r["question"]: r["text"] for r in results}}
 
 
-def transformers_batch(batch: int, new: int, threads: int) -> dict:
+def transformers_batches(sizes: list[int], new: int, threads: int) -> dict:
     """transformers' generate on the same GGUF weights: ``batch`` chat prompts, left-padded, greedy."""
     import transformers
 
@@ -124,19 +124,24 @@ def transformers_batch(batch: int, new: int, threads: int) -> dict:
     path = smollm2_gguf()
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                            dtype=torch.float32).eval()
-    prompts = [chat_prompt(tok, [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]) for i in range(batch)]
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    with torch.no_grad():
-        hf.generate(ids[:, -8:], attention_mask=mask[:, -8:], max_new_tokens=2, do_sample=False, pad_token_id=0)
-        start = time.perf_counter()
-        out = hf.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                          pad_token_id=0)
-    wall = time.perf_counter() - start
-    tokens = (out.shape[1] - width) * batch
-    return {"batch": batch, "completion_tokens": tokens, "wall_s": round(wall, 3),
-            "aggregate_tokens_per_s": round(tokens / wall, 3), "transformers": transformers.__version__}
+    out = {}
+    for batch in sizes:
+        prompts = [chat_prompt(tok, [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}])
+                   for i in range(batch)]
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        with torch.no_grad():
+            hf.generate(ids[:, -8:], attention_mask=mask[:, -8:], max_new_tokens=2, do_sample=False, pad_token_id=0)
+            start = time.perf_counter()
+            gen = hf.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                              pad_token_id=0)
+        wall = time.perf_counter() - start
+        tokens = (gen.shape[1] - width) * batch
+        out[f"batch_{batch}"] = {"batch": batch, "completion_tokens": tokens, "wall_s": round(wall, 3),
+                                 "aggregate_tokens_per_s": round(tokens / wall, 3)}
+    out["transformers"] = transformers.__version__
+    return out
 
 
 def main() -> None:
@@ -170,7 +175,7 @@ def main() -> None:
     result["target_16_clients_at_least_4x"] = (
         result["server"].get("clients_16", {}).get("ratio_to_1_client", 0) >= 4.0)
     if not args.no_peer:
-        peer = {f"batch_{b}": transformers_batch(b, args.new_tokens, args.threads) for b in (1, max(levels))}
+        peer = transformers_batches([1, max(levels)], args.new_tokens, args.threads)
         result["transformers_generate"] = peer
         top = f"clients_{max(levels)}"
         result["ratio_server_to_transformers_same_concurrency"] = round(
