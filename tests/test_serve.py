@@ -373,3 +373,44 @@ def test_soak_mixed_requests_leave_the_server_healthy(server, logs):
     access = [json.loads(line) for name, line, _ in logs.lines if name == "lmlab.serve.access"]
     assert len(access) >= 200 and all({"status", "path", "ms", "request_id"} <= set(a) for a in access)
     assert not [line for _, line, exc in logs.lines if exc or "Traceback" in line]
+
+
+def test_max_completion_tokens_echo_and_user_are_honoured(client, logs):
+    r = client.chat.completions.create(model="tiny", messages=HELLO, max_completion_tokens=3, temperature=0,
+                                       user="alice")
+    assert r.usage.completion_tokens == 3
+    echoed = client.completions.create(model="tiny", prompt="the", max_tokens=4, temperature=0, echo=True)
+    plain = client.completions.create(model="tiny", prompt="the", max_tokens=4, temperature=0)
+    assert echoed.choices[0].text == "the" + plain.choices[0].text
+    access = [json.loads(line) for name, line, _ in logs.lines if name == "lmlab.serve.access"]
+    assert any(a.get("user") == "alice" and a["completion_tokens"] == 3 for a in access)
+
+
+class HashEncoder:
+    """A stand-in sentence encoder (the server's wiring is under test here, MiniLM in test_serve_real)."""
+
+    def __init__(self, tok):
+        self.tokenizer = tok
+
+    def __call__(self, texts):
+        import numpy as np
+
+        return np.array([[len(t), t.count("a"), 1.5] for t in texts], dtype=np.float32)
+
+
+def test_embeddings_float_and_base64(tiny):
+    import base64
+
+    import numpy as np
+
+    app = create_app(*tiny, model_id="tiny", encoder=HashEncoder(tiny[1]), encoder_id="hash")
+    with background(app) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["tiny", "hash"]
+        r = client.embeddings.create(model="hash", input=["a cat", "banana"])
+        assert [d.embedding for d in r.data] == [[5.0, 2.0, 1.5], [6.0, 3.0, 1.5]]
+        assert r.usage.prompt_tokens == 11 and [d.index for d in r.data] == [0, 1]
+        status, body = raw(url, "POST", "/v1/embeddings", {"model": "hash", "input": "aa", "encoding_format": "base64"})
+        assert status == 200
+        assert np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), "<f4").tolist() == [2.0, 2.0, 1.5]
+        assert raw(url, "POST", "/v1/embeddings", {"model": "hash", "input": ""})[1]["error"]["param"] == "input"
