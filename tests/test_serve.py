@@ -415,3 +415,17 @@ def test_embeddings_float_and_base64(tiny):
         assert status == 200
         assert np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), "<f4").tolist() == [2.0, 2.0, 1.5]
         assert raw(url, "POST", "/v1/embeddings", {"model": "hash", "input": ""})[1]["error"]["param"] == "input"
+
+
+def test_streamed_choices_equal_the_whole_answer(client):
+    args = dict(model="tiny", prompt="the", max_tokens=10, n=2, seed=11, temperature=1.0)
+    whole = client.completions.create(**args)
+    texts = ["", ""]
+    finishes = {}
+    for chunk in client.completions.create(stream=True, **args):
+        for c in chunk.choices:
+            texts[c.index] += c.text
+            if c.finish_reason:
+                finishes[c.index] = c.finish_reason
+    assert texts == [c.text for c in whole.choices]
+    assert finishes == {c.index: c.finish_reason for c in whole.choices}
