@@ -61,7 +61,9 @@ class TrainConfig:
     min_lr: float = 0.0
     schedule: str = "cosine"
     warmup: int = 0
-    decay_steps: int | None = None  # None = steps
+    decay_steps: int | None = None  # None = steps; for "step": where the decay begins
+    decay_every: int = 1  # "step" schedule: multiply by decay_factor every this many steps
+    decay_factor: float = 0.5
     optimizer: str = "adamw"
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -85,6 +87,8 @@ class TrainConfig:
         check_number("min_lr", self.min_lr, low=0.0)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_number("warmup", self.warmup, low=0, integer=True)
+        check_number("decay_every", self.decay_every, low=1, integer=True)
+        check_number("decay_factor", self.decay_factor, low=0.0, high=1.0, low_inclusive=False)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_number("weight_decay", self.weight_decay, low=0.0)
         check_number("accumulate", self.accumulate, low=1, integer=True)
@@ -198,7 +202,8 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
     step = start
     while step < config.steps:
         lr = lr_at(step, schedule=config.schedule, lr=config.lr, warmup=config.warmup,
-                   decay_steps=decay_steps, min_lr=config.min_lr)
+                   decay_steps=decay_steps, min_lr=config.min_lr, decay_every=config.decay_every,
+                   decay_factor=config.decay_factor)
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0, total, tokens = time.perf_counter(), 0.0, 0
