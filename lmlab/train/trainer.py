@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..core.device import resolve_device
+from ..core.errors import ModelError
 from ..core.progress import progress
 from ..core.validate import check_choice, check_keys, check_number
 from ..models.moe import moe_aux_loss, moe_layers, moe_load_stats, update_balance_biases
@@ -159,7 +160,17 @@ def model_state(model: nn.Module) -> tuple[dict, dict[str, torch.Tensor]]:
     return config, unique_tensors(full_state_dict(model))
 
 
+def check_vocabulary(model: nn.Module, source: Any) -> None:
+    """Refuse token data whose vocabulary is larger than the model's (ids the embedding cannot look up)."""
+    data_vocab = getattr(getattr(source, "tokens", None), "vocab_size", None)
+    model_vocab = getattr(model, "vocab_size", None)
+    if data_vocab is not None and isinstance(model_vocab, int) and data_vocab > model_vocab:
+        raise ModelError(f"the training data has ids up to {data_vocab - 1}, but the model's vocabulary has "
+                         f"{model_vocab} ids", "build the model for the tokenizer that wrote the token shards")
+
+
 def _train(model, objective, source, config, run_dir, device, world, eval_fn, resume, on_step) -> TrainResult:
+    check_vocabulary(model, source)
     torch.manual_seed(config.seed)
     model.to(device)
     model.train()
