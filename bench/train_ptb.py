@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from lmlab.core.progress import set_quiet  # noqa: E402
 from lmlab.data import dataset_corpus  # noqa: E402
 from lmlab.data.loaders import ContiguousStream, RandomWindows  # noqa: E402
-from lmlab.data.shards import write_shards  # noqa: E402
+from lmlab.data.shards import HEADER_FILE, TokenShards, write_shards  # noqa: E402
 from lmlab.tokenizers import WordLevelTokenizer  # noqa: E402
 from lmlab.train import CausalLM, TrainConfig, build_model, stream_loss, train  # noqa: E402
 
@@ -73,7 +73,8 @@ def main() -> None:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-ptb-"))
     corpora = {split: dataset_corpus("ptb", split) for split in ("train", "valid", "test")}
     tokenizer = WordLevelTokenizer("word").train(corpora["train"])
-    shards = {split: write_shards(c, tokenizer, out / "data" / split) for split, c in corpora.items()}
+    shards = {split: TokenShards(out / "data" / split) if args.resume and (out / "data" / split / HEADER_FILE).exists()
+              else write_shards(c, tokenizer, out / "data" / split) for split, c in corpora.items()}
     epochs_of, hold_of = parse_map(args.epochs), parse_map(args.hold)
     rows: dict[str, dict] = {}
     wanted = args.models.split(",")
@@ -108,11 +109,19 @@ def main() -> None:
                for split in ("valid", "test")}
         rows[name] = {"test_ppl": ppl["test"], "valid_ppl": ppl["valid"], "train_loss": round(result.final_loss, 4),
                       "steps": steps, "epochs": round(steps / steps_per_epoch, 3), "batch": batch, "bptt": bptt,
-                      "train_s_this_process": round(seconds, 1), "schedule": schedule,
+                      "train_s_this_process": round(seconds, 1), "train_s_estimate": train_seconds(out / name, steps),
+                      "schedule": schedule,
                       "parameters": sum(p.numel() for p in model.parameters())}
         print(json.dumps({name: rows[name]}), flush=True)
     print(json.dumps({"bench": "train_ptb", "threads": args.threads, "lstm_target_test_ppl": 120,
                       "zaremba_small_test_ppl": 114.5, "models": rows}))
+
+
+def train_seconds(run_dir: Path, steps: int) -> float:
+    """Whole-run training time (all processes of a resumed run): mean logged step time × steps."""
+    times = [json.loads(line).get("ms_per_step") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    times = [t for t in times if t is not None]
+    return round(sum(times) / len(times) * steps / 1000, 1) if times else 0.0
 
 
 def kn_row(corpora, tokenizer) -> dict:
