@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not bench/ (bench/tokenizers.py
+# would shadow the tokenizers package that transformers imports)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -109,6 +110,8 @@ def main() -> None:
     began = time.perf_counter()
     result = train(ours, CausalLM(), source, recipe(args.steps), tmp / "lmlab")
     lmlab_result = {"steps": args.steps, "val_loss": round(val_loss(ours, windows, args.eval_batches), 4),
+                    # nanoGPT's CPU command estimates with --eval_iters=20 (noisier): the first 20 of the same batches
+                    "val_loss_20_batches": round(val_loss(ours, windows, 20), 4),
                     "train_loss": round(result.final_loss, 4), "wall_s": round(time.perf_counter() - began, 1),
                     "ms_per_iter_whole_run": round(statistics.median(step_ms(tmp / "lmlab", 5)), 2),
                     "parameters": sum(p.numel() for p in ours.parameters())}

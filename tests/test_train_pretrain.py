@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
@@ -103,3 +104,42 @@ def test_stream_loss_windows_and_carried_state_equal_a_direct_computation():
     assert stream_loss(short, tokens, context=8, stride=3, batch_size=2) == pytest.approx(-sum(by_hand) / 29, abs=1e-5)
     lstm = RecurrentLM(11, d_embed=4, d_hidden=4, n_layers=1).eval()
     assert stream_loss(lstm, tokens, context=7, batch_size=1) == pytest.approx(-float(lstm.score(ids).mean()), abs=1e-5)
+
+
+def test_bad_input_gives_one_clear_message_each(tmp_path, capsys):
+    import shutil
+
+    from lmlab.core.errors import ModelError
+    from lmlab.data.loaders import RandomWindows
+    from lmlab.data.shards import TokenArray
+    from lmlab.models.config import TransformerConfig
+    from lmlab.models.transformer import TransformerLM
+    from lmlab.train import CausalLM, TrainConfig, train
+
+    data = tmp_path / "train.txt"
+    data.write_text("\n".join(TEXT) + "\n")
+    tiny = ["--train", str(data), "--steps", "2", "--batch-size", "2", "--device", "cpu", "--quiet"]
+    # a context longer than the learned positions: refused before any work
+    assert main(["pretrain", "--family", "gpt2", "--d-model", "8", "--n-heads", "2", "--n-layers", "1",
+                 "--context", "32", "--context-length", "16", "--out", str(tmp_path / "long"), *tiny]) == 1
+    err = capsys.readouterr().err
+    assert "longer than the 16 positions" in err and "Traceback" not in err
+    # resuming a run whose checkpoint belongs to another model
+    for name, family, shape in (("a", "gpt2", ["--d-model", "8", "--n-heads", "2", "--n-layers", "1"]),
+                                ("b", "lstm", ["--d-embed", "8", "--d-hidden", "8", "--n-layers", "1"])):
+        assert main(["pretrain", "--family", family, *shape, "--context", "8", "--out", str(tmp_path / name),
+                     *tiny]) == 0
+    shutil.rmtree(tmp_path / "a" / "checkpoints")
+    shutil.copytree(tmp_path / "b" / "checkpoints", tmp_path / "a" / "checkpoints")
+    assert main(["pretrain", "--resume", str(tmp_path / "a"), "--steps", "3", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "is of another model" in err and "Traceback" not in err
+    assert main(["pretrain", "--resume", str(tmp_path), "--quiet"]) == 1
+    assert "not a pretraining run directory" in capsys.readouterr().err
+    # token ids beyond the model's vocabulary
+    torch.manual_seed(0)
+    small = TransformerLM(TransformerConfig.from_preset("gpt2", vocab_size=5, d_model=8, n_layers=1, n_heads=2,
+                                                        context_length=8))
+    source = RandomWindows(TokenArray(np.arange(40) % 9, vocab_size=9), 2, 8)
+    with pytest.raises(ModelError, match="ids up to 8, but the model's vocabulary has 5"):
+        train(small, CausalLM(), source, TrainConfig(steps=1, device="cpu"), tmp_path / "oov")

@@ -48,6 +48,8 @@ def test_schedules_by_hand():
     assert lr_at(3, schedule="noam", lr=1.0, warmup=4) == 1.0
     assert lr_at(15, schedule="noam", lr=1.0, warmup=4) == pytest.approx(0.5)
     assert lr_at(1, schedule="noam", lr=1.0, warmup=4) == pytest.approx(0.5)
+    step = dict(schedule="step", lr=1.0, decay_steps=4, decay_every=2, decay_factor=0.5)  # Zaremba: hold, then halve
+    assert [lr_at(s, **step) for s in range(9)] == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125]
 
 
 def test_token_loss_with_label_smoothing_and_mask_by_hand():

@@ -16,7 +16,11 @@ class MetricsLog:
         kept: list[str] = []
         if resume_step is not None and self.path.exists():
             for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # the half-written last line of a killed run
+                    continue
+                if record.get("step", 0) <= resume_step:
                     kept.append(line)
         write_text(self.path, "".join(line + "\n" for line in kept))
         self.records = [json.loads(line) for line in kept]

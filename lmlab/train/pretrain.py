@@ -22,7 +22,13 @@ from ..core.io import write_json
 from ..core.validate import check_choice, check_keys
 from ..data.loaders import ContiguousStream, RandomWindows
 from ..data.shards import HEADER_FILE, TokenShards, write_shards
-from ..models.config import ENCODER_PRESETS, PRESETS, SEQ2SEQ_PRESETS, TransformerConfig
+from ..models.config import (
+    ALL_PRESETS,
+    ENCODER_PRESETS,
+    PRESETS,
+    SEQ2SEQ_PRESETS,
+    TransformerConfig,
+)
 from ..models.directory import save_model_dir
 from ..models.feedforward import FeedForwardLM
 from ..models.recurrent import RecurrentLM
@@ -117,6 +123,11 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     check_choice("objective", objective, OBJECTIVES_BY_NAME)
     if family in TRANSFORMERS and "context_length" not in settings:
         settings["context_length"] = context
+    learned = family in TRANSFORMERS and settings.get("positions", ALL_PRESETS[family]["positions"]) == "learned"
+    if learned and settings["context_length"] < context:
+        raise ConfigError(f"training windows of {context} tokens are longer than the {settings['context_length']} "
+                          "positions the model learns (context_length)",
+                          f"use --context {settings['context_length']} or less, or a larger --context-length")
     masking = objective in ("mlm", "electra")
     if masking:
         if family not in TRANSFORMERS:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..core.device import resolve_device
+from ..core.errors import ModelError
 from ..core.progress import progress
 from ..core.validate import check_choice, check_keys, check_number
 from ..models.moe import moe_aux_loss, moe_layers, moe_load_stats, update_balance_biases
@@ -61,7 +62,9 @@ class TrainConfig:
     min_lr: float = 0.0
     schedule: str = "cosine"
     warmup: int = 0
-    decay_steps: int | None = None  # None = steps
+    decay_steps: int | None = None  # None = steps; for "step": where the decay begins
+    decay_every: int = 1  # "step" schedule: multiply by decay_factor every this many steps
+    decay_factor: float = 0.5
     optimizer: str = "adamw"
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -85,6 +88,8 @@ class TrainConfig:
         check_number("min_lr", self.min_lr, low=0.0)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_number("warmup", self.warmup, low=0, integer=True)
+        check_number("decay_every", self.decay_every, low=1, integer=True)
+        check_number("decay_factor", self.decay_factor, low=0.0, high=1.0, low_inclusive=False)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_number("weight_decay", self.weight_decay, low=0.0)
         check_number("accumulate", self.accumulate, low=1, integer=True)
@@ -155,7 +160,17 @@ def model_state(model: nn.Module) -> tuple[dict, dict[str, torch.Tensor]]:
     return config, unique_tensors(full_state_dict(model))
 
 
+def check_vocabulary(model: nn.Module, source: Any) -> None:
+    """Refuse token data whose vocabulary is larger than the model's (ids the embedding cannot look up)."""
+    data_vocab = getattr(getattr(source, "tokens", None), "vocab_size", None)
+    model_vocab = getattr(model, "vocab_size", None)
+    if data_vocab is not None and isinstance(model_vocab, int) and data_vocab > model_vocab:
+        raise ModelError(f"the training data has ids up to {data_vocab - 1}, but the model's vocabulary has "
+                         f"{model_vocab} ids", "build the model for the tokenizer that wrote the token shards")
+
+
 def _train(model, objective, source, config, run_dir, device, world, eval_fn, resume, on_step) -> TrainResult:
+    check_vocabulary(model, source)
     torch.manual_seed(config.seed)
     model.to(device)
     model.train()
@@ -198,7 +213,8 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
     step = start
     while step < config.steps:
         lr = lr_at(step, schedule=config.schedule, lr=config.lr, warmup=config.warmup,
-                   decay_steps=decay_steps, min_lr=config.min_lr)
+                   decay_steps=decay_steps, min_lr=config.min_lr, decay_every=config.decay_every,
+                   decay_factor=config.decay_factor)
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0, total, tokens = time.perf_counter(), 0.0, 0
