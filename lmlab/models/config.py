@@ -31,7 +31,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "bert": dict(norm="layernorm", norm_position="post", activation="gelu", positions="learned",
                  bias=True, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-12,
-                 causal=False, type_vocab_size=2, embedding_norm=True),
+                 causal=False, type_vocab_size=2, embedding_norm=True, mlm_head=True),
 }
 
 #: encoder–decoder presets (``lmlab.models.seq2seq``); T5's bucketed relative bias is stood in for
@@ -72,6 +72,7 @@ class TransformerConfig:
     causal: bool = True  # False = bidirectional self-attention (an encoder: BERT)
     type_vocab_size: int = 0  # > 0 adds segment (token type) embeddings (BERT's sentence A/B)
     embedding_norm: bool = False  # normalise the summed embeddings before the first layer (BERT, BART)
+    mlm_head: bool = False  # BERT's dense → act → norm transform before the output layer, which gets a bias
     moe_experts: int = 0  # > 0 replaces every MLP by a mixture of this many experts (lmlab.models.moe)
     moe_top_k: int = 2  # experts per token (1 for switch routing)
     moe_routing: str = "topk"  # topk, noisy_topk, switch, expert_choice or hash
@@ -148,4 +149,5 @@ class TransformerConfig:
         total += self.context_length * d if self.positions == "learned" else 0
         total += norm if self.norm_position == "pre" else 0  # final norm
         total += self.type_vocab_size * d + (norm if self.embedding_norm else 0)
+        total += d * d + b * d + norm + v if self.mlm_head else 0
         return total

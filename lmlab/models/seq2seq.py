@@ -124,4 +124,4 @@ class EncoderDecoder(NeuralLM):
             state = self.initial_state(ids.shape[0])
         hidden, cache = self.decoder.hidden_states(
             ids, state.cache, attention_mask, memory=(state.cross_keys, state.cross_values, state.source_mask))
-        return self.decoder.head(hidden), Seq2SeqState(cache, state.cross_keys, state.cross_values, state.source_mask)
+        return self.decoder.logits(hidden), Seq2SeqState(cache, state.cross_keys, state.cross_values, state.source_mask)

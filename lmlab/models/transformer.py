@@ -22,6 +22,7 @@ from torch import nn
 from ..core.errors import ModelError
 from .attention import Attention
 from .config import TransformerConfig
+from .mlm_head import HeadTransform
 from .mlp import MLP
 from .moe import MoE
 from .neural import NeuralLM
@@ -130,7 +131,9 @@ class TransformerLM(NeuralLM):
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, cross_attention) for _ in range(cfg.n_layers))
         self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.norm_position == "pre" else None
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head_transform = (HeadTransform(cfg.d_model, cfg.activation, cfg.norm, cfg.norm_eps, cfg.bias)
+                               if cfg.mlm_head else None)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.mlm_head)
         if cfg.positions == "alibi":
             self.register_buffer("alibi", alibi_slopes(cfg.n_heads), persistent=False)
         self.apply(self._init_weights)
@@ -189,7 +192,11 @@ class TransformerLM(NeuralLM):
         """
         x, cache = self.hidden_states(ids, state, attention_mask, token_type_ids=token_type_ids,
                                       prefix_length=prefix_length, last_only=last_only)
-        return self.head(x), cache
+        return self.logits(x), cache
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Output logits of last-layer states (through BERT's head transform when ``mlm_head``)."""
+        return self.head(hidden if self.head_transform is None else self.head_transform(hidden))
 
     def hidden_states(self, ids: torch.Tensor, state: KVCache | None = None,
                       attention_mask: torch.Tensor | None = None, *, token_type_ids: torch.Tensor | None = None,
