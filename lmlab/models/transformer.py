@@ -29,6 +29,7 @@ from .neural import NeuralLM
 from .norms import make_norm
 from .positions import (
     LearnedPositions,
+    RelativePositionBias,
     alibi_bias,
     alibi_slopes,
     apply_rope,
@@ -136,6 +137,10 @@ class TransformerLM(NeuralLM):
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.mlm_head)
         if cfg.positions == "alibi":
             self.register_buffer("alibi", alibi_slopes(cfg.n_heads), persistent=False)
+        self.relative_bias = (RelativePositionBias(cfg.n_heads, bidirectional=not cfg.causal,
+                                                   num_buckets=cfg.relative_buckets,
+                                                   max_distance=cfg.relative_max_distance)
+                              if cfg.positions == "relative_bias" else None)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith(("o_proj.weight", "down.weight")):
@@ -287,10 +292,11 @@ class TransformerLM(NeuralLM):
         elif t > 1 and past > 0:
             allowed = (k_slot.unsqueeze(0) <= q_slot.unsqueeze(1)).view(1, 1, t, past + t)
         bias = None
-        if cfg.positions == "alibi":
+        if cfg.positions in ("alibi", "relative_bias"):
             k_pos = k_slot.unsqueeze(0).float() if mask is None else (mask.long().cumsum(1) - 1).float()
             q_pos = q_slot.unsqueeze(0).float() if mask is None else k_pos[:, past:]
-            bias = alibi_bias(self.alibi, q_pos, k_pos)
+            bias = (alibi_bias(self.alibi, q_pos, k_pos) if cfg.positions == "alibi"
+                    else self.relative_bias(q_pos, k_pos))
         return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0 and allowed is None}
 
 
