@@ -127,7 +127,7 @@ def main() -> None:
     results["copy_source_bleu"] = bleu(test_de, test_en)
     settings = dict(d_model=args.d_model, n_layers=args.layers, n_heads=args.heads)
     config = TrainConfig.from_dict(dict(steps=args.steps, lr=args.lr, schedule="cosine",
-                                        warmup=max(args.steps // 20, 1), device="cpu", log_every=50,
+                                        warmup=max(args.steps // 20, 1), device="cpu", log_every=20,
                                         eval_every=max(args.steps // 4, 1), clip=1.0))
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(args.out or tmp)

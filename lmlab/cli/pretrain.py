@@ -10,7 +10,8 @@ from .common import add_common, add_corpus_options, emit, open_corpus_arg, statu
 
 #: settings passed to ``pretrain`` itself (the rest go to the model or the trainer)
 RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing",
-            "objective", "mask_rate", "whole_word")
+            "objective", "mask_rate", "whole_word", "nsp")
+FLAGS = ("nsp",)  # may be given bare (--nsp = --nsp true)
 
 
 def _value(text: str):
@@ -70,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         g = p.add_argument_group(title)
         for key in keys:
             g.add_argument(f"--{key.replace('_', '-')}", dest=f"set_{key}", type=_value, default=None,
-                           metavar="V")
+                           metavar="V", **({"nargs": "?", "const": True} if key in FLAGS else {}))
     add_corpus_options(p)
     add_common(p)
     p.set_defaults(func=run)

@@ -30,7 +30,15 @@ from ..models.feedforward import FeedForwardLM
 from ..models.recurrent import RecurrentLM
 from ..models.seq2seq import EncoderDecoder
 from ..models.transformer import TransformerLM
-from .denoising import Electra, ElectraModel, MaskedLM, mask_token_id, word_starts
+from .denoising import (
+    Electra,
+    ElectraModel,
+    MaskedLM,
+    MaskedLMWithNsp,
+    NspModel,
+    mask_token_id,
+    word_starts,
+)
 from .objectives import CausalLM, ScheduledSampling
 from .seq2seq_objectives import Denoising, Seq2SeqLM, SpanCorruption, num_sentinels
 from .streams import stream_loss
@@ -132,14 +140,15 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
              training: TrainConfig | dict | None = None, valid=None, batch_size: int = 12, context: int = 64,
              eval_batches: int = 20, scheduled_sampling: float = 0.0, label_smoothing: float = 0.0,
              objective: str = "causal", mask_rate: float = 0.15, whole_word: bool = False,
-             resume: bool = False) -> PretrainResult:
+             nsp: bool = False, resume: bool = False) -> PretrainResult:
     """Train a ``family`` model (``model`` = its settings, e.g. d_model, n_layers) on ``corpus``.
 
     Transformers see random windows of ``context`` tokens; recurrent and feed-forward models
     read ``batch_size`` contiguous streams ``context`` tokens at a time with their state
     carried (truncated BPTT). ``valid`` (a corpus) gives periodic validation loss.
     ``objective`` is ``causal`` (next token), ``mlm`` (BERT's masked LM, ``mask_rate`` of the
-    tokens, ``whole_word`` masking) or ``electra`` (replaced-token detection) — these two make
+    tokens, ``whole_word`` masking; ``nsp`` adds BERT's next-sentence prediction on [CLS] A [SEP] B [SEP]
+    pairs cut from the windows) or ``electra`` (replaced-token detection) — these two make
     the transformer bidirectional and append a [MASK] id when the tokenizer has none — or, for
     the t5/bart encoder–decoders, ``span`` (T5 span corruption of ``mask_rate``, sentinel ids
     appended), ``denoise`` (BART text infilling of 2·``mask_rate`` plus sentence permutation) or
@@ -153,6 +162,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     if family in TRANSFORMERS and "context_length" not in settings:
         settings["context_length"] = context
     masking = objective in ("mlm", "electra")
+    if nsp and objective != "mlm":
+        raise ConfigError("next-sentence prediction is trained with the masked LM", "use --objective mlm with --nsp")
     if masking:
         if family not in TRANSFORMERS:
             raise ConfigError(f"the {objective} objective needs a transformer", "use --family bert")
@@ -176,7 +187,7 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     write_json(run / RUN_FILE, {"family": family, "model": settings, "training": asdict(train_config),
                                 "batch_size": batch_size, "context": context, "eval_batches": eval_batches,
                                 "scheduled_sampling": scheduled_sampling, "label_smoothing": label_smoothing,
-                                "objective": objective, "mask_rate": mask_rate, "whole_word": whole_word,
+                                "objective": objective, "mask_rate": mask_rate, "whole_word": whole_word, "nsp": nsp,
                                 "tokenizer": tokenizer.fingerprint()})
     tokenizer.save(run)
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
@@ -201,7 +212,13 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         options = dict(rate=mask_rate, special_ids=sorted(tokenizer.special_ids), seed=train_config.seed,
                        word_starts=word_starts(tokenizer, extra) if whole_word else None)
         mask_id = tokenizer.vocab_size if mask_id is None else mask_id
-        loss_fn = (MaskedLM if objective == "mlm" else Electra)(mask_id, model_obj.vocab_size, **options)
+        if nsp:
+            cls_id = _first_id(tokenizer, "[CLS]", tokenizer.bos_id)
+            sep_id = _first_id(tokenizer, "[SEP]", tokenizer.eos_id)
+            loss_fn = MaskedLMWithNsp(mask_id, model_obj.vocab_size, cls_id=cls_id, sep_id=sep_id, pad_id=pad,
+                                      **options)
+        else:
+            loss_fn = (MaskedLM if objective == "mlm" else Electra)(mask_id, model_obj.vocab_size, **options)
     elif seq2seq:
         start = tokenizer.bos_id if tokenizer.bos_id is not None else pad
         if translation:
@@ -215,7 +232,7 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                                 seed=train_config.seed)
     else:
         loss_fn = CausalLM(label_smoothing, carry_state=recurrent)
-    trained = ElectraModel(model_obj) if objective == "electra" else model_obj
+    trained = ElectraModel(model_obj) if objective == "electra" else NspModel(model_obj) if nsp else model_obj
     eval_fn = None
     if valid_tokens is not None and translation:
         valid_batches = PairBatches(valid_tokens, batch_size, pad).all_batches()[:eval_batches]
@@ -256,6 +273,15 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         save_model_dir(model_dir, *state, tokenizer=tokenizer)
     valid_loss = result.eval_losses[-1][1] if result.eval_losses else None
     return PretrainResult(model=model_obj, model_dir=model_dir, train=result, valid_loss=valid_loss)
+
+
+def _first_id(tokenizer, token: str, fallback: int | None) -> int:
+    """The id of ``token`` ([CLS], [SEP]) in the vocabulary, else ``fallback`` (BOS, EOS)."""
+    found = tokenizer.token_to_id(token)
+    if found is None and fallback is None:
+        raise ConfigError(f"next-sentence pairs need {token} or a BOS/EOS token, and the tokenizer has neither",
+                          "use a tokenizer with special tokens (char/word have <s> and </s>)")
+    return found if found is not None else fallback
 
 
 def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
