@@ -86,9 +86,10 @@ class PairBatches:
 
     def batch(self, step: int, rank: int = 0, world: int = 1) -> dict:
         rows = self._pass_plan(step // self.per_pass)[step % self.per_pass]
-        rows = [rows[r] for r in _rows(self.batch_size, rank, world) if r < len(rows)]
-        (src, src_mask), (tgt, tgt_mask) = (pad_batch([self.pairs[j][side] for j in rows], self.pad_id)
-                                            for side in (0, 1))
+        return self._padded([self.pairs[rows[r]] for r in _rows(self.batch_size, rank, world) if r < len(rows)])
+
+    def _padded(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict:
+        (src, src_mask), (tgt, tgt_mask) = (pad_batch([p[side] for p in pairs], self.pad_id) for side in (0, 1))
         return {"source": src, "source_mask": src_mask.long(), "target": tgt, "target_mask": tgt_mask.long()}
 
     def __len__(self) -> int:
@@ -96,13 +97,7 @@ class PairBatches:
 
     def all_batches(self) -> list[dict]:
         """One pass over every pair in file order (for validation)."""
-        out = []
-        for i in range(0, len(self.pairs), self.batch_size):
-            chunk = self.pairs[i:i + self.batch_size]
-            (src, src_mask), (tgt, tgt_mask) = (pad_batch([p[side] for p in chunk], self.pad_id) for side in (0, 1))
-            out.append({"source": src, "source_mask": src_mask.long(), "target": tgt,
-                        "target_mask": tgt_mask.long()})
-        return out
+        return [self._padded(self.pairs[i:i + self.batch_size]) for i in range(0, len(self.pairs), self.batch_size)]
 
 
 def as_tensors(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:
