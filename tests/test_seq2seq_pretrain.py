@@ -77,6 +77,7 @@ def test_pair_batches_are_a_function_of_the_step_and_cover_every_pair():
     assert from_tensors(as_tensors(pairs)) == [(list(s), list(t)) for s, t in pairs]
 
 
+@pytest.mark.slow
 def test_pretrain_seq2seq_learns_a_toy_translation_and_translates(tmp_path, capsys, no_progress):
     from lmlab.cli import main
     from lmlab.eval.bleu import corpus_bleu
