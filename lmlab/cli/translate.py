@@ -26,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _lines(spec: str) -> list[str]:
-    from ..data.parallel import parallel_corpora
+    from ..data.parallel import aligned_text
 
-    return list(parallel_corpora(spec, spec)[0])
+    return list(aligned_text(spec))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ def split_pair(pair: str) -> tuple[str, str]:
     return src, tgt
 
 
-def _aligned_file(spec: str | os.PathLike) -> Corpus:
+def aligned_text(spec: str | os.PathLike) -> Corpus:
     """One side of a parallel corpus, every line kept: a path, or ``NAME:SPLIT`` of a data set."""
     from .datasets import dataset_file
 
@@ -52,8 +52,8 @@ def parallel_corpora(source: str | os.PathLike, target: str | os.PathLike | None
             raise ConfigError("a parallel corpus needs a target side",
                               "pass --pair SRC-TGT with a prefix (multi30k:train), or --source and --target files")
         src, tgt = split_pair(pair)
-        return _aligned_file(f"{source}.{src}"), _aligned_file(f"{source}.{tgt}")
-    return _aligned_file(source), _aligned_file(target)
+        return aligned_text(f"{source}.{src}"), aligned_text(f"{source}.{tgt}")
+    return aligned_text(source), aligned_text(target)
 
 
 class PairBatches:
