@@ -9,7 +9,8 @@ BLEU on the 2016 test set with lmlab's BLEU, next to the copy-the-source baselin
 5. peer model (``--peer``): ``transformers``' ``BartForConditionalGeneration`` of the same shape
    trained on the very same batches with the same optimizer and schedule (median target tokens/s
    per step, as ours from metrics.jsonl) and, when it runs every step, greedy-decoded and scored.
-Run: LMLAB_DATA=/work/shared/data python bench/seq2seq.py [--steps 600]; the last line is one JSON object.
+Run: LMLAB_DATA=/work/shared/data python bench/seq2seq.py [--steps 600]; the last line is one JSON object
+(``--from-run RUN`` evaluates a finished run instead of training one).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from lmlab.data.parallel import PairBatches, parallel_corpora  # noqa: E402
 from lmlab.eval.bleu import corpus_bleu  # noqa: E402
 from lmlab.generate.translate import translate  # noqa: E402
 from lmlab.models import load_model  # noqa: E402
+from lmlab.tokenizers import load as load_tokenizer  # noqa: E402
 from lmlab.tokenizers.trainers import train_tokenizer  # noqa: E402
-from lmlab.train import TrainConfig, lr_at, make_optimizer, pretrain  # noqa: E402
+from lmlab.train import TrainConfig, lr_at, make_optimizer, pretrain, read_run  # noqa: E402
 
 
 def bleu(hyps: list[str], refs: list[str]) -> dict:
@@ -119,36 +121,45 @@ def main() -> None:
     parser.add_argument("--peer-steps", type=int, default=None,
                         help="peer steps (default all: then it is decoded and scored too; fewer = speed only)")
     parser.add_argument("--out", help="keep the run directory here (default: a temporary one)")
+    parser.add_argument("--from-run", help="skip training: evaluate this finished run directory (its RUN/model)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     train_pair = parallel_corpora("multi30k:train", pair="de-en")
     valid_pair = parallel_corpora("multi30k:val", pair="de-en")
     test_de, test_en = (list(c) for c in parallel_corpora("multi30k:test", pair="de-en"))
-    t0 = time.perf_counter()
-    tokenizer = train_tokenizer("bpe", [*train_pair[0], *train_pair[1]], args.vocab)
-    results: dict = {"data": "Multi30k task 1 de→en: 29,000 training pairs, test 2016 (1,000)",
-                     "preset": args.preset, "steps": args.steps, "batch_size": args.batch_size,
-                     "d_model": args.d_model, "layers": args.layers, "heads": args.heads,
-                     "tokenizer": f"lmlab BPE {tokenizer.vocab_size} (shared de+en)",
-                     "tokenizer_seconds": round(time.perf_counter() - t0, 1)}
+    results: dict = {"data": "Multi30k task 1 de→en: 29,000 training pairs, test 2016 (1,000)"}
     results["copy_source_bleu"] = bleu(test_de, test_en)
-    settings = dict(d_model=args.d_model, n_layers=args.layers, n_heads=args.heads)
-    config = TrainConfig.from_dict(dict(steps=args.steps, lr=args.lr, schedule="cosine",
-                                        warmup=max(args.steps // 20, 1), device="cpu", log_every=20,
-                                        eval_every=max(args.steps // 4, 1), clip=1.0))
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(args.out or tmp)
-        result = pretrain(args.preset, train_pair, tokenizer, run, model=settings, training=config,
-                          valid=valid_pair, batch_size=args.batch_size, context=args.context,
-                          objective="seq2seq", label_smoothing=0.1, eval_batches=16)
-        results["parameters"] = sum(p.numel() for p in result.model.parameters())
-        results["train_seconds"] = round(result.train.seconds, 1)
+        run = Path(args.from_run or args.out or tmp)
+        if args.from_run:
+            saved = read_run(run)
+            args.steps, args.batch_size = saved["training"]["steps"], saved["batch_size"]
+            config = TrainConfig.from_dict(saved["training"])
+            tokenizer = load_tokenizer(run)
+            results.update(preset=saved["family"], **saved["model"])
+        else:
+            t0 = time.perf_counter()
+            tokenizer = train_tokenizer("bpe", [*train_pair[0], *train_pair[1]], args.vocab)
+            results["tokenizer_seconds"] = round(time.perf_counter() - t0, 1)
+            settings = dict(d_model=args.d_model, n_layers=args.layers, n_heads=args.heads)
+            results.update(preset=args.preset, **settings)
+            config = TrainConfig.from_dict(dict(steps=args.steps, lr=args.lr, schedule="cosine",
+                                                warmup=max(args.steps // 20, 1), device="cpu", log_every=20,
+                                                eval_every=max(args.steps // 4, 1), clip=1.0))
+            result = pretrain(args.preset, train_pair, tokenizer, run, model=settings, training=config,
+                              valid=valid_pair, batch_size=args.batch_size, context=args.context,
+                              objective="seq2seq", label_smoothing=0.1, eval_batches=16)
+            results["train_seconds"] = round(result.train.seconds, 1)
+        results.update(steps=args.steps, batch_size=args.batch_size,
+                       tokenizer=f"lmlab BPE {tokenizer.vocab_size} (shared de+en)")
         logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         results["target_tokens_per_s"] = round(statistics.median(r["tokens_per_s"] for r in logged
                                                                  if "tokens_per_s" in r), 1)  # median logged step
-        results["final_train_loss"] = round(result.train.final_loss, 4)
-        results["valid_loss"] = None if result.valid_loss is None else round(result.valid_loss, 4)
-        model, tok = load_model(result.model_dir)  # the saved directory, loaded back
+        results["final_train_loss"] = round([r["loss"] for r in logged if "loss" in r][-1], 4)
+        evals = [r["eval_loss"] for r in logged if "eval_loss" in r]
+        results["valid_loss"] = round(evals[-1], 4) if evals else None
+        model, tok = load_model(run / "model")  # the saved directory, loaded back
+        results["parameters"] = sum(p.numel() for p in model.parameters())
         t0 = time.perf_counter()
         greedy = translate(model, tok, test_de, beam_size=1)
         results["greedy_seconds"] = round(time.perf_counter() - t0, 1)
