@@ -10,7 +10,8 @@ from .common import add_common, add_corpus_options, emit, open_corpus_arg, statu
 
 #: settings passed to ``pretrain`` itself (the rest go to the model or the trainer)
 RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing",
-            "objective", "mask_rate", "whole_word")
+            "objective", "mask_rate", "whole_word", "nsp")
+FLAGS = ("nsp",)  # may be given bare (--nsp = --nsp true)
 
 
 def _value(text: str):
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "as --key value, e.g. --d-model 128 --n-layers 4 --lr 1e-3 --steps 2000.")
     p.add_argument("--family", choices=FAMILIES, default=None,
                    help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
-                        "rnn, feedforward. --objective mlm|electra (encoders), span|denoise (t5, bart)")
+                        "rnn, feedforward. --objective mlm|electra (encoders), span|denoise|seq2seq (t5, bart)")
     p.add_argument("--config", help="a JSON file of settings (the shape of a run's run.json)")
     p.add_argument("--train", help="training corpus (file, directory, NAME:SPLIT or embedded:train)")
     p.add_argument("--valid", help="validation corpus for periodic evaluation")
@@ -56,13 +57,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-count", type=int, default=1, help="vocabulary cut-off for word/char tokenizers")
     p.add_argument("--out", help="run directory (checkpoints, metrics, the final model in OUT/model)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its last checkpoint")
+    g = p.add_argument_group("parallel data (--objective seq2seq)")
+    g.add_argument("--pair", metavar="SRC-TGT",
+                   help="language pair: --train/--valid are prefixes, e.g. --train multi30k:train --pair de-en "
+                        "reads train.de → train.en (a path prefix data/train reads data/train.de, data/train.en)")
+    g.add_argument("--source", help="training source file, one sentence per line (with --target)")
+    g.add_argument("--target", help="training target file, line-aligned with --source")
+    g.add_argument("--valid-source", help="validation source file (with --valid-target)")
+    g.add_argument("--valid-target", help="validation target file")
     model_keys, train_keys = setting_keys()
     groups = [("model settings", model_keys), ("training settings", train_keys), ("data settings", RUN_KEYS)]
     for title, keys in groups:
         g = p.add_argument_group(title)
         for key in keys:
             g.add_argument(f"--{key.replace('_', '-')}", dest=f"set_{key}", type=_value, default=None,
-                           metavar="V")
+                           metavar="V", **({"nargs": "?", "const": True} if key in FLAGS else {}))
     add_corpus_options(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -104,8 +113,40 @@ def collect_settings(args: argparse.Namespace) -> dict:
     return settings
 
 
+def _corpus_args(args: argparse.Namespace, *, valid: bool, required: bool):
+    """The --train (or --valid) corpus, or None."""
+    from ..core.errors import ConfigError
+
+    spec = args.valid if valid else args.train
+    if spec is None and required:
+        raise ConfigError("no training corpus", "pass --train FILE (or NAME:SPLIT, or embedded:train)")
+    return None if spec is None else open_corpus_arg(args, spec)
+
+
+def parallel_args(args: argparse.Namespace, *, valid: bool, required: bool):
+    """(source, target) corpora from --train/--valid with --pair, or --source/--target (--valid-*), or None."""
+    from ..core.errors import ConfigError
+    from ..data.parallel import parallel_corpora
+
+    prefix = args.valid if valid else args.train
+    source, target = (args.valid_source, args.valid_target) if valid else (args.source, args.target)
+    if source is not None or target is not None:
+        if source is None or target is None:
+            side = "--valid-" if valid else "--"
+            raise ConfigError("only one side of the parallel data was given",
+                              f"pass both {side}source and {side}target")
+        return parallel_corpora(source, target)
+    if prefix is not None:
+        return parallel_corpora(prefix, pair=args.pair)
+    if required:
+        raise ConfigError("no parallel training data",
+                          "pass --train multi30k:train --pair de-en, or --source FILE --target FILE")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..core.errors import ConfigError
+    from ..data.corpus import from_texts
     from ..tokenizers import WordLevelTokenizer, load
     from ..train import pretrain
 
@@ -113,18 +154,17 @@ def run(args: argparse.Namespace) -> int:
     out = args.resume or args.out
     if not out:
         raise ConfigError("no run directory", "pass --out DIR (or --resume DIR)")
+    paired = settings.get("objective") == "seq2seq"
+    corpus = parallel_args if paired else _corpus_args
     if args.resume:
         tokenizer = load(out)
-        train = open_corpus_arg(args, args.train) if args.train else None
-        valid = open_corpus_arg(args, args.valid) if args.valid else None
+        train, valid = corpus(args, valid=False, required=False), corpus(args, valid=True, required=False)
     else:
-        if not args.train:
-            raise ConfigError("no training corpus", "pass --train FILE (or NAME:SPLIT, or embedded:train)")
-        train = open_corpus_arg(args, args.train)
-        valid = open_corpus_arg(args, args.valid) if args.valid else None
+        train, valid = corpus(args, valid=False, required=True), corpus(args, valid=True, required=False)
         if args.tokenizer in ("char", "word"):
-            status(args, f"training a {args.tokenizer}-level vocabulary on {args.train}")
-            tokenizer = WordLevelTokenizer(args.tokenizer, min_count=args.min_count).train(train)
+            status(args, f"training a {args.tokenizer}-level vocabulary on {args.train or args.source}")
+            texts = from_texts([*train[0], *train[1]], "pairs") if paired else train
+            tokenizer = WordLevelTokenizer(args.tokenizer, min_count=args.min_count).train(texts)
         else:
             tokenizer = load(args.tokenizer)
     kwargs = {k: settings[k] for k in RUN_KEYS if k in settings}

@@ -31,13 +31,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "bert": dict(norm="layernorm", norm_position="post", activation="gelu", positions="learned",
                  bias=True, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-12,
-                 causal=False, type_vocab_size=2, embedding_norm=True),
+                 causal=False, type_vocab_size=2, embedding_norm=True, mlm_head=True),
 }
 
-#: encoder–decoder presets (``lmlab.models.seq2seq``); T5's bucketed relative bias is stood in for
-#: by RoPE, the relative scheme this house has
+#: encoder–decoder presets (``lmlab.models.seq2seq``); t5 has T5's bucketed relative position bias
 SEQ2SEQ_PRESETS: dict[str, dict[str, Any]] = {
-    "t5": dict(norm="rmsnorm", norm_position="pre", activation="relu", positions="rope",
+    "t5": dict(norm="rmsnorm", norm_position="pre", activation="relu", positions="relative_bias",
                bias=False, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-6),
     "bart": dict(norm="layernorm", norm_position="post", activation="gelu", positions="learned",
                  bias=True, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-5, embedding_norm=True),
@@ -64,6 +63,8 @@ class TransformerConfig:
     positions: str = "learned"
     rope_theta: float = 10000.0
     rope_scaling: float = 1.0  # linear position interpolation factor for RoPE
+    relative_buckets: int = 32  # T5 relative bias (positions="relative_bias"): buckets per direction pair
+    relative_max_distance: int = 128  # ... and the distance beyond which buckets are shared
     score: str = "scaled_dot"
     bias: bool = True
     dropout: float = 0.0
@@ -72,6 +73,7 @@ class TransformerConfig:
     causal: bool = True  # False = bidirectional self-attention (an encoder: BERT)
     type_vocab_size: int = 0  # > 0 adds segment (token type) embeddings (BERT's sentence A/B)
     embedding_norm: bool = False  # normalise the summed embeddings before the first layer (BERT, BART)
+    mlm_head: bool = False  # BERT's dense → act → norm transform before the output layer, which gets a bias
     moe_experts: int = 0  # > 0 replaces every MLP by a mixture of this many experts (lmlab.models.moe)
     moe_top_k: int = 2  # experts per token (1 for switch routing)
     moe_routing: str = "topk"  # topk, noisy_topk, switch, expert_choice or hash
@@ -89,6 +91,8 @@ class TransformerConfig:
         check_number("dropout", self.dropout, low=0.0, high=1.0, high_inclusive=False)
         check_number("rope_scaling", self.rope_scaling, low=0.0, low_inclusive=False)
         check_number("type_vocab_size", self.type_vocab_size, low=0, integer=True)
+        check_number("relative_buckets", self.relative_buckets, low=2, integer=True)
+        check_number("relative_max_distance", self.relative_max_distance, low=2, integer=True)
         check_number("moe_experts", self.moe_experts, low=0, integer=True)
         if self.moe_experts:
             check_choice("moe_routing", self.moe_routing, ROUTINGS)
@@ -146,6 +150,8 @@ class TransformerConfig:
         total = v * d + layers * (attn + mlp + 2 * norm)
         total += 0 if self.tie_embeddings else v * d
         total += self.context_length * d if self.positions == "learned" else 0
+        total += self.relative_buckets * h if self.positions == "relative_bias" else 0
         total += norm if self.norm_position == "pre" else 0  # final norm
         total += self.type_vocab_size * d + (norm if self.embedding_norm else 0)
+        total += d * d + b * d + norm + v if self.mlm_head else 0
         return total

@@ -22,20 +22,31 @@ from .transformer import TransformerLM
 POOLINGS = ("mean", "cls", "max")
 
 
+MLM_ARCHITECTURES = ("BertForMaskedLM", "BertForPreTraining")
+#: Hugging Face tensors with no place in the ``bert`` preset: the NSP pooler/classifier and old buffers
+_SKIPPED = ("pooler.", "cls.seq_relationship.", "embeddings.position_ids")
+
+
 def bert_config(hf: dict[str, Any]) -> TransformerConfig:
-    """The ``bert`` preset sized by a Hugging Face BERT ``config.json``."""
+    """The ``bert`` preset sized by a Hugging Face BERT ``config.json`` (with BERT's MLM head for a
+    ``BertForMaskedLM`` / ``BertForPreTraining`` save, without it for a bare ``BertModel``)."""
     if hf.get("model_type", "bert") != "bert" or hf.get("hidden_act", "gelu") != "gelu":
         raise ModelError(f"not a BERT model with GELU (model_type={hf.get('model_type')!r}, "
                          f"hidden_act={hf.get('hidden_act')!r})", "pass the directory of a BERT model")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise ModelError(f"BERT position_embedding_type {hf['position_embedding_type']!r} is not supported",
+                         "lmlab reads absolute (learned) positions")
+    mlm = any(a in MLM_ARCHITECTURES for a in hf.get("architectures") or ())
     return TransformerConfig.from_preset(
         "bert", vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
         n_heads=hf["num_attention_heads"], d_ff=hf["intermediate_size"],
         context_length=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),
-        norm_eps=hf.get("layer_norm_eps", 1e-12))
+        norm_eps=hf.get("layer_norm_eps", 1e-12), mlm_head=mlm)
 
 
-def hf_bert_names(n_layers: int) -> dict[str, str]:
-    """Our tensor name → the Hugging Face ``BertModel`` tensor name."""
+def hf_bert_names(n_layers: int, mlm_head: bool = False) -> dict[str, str]:
+    """Our tensor name → the Hugging Face ``BertModel`` tensor name (``BertForMaskedLM`` with ``mlm_head``,
+    whose encoder names then start with ``bert.``)."""
     names = {"embed.weight": "embeddings.word_embeddings.weight",
              "positions.weight": "embeddings.position_embeddings.weight",
              "segments.weight": "embeddings.token_type_embeddings.weight",
@@ -48,31 +59,53 @@ def hf_bert_names(n_layers: int) -> dict[str, str]:
         for ours, theirs in parts.items():
             for kind in ("weight", "bias"):
                 names[f"blocks.{i}.{ours}.{kind}"] = f"encoder.layer.{i}.{theirs}.{kind}"
+    if mlm_head:
+        names = {ours: f"bert.{theirs}" for ours, theirs in names.items()}
+        names.update({"head_transform.dense.weight": "cls.predictions.transform.dense.weight",
+                      "head_transform.dense.bias": "cls.predictions.transform.dense.bias",
+                      "head_transform.norm.weight": "cls.predictions.transform.LayerNorm.weight",
+                      "head_transform.norm.bias": "cls.predictions.transform.LayerNorm.bias",
+                      "head.bias": "cls.predictions.bias"})
     return names
+
+
+def bert_tensors(hf: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Hugging Face BERT tensors (``BertModel``, or ``BertForMaskedLM`` with ``config["mlm_head"]``)
+    as the ``bert`` preset's state dict; the pooler and the NSP classifier are left out."""
+    mlm = bool(config.get("mlm_head"))
+    names = hf_bert_names(config["n_layers"], mlm)
+    if not mlm and not any(k.startswith("bert.") for k in names.values()) and any(k.startswith("bert.") for k in hf):
+        names = {ours: f"bert.{theirs}" for ours, theirs in names.items()}  # an encoder saved inside a task model
+    out = {}
+    for ours, theirs in names.items():
+        if theirs not in hf:
+            raise ModelError(f"the weights lack the BERT tensor {theirs}", "the directory is not a complete BERT model")
+        out[ours] = hf[theirs]
+    known = set(names.values()) | {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+    unknown = [k for k in hf if k not in known and not k.removeprefix("bert.").startswith(_SKIPPED)
+               and not (not mlm and k.startswith("cls."))]
+    if unknown:
+        raise ModelError(f"tensor {unknown[0]!r} has no place in the bert preset",
+                         "lmlab reads BertModel, BertForMaskedLM and BertForPreTraining weights")
+    if mlm and "cls.predictions.decoder.weight" in hf:
+        out["head.weight"] = hf["cls.predictions.decoder.weight"]
+    return out
 
 
 def load_hf_bert(directory: str | Path) -> TransformerLM:
     """A Hugging Face BERT directory (``config.json`` + ``model.safetensors``) as a ``bert`` TransformerLM
-    (its output head is the tied word embeddings)."""
-    from safetensors.torch import load_file
+    (its output head is the tied word embeddings, behind BERT's head transform when the save has one)."""
+    from .hf_import import read_safetensors
 
     directory = Path(directory)
-    for name in ("config.json", "model.safetensors"):
-        if not (directory / name).exists():
-            raise ModelError(f"{directory} has no {name}", "pass a Hugging Face BERT directory with safetensors")
+    if not (directory / "config.json").exists():
+        raise ModelError(f"{directory} has no config.json", "pass a Hugging Face BERT directory with safetensors")
     hf = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    cfg = bert_config(hf)
-    tensors = load_file(str(directory / "model.safetensors"))
-    prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
-    model = TransformerLM(cfg)
-    state = {}
-    for ours, theirs in hf_bert_names(cfg.n_layers).items():
-        if prefix + theirs not in tensors:
-            raise ModelError(f"{directory} lacks the BERT weight {prefix + theirs}", "the directory is not a BERT model")
-        state[ours] = tensors[prefix + theirs]
-    model.load_state_dict(state, strict=False)
-    model.set_special_ids({"pad_id": hf.get("pad_token_id", 0)})
-    return model.eval()
+    cfg = bert_config(hf).to_dict()
+    tensors = bert_tensors(read_safetensors(directory), cfg)
+    tensors.pop("head.weight", None)  # tied to the word embeddings
+    return TransformerLM.from_state({"model_type": "transformer", **cfg, "pad_id": hf.get("pad_token_id", 0)},
+                                    tensors)
 
 
 def minilm_dir() -> Path:

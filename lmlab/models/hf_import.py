@@ -2,8 +2,8 @@
 
 ``HF_ARCHITECTURES`` maps a Hugging Face ``model_type`` to an ``Architecture``: how its
 config becomes an lmlab config, and how its tensor names (and layouts) become lmlab's —
-LLaMA-family (llama, mistral) and GPT-2 into ``TransformerLM``. Another family (BERT for the
-encoder models) is one more entry. ``export_hf_dir`` writes a directory ``transformers`` loads.
+LLaMA-family (llama, mistral) and GPT-2 into ``TransformerLM``, and BERT (``BertModel``,
+``BertForMaskedLM``) into the ``bert`` preset. ``export_hf_dir`` writes a directory ``transformers`` loads.
 """
 
 from __future__ import annotations
@@ -194,6 +194,19 @@ def gpt2_export(state: dict[str, torch.Tensor], cfg: dict) -> tuple[dict, dict[s
     return config, tensors
 
 
+# --- BERT (the encoder preset; names in lmlab.models.encoder) ------------------------------------
+def bert_config(cfg: dict) -> dict:
+    from .encoder import bert_config as config_of
+
+    return config_of(cfg).to_dict()
+
+
+def bert_tensors(hf: dict[str, torch.Tensor], cfg: dict) -> dict[str, torch.Tensor]:
+    from .encoder import bert_tensors as tensors_of
+
+    return tensors_of(hf, cfg)
+
+
 def _transformer(config: dict, special: dict) -> Any:
     from .transformer import TransformerLM
 
@@ -205,6 +218,7 @@ HF_ARCHITECTURES: dict[str, Architecture] = {
     "llama": Architecture(llama_config, llama_tensors, _transformer),
     "mistral": Architecture(llama_config, llama_tensors, _transformer),
     "gpt2": Architecture(gpt2_config, gpt2_tensors, _transformer),
+    "bert": Architecture(bert_config, bert_tensors, _transformer),
 }
 #: lmlab preset signature → exporter, for ``export_hf_dir``
 _EXPORTERS = {"rope": llama_export, "learned": gpt2_export}

@@ -1,8 +1,10 @@
-"""Positional schemes: sinusoidal and learned absolute positions, RoPE and ALiBi.
+"""Positional schemes: sinusoidal and learned absolute positions, RoPE, ALiBi and T5's bias.
 
 Absolute schemes are added to the token embeddings; RoPE rotates queries and keys inside
 attention (``rotate_half`` convention of Hugging Face LLaMA, so imported weights need no
-permutation); ALiBi adds a per-head linear distance penalty to the attention scores.
+permutation); ALiBi adds a per-head linear distance penalty to the attention scores; T5's
+relative bias (``relative_bias``) adds a learned per-head scalar for each log-spaced bucket of
+the key-minus-query distance, one table per stack shared by all its layers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 
 from ..core.errors import ModelError
 
-POSITIONS = ("sinusoidal", "learned", "rope", "alibi", "none")
+POSITIONS = ("sinusoidal", "learned", "rope", "alibi", "relative_bias", "none")
 
 
 def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -80,3 +82,39 @@ def alibi_bias(slopes: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor) -
     """Additive score bias [B, H, T, S] = -slope · (query position - key position)."""
     distance = (q_pos.unsqueeze(-1) - k_pos.unsqueeze(-2)).float()  # [B, T, S]
     return -slopes.to(distance.device).view(1, -1, 1, 1) * distance.unsqueeze(1)
+
+
+def relative_position_bucket(relative_position: torch.Tensor, *, bidirectional: bool, num_buckets: int = 32,
+                             max_distance: int = 128) -> torch.Tensor:
+    """T5's bucket of each key-minus-query distance: half the buckets for each sign when
+    ``bidirectional`` (else only keys behind the query count), exact for the first half of
+    them, then log-spaced up to ``max_distance`` (farther distances share the last bucket)."""
+    buckets = torch.zeros_like(relative_position, dtype=torch.long)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).long() * num_buckets
+        distance = relative_position.abs()
+    else:
+        distance = (-relative_position).clamp(min=0)
+    max_exact = num_buckets // 2
+    far = max_exact + (torch.log(distance.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+                       * (num_buckets - max_exact)).long()
+    far = far.clamp(max=num_buckets - 1)
+    return buckets + torch.where(distance < max_exact, distance.long(), far)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned bias [B, H, T, S] per (head, bucket of key position - query position)."""
+
+    def __init__(self, n_heads: int, *, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128) -> None:
+        super().__init__()
+        self.bidirectional, self.num_buckets, self.max_distance = bidirectional, num_buckets, max_distance
+        self.weight = nn.Parameter(torch.zeros(num_buckets, n_heads))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        """Bias for query positions [B, T] against key positions [B, S]."""
+        buckets = relative_position_bucket(k_pos.long().unsqueeze(-2) - q_pos.long().unsqueeze(-1),
+                                           bidirectional=self.bidirectional, num_buckets=self.num_buckets,
+                                           max_distance=self.max_distance)  # [B, T, S]
+        return self.weight[buckets].permute(0, 3, 1, 2)

@@ -124,4 +124,29 @@ class EncoderDecoder(NeuralLM):
             state = self.initial_state(ids.shape[0])
         hidden, cache = self.decoder.hidden_states(
             ids, state.cache, attention_mask, memory=(state.cross_keys, state.cross_values, state.source_mask))
-        return self.decoder.head(hidden), Seq2SeqState(cache, state.cross_keys, state.cross_values, state.source_mask)
+        return self.decoder.logits(hidden), Seq2SeqState(cache, state.cross_keys, state.cross_values, state.source_mask)
+
+
+def hf_t5_names(n_layers: int) -> dict[str, str]:
+    """Our tensor name → the Hugging Face ``T5Model`` (v1.0: ReLU, tied) tensor name, for the ``t5``
+    preset with ``score="dot"`` (T5 folds the 1/√d of attention into its initialisation)."""
+    names = {"encoder.embed.weight": "shared.weight",
+             "encoder.relative_bias.weight": "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+             "decoder.relative_bias.weight": "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+             "encoder.final_norm.weight": "encoder.final_layer_norm.weight",
+             "decoder.final_norm.weight": "decoder.final_layer_norm.weight"}
+    for stack in ("encoder", "decoder"):
+        mlp = 2 if stack == "decoder" else 1
+        for i in range(n_layers):
+            ours, theirs = f"{stack}.blocks.{i}", f"{stack}.block.{i}.layer"
+            for p in "qkvo":
+                names[f"{ours}.attn.{p}_proj.weight"] = f"{theirs}.0.SelfAttention.{p}.weight"
+                if stack == "decoder":
+                    names[f"{ours}.cross.{p}_proj.weight"] = f"{theirs}.1.EncDecAttention.{p}.weight"
+            names[f"{ours}.attn_norm.weight"] = f"{theirs}.0.layer_norm.weight"
+            if stack == "decoder":
+                names[f"{ours}.cross_norm.weight"] = f"{theirs}.1.layer_norm.weight"
+            names[f"{ours}.mlp.up.weight"] = f"{theirs}.{mlp}.DenseReluDense.wi.weight"
+            names[f"{ours}.mlp.down.weight"] = f"{theirs}.{mlp}.DenseReluDense.wo.weight"
+            names[f"{ours}.mlp_norm.weight"] = f"{theirs}.{mlp}.layer_norm.weight"
+    return names

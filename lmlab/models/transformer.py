@@ -22,12 +22,14 @@ from torch import nn
 from ..core.errors import ModelError
 from .attention import Attention
 from .config import TransformerConfig
+from .mlm_head import HeadTransform
 from .mlp import MLP
 from .moe import MoE
 from .neural import NeuralLM
 from .norms import make_norm
 from .positions import (
     LearnedPositions,
+    RelativePositionBias,
     alibi_bias,
     alibi_slopes,
     apply_rope,
@@ -130,9 +132,15 @@ class TransformerLM(NeuralLM):
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, cross_attention) for _ in range(cfg.n_layers))
         self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.norm_position == "pre" else None
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head_transform = (HeadTransform(cfg.d_model, cfg.activation, cfg.norm, cfg.norm_eps, cfg.bias)
+                               if cfg.mlm_head else None)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.mlm_head)
         if cfg.positions == "alibi":
             self.register_buffer("alibi", alibi_slopes(cfg.n_heads), persistent=False)
+        self.relative_bias = (RelativePositionBias(cfg.n_heads, bidirectional=not cfg.causal,
+                                                   num_buckets=cfg.relative_buckets,
+                                                   max_distance=cfg.relative_max_distance)
+                              if cfg.positions == "relative_bias" else None)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith(("o_proj.weight", "down.weight")):
@@ -189,7 +197,11 @@ class TransformerLM(NeuralLM):
         """
         x, cache = self.hidden_states(ids, state, attention_mask, token_type_ids=token_type_ids,
                                       prefix_length=prefix_length, last_only=last_only)
-        return self.head(x), cache
+        return self.logits(x), cache
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Output logits of last-layer states (through BERT's head transform when ``mlm_head``)."""
+        return self.head(hidden if self.head_transform is None else self.head_transform(hidden))
 
     def hidden_states(self, ids: torch.Tensor, state: KVCache | None = None,
                       attention_mask: torch.Tensor | None = None, *, token_type_ids: torch.Tensor | None = None,
@@ -280,10 +292,11 @@ class TransformerLM(NeuralLM):
         elif t > 1 and past > 0:
             allowed = (k_slot.unsqueeze(0) <= q_slot.unsqueeze(1)).view(1, 1, t, past + t)
         bias = None
-        if cfg.positions == "alibi":
+        if cfg.positions in ("alibi", "relative_bias"):
             k_pos = k_slot.unsqueeze(0).float() if mask is None else (mask.long().cumsum(1) - 1).float()
             q_pos = q_slot.unsqueeze(0).float() if mask is None else k_pos[:, past:]
-            bias = alibi_bias(self.alibi, q_pos, k_pos)
+            bias = (alibi_bias(self.alibi, q_pos, k_pos) if cfg.positions == "alibi"
+                    else self.relative_bias(q_pos, k_pos))
         return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0 and allowed is None}
 
 

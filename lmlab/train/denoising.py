@@ -1,4 +1,5 @@
-"""Encoder objectives on the one trainer: BERT's masked LM and ELECTRA's replaced-token detection.
+"""Encoder objectives on the one trainer: BERT's masked LM (optionally with next-sentence
+prediction) and ELECTRA's replaced-token detection.
 
 Each objective noises the batch's token windows itself (with ``lmlab.data.noising``), from a
 generator seeded by (seed, step), so a resumed run sees exactly the same noise. Models without a
@@ -14,7 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError
-from ..data.noising import IGNORE_INDEX, mask_tokens, word_start_table
+from ..data.noising import (
+    IGNORE_INDEX,
+    mask_tokens,
+    next_sentence_pairs,
+    pack_sentence_pair,
+    word_start_table,
+)
 from ..models.config import TransformerConfig
 from ..models.transformer import TransformerLM
 from .objectives import token_loss
@@ -148,3 +155,69 @@ class Electra(MaskedLM):
         keep = ~torch.isin(ids, torch.tensor(self.special_ids, dtype=torch.long, device=ids.device))
         rtd = F.binary_cross_entropy_with_logits(electra.replaced_logits(corrupted)[keep].float(), replaced[keep])
         return mlm + self.rtd_weight * rtd, int(keep.sum())
+
+
+class NspModel(nn.Module):
+    """An encoder with BERT's next-sentence head: the ``[CLS]`` state through the pooler
+    (dense + tanh) and a binary classifier (is B the sentence after A?)."""
+
+    def __init__(self, encoder: TransformerLM) -> None:
+        super().__init__()
+        d = encoder.config.d_model
+        self.encoder = encoder
+        self.pooler = nn.Linear(d, d)
+        self.classifier = nn.Linear(d, 2)
+
+    def forward(self, ids: torch.Tensor, state=None, attention_mask: torch.Tensor | None = None,
+                **kwargs) -> tuple[torch.Tensor, None]:
+        """The encoder's LM logits (what the saved encoder is used for)."""
+        return self.encoder(ids, state, attention_mask, **kwargs)
+
+    def next_sentence_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[B, 2] logits (index 0 = is next, 1 = random) from the states' first ([CLS]) position."""
+        return self.classifier(torch.tanh(self.pooler(hidden[:, 0])))
+
+
+class MaskedLMWithNsp(MaskedLM):
+    """BERT's two pretraining losses summed: each window is cut at a random point into sentences
+    A and B, B swapped for a piece of another row half of the time (``next_sentence_pairs``),
+    packed as ``[CLS] A [SEP] B [SEP]`` with segments 0/1 (``pack_sentence_pair``), then masked
+    LM on the packed rows plus ``nsp_weight`` × cross-entropy of the next-sentence head."""
+
+    def __init__(self, mask_id: int, vocab_size: int, *, cls_id: int, sep_id: int, pad_id: int,
+                 nsp_weight: float = 1.0, **options) -> None:
+        super().__init__(mask_id, vocab_size, **options)
+        self.cls_id, self.sep_id, self.pad_id, self.nsp_weight = cls_id, sep_id, pad_id, nsp_weight
+
+    def pairs(self, ids: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(packed ids [B, T], segments [B, T], attention mask [B, T], labels [B]) for windows ``ids``."""
+        gen = step_generator(self.seed + 2, step)
+        width = ids.shape[1]
+        body = max(width - 3, 2)  # room for [CLS] and two [SEP]
+        docs = []
+        for row in ids.cpu().tolist():
+            cut = int(torch.randint(1, body, (), generator=gen))
+            docs.append([row[:cut], row[cut:body]])
+        rows = next_sentence_pairs(docs, random_fraction=0.5, generator=gen)
+        packed = [pack_sentence_pair(a, b, cls_id=self.cls_id, sep_id=self.sep_id, max_length=width)
+                  for a, b, _ in rows]
+        out = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        segments, mask = torch.zeros_like(out), torch.zeros_like(out)
+        for i, (row_ids, row_segments) in enumerate(packed):
+            out[i, :len(row_ids)] = torch.tensor(row_ids)
+            segments[i, :len(row_ids)] = torch.tensor(row_segments)
+            mask[i, :len(row_ids)] = 1
+        labels = torch.tensor([label for _, _, label in rows])
+        return out, segments, mask, labels
+
+    def __call__(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+        nsp = getattr(model, "module", model)
+        step, device = int(batch.get("step", 0)), batch["input"].device
+        packed, segments, mask, labels = (t.to(device) for t in self.pairs(batch["input"], step))
+        inputs, mlm_labels = self.noise(packed, step)
+        hidden, _ = nsp.encoder.hidden_states(inputs, attention_mask=mask, token_type_ids=segments)
+        selected = mlm_labels != IGNORE_INDEX
+        logits = nsp.encoder.logits(hidden)
+        mlm = token_loss(logits, mlm_labels) if selected.any() else logits.sum() * 0.0
+        next_loss = F.cross_entropy(nsp.next_sentence_logits(hidden).float(), labels)
+        return mlm + self.nsp_weight * next_loss, int(selected.sum())

@@ -17,10 +17,12 @@ from typing import Any
 
 import torch
 
-from ..core.errors import ConfigError, InputError
+from ..core.errors import ConfigError, DataError, InputError
 from ..core.io import write_json
+from ..core.progress import progress
 from ..core.validate import check_choice, check_keys
 from ..data.loaders import ContiguousStream, RandomWindows
+from ..data.parallel import PairBatches, as_tensors, from_tensors
 from ..data.shards import HEADER_FILE, TokenShards, write_shards
 from ..models.config import (
     ALL_PRESETS,
@@ -34,15 +36,23 @@ from ..models.feedforward import FeedForwardLM
 from ..models.recurrent import RecurrentLM
 from ..models.seq2seq import EncoderDecoder
 from ..models.transformer import TransformerLM
-from .denoising import Electra, ElectraModel, MaskedLM, mask_token_id, word_starts
+from .denoising import (
+    Electra,
+    ElectraModel,
+    MaskedLM,
+    MaskedLMWithNsp,
+    NspModel,
+    mask_token_id,
+    word_starts,
+)
 from .objectives import CausalLM, ScheduledSampling
-from .seq2seq_objectives import Denoising, SpanCorruption, num_sentinels
+from .seq2seq_objectives import Denoising, Seq2SeqLM, SpanCorruption, num_sentinels
 from .streams import stream_loss
 from .trainer import TrainConfig, TrainResult, train
 
 TRANSFORMERS = (*PRESETS, *ENCODER_PRESETS, *SEQ2SEQ_PRESETS)
 FAMILIES = (*TRANSFORMERS, "lstm", "gru", "rnn", "feedforward")
-OBJECTIVES_BY_NAME = ("causal", "mlm", "electra", "span", "denoise")
+OBJECTIVES_BY_NAME = ("causal", "mlm", "electra", "span", "denoise", "seq2seq")
 RUN_FILE = "run.json"
 
 
@@ -101,21 +111,55 @@ def _shards(corpus, tokenizer, path: Path) -> TokenShards | None:
     return write_shards(corpus, tokenizer, path)
 
 
+def _pairs(corpora, tokenizer, path: Path, max_length: int) -> list[tuple[list[int], list[int]]] | None:
+    """The run's tokenised (source, target) pairs of ``corpora`` (two line-aligned corpora), each side
+    cut to ``max_length`` ids ending in EOS; saved once in ``path`` (a resumed run reuses them)."""
+    from safetensors.torch import load_file, save_file
+
+    from ..core.io import atomic_path
+
+    fingerprint = f"{tokenizer.fingerprint()}:{max_length}"
+    if path.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as fh:
+            if (fh.metadata() or {}).get("tokenizer") == fingerprint:
+                return from_tensors(load_file(str(path)))
+    if corpora is None:
+        return None
+    sources, targets = (list(side) for side in corpora)
+    if len(sources) != len(targets):
+        raise DataError(f"the parallel corpora are not aligned: {len(sources)} source lines, {len(targets)} "
+                        "target lines", "pass line-aligned files, one sentence per line on each side")
+    eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
+    keep = max_length - len(eos)
+    pairs = [(tokenizer.encode(src)[:keep] + eos, tokenizer.encode(tgt)[:keep] + eos)
+             for src, tgt in progress(zip(sources, targets, strict=True), desc="tokenizing pairs",
+                                      total=len(sources), unit="pair")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(as_tensors(pairs), str(tmp), metadata={"tokenizer": fingerprint})
+    return pairs
+
+
 def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, model: dict | None = None,
              training: TrainConfig | dict | None = None, valid=None, batch_size: int = 12, context: int = 64,
              eval_batches: int = 20, scheduled_sampling: float = 0.0, label_smoothing: float = 0.0,
              objective: str = "causal", mask_rate: float = 0.15, whole_word: bool = False,
-             resume: bool = False) -> PretrainResult:
+             nsp: bool = False, resume: bool = False) -> PretrainResult:
     """Train a ``family`` model (``model`` = its settings, e.g. d_model, n_layers) on ``corpus``.
 
     Transformers see random windows of ``context`` tokens; recurrent and feed-forward models
     read ``batch_size`` contiguous streams ``context`` tokens at a time with their state
     carried (truncated BPTT). ``valid`` (a corpus) gives periodic validation loss.
     ``objective`` is ``causal`` (next token), ``mlm`` (BERT's masked LM, ``mask_rate`` of the
-    tokens, ``whole_word`` masking) or ``electra`` (replaced-token detection) — these two make
+    tokens, ``whole_word`` masking; ``nsp`` adds BERT's next-sentence prediction on [CLS] A [SEP] B [SEP]
+    pairs cut from the windows) or ``electra`` (replaced-token detection) — these two make
     the transformer bidirectional and append a [MASK] id when the tokenizer has none — or, for
     the t5/bart encoder–decoders, ``span`` (T5 span corruption of ``mask_rate``, sentinel ids
-    appended) or ``denoise`` (BART text infilling of 2·``mask_rate`` plus sentence permutation).
+    appended), ``denoise`` (BART text infilling of 2·``mask_rate`` plus sentence permutation) or
+    ``seq2seq`` (translation: ``corpus``/``valid`` are (source, target) line-aligned corpora, each
+    side cut to ``context`` tokens ending in EOS, batched by length, teacher-forced cross-entropy).
     """
     run = Path(run_dir)
     train_config = training if isinstance(training, TrainConfig) else TrainConfig.from_dict(training or {})
@@ -129,14 +173,17 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                           "positions the model learns (context_length)",
                           f"use --context {settings['context_length']} or less, or a larger --context-length")
     masking = objective in ("mlm", "electra")
+    if nsp and objective != "mlm":
+        raise ConfigError("next-sentence prediction is trained with the masked LM", "use --objective mlm with --nsp")
     if masking:
         if family not in TRANSFORMERS:
             raise ConfigError(f"the {objective} objective needs a transformer", "use --family bert")
         settings.setdefault("causal", False)
-    seq2seq = objective in ("span", "denoise")
+    seq2seq = objective in ("span", "denoise", "seq2seq")
+    translation = objective == "seq2seq"  # paired data: ``corpus`` and ``valid`` are (source, target) corpora
     if seq2seq != (family in SEQ2SEQ_PRESETS):
         raise ConfigError(f"the {objective} objective does not train a {family} model",
-                          "use --family t5 or bart with --objective span or denoise")
+                          "use --family t5 or bart with --objective span, denoise or seq2seq")
     mask_id = mask_token_id(tokenizer) if masking or objective == "denoise" else None
     extra = 1 if (masking or objective == "denoise") and mask_id is None else 0
     if objective == "span":
@@ -151,14 +198,21 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     write_json(run / RUN_FILE, {"family": family, "model": settings, "training": asdict(train_config),
                                 "batch_size": batch_size, "context": context, "eval_batches": eval_batches,
                                 "scheduled_sampling": scheduled_sampling, "label_smoothing": label_smoothing,
-                                "objective": objective, "mask_rate": mask_rate, "whole_word": whole_word,
+                                "objective": objective, "mask_rate": mask_rate, "whole_word": whole_word, "nsp": nsp,
                                 "tokenizer": tokenizer.fingerprint()})
     tokenizer.save(run)
-    train_tokens = _shards(corpus, tokenizer, run / "data" / "train")
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    if translation:
+        train_tokens = _pairs(corpus, tokenizer, run / "data" / "train_pairs.safetensors", context)
+        valid_tokens = _pairs(valid, tokenizer, run / "data" / "valid_pairs.safetensors", context)
+    else:
+        train_tokens = _shards(corpus, tokenizer, run / "data" / "train")
+        valid_tokens = _shards(valid, tokenizer, run / "data" / "valid")
     if train_tokens is None:
         raise ConfigError("no training corpus", "pass the training corpus (a resumed run reuses its shards)")
-    valid_tokens = _shards(valid, tokenizer, run / "data" / "valid")
-    if recurrent:
+    if translation:
+        source = PairBatches(train_tokens, batch_size, pad, seed=train_config.seed)
+    elif recurrent:
         source = ContiguousStream(train_tokens, batch_size, context)
     else:
         source = RandomWindows(train_tokens, batch_size, context, seed=train_config.seed)
@@ -169,11 +223,18 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         options = dict(rate=mask_rate, special_ids=sorted(tokenizer.special_ids), seed=train_config.seed,
                        word_starts=word_starts(tokenizer, extra) if whole_word else None)
         mask_id = tokenizer.vocab_size if mask_id is None else mask_id
-        loss_fn = (MaskedLM if objective == "mlm" else Electra)(mask_id, model_obj.vocab_size, **options)
+        if nsp:
+            cls_id = _first_id(tokenizer, "[CLS]", tokenizer.bos_id)
+            sep_id = _first_id(tokenizer, "[SEP]", tokenizer.eos_id)
+            loss_fn = MaskedLMWithNsp(mask_id, model_obj.vocab_size, cls_id=cls_id, sep_id=sep_id, pad_id=pad,
+                                      **options)
+        else:
+            loss_fn = (MaskedLM if objective == "mlm" else Electra)(mask_id, model_obj.vocab_size, **options)
     elif seq2seq:
-        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         start = tokenizer.bos_id if tokenizer.bos_id is not None else pad
-        if objective == "span":
+        if translation:
+            loss_fn = Seq2SeqLM(start, label_smoothing)
+        elif objective == "span":
             loss_fn = SpanCorruption(model_obj.vocab_size, start_id=start, pad_id=pad, eos_id=tokenizer.eos_id,
                                      noise_density=mask_rate, seed=train_config.seed)
         else:
@@ -182,9 +243,18 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                                 seed=train_config.seed)
     else:
         loss_fn = CausalLM(label_smoothing, carry_state=recurrent)
-    trained = ElectraModel(model_obj) if objective == "electra" else model_obj
+    trained = ElectraModel(model_obj) if objective == "electra" else NspModel(model_obj) if nsp else model_obj
     eval_fn = None
-    if valid_tokens is not None and objective != "causal":
+    if valid_tokens is not None and translation:
+        valid_batches = PairBatches(valid_tokens, batch_size, pad).all_batches()[:eval_batches]
+
+        def eval_fn(engine):  # teacher-forced cross-entropy per target token on the first validation pairs
+            total, count = 0.0, 0
+            for b in valid_batches:
+                loss, n = loss_fn(trained, {k: v.to(model_obj.device) for k, v in b.items()})
+                total, count = total + float(loss) * n, count + n
+            return total / max(count, 1)
+    elif valid_tokens is not None and objective != "causal":
         windows = RandomWindows(valid_tokens, batch_size, context, seed=train_config.seed + 1)
 
         def eval_fn(engine):  # the objective's own loss on fixed validation noise
@@ -214,6 +284,15 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         save_model_dir(model_dir, *state, tokenizer=tokenizer)
     valid_loss = result.eval_losses[-1][1] if result.eval_losses else None
     return PretrainResult(model=model_obj, model_dir=model_dir, train=result, valid_loss=valid_loss)
+
+
+def _first_id(tokenizer, token: str, fallback: int | None) -> int:
+    """The id of ``token`` ([CLS], [SEP]) in the vocabulary, else ``fallback`` (BOS, EOS)."""
+    found = tokenizer.token_to_id(token)
+    if found is None and fallback is None:
+        raise ConfigError(f"next-sentence pairs need {token} or a BOS/EOS token, and the tokenizer has neither",
+                          "use a tokenizer with special tokens (char/word have <s> and </s>)")
+    return found if found is not None else fallback
 
 
 def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:

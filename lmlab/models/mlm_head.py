@@ -1,0 +1,23 @@
+"""BERT's prediction-head transform: dense → activation → norm, applied to the last hidden states
+before the (tied) output layer, which then carries a bias (``mlm_head=True``, the ``bert`` preset)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .mlp import _ACT
+from .norms import make_norm
+
+
+class HeadTransform(nn.Module):
+    """norm(act(dense(x))): Hugging Face's ``BertPredictionHeadTransform``."""
+
+    def __init__(self, dim: int, activation: str, norm: str, eps: float, bias: bool = True) -> None:
+        super().__init__()
+        self.dense = nn.Linear(dim, dim, bias=bias)
+        self.act = _ACT["gelu" if activation == "swiglu" else activation]
+        self.norm = make_norm(norm, dim, eps, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.dense(x)))
