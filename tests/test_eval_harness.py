@@ -211,3 +211,29 @@ def test_start_token_conventions(toy):
     assert ours.encode_pair("the cat ", "sat")[0] == [tok.bos_id, *tok.encode("the cat")]
     assert lm_eval_style.encode_pair("the cat ", "sat") == (tok.encode("the cat"), tok.encode("sat"))
     assert lm_eval_style.encode_pair("", "sat")[0] == [tok.bos_id]  # an empty context still gets a start id
+
+
+@pytest.mark.parametrize("preset", ["llama", "gpt2"])
+def test_shared_context_scoring_equals_scoring_each_request(toy, preset, no_progress):
+    from lmlab.models.config import TransformerConfig
+    from lmlab.models.transformer import TransformerLM
+
+    _, tok = toy
+    torch.manual_seed(0)
+    args = dict(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, d_ff=64, context_length=64)
+    lm = TransformerLM(TransformerConfig.from_preset(preset, **args),
+                       special_ids={"bos_id": tok.bos_id, "eos_id": tok.eos_id, "pad_id": tok.pad_id}).eval()
+    with torch.no_grad():  # sharp logits, so a misplaced position or mask shows
+        lm.head.weight.mul_(40)
+    requests = [("the cat sat on the", " mat"), ("the cat sat on the", " rug is red"), ("why", " a cat"),
+                ("why", " the dog sat on a mat"), ("what is red", " blue"), ("the cat sat on the", " dog ran")]
+    shared = RequestRunner(lm, tok, batch_size=3)
+    assert shared.share_contexts
+    separate = RequestRunner(lm, tok, batch_size=3, share_contexts=False)
+    expected = []
+    for ctx, cont in requests:  # one sequence at a time, no padding at all
+        c, t = separate.encode_pair(ctx, cont)
+        expected.append(float(lm.score(torch.tensor([c + t]))[0, -len(t):].sum()))
+    assert shared.loglikelihood(requests) == pytest.approx(expected, abs=1e-4)
+    assert separate.loglikelihood(requests) == pytest.approx(expected, abs=1e-4)
+    assert shared.calls["scored"] == len(requests)
