@@ -12,7 +12,7 @@ import torch
 
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.data import open_corpus
-from lmlab.eval.harness import evaluate_task, multiple_choice_metrics
+from lmlab.eval.harness import answer_matches, evaluate_task, multiple_choice_metrics
 from lmlab.eval.requests import RequestRunner
 from lmlab.eval.tasks import (
     Task,
@@ -158,6 +158,40 @@ def test_gsm8k_answer_extraction():
     assert normalize_number_answer("$18.") == "18"
 
 
+# hand-made GSM8K outputs: (output, strict prediction, flexible prediction)
+GSM8K_OUTPUTS = [
+    ("She pays 3 * 6 = $18.\n#### 18", "18", "18"),
+    ("She pays 3 * 6 = $18. So the answer is 18.", "[invalid]", "18"),
+    ("Half of 50 is 25, minus 5 gives 20 apples", "[invalid]", "20"),
+    ("#### 1,234 and then 7 more", "1234", "7"),
+    ("the total is -12", "[invalid]", "-12"),
+    ("no digits at all", "[invalid]", "[invalid]"),
+]
+
+
+@pytest.mark.parametrize("output,strict,flexible", GSM8K_OUTPUTS)
+def test_gsm8k_strict_and_flexible_extraction(output, strict, flexible):
+    spec = load_task_spec_gsm8k()
+    got = answer_matches(output, "18", spec)
+    assert got["prediction"] == strict and got["prediction_flexible"] == flexible
+    assert got["exact_match"] == float(strict == "18") and got["exact_match_flexible"] == float(flexible == "18")
+
+
+@pytest.mark.parametrize("output", [o for o, _, _ in GSM8K_OUTPUTS])
+def test_flexible_extraction_equals_lm_eval_filter(output):
+    extraction = pytest.importorskip("lm_eval.filters.extraction")
+    spec = load_task_spec_gsm8k()
+    peer = extraction.RegexFilter(regex_pattern=spec.flexible_regex, group_select=-1)
+    (answer,), = peer.apply([[output]], [None])
+    assert extract_answer(output, spec.flexible_regex, last=True) == answer.strip()
+
+
+def load_task_spec_gsm8k() -> TaskSpec:
+    from lmlab.eval.tasks import BUILTIN
+
+    return TaskSpec(name="gsm8k", **BUILTIN["gsm8k"][0])
+
+
 def test_generative_task_end_to_end_with_a_scripted_model(tmp_path, no_progress):
     tok = WordLevelTokenizer("word").train([" ".join(WORDS)])
     ids = {w: tok.token_to_id(w) for w in ("Answer:", "####", "7", "Question:")}
@@ -172,6 +206,13 @@ def test_generative_task_end_to_end_with_a_scripted_model(tmp_path, no_progress)
     assert [i["output"] for i in result["items"]] == ["#### 7 ", "#### 7 "]
     assert [i["prediction"] for i in result["items"]] == ["7", "7"]
     assert result["metrics"]["exact_match"] == 0.5
+    assert "exact_match_flexible" not in result["metrics"]  # only when the spec asks for it
+    flexible = write_task(tmp_path, items, type="generate", prompt="Question: {question}\nAnswer:", gold="answer",
+                          until=["Question:"], answer_regex=r"#### (\-?[0-9\.\,]+)", max_new_tokens=8,
+                          flexible_regex=r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+    result = evaluate_task(load_task(flexible), RequestRunner(lm, tok))
+    assert [i["prediction_flexible"] for i in result["items"]] == ["7", "7"]
+    assert result["metrics"]["exact_match_flexible"] == 0.5 and result["metrics"]["exact_match"] == 0.5
 
 
 def test_last_word_task_over_a_corpus(toy, tmp_path, no_progress):
