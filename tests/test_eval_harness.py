@@ -124,6 +124,10 @@ def test_requests_are_cached_in_memory_and_on_disk(toy, tmp_path, no_progress):
     other = RequestRunner(lm, tok, cache_path=str(cache), model_id="another model")
     evaluate_task(task, other)
     assert other.calls["scored"] == 11  # another model's cache is never reused
+    evaluate_task(task, RequestRunner(lm, tok, cache_path=str(cache), model_id="toy"))  # toy's cache again
+    other_start = RequestRunner(lm, tok, cache_path=str(cache), model_id="toy", start_always=False)
+    evaluate_task(task, other_start)
+    assert other_start.calls["scored"] == 11  # nor numbers computed with another start rule
 
 
 def test_unigram_on_arc_easy_matches_independent_scoring(no_progress):

@@ -35,7 +35,8 @@ class RequestRunner:
                  model_id: str = "", start_always: bool = True, share_contexts: bool = True) -> None:
         check_tokenizer(lm, tokenizer)
         self.lm, self.tokenizer, self.batch_size = lm, tokenizer, batch_size
-        self.model_id = f"{model_id}|{tokenizer.fingerprint()}"
+        # the start rule changes every number, so it is part of the cache's identity
+        self.model_id = f"{model_id}|{tokenizer.fingerprint()}|start:{'always' if start_always else 'empty'}"
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache: dict[str, float] = {}
         self.calls = {"scored": 0, "cached": 0}

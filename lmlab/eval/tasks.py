@@ -145,7 +145,8 @@ def load_task(name_or_path: str, *, num_fewshot: int | None = None, corpus: str 
                         min_words=min_words if min_words is not None else 10,
                         description="LAMBADA-style last-word prediction")
         return Task(spec, last_word_items(corpus, spec.min_words))
-    if name_or_path in BUILTIN:
+    if name_or_path.replace("-", "_") in BUILTIN:  # arc-easy is arc_easy
+        name_or_path = name_or_path.replace("-", "_")
         settings, reader, items_file, fewshot_file = BUILTIN[name_or_path]
         spec = TaskSpec(name=name_or_path, data=items_file, fewshot_data=fewshot_file, **settings)
         if num_fewshot is not None:
