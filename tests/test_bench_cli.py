@@ -37,14 +37,14 @@ def test_every_request_makes_exactly_the_new_tokens_even_past_eos(tiny):
     lm, _, _ = tiny
     first = lm.head(lm.final_norm(torch.ones(1, 32))).argmax().item()
     assert first == lm.eos_id  # greedy decoding would stop at once if EOS counted
-    rows = measure_generation(lm, batch_sizes=[1, 3], prompt_tokens=6, new_tokens=5, repeats=2, warmup=0)
+    rows = measure_generation(lm, batch_sizes=[1, 3], prompt_tokens=6, new_tokens=5, repeats=1, warmup=0)
     assert [r["batch_size"] for r in rows] == [1, 3]
     for r in rows:
         assert r["generated_tokens"] == 5 * r["batch_size"]
         assert 0 < r["time_to_first_token_s"] <= r["total_s"]
         assert r["prefill_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
         assert r["decode_tokens_per_s_per_request"] == pytest.approx(r["decode_tokens_per_s"] / r["batch_size"])
-        assert r["throughput_tokens_per_s"] == pytest.approx(r["generated_tokens"] / r["total_s"], rel=0.5)
+        assert r["throughput_tokens_per_s"] == pytest.approx(r["generated_tokens"] / r["total_s"])
 
 
 def test_random_prompts_avoid_special_ids_and_are_seeded(tiny):
