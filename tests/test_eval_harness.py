@@ -282,3 +282,9 @@ def test_shared_context_scoring_equals_scoring_each_request(toy, preset, no_prog
     assert shared.loglikelihood(requests) == pytest.approx(expected, abs=1e-4)
     assert separate.loglikelihood(requests) == pytest.approx(expected, abs=1e-4)
     assert shared.calls["scored"] == len(requests)
+
+
+def test_builtin_task_names_accept_hyphens():
+    need_data("arc", "ARC-Easy-test.jsonl")
+    task = load_task("arc-easy")
+    assert task.spec.name == "arc_easy" and len(task.items) == 2376
