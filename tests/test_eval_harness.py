@@ -12,7 +12,7 @@ import torch
 
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.data import open_corpus
-from lmlab.eval.harness import evaluate_task, multiple_choice_metrics
+from lmlab.eval.harness import answer_matches, evaluate_task, multiple_choice_metrics
 from lmlab.eval.requests import RequestRunner
 from lmlab.eval.tasks import (
     Task,
@@ -124,6 +124,10 @@ def test_requests_are_cached_in_memory_and_on_disk(toy, tmp_path, no_progress):
     other = RequestRunner(lm, tok, cache_path=str(cache), model_id="another model")
     evaluate_task(task, other)
     assert other.calls["scored"] == 11  # another model's cache is never reused
+    evaluate_task(task, RequestRunner(lm, tok, cache_path=str(cache), model_id="toy"))  # toy's cache again
+    other_start = RequestRunner(lm, tok, cache_path=str(cache), model_id="toy", start_always=False)
+    evaluate_task(task, other_start)
+    assert other_start.calls["scored"] == 11  # nor numbers computed with another start rule
 
 
 def test_unigram_on_arc_easy_matches_independent_scoring(no_progress):
@@ -158,6 +162,40 @@ def test_gsm8k_answer_extraction():
     assert normalize_number_answer("$18.") == "18"
 
 
+# hand-made GSM8K outputs: (output, strict prediction, flexible prediction)
+GSM8K_OUTPUTS = [
+    ("She pays 3 * 6 = $18.\n#### 18", "18", "18"),
+    ("She pays 3 * 6 = $18. So the answer is 18.", "[invalid]", "18"),
+    ("Half of 50 is 25, minus 5 gives 20 apples", "[invalid]", "20"),
+    ("#### 1,234 and then 7 more", "1234", "7"),
+    ("the total is -12", "[invalid]", "-12"),
+    ("no digits at all", "[invalid]", "[invalid]"),
+]
+
+
+@pytest.mark.parametrize("output,strict,flexible", GSM8K_OUTPUTS)
+def test_gsm8k_strict_and_flexible_extraction(output, strict, flexible):
+    spec = load_task_spec_gsm8k()
+    got = answer_matches(output, "18", spec)
+    assert got["prediction"] == strict and got["prediction_flexible"] == flexible
+    assert got["exact_match"] == float(strict == "18") and got["exact_match_flexible"] == float(flexible == "18")
+
+
+@pytest.mark.parametrize("output", [o for o, _, _ in GSM8K_OUTPUTS])
+def test_flexible_extraction_equals_lm_eval_filter(output):
+    extraction = pytest.importorskip("lm_eval.filters.extraction")
+    spec = load_task_spec_gsm8k()
+    peer = extraction.RegexFilter(regex_pattern=spec.flexible_regex, group_select=-1)
+    (answer,), = peer.apply([[output]], [None])
+    assert extract_answer(output, spec.flexible_regex, last=True) == answer.strip()
+
+
+def load_task_spec_gsm8k() -> TaskSpec:
+    from lmlab.eval.tasks import BUILTIN
+
+    return TaskSpec(name="gsm8k", **BUILTIN["gsm8k"][0])
+
+
 def test_generative_task_end_to_end_with_a_scripted_model(tmp_path, no_progress):
     tok = WordLevelTokenizer("word").train([" ".join(WORDS)])
     ids = {w: tok.token_to_id(w) for w in ("Answer:", "####", "7", "Question:")}
@@ -172,6 +210,13 @@ def test_generative_task_end_to_end_with_a_scripted_model(tmp_path, no_progress)
     assert [i["output"] for i in result["items"]] == ["#### 7 ", "#### 7 "]
     assert [i["prediction"] for i in result["items"]] == ["7", "7"]
     assert result["metrics"]["exact_match"] == 0.5
+    assert "exact_match_flexible" not in result["metrics"]  # only when the spec asks for it
+    flexible = write_task(tmp_path, items, type="generate", prompt="Question: {question}\nAnswer:", gold="answer",
+                          until=["Question:"], answer_regex=r"#### (\-?[0-9\.\,]+)", max_new_tokens=8,
+                          flexible_regex=r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+    result = evaluate_task(load_task(flexible), RequestRunner(lm, tok))
+    assert [i["prediction_flexible"] for i in result["items"]] == ["7", "7"]
+    assert result["metrics"]["exact_match_flexible"] == 0.5 and result["metrics"]["exact_match"] == 0.5
 
 
 def test_last_word_task_over_a_corpus(toy, tmp_path, no_progress):
@@ -211,3 +256,35 @@ def test_start_token_conventions(toy):
     assert ours.encode_pair("the cat ", "sat")[0] == [tok.bos_id, *tok.encode("the cat")]
     assert lm_eval_style.encode_pair("the cat ", "sat") == (tok.encode("the cat"), tok.encode("sat"))
     assert lm_eval_style.encode_pair("", "sat")[0] == [tok.bos_id]  # an empty context still gets a start id
+
+
+@pytest.mark.parametrize("preset", ["llama", "gpt2"])
+def test_shared_context_scoring_equals_scoring_each_request(toy, preset, no_progress):
+    from lmlab.models.config import TransformerConfig
+    from lmlab.models.transformer import TransformerLM
+
+    _, tok = toy
+    torch.manual_seed(0)
+    args = dict(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, d_ff=64, context_length=64)
+    lm = TransformerLM(TransformerConfig.from_preset(preset, **args),
+                       special_ids={"bos_id": tok.bos_id, "eos_id": tok.eos_id, "pad_id": tok.pad_id}).eval()
+    with torch.no_grad():  # sharp logits, so a misplaced position or mask shows
+        lm.head.weight.mul_(40)
+    requests = [("the cat sat on the", " mat"), ("the cat sat on the", " rug is red"), ("why", " a cat"),
+                ("why", " the dog sat on a mat"), ("what is red", " blue"), ("the cat sat on the", " dog ran")]
+    shared = RequestRunner(lm, tok, batch_size=3)
+    assert shared.share_contexts
+    separate = RequestRunner(lm, tok, batch_size=3, share_contexts=False)
+    expected = []
+    for ctx, cont in requests:  # one sequence at a time, no padding at all
+        c, t = separate.encode_pair(ctx, cont)
+        expected.append(float(lm.score(torch.tensor([c + t]))[0, -len(t):].sum()))
+    assert shared.loglikelihood(requests) == pytest.approx(expected, abs=1e-4)
+    assert separate.loglikelihood(requests) == pytest.approx(expected, abs=1e-4)
+    assert shared.calls["scored"] == len(requests)
+
+
+def test_builtin_task_names_accept_hyphens():
+    need_data("arc", "ARC-Easy-test.jsonl")
+    task = load_task("arc-easy")
+    assert task.spec.name == "arc_easy" and len(task.items) == 2376

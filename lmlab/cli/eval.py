@@ -325,6 +325,9 @@ def register_task(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", help="corpus for the lambada task (a file or NAME:SPLIT)")
     p.add_argument("--min-words", type=int, default=None, help="lambada: shortest passage in words (default 10)")
     p.add_argument("--batch-size", type=int, default=16, help="log-likelihood requests per batch")
+    p.add_argument("--start", choices=["always", "empty"], default="always",
+                   help="begin every context with BOS (always, lmlab's protocol) or only an empty one "
+                        "(empty: lm-evaluation-harness's rule, for comparable numbers)")
     p.add_argument("--cache", help="JSON file caching log-likelihoods between runs (per model)")
     p.add_argument("--seed", type=int, default=1234, help="few-shot sampling seed (default 1234)")
     p.add_argument("--output", help="also write the full results (with per-item records) to this JSON file")
@@ -350,9 +353,10 @@ def run_task(args: argparse.Namespace) -> int:
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     tasks = [load_task(n, num_fewshot=args.num_fewshot, corpus=args.corpus, min_words=args.min_words) for n in names]
     lm, tokenizer, desc = model_from_args(args)
-    runner = RequestRunner(lm, tokenizer, batch_size=args.batch_size, cache_path=args.cache, model_id=desc)
+    runner = RequestRunner(lm, tokenizer, batch_size=args.batch_size, cache_path=args.cache, model_id=desc,
+                           start_always=args.start == "always")
     results = [evaluate_task(t, runner, limit=args.limit, seed=args.seed) for t in tasks]
-    summary = {"model": desc, "results": {r["task"]: {"n": r["n"], **r["metrics"]} for r in results},
+    summary = {"model": desc, "start": args.start, "results": {r["task"]: {"n": r["n"], **r["metrics"]} for r in results},
                "aggregate": aggregate(results), "requests": dict(runner.calls),
                "config": {r["task"]: r["config"] for r in results}}
     if args.output:

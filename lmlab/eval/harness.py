@@ -16,7 +16,14 @@ import numpy as np
 
 from ..core.progress import progress
 from .requests import RequestRunner
-from .tasks import Task, choices_of, extract_answer, fewshot_context, normalize_number_answer
+from .tasks import (
+    Task,
+    TaskSpec,
+    choices_of,
+    extract_answer,
+    fewshot_context,
+    normalize_number_answer,
+)
 
 
 def _mean_and_stderr(values: list[float]) -> tuple[float, float]:
@@ -55,15 +62,28 @@ def _run_multiple_choice(task: Task, runner: RequestRunner, contexts: list[str])
 def _run_generate(task: Task, runner: RequestRunner, contexts: list[str]) -> tuple[dict, list[dict]]:
     spec = task.spec
     scores: dict[str, list[float]] = {"exact_match": []}
+    if spec.flexible_regex:
+        scores["exact_match_flexible"] = []
     per_item = []
     for record, ctx in progress(list(zip(task.items, contexts, strict=True)), desc="generating", unit="item"):
         output = runner.generate(ctx, until=spec.until, max_new_tokens=spec.max_new_tokens)
-        predicted = normalize_number_answer(extract_answer(output, spec.answer_regex))
         gold = normalize_number_answer(extract_answer(str(record[spec.gold]), spec.answer_regex))
-        hit = float(predicted == gold)
-        scores["exact_match"].append(hit)
-        per_item.append({"context": ctx, "output": output, "prediction": predicted, "gold": gold, "exact_match": hit})
+        item = {"context": ctx, "output": output, "gold": gold, **answer_matches(output, gold, spec)}
+        for name in scores:
+            scores[name].append(item[name])
+        per_item.append(item)
     return scores, per_item
+
+
+def answer_matches(output: str, gold: str, spec: TaskSpec) -> dict:
+    """Strict (``answer_regex``) and, when the spec has one, flexible (last ``flexible_regex`` match)
+    predictions of a generated ``output`` and whether each equals ``gold``."""
+    strict = normalize_number_answer(extract_answer(output, spec.answer_regex))
+    out = {"prediction": strict, "exact_match": float(strict == gold)}
+    if spec.flexible_regex:
+        flexible = normalize_number_answer(extract_answer(output, spec.flexible_regex, last=True))
+        out.update(prediction_flexible=flexible, exact_match_flexible=float(flexible == gold))
+    return out
 
 
 def _run_last_word(task: Task, runner: RequestRunner, contexts: list[str]) -> tuple[dict, list[dict]]:

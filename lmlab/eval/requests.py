@@ -5,7 +5,10 @@ over the continuation's tokens. Tokenisation follows lm-evaluation-harness: trai
 of the context move to the continuation, the pair is encoded together and the context's
 tokens are cut off, so a word's leading space stays with the word. Requests are
 deduplicated and cached (optionally in a JSON file, keyed by model identity), sorted
-longest first and scored in padded batches with ``LanguageModel.score``.
+longest first and scored in padded batches with ``LanguageModel.score``. On a transformer,
+requests that share a context (a question's choices) run it once: the contexts of a batch
+are encoded left-padded, their KV cache is copied to each continuation, and the output head
+runs only where a continuation token is predicted.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ class RequestRunner:
     """Answers log-likelihood, greedy-match and generation requests for one model and tokenizer."""
 
     def __init__(self, lm: LanguageModel, tokenizer, *, batch_size: int = 16, cache_path: str | None = None,
-                 model_id: str = "", start_always: bool = True) -> None:
+                 model_id: str = "", start_always: bool = True, share_contexts: bool = True) -> None:
         check_tokenizer(lm, tokenizer)
         self.lm, self.tokenizer, self.batch_size = lm, tokenizer, batch_size
-        self.model_id = f"{model_id}|{tokenizer.fingerprint()}"
+        # the start rule changes every number, so it is part of the cache's identity
+        self.model_id = f"{model_id}|{tokenizer.fingerprint()}|start:{'always' if start_always else 'empty'}"
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache: dict[str, float] = {}
         self.calls = {"scored": 0, "cached": 0}
@@ -49,6 +53,8 @@ class RequestRunner:
         # lmlab's protocol starts every sequence with BOS; lm-evaluation-harness adds its start id
         # only when the context is empty (start_always=False reproduces that)
         self.start_always = start_always
+        # a transformer can encode a shared context once and continue its cache per continuation
+        self.share_contexts = share_contexts and hasattr(lm, "hidden_states") and hasattr(lm, "head")
 
     # --- tokenisation -------------------------------------------------------------------------
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -76,14 +82,20 @@ class RequestRunner:
         keys = [json.dumps(r, ensure_ascii=False) for r in requests]
         todo = sorted({k for k in keys if k not in self.cache})
         self.calls["cached"] += len(keys) - len(todo)
-        encoded = []
+        encoded, shared = [], []
+        limit = self.lm.context_length
         for key in todo:
             ctx, cont = self.encode_pair(*json.loads(key))
             if not cont:
                 raise ModelError(f"the continuation {json.loads(key)[1]!r} has no tokens",
                                  "give every choice or target some text")
+            if self.share_contexts and (limit is None or len(ctx) + len(cont) <= limit + 1):
+                shared.append((key, ctx, cont))
+                continue
             ids = self._fit(ctx, cont)
             encoded.append((key, ids, min(len(cont), len(ids) - 1)))
+        if shared:
+            self._score_shared(shared)
         encoded.sort(key=lambda e: -len(e[1]))
         pad = self.lm.pad_id if self.lm.pad_id is not None else 0
         starts = range(0, len(encoded), self.batch_size)
@@ -100,6 +112,65 @@ class RequestRunner:
             self.calls["scored"] += len(batch)
         self.save()
         return [self.cache[k] for k in keys]
+
+    def _score_shared(self, requests: list[tuple[str, list[int], list[int]]]) -> None:
+        """Score requests grouped by context: each context runs once, its cache serves every continuation."""
+        groups: dict[tuple[int, ...], list[tuple[str, list[int]]]] = {}
+        for key, ctx, cont in requests:
+            groups.setdefault(tuple(ctx), []).append((key, cont))
+        order = sorted(groups, key=lambda c: -(len(c) + max(len(t) for _, t in groups[c])))
+        batches, current, rows = [], [], 0
+        for ctx in order:  # about batch_size continuations per batch, similar lengths together
+            current.append(ctx)
+            rows += len(groups[ctx])
+            if rows >= self.batch_size:
+                batches.append(current)
+                current, rows = [], 0
+        if current:
+            batches.append(current)
+        for batch in progress(batches, desc="log-likelihoods", unit="batch"):
+            with torch.no_grad():
+                scores = self._shared_batch([(list(c), groups[c]) for c in batch])
+            for key, value in scores:
+                self.cache[key] = value
+            self.calls["scored"] += len(scores)
+
+    def _shared_batch(self, batch: list[tuple[list[int], list[tuple[str, list[int]]]]]) -> list[tuple[str, float]]:
+        lm, device = self.lm, self.lm.device
+        pad = lm.pad_id if lm.pad_id is not None else 0
+        width = max(len(ctx) for ctx, _ in batch)
+        ctx_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        ctx_mask = torch.zeros((len(batch), width), dtype=torch.bool)
+        for row, (ctx, _) in enumerate(batch):  # left padding: every context ends at the last column
+            ctx_ids[row, width - len(ctx):] = torch.tensor(ctx)
+            ctx_mask[row, width - len(ctx):] = True
+        mask = None if bool(ctx_mask.all()) else ctx_mask.to(device)
+        hidden, state = lm.hidden_states(ctx_ids.to(device), None, mask)
+        first = torch.log_softmax(lm.head(hidden[:, -1]).float(), dim=-1)  # [G, V]: each continuation's first token
+        owner = [g for g, (_, conts) in enumerate(batch) for _ in conts]
+        conts = [(key, cont) for _, group in batch for key, cont in group]
+        totals = [float(first[g, cont[0]]) for g, (_, cont) in zip(owner, conts, strict=True)]
+        longest = max(len(cont) for _, cont in conts)
+        if longest > 1:  # the rest of each continuation, after its group's cached context
+            feed = torch.full((len(conts), longest - 1), pad, dtype=torch.long)
+            feed_mask = torch.zeros((len(conts), longest - 1), dtype=torch.bool)
+            for row, (_, cont) in enumerate(conts):
+                feed[row, :len(cont) - 1] = torch.tensor(cont[:-1])
+                feed_mask[row, :len(cont) - 1] = True
+            expanded = lm.select_state(state, torch.tensor(owner, device=device))
+            hidden, _ = lm.hidden_states(feed.to(device), expanded, feed_mask.to(device))
+            targets = torch.full((len(conts), longest - 1), 0, dtype=torch.long)
+            for row, (_, cont) in enumerate(conts):
+                targets[row, :len(cont) - 1] = torch.tensor(cont[1:])
+            picked = feed_mask.to(device)
+            logprobs = torch.log_softmax(lm.head(hidden[picked]).float(), dim=-1)  # only real positions
+            chosen = logprobs.gather(1, targets.to(device)[picked].unsqueeze(1)).squeeze(1).double().cpu()
+            per_row = feed_mask.sum(1).tolist()
+            offset = 0
+            for row, n in enumerate(per_row):
+                totals[row] += float(chosen[offset:offset + n].sum())
+                offset += n
+        return [(key, total) for (key, _), total in zip(conts, totals, strict=True)]
 
     def save(self) -> None:
         if self.cache_path:

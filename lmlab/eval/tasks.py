@@ -51,6 +51,7 @@ class TaskSpec:
     until: list[str] = field(default_factory=lambda: ["\n\n"])
     max_new_tokens: int = 256
     answer_regex: str = ""  # first group of the first match is the answer (else the whole text)
+    flexible_regex: str = ""  # also score the last match of this (lm-evaluation-harness's flexible-extract)
     min_words: int = 10  # last_word: passages shorter than this are skipped
     description: str = ""
 
@@ -90,6 +91,9 @@ def _sst2_records(path: Path) -> list[dict]:
     return [{"sentence": cols[s].strip(), "gold": int(cols[y])} for cols in (row.split("\t") for row in rows[1:])]
 
 
+#: lm-evaluation-harness's GSM8K "flexible-extract": the last number in the output
+FLEXIBLE_NUMBER = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
+
 BUILTIN: dict[str, tuple[dict, Callable[[Path], list[dict]], str, str]] = {
     # name: (spec fields, reader of a shared file, items file, few-shot file) — paths under LMLAB_DATA
     "arc_easy": ({"type": "multiple_choice", "prompt": "Question: {question}\nAnswer:",
@@ -102,7 +106,9 @@ BUILTIN: dict[str, tuple[dict, Callable[[Path], list[dict]], str, str]] = {
                       "arc/ARC-Challenge-train.jsonl"),
     "gsm8k": ({"type": "generate", "prompt": "Question: {question}\nAnswer:", "gold": "answer",
                "until": ["Question:", "</s>", "<|im_end|>"], "answer_regex": r"#### (\-?[0-9\.\,]+)",
-               "num_fewshot": 5, "description": "GSM8K (test), answers after '####', exact match"},
+               "flexible_regex": FLEXIBLE_NUMBER, "num_fewshot": 5,
+               "description": "GSM8K (test), exact match of the answer after '####' (strict) "
+                              "and of the last number (flexible)"},
               lambda p: [_gsm8k_record(r) for r in read_jsonl(p)], "gsm8k/test.jsonl", "gsm8k/train.jsonl"),
     "sst2": ({"type": "multiple_choice",
               "prompt": "{sentence}\nQuestion: Is this sentence positive or negative?\nAnswer:",
@@ -139,7 +145,8 @@ def load_task(name_or_path: str, *, num_fewshot: int | None = None, corpus: str 
                         min_words=min_words if min_words is not None else 10,
                         description="LAMBADA-style last-word prediction")
         return Task(spec, last_word_items(corpus, spec.min_words))
-    if name_or_path in BUILTIN:
+    if name_or_path.replace("-", "_") in BUILTIN:  # arc-easy is arc_easy
+        name_or_path = name_or_path.replace("-", "_")
         settings, reader, items_file, fewshot_file = BUILTIN[name_or_path]
         spec = TaskSpec(name=name_or_path, data=items_file, fewshot_data=fewshot_file, **settings)
         if num_fewshot is not None:
@@ -229,14 +236,21 @@ def fewshot_context(task: Task, record: dict, rng: random.Random) -> str:
     return spec.fewshot_delimiter.join([*parts, query])
 
 
-def extract_answer(text: str, pattern: str) -> str:
-    """The first group of the first match of ``pattern`` (the stripped text when no pattern)."""
+def extract_answer(text: str, pattern: str, *, last: bool = False) -> str:
+    """The first matched group of the first (or ``last``) match of ``pattern`` ("[invalid]" if none).
+
+    Without a pattern, the stripped text. Of several groups, the first that matched counts
+    (as lm-evaluation-harness's regex filter takes it).
+    """
     if not pattern:
         return text.strip()
-    match = re.search(pattern, text)
-    if match is None:
+    matches = list(re.finditer(pattern, text))
+    if not matches:
         return "[invalid]"
-    return (match.group(1) if match.groups() else match.group(0)).strip()
+    match = matches[-1] if last else matches[0]
+    if not match.groups():
+        return match.group(0).strip()
+    return next((g for g in match.groups() if g), match.group(0)).strip()
 
 
 def normalize_number_answer(text: str) -> str:
