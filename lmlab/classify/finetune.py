@@ -198,6 +198,12 @@ class FineTunedClassifier(ClassifierMixin):
         model = cls(config["backbone"], **{k: config[k] for k in keys})
         model.classes, model.tokenizer = list(config["classes"]), tokenizer
         model.net = ClassifierNet(lm, len(model.classes), config["pooling"], model.dropout)
-        model.net.head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
+        head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
+        expected = model.net.head.state_dict()
+        if set(head) != set(expected) or any(head[k].shape != expected[k].shape for k in expected):
+            raise ModelError(f"the classification head's weights do not match config.json "
+                             f"({len(model.classes)} classes, dimension {lm.config.d_model})",
+                             "the classifier directory is damaged or mixes files of different models")
+        model.net.head.load_state_dict(head)
         model.net.eval()
         return model
