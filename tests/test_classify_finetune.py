@@ -108,9 +108,15 @@ def test_classification_loss_is_the_hand_computed_cross_entropy():
 
 
 # --- the fine-tuner -----------------------------------------------------------------------------
-def test_finetuned_encoder_learns_saves_and_loads(tmp_path, no_progress):
-    clf = tiny().fit(TEXTS, LABELS)
-    assert clf.net.head.pooling == "mean" and clf.train_result.steps == 40
+@pytest.fixture(scope="module")
+def fitted() -> FineTunedClassifier:
+    """One tiny encoder fine-tuned on the toy set, shared by the tests that only read it."""
+    return tiny(steps=30).fit(TEXTS, LABELS)
+
+
+def test_finetuned_encoder_learns_saves_and_loads(fitted, tmp_path):
+    clf = fitted
+    assert clf.net.head.pooling == "mean" and clf.train_result.steps == 30
     assert clf.score(TEXTS, LABELS) == 1.0
     save_classifier(tmp_path / "clf", clf)
     assert (tmp_path / "clf" / "tokenizer.json").exists()
@@ -120,14 +126,14 @@ def test_finetuned_encoder_learns_saves_and_loads(tmp_path, no_progress):
 
 
 def test_finetuned_decoder_pools_the_last_real_token(no_progress):
-    clf = tiny("gpt2", steps=30).fit(TEXTS, LABELS)
+    clf = tiny("gpt2", steps=25).fit(TEXTS, LABELS)
     assert clf.net.head.pooling == "last"
     assert clf.score(TEXTS, LABELS) >= 0.75
 
 
 @pytest.mark.parametrize("preset", ["bert", "gpt2"])
 def test_padding_does_not_change_a_texts_logits(preset, no_progress):
-    clf = tiny(preset, steps=2).fit(TEXTS, LABELS)
+    clf = tiny(preset, steps=1).fit(TEXTS, LABELS)
     alone = clf.logits(["fun and moving"])
     batched = clf.logits(["fun and moving", "a dull boring mess of a film , great acting , great story"])
     np.testing.assert_allclose(batched[:1], alone, atol=1e-5)
@@ -197,7 +203,7 @@ def test_finetuner_class_weighting_raises_macro_f1_on_imbalanced_data(no_progres
     for name, options in {"plain": {}, "balanced": {"sampler": "balanced"}}.items():
         lm = TransformerLM(backbone[0].config)
         lm.load_state_dict(backbone[0].state_dict())
-        model = FineTunedClassifier((lm, backbone[1]), steps=40, lr=3e-3, batch_size=16, device="cpu",
+        model = FineTunedClassifier((lm, backbone[1]), steps=30, lr=3e-3, batch_size=16, device="cpu",
                                     **options).fit(xt, yt)
         scores[name] = macro_f1(ye, model.predict(xe))
     assert scores["balanced"] > scores["plain"] + 0.1
@@ -219,11 +225,10 @@ def test_calibration_report_agrees_with_scikit_learn(tmp_path):
     np.testing.assert_allclose(class_scores(nb, tests), np.log(proba))
 
 
-def test_temperature_scaling_never_raises_the_nll_it_was_fitted_on(no_progress):
-    clf = tiny(steps=40).fit(TEXTS, LABELS)
-    report = calibration_report(clf, TEXTS, LABELS, held_out=(TEXTS, LABELS))
+def test_temperature_scaling_never_raises_the_nll_it_was_fitted_on(fitted):
+    report = calibration_report(fitted, TEXTS, LABELS, held_out=(TEXTS, LABELS))
     assert report["scaled"]["nll"] <= report["nll"] + 1e-12
-    assert report["temperature"] != 1.0  # a 40-step fit on 8 texts is overconfident or under-, not exact
+    assert report["temperature"] != 1.0  # a 30-step fit on 8 texts is overconfident or under-, not exact
 
 
 def test_unknown_labels_are_a_clear_error():
@@ -232,12 +237,12 @@ def test_unknown_labels_are_a_clear_error():
 
 
 # --- bad input ----------------------------------------------------------------------------------
-def test_bad_input_gives_one_clear_error(tmp_path, no_progress):
+def test_bad_input_gives_one_clear_error(fitted, tmp_path):
     with pytest.raises(DataError, match="only one class"):
         tiny().fit(TEXTS, ["pos"] * len(TEXTS))
     with pytest.raises(DataError, match="empty after tokenisation"):
         tiny().fit(TEXTS + ["   "], LABELS + ["pos"])
-    clf = tiny(steps=1).fit(TEXTS, LABELS)
+    clf = fitted
     with pytest.raises(DataError, match="empty after tokenisation"):
         clf.predict(["great", "\t"])
     save_classifier(tmp_path / "clf", clf)
@@ -248,3 +253,45 @@ def test_bad_input_gives_one_clear_error(tmp_path, no_progress):
         load_classifier(tmp_path / "clf")
     with pytest.raises(ModelError, match="no hidden states"):
         FineTunedClassifier((torch.nn.Linear(2, 2), None)).fit(TEXTS, LABELS)
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+def test_cli_fine_tunes_then_evaluates_with_calibration(tmp_path, capsys, no_progress):
+    from lmlab.cli import main
+
+    lm, tok = tiny_backbone()
+    config, tensors = lm.to_state()
+    save_model_dir(tmp_path / "lm", config, tensors, tokenizer=tok)
+    data = tmp_path / "toy.tsv"
+    data.write_text("".join(f"{t}\t{lab}\n" for t, lab in zip(TEXTS, LABELS, strict=True)), encoding="utf-8")
+    assert main(["classify", "train", "--model", "finetune", "--backbone", str(tmp_path / "lm"), "--data", str(data),
+                 "--out", str(tmp_path / "clf"), "--steps", "3", "--batch-size", "4", "--device", "cpu",
+                 "--sampler", "balanced", "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["kind"] == "finetune" and trained["classes"] == ["neg", "pos"]
+    png = tmp_path / "rel.png"
+    assert main(["classify", "eval", "--model", str(tmp_path / "clf"), "--data", str(data), "--calibration",
+                 "--held-out", str(data), "--reliability", str(png), "--bins", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    cal = result["calibration"]
+    assert set(cal) >= {"ece", "mce", "brier", "nll", "temperature", "scaled", "reliability_png"} and png.exists()
+    assert cal["scaled"]["nll"] <= cal["nll"] + 1e-12
+    assert main(["classify", "eval", "--model", str(tmp_path / "clf"), "--data", str(data), "--reliability",
+                 str(png)]) == 1
+    assert "--calibration" in capsys.readouterr().err
+
+
+# --- MiniLM -------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_minilm_fine_tunes_a_few_steps_on_sst2(tmp_path, no_progress):
+    from lmlab.classify import load_labeled
+    from tests.conftest import need_data
+
+    need_data("sst2")
+    texts, labels = load_labeled("sst2:dev")
+    clf = FineTunedClassifier("minilm", steps=3, batch_size=8, max_length=32, lr=5e-5, device="cpu")
+    clf.fit(texts[:48], labels[:48])
+    assert clf.net.head.pooling == "mean" and np.isfinite(clf.train_result.final_loss)
+    save_classifier(tmp_path / "clf", clf)
+    back = load_classifier(tmp_path / "clf")
+    np.testing.assert_allclose(back.predict_proba(texts[48:56]), clf.predict_proba(texts[48:56]), atol=1e-5)
