@@ -18,7 +18,7 @@ from ..core.progress import progress
 from ..core.validate import check_choice, check_number
 from ..embeddings import WordVectors
 from .base import ClassifierMixin, class_weights, encode_labels
-from .batches import SAMPLERS, balanced_probabilities
+from .batches import SAMPLERS, balanced_probabilities, pad_rows
 from .features import tokenize_all
 
 PAD, UNK = 0, 1
@@ -42,10 +42,7 @@ class CBOWModule(torch.nn.Module):
 
 def pad_batch(seqs: Sequence[Sequence[int]]) -> torch.Tensor:
     """Right-pad id sequences with PAD into one (batch, longest) tensor."""
-    out = torch.full((len(seqs), max(len(s) for s in seqs)), PAD, dtype=torch.int64)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.as_tensor(s, dtype=torch.int64)
-    return out
+    return pad_rows(seqs, PAD)[0]
 
 
 class CBOWClassifier(ClassifierMixin):
