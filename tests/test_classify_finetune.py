@@ -195,7 +195,8 @@ def test_balanced_sampling_and_weighting_raise_macro_f1_on_imbalanced_data():
     assert scores["weight"] > scores["plain"] + 0.1
 
 
-def test_finetuner_class_weighting_raises_macro_f1_on_imbalanced_data(no_progress):
+@pytest.mark.slow
+def test_finetuner_balanced_sampling_raises_macro_f1_on_imbalanced_data(no_progress):
     xt, yt = imbalanced(190, 10, seed=0)
     xe, ye = imbalanced(100, 100, seed=1)
     backbone = tiny_backbone(texts=xt + xe)
