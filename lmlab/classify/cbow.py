@@ -15,9 +15,10 @@ import torch
 
 from ..core.errors import ConfigError
 from ..core.progress import progress
-from ..core.validate import check_number
+from ..core.validate import check_choice, check_number
 from ..embeddings import WordVectors
 from .base import ClassifierMixin, class_weights, encode_labels
+from .batches import SAMPLERS, balanced_probabilities, pad_rows
 from .features import tokenize_all
 
 PAD, UNK = 0, 1
@@ -41,20 +42,21 @@ class CBOWModule(torch.nn.Module):
 
 def pad_batch(seqs: Sequence[Sequence[int]]) -> torch.Tensor:
     """Right-pad id sequences with PAD into one (batch, longest) tensor."""
-    out = torch.full((len(seqs), max(len(s) for s in seqs)), PAD, dtype=torch.int64)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.as_tensor(s, dtype=torch.int64)
-    return out
+    return pad_rows(seqs, PAD)[0]
 
 
 class CBOWClassifier(ClassifierMixin):
-    """Averaged embeddings, trained with Adam on cross-entropy (optionally class-weighted)."""
+    """Averaged embeddings, trained with Adam on cross-entropy (optionally class-weighted).
+
+    ``sampler="balanced"`` draws each epoch's examples (as many as the data has) with
+    class-balanced probabilities instead of shuffling them.
+    """
 
     kind = "cbow"
 
     def __init__(self, dim: int = 100, epochs: int = 5, lr: float = 1e-2, batch_size: int = 256,
                  min_count: int = 1, weight_decay: float = 0.0, class_weight: str = "none",
-                 vectors: WordVectors | None = None, seed: int = 0) -> None:
+                 vectors: WordVectors | None = None, sampler: str = "shuffle", seed: int = 0) -> None:
         if vectors is not None and vectors.dim != dim:
             raise ConfigError(f"the initial word vectors have dimension {vectors.dim} but the classifier has {dim}",
                               f"pass dim={vectors.dim} or vectors of dimension {dim}")
@@ -65,6 +67,7 @@ class CBOWClassifier(ClassifierMixin):
         self.min_count = int(check_number("min_count", min_count, low=1, integer=True))
         self.weight_decay = float(check_number("weight_decay", weight_decay, low=0))
         self.class_weight = class_weight
+        self.sampler = check_choice("sampler", sampler, SAMPLERS)
         self.vectors = vectors
         self.seed = seed
         self.classes = None
@@ -88,11 +91,13 @@ class CBOWClassifier(ClassifierMixin):
         self.initialised_words = initialised
         ids = self._ids(docs)
         target = torch.from_numpy(y)
+        balanced = torch.from_numpy(balanced_probabilities(y)) if self.sampler == "balanced" else None
         opt = torch.optim.Adam(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
         self.module.train()
         for _ in progress(range(self.epochs), desc="training CBOW", unit="epoch"):
-            order = torch.randperm(len(ids), generator=gen)
+            order = (torch.randperm(len(ids), generator=gen) if balanced is None
+                     else torch.multinomial(balanced, len(ids), replacement=True, generator=gen))
             for lo in range(0, len(ids), self.batch_size):
                 pick = order[lo:lo + self.batch_size]
                 batch = pad_batch([ids[i] for i in pick.tolist()])
@@ -127,14 +132,15 @@ class CBOWClassifier(ClassifierMixin):
     def to_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         config = {"dim": self.dim, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
                   "min_count": self.min_count, "weight_decay": self.weight_decay,
-                  "class_weight": self.class_weight, "seed": self.seed, "classes": self.classes,
+                  "class_weight": self.class_weight, "sampler": self.sampler, "seed": self.seed,
+                  "classes": self.classes,
                   "vocab": self.vocab}
         return config, {k: v.detach() for k, v in self.module.state_dict().items()}
 
     @classmethod
     def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> CBOWClassifier:
         keys = ("dim", "epochs", "lr", "batch_size", "min_count", "weight_decay", "class_weight", "seed")
-        model = cls(**{k: config[k] for k in keys})
+        model = cls(**{k: config[k] for k in keys}, sampler=config.get("sampler", "shuffle"))
         model.classes = list(config["classes"])
         model.vocab = list(config["vocab"])
         model.index = {w: i for i, w in enumerate(model.vocab)}
