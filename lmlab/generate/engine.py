@@ -152,17 +152,21 @@ class Engine:
 
     ``processors`` and ``greedy`` are the decoding layer's (``lmlab.generate.processors``);
     ``on_overflow`` says what a prompt too long for the context does: 'error' or 'truncate'
-    (keep its last tokens).
+    (keep its last tokens). ``compile=True`` runs a transformer's one-token decode step
+    through ``torch.compile`` (compiled on first use; the prefill stays eager).
     """
 
     def __init__(self, lm: LanguageModel, tokenizer: Any = None, *, processors: Sequence[Processor] = (),
-                 greedy: bool = False, on_overflow: str = "error") -> None:
+                 greedy: bool = False, on_overflow: str = "error", compile: bool = False) -> None:
         check_choice("on_overflow", on_overflow, OVERFLOW)
         self.lm, self.tokenizer = lm, tokenizer
         self.processors, self.greedy, self.on_overflow = list(processors), greedy, on_overflow
         from ..models.transformer import TransformerLM
 
         self.fast = isinstance(lm, TransformerLM)  # static cache, padded batches, last-position logits
+        if compile and not self.fast:
+            raise ConfigError("compile applies to transformer models only", "leave compile (--compile) out")
+        self._decode = _compiled_step(lm) if compile else lm
 
     # --- public -------------------------------------------------------------------------------
     def generate(self, requests: Sequence[Request], on_text: Callable[[int, str], None] | None = None) -> list[Completion]:
@@ -274,7 +278,7 @@ class Engine:
 
     def _step(self, next_ids: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         if self.fast:
-            logits, state = self._forward(next_ids.unsqueeze(1), state, None)
+            logits, state = self._decode(next_ids.unsqueeze(1), state, last_only=True)
             return logits[:, -1], state
         return self.lm.next_logprobs(next_ids.unsqueeze(1), state)
 
@@ -315,3 +319,16 @@ class Engine:
         picks = [torch.multinomial(probs[i], 1, generator=gens[i]) if not row.done
                  else probs[i].argmax().view(1) for i, row in enumerate(rows)]
         return torch.cat(picks)
+
+
+def _compiled_step(lm: Any) -> Callable:
+    """``lm``'s forward under ``torch.compile`` (inductor), with the cache length as a dynamic size so
+    the growing cache does not recompile every step."""
+    try:
+        import torch._inductor  # noqa: F401
+    except ImportError as err:
+        from ..core.errors import MissingDependencyError
+
+        raise MissingDependencyError("torch.compile's inductor backend is not available here",
+                                     "leave compile (--compile) out") from err
+    return torch.compile(lm, dynamic=True)
