@@ -95,3 +95,21 @@ def test_bad_quantisation_is_one_clear_error():
     q = quantize_model(make())
     with pytest.raises(LmlabError, match="already quantised"):
         quantize_model(q)
+
+
+def test_chat_cli_quantises(capsys, monkeypatch, tmp_path):
+    import io
+
+    from lmlab.cli import main
+
+    tok = WordLevelTokenizer("char").train([TEXT + "<>|_/"])
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}|{{ m['content'] }}>{% endfor %}" \
+        "{% if add_generation_prompt %}<assistant|{% endif %}"
+    lm = make(tok.vocab_size)
+    monkeypatch.setattr("lmlab.models.load_model", lambda *a, **k: (lm, tok))
+    monkeypatch.setattr("sys.stdin", io.StringIO("the fox\n/settings\n"))
+    assert main(["chat", "--model", str(tmp_path), "--greedy", "--quant", "int8", "--max-new-tokens", "4",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert any(isinstance(m, Int8Linear) for m in lm.modules())
+    assert len(out["turns"]) == 1 and out["turns"][0]["tokens"] <= 4
