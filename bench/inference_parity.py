@@ -3,8 +3,12 @@
 20 prompts: max abs difference of next-token logits over every prompt position, and whether the
 greedy continuations of 64 tokens are identical (EOS suppressed in both, as transformers'
 ``min_new_tokens`` does). The unit test runs a small slice
-of this (3 prompts, 16 tokens). The last line is one JSON object.
-Run: python bench/inference_parity.py [--prompts 20] [--new-tokens 64]
+of this (3 prompts, 16 tokens). With ``--quant int8`` it measures instead how far lmlab's
+int8-weight model is from its fp32 one on the same prompts: identical greedy continuations,
+greedy tokens equal before the first difference, and the mean and max |Δ log p| of fp32's
+greedy tokens scored by both (teacher-forced, so every token counts).
+The last line is one JSON object.
+Run: python bench/inference_parity.py [--prompts 20] [--new-tokens 64] [--quant int8]
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=20)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quant", default=None, choices=["int8"], help="compare lmlab int8 weights with lmlab fp32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.quant:
+        return quant_drift(args)
     import transformers
 
     lm, tok = load_model("smollm2-135m-instruct")
@@ -63,6 +70,33 @@ def main() -> None:
     print(json.dumps({"prompts": n, "new_tokens": args.new_tokens, "max_abs_logit_diff": worst,
                       "identical_greedy_continuations": same, "logits_within_1e-4": worst <= 1e-4,
                       "transformers": transformers.__version__}))
+
+
+def quant_drift(args: argparse.Namespace) -> None:
+    from lmlab.quant import quantize_model
+
+    lm, tok = load_model("smollm2-135m-instruct")
+    low = quantize_model(load_model("smollm2-135m-instruct")[0], args.quant)
+    ban = [BanTokens((tok.eos_id,))]
+    same, agreed, drifts = 0, [], []
+    for text in PROMPTS[:args.prompts]:
+        ids = tok.encode(text)
+        request = Request(ids, max_new_tokens=args.new_tokens, stop_ids=[])
+        ref = Engine(lm, tok, greedy=True, processors=ban).generate([request])[0]
+        ours = Engine(low, tok, greedy=True, processors=ban).generate([request])[0]
+        same += ours.ids == ref.ids
+        agreed.append(next((i for i, (a, b) in enumerate(zip(ref.ids, ours.ids, strict=True)) if a != b),
+                           len(ref.ids)))
+        full = torch.tensor([ids + ref.ids])
+        with torch.no_grad():
+            a, b = (m(full)[0][0, len(ids) - 1:-1].float().log_softmax(-1) for m in (lm, low))
+        target = torch.tensor(ref.ids).unsqueeze(1)
+        drifts.extend((a.gather(1, target) - b.gather(1, target)).abs().squeeze(1).tolist())
+    n = min(args.prompts, len(PROMPTS))
+    print(json.dumps({"quant": args.quant, "prompts": n, "new_tokens": args.new_tokens,
+                      "identical_greedy_continuations": same,
+                      "mean_tokens_equal_before_first_difference": sum(agreed) / n,
+                      "mean_abs_logprob_diff": sum(drifts) / len(drifts), "max_abs_logprob_diff": max(drifts)}))
 
 
 if __name__ == "__main__":

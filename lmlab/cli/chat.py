@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-p", type=float, default=None)
     p.add_argument("--repetition-penalty", type=float, default=None)
     p.add_argument("--dtype", default="float32", help="weights dtype: float32 or bfloat16")
+    p.add_argument("--quant", default=None, choices=["int8"],
+                   help="weight-only int8 matmuls (bf16 inputs; the rest stays in --dtype)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the transformer's decode step")
     p.add_argument("--on-overflow", default="truncate", choices=["error", "truncate"],
                    help="a conversation longer than the context: stop, or drop its oldest tokens")
     add_common(p)
@@ -49,7 +52,12 @@ def run(args: argparse.Namespace) -> int:
                                 top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty)
     status(args, f"loading {args.model} ...")
     lm, tokenizer = load_model(args.model, dtype=args.dtype) if args.model in _named() else load_model(args.model)
-    engine = Engine(lm, tokenizer, processors=processors, greedy=greedy, on_overflow=args.on_overflow)
+    if args.quant:
+        from .generate import quantize_args
+
+        lm = quantize_args(lm, args.model, args.quant, args.dtype)
+    engine = Engine(lm, tokenizer, processors=processors, greedy=greedy, on_overflow=args.on_overflow,
+                    compile=args.compile)
     system, history, turns = args.system, [], []
     interactive = sys.stdin.isatty() and not args.json
     if interactive:
@@ -76,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                 system, history = rest.strip() or None, []
                 status(args, f"(system prompt {'set' if system else 'cleared'}; history cleared)")
             elif command == "/settings":
-                settings = {"model": args.model, "greedy": greedy, "temperature": args.temperature,
+                settings = {"model": args.model, "quant": args.quant, "greedy": greedy, "temperature": args.temperature,
                             "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
                             "repetition_penalty": args.repetition_penalty, "max_new_tokens": args.max_new_tokens,
                             "system": system, "turns_in_history": len(history) // 2}

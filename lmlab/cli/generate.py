@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--on-overflow", default="error", choices=["error", "truncate"],
                    help="a prompt too long for the context: stop with an error, or keep its last tokens")
     g.add_argument("--dtype", default=None, help="weights dtype of a neural model: float32, bfloat16, float16")
+    g.add_argument("--quant", default=None, choices=["int8"],
+                   help="weight-only int8 matmuls (bf16 inputs; the rest stays in --dtype, default float32)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the transformer's decode step")
     g.add_argument("--max-new-tokens", type=int, default=40)
     g.add_argument("--num-samples", type=int, default=1, help="samples to draw (or beams to return)")
     g.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
@@ -74,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         if not hasattr(lm, "parameters"):
             raise ConfigError(f"--dtype applies to neural models, not {desc}", "leave --dtype out")
         lm = lm.to(resolve_dtype(args.dtype))
+    if args.quant:
+        lm = quantize_args(lm, desc, args.quant, args.dtype)
     prompts = [prompt_ids(tokenizer, text, args) for text in prompt_texts(args)]
     if not (args.diverse_groups or args.stochastic_beam or args.beam_size or args.best_of):
         return run_engine(args, lm, tokenizer, desc, prompts, processors, greedy)
@@ -104,6 +109,16 @@ def run(args: argparse.Namespace) -> int:
     emit(args, {"model": desc, "prompt": args.prompt, "strategy": strategy,
                 "processors": [repr(p) for p in processors], "samples": samples}, human)
     return 0
+
+
+def quantize_args(lm, desc: str, scheme: str, dtype: str | None):
+    """``lm`` with int8 weights (``--quant``); a model without Linear layers is a clear error."""
+    from ..core.errors import ConfigError
+    from ..quant import quantize_model
+
+    if not hasattr(lm, "modules"):
+        raise ConfigError(f"--quant applies to neural models, not {desc}", "leave --quant out")
+    return quantize_model(lm, scheme, dtype=dtype or "float32")
 
 
 def prompt_texts(args: argparse.Namespace) -> list[str]:
@@ -146,7 +161,8 @@ def run_engine(args: argparse.Namespace, lm, tokenizer, desc: str, prompts: list
 
     from ..generate.engine import Engine, Request
 
-    engine = Engine(lm, tokenizer, processors=processors, greedy=greedy, on_overflow=args.on_overflow)
+    engine = Engine(lm, tokenizer, processors=processors, greedy=greedy, on_overflow=args.on_overflow,
+                    compile=args.compile)
     requests = [Request(p, max_new_tokens=args.max_new_tokens, stop=args.stop, stop_ids=args.stop_id,
                         seed=None if args.seed is None else args.seed + i)
                 for p in prompts for i in range(args.num_samples)]

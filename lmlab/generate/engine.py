@@ -152,17 +152,21 @@ class Engine:
 
     ``processors`` and ``greedy`` are the decoding layer's (``lmlab.generate.processors``);
     ``on_overflow`` says what a prompt too long for the context does: 'error' or 'truncate'
-    (keep its last tokens).
+    (keep its last tokens). ``compile=True`` runs a transformer's one-token decode step
+    through ``torch.compile`` (compiled on first use; the prefill stays eager).
     """
 
     def __init__(self, lm: LanguageModel, tokenizer: Any = None, *, processors: Sequence[Processor] = (),
-                 greedy: bool = False, on_overflow: str = "error") -> None:
+                 greedy: bool = False, on_overflow: str = "error", compile: bool = False) -> None:
         check_choice("on_overflow", on_overflow, OVERFLOW)
         self.lm, self.tokenizer = lm, tokenizer
         self.processors, self.greedy, self.on_overflow = list(processors), greedy, on_overflow
         from ..models.transformer import TransformerLM
 
         self.fast = isinstance(lm, TransformerLM)  # static cache, padded batches, last-position logits
+        if compile and not self.fast:
+            raise ConfigError("compile applies to transformer models only", "leave compile (--compile) out")
+        self._decode = _compiled_step(lm) if compile else lm
 
     # --- public -------------------------------------------------------------------------------
     def generate(self, requests: Sequence[Request], on_text: Callable[[int, str], None] | None = None) -> list[Completion]:
@@ -237,13 +241,11 @@ class Engine:
         reset_peak_memory(device)
         start = time.perf_counter()
         with torch.no_grad():
-            logprobs, state = self._prefill(history[:, :width], pads, width + steps)
+            logits, state = self._prefill(history[:, :width], pads, width + steps)
             stats.prefill_s = time.perf_counter() - start
             for step in range(steps):
-                scores = self._process(logprobs, history[:, :width + step], pads, width)
-                next_ids = self._choose(scores, gens, rows)
+                next_ids, chosen = self._next(logits, history[:, :width + step], pads, width, gens, rows)
                 history[:, width + step] = next_ids
-                chosen = logprobs.gather(1, next_ids.unsqueeze(1)).squeeze(1).tolist()
                 if step == 0:
                     stats.time_to_first_token_s = time.perf_counter() - start
                 for i, (row, tok) in enumerate(zip(rows, next_ids.tolist(), strict=True)):
@@ -251,7 +253,7 @@ class Engine:
                         yield i, row.add(tok, chosen[i])
                 if all(row.done for row in rows):
                     break
-                logprobs, state = self._step(next_ids, state)
+                logits, state = self._step(next_ids, state)
         stats.decode_s = time.perf_counter() - start - stats.time_to_first_token_s
         stats.generated_tokens = sum(len(r.out.ids) for r in rows)
         stats.decode_tokens = max(sum(len(r.out.ids) - 1 for r in rows if r.out.ids), 0)
@@ -261,6 +263,7 @@ class Engine:
         return [row.out for row in rows]
 
     def _prefill(self, ids: torch.Tensor, pads: list[int], capacity: int) -> tuple[torch.Tensor, Any]:
+        """Next-token scores [B, V] after the prompts (logits on transformers, else log-probs) and the state."""
         lm = self.lm
         if self.fast:
             state = lm.initial_state(ids.shape[0], capacity=capacity)
@@ -269,17 +272,34 @@ class Engine:
                 mask = torch.ones_like(ids)
                 for i, pad in enumerate(pads):
                     mask[i, :pad] = 0
-            logits, state = lm(ids, state, attention_mask=mask, last_only=True)
-            return F.log_softmax(logits[:, -1].float(), dim=-1), state
-        logprobs, state = lm.next_logprobs(ids, lm.initial_state(ids.shape[0]))
-        return logprobs.float(), state
+            logits, state = self._forward(ids, state, mask)
+            return logits[:, -1], state
+        return lm.next_logprobs(ids, lm.initial_state(ids.shape[0]))
 
     def _step(self, next_ids: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         if self.fast:
-            logits, state = self.lm(next_ids.unsqueeze(1), state, last_only=True)
-            return F.log_softmax(logits[:, -1].float(), dim=-1), state
-        logprobs, state = self.lm.next_logprobs(next_ids.unsqueeze(1), state)
-        return logprobs.float(), state
+            logits, state = self._decode(next_ids.unsqueeze(1), state, last_only=True)
+            return logits[:, -1], state
+        return self.lm.next_logprobs(next_ids.unsqueeze(1), state)
+
+    def _forward(self, ids: torch.Tensor, state: Any, mask: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
+        return self.lm(ids, state, attention_mask=mask, last_only=True)
+
+    def _next(self, scores: torch.Tensor, history: torch.Tensor, pads: list[int], width: int,
+              gens: list[torch.Generator | None], rows: list[_Row]) -> tuple[torch.Tensor, list[float]]:
+        """The next id of every row and its model log-probability.
+
+        Greedy without processors takes the argmax of the raw scores and normalises only the
+        chosen token's score (one logsumexp, no [B, V] log-softmax).
+        """
+        scores = scores.float()
+        if self.greedy and not self.processors:
+            next_ids = scores.argmax(dim=-1)
+            chosen = scores.gather(1, next_ids.unsqueeze(1)).squeeze(1) - scores.logsumexp(dim=-1)
+            return next_ids, chosen.tolist()
+        logprobs = F.log_softmax(scores, dim=-1)
+        next_ids = self._choose(self._process(logprobs, history, pads, width), gens, rows)
+        return next_ids, logprobs.gather(1, next_ids.unsqueeze(1)).squeeze(1).tolist()
 
     def _process(self, logprobs: torch.Tensor, history: torch.Tensor, pads: list[int], width: int) -> torch.Tensor:
         """The processor chain on every row; a padded row sees only its own tokens."""
@@ -299,3 +319,16 @@ class Engine:
         picks = [torch.multinomial(probs[i], 1, generator=gens[i]) if not row.done
                  else probs[i].argmax().view(1) for i, row in enumerate(rows)]
         return torch.cat(picks)
+
+
+def _compiled_step(lm: Any) -> Callable:
+    """``lm``'s forward under ``torch.compile`` (inductor), with the cache length as a dynamic size so
+    the growing cache does not recompile every step."""
+    try:
+        import torch._inductor  # noqa: F401
+    except ImportError as err:
+        from ..core.errors import MissingDependencyError
+
+        raise MissingDependencyError("torch.compile's inductor backend is not available here",
+                                     "leave compile (--compile) out") from err
+    return torch.compile(lm, dynamic=True)

@@ -58,11 +58,12 @@ def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0,
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` [B, H, T, D] by per-position angles (cos/sin [B, T, D])."""
+    """Rotate ``x`` [B, H, T, D] by per-position angles (cos/sin [B, T, D] or [B, 1, T, D])."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
-    return x * cos + rotated * sin
+    if cos.dim() == 3:  # [B, T, D] → [B, 1, T, D]; callers that rotate many tensors pass them so once
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:

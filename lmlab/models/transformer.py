@@ -277,8 +277,11 @@ class TransformerLM(NeuralLM):
                  device: torch.device, prefix_length: torch.Tensor | int | None = None) -> dict:
         """What every layer shares: RoPE angles, the allowed-attention mask, the ALiBi bias."""
         cfg = self.config
-        rope = (rope_angles(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-                if cfg.positions == "rope" else None)
+        rope = None
+        if cfg.positions == "rope":  # shaped [B, 1, T, D] and cast once for every layer
+            dtype = self.embed.weight.dtype if self.embed.weight.is_floating_point() else torch.float32
+            rope = tuple(a.unsqueeze(1).to(dtype) for a in
+                         rope_angles(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling))
         allowed = None
         q_slot = torch.arange(past, past + t, device=device)
         k_slot = torch.arange(past + t, device=device)
