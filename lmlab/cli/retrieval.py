@@ -19,15 +19,19 @@ def add_retrieval_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pattern", default="word", help="token pattern: word (\\w+, default), sklearn, or a regex")
     g.add_argument("--encoder", default="hashing", help="dense encoder (default hashing)")
     g.add_argument("--ann", action="store_true", help="dense search with a faiss HNSW index instead of exact search")
+    g.add_argument("--cache", default=None,
+                   help="folder caching MiniLM document vectors by corpus checksum (default $LMLAB_CACHE/embeddings)")
+    g.add_argument("--no-cache", action="store_true", help="encode the documents afresh and cache nothing")
     g.add_argument("--fusion", default="rrf", help="hybrid fusion: rrf (default) or interpolate")
     g.add_argument("--alpha", type=float, default=0.5, help="dense weight for --fusion interpolate (default 0.5)")
 
 
 def options_from_args(args: argparse.Namespace):
     from ..analysis.analyzer import Analyzer
-    from ..retrieval.evaluate import RetrievalOptions
+    from ..retrieval.evaluate import RetrievalOptions, default_cache
 
-    return RetrievalOptions(variant=args.variant, k1=args.k1, b=args.b, delta=args.delta,
+    cache = None if args.no_cache else (args.cache or default_cache())
+    return RetrievalOptions(cache=cache, variant=args.variant, k1=args.k1, b=args.b, delta=args.delta,
                             analyzer=Analyzer(pattern=args.pattern, stopwords=args.stopwords, stemmer=args.stemmer),
                             encoder=args.encoder, ann=args.ann, fusion=args.fusion, alpha=args.alpha)
 
