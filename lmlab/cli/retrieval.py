@@ -79,12 +79,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     ix.add_argument("--overlap", type=int, default=1, help="sentences or tokens shared by neighbouring chunks")
     add_common(ix)
     ix.set_defaults(func=run_rag_index)
-    ask = verbs.add_parser("ask", help="retrieve numbered sources for a question and build the cited prompt")
+    ask = verbs.add_parser("ask", help="retrieve numbered sources, answer with the chat model, cite the source spans")
     ask.add_argument("question")
     ask.add_argument("--index", required=True, help="directory written by 'lmlab rag index'")
-    ask.add_argument("-k", type=int, default=5, help="sources to retrieve (default 5)")
+    ask.add_argument("-k", type=int, default=3, help="sources to retrieve (default 3)")
     ask.add_argument("--min-score", type=float, default=0.0,
-                     help="sources scoring at or below this are dropped; none left = 'not found' (default 0)")
+                     help="sources with a BM25 score at or below this are dropped (default 0)")
+    ask.add_argument("--min-coverage", type=float, default=0.4,
+                     help="sources holding less of the question's idf mass are dropped; none left = "
+                          "'not found in the sources' (default 0.4)")
+    ask.add_argument("--model", default="smollm2-135m-instruct", help="chat model (default smollm2-135m-instruct)")
+    ask.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
+    ask.add_argument("--no-generate", action="store_true", help="only retrieve the sources and build the prompt")
     add_common(ask)
     ask.set_defaults(func=run_rag_ask)
 
@@ -98,13 +104,19 @@ def run_rag_index(args: argparse.Namespace) -> int:
 
 
 def run_rag_ask(args: argparse.Namespace) -> int:
-    from ..retrieval.rag import RagIndex, ask
+    from ..retrieval.rag import ChatModel, RagIndex, ask
 
-    result = ask(RagIndex(args.index), args.question, None, args.k, args.min_score)
-    if not result["found"]:
-        human = result["answer"]
-    else:
-        human = "\n".join(f"[{s['n']}] {s['source']}:{s['start']}-{s['end']} (score {s['score']:.2f})\n    {s['text'][:200]}"
-                          for s in result["sources"])
+    rag = RagIndex(args.index)
+    result = ask(rag, args.question, None, args.k, args.min_score, args.min_coverage)
+    if result["found"] and not args.no_generate:  # the model loads only when there is something to answer
+        status(args, f"answering with {args.model}")
+        chat = ChatModel(args.model, args.max_new_tokens)
+        result = ask(rag, args.question, chat.generate, args.k, args.min_score, args.min_coverage, cite=chat.cite)
+    sources = "\n".join(f"[{s['n']}] {s['source']}:{s['start']}-{s['end']} (score {s['score']:.2f})\n    {s['text'][:200]}"
+                        for s in result["sources"])
+    human = result.get("answer", sources) if not result["sources"] else "\n".join(
+        [*([result["answer"], f"(cited by {result['cited_by']}: "
+            + ", ".join(f"[{c['n']}] {c['source']}:{c['start']}-{c['end']}" for c in result["citations"]) + ")", ""]
+           if "answer" in result else []), sources])
     emit(args, result, human)
     return 0
