@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ask.add_argument("--min-score", type=float, default=0.0,
                      help="sources with a BM25 score at or below this are dropped (default 0)")
     ask.add_argument("--min-coverage", type=float, default=0.4,
-                     help="sources holding less of the question's idf mass are dropped; none left = "
+                     help="when no source holds this share of the question's idf mass, the answer is "
                           "'not found in the sources' (default 0.4)")
     ask.add_argument("--model", default="smollm2-135m-instruct", help="chat model (default smollm2-135m-instruct)")
     ask.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")

@@ -26,7 +26,7 @@ from .weighting import bm25_idf
 
 CHUNKS_FILE = "chunks.jsonl"
 NOT_FOUND = "Not found in the sources."
-MIN_COVERAGE = 0.4  # below this share of the question's idf mass a passage does not count as an answer
+MIN_COVERAGE = 0.4  # when no source holds this share of the question's idf mass: not found
 CITATION = re.compile(r"\[(\d+)\]")
 ANSWER_WORDS = re.compile(r"[a-z0-9]{3,}")  # words long enough to mean something in an overlap
 
@@ -100,17 +100,16 @@ class RagIndex:
         self.retriever = SparseRetriever(self.index)
 
     def retrieve(self, question: str, k: int = 5, min_score: float = 0.0, min_coverage: float = 0.0) -> list[Source]:
-        """The ``k`` best chunks scoring above ``min_score`` and covering at least ``min_coverage`` of the
-        question (none left: the answer is not in the sources)."""
+        """The ``k`` best chunks scoring above ``min_score``, or none (the answer is not in the sources)
+        when even the best-covering one holds less than ``min_coverage`` of the question."""
         check_number("min_score", min_score)
         check_number("min_coverage", min_coverage, low=0.0, high=1.0)
-        hits = self.retriever.search([question], k=k)[0]
+        hits = [h for h in self.retriever.search([question], k=k)[0] if h[1] > min_score]
         coverages = query_coverage(self.index, question, [self.chunks[d].text for d, _ in hits])
-        kept = []
-        for (doc, score), coverage in zip(hits, coverages, strict=True):
-            if score > min_score and coverage >= min_coverage:
-                kept.append(Source(len(kept) + 1, score, self.chunks[doc], coverage))
-        return kept
+        if not hits or max(coverages) < min_coverage:
+            return []
+        return [Source(i, score, self.chunks[doc], coverage)
+                for i, ((doc, score), coverage) in enumerate(zip(hits, coverages, strict=True), 1)]
 
 
 def query_coverage(index: InvertedIndex, question: str, texts: list[str]) -> list[float]:
