@@ -79,7 +79,7 @@ def test_smollm2_answers_from_the_sources_and_cites_one(tmp_path, no_progress):
     from lmlab.retrieval.rag import ChatModel
 
     try:
-        chat = ChatModel("smollm2-135m-instruct", max_new_tokens=24)
+        chat = ChatModel("smollm2-135m-instruct", max_new_tokens=48)
     except LmlabError as exc:
         pytest.skip(f"SmolLM2 is not installed: {exc}")
     build_rag_index([DATA / "docs"], tmp_path / "ix", size=240, overlap=0)
