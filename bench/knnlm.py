@@ -4,7 +4,7 @@ Trains a small llama-style transformer (byte-level BPE) on a slice of WikiText-2
 datastore from its final hidden states over that slice (context → next token), then measures
 token perplexity on a slice of valid (to choose λ and the temperature) and of test, base against
 interpolated, through ``KNNLM`` — the protocol model — for the test figure.
-Run: python bench/knnlm.py [--train-lines 1200] [--steps 300]. The last line printed is one JSON object.
+Run: python bench/knnlm.py [--train-lines 600] [--steps 120] [--d-model 64] [--layers 2]. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -76,10 +76,12 @@ def mixed_ppl(base: torch.Tensor, knn: torch.Tensor, lam: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-lines", type=int, default=1200, help="first lines of train.txt (default 1200)")
-    parser.add_argument("--eval-tokens", type=int, default=4000, help="tokens of valid and of test (default 4000)")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--train-lines", type=int, default=600, help="first lines of train.txt (default 600)")
+    parser.add_argument("--eval-tokens", type=int, default=2000, help="tokens of valid and of test (default 2000)")
+    parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--context", type=int, default=64)
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("-k", type=int, default=32, help="neighbours (default 32)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -90,8 +92,8 @@ def main() -> None:
     tokenizer = train_tokenizer("byte-bpe", train, 2048)
     with tempfile.TemporaryDirectory() as run:
         result = pretrain("llama", train, tokenizer, run,
-                          model=dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2),
-                          training=dict(steps=args.steps, lr=3e-3, min_lr=3e-4, warmup=50, log_every=50, seed=0),
+                          model=dict(d_model=args.d_model, n_layers=args.layers, n_heads=4, n_kv_heads=2),
+                          training=dict(steps=args.steps, lr=3e-3, min_lr=3e-4, warmup=min(50, args.steps // 5), log_every=20, seed=0),
                           batch_size=16, context=args.context)
     model = result.model.eval()
     t_train = time.perf_counter() - t0
@@ -116,7 +118,8 @@ def main() -> None:
     test_knn = math.exp(-torch.cat(knn_lp).mean().item())
     print(json.dumps({
         "data": "wikitext-2", "tokenizer": "byte-bpe 2048", "train_lines": args.train_lines,
-        "model": f"llama d128 L4, {model.config.num_parameters() / 1e6:.2f}M params, {args.steps} steps",
+        "model": f"llama d{args.d_model} L{args.layers}, {model.config.num_parameters() / 1e6:.2f}M params, "
+                 f"{args.steps} steps of 16 x {args.context} tokens",
         "train_loss": round(result.train.final_loss, 4), "datastore_entries": len(store.values),
         "valid_tokens": int(vbase.numel()), "test_tokens": int(torch.cat(base_lp).numel()), "k": args.k,
         "valid_base_ppl": round(math.exp(-vbase.mean().item()), 3),
