@@ -4,7 +4,7 @@ Trains a small llama-style transformer (byte-level BPE) on a slice of WikiText-2
 datastore from its final hidden states over that slice (context → next token), then measures
 token perplexity on a slice of valid (to choose λ and the temperature) and of test, base against
 interpolated, through ``KNNLM`` — the protocol model — for the test figure.
-Run: python bench/knnlm.py [--train-lines 600] [--steps 120] [--d-model 64] [--layers 2]. The last line printed is one JSON object.
+Run: python bench/knnlm.py [--train-lines 1200] [--steps 400] [--d-model 64] [--layers 2]. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def mixed_ppl(base: torch.Tensor, knn: torch.Tensor, lam: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-lines", type=int, default=600, help="first lines of train.txt (default 600)")
-    parser.add_argument("--eval-tokens", type=int, default=2000, help="tokens of valid and of test (default 2000)")
-    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--train-lines", type=int, default=1200, help="first lines of train.txt (default 1200)")
+    parser.add_argument("--eval-tokens", type=int, default=4000, help="tokens of valid and of test (default 4000)")
+    parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
