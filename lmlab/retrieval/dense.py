@@ -5,12 +5,16 @@ float32 array (one row per text). Exact inner-product search, and an approximate
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 
 from ..core.errors import DataError, MissingDependencyError, ModelError
+from ..core.io import atomic_path
 from ..core.progress import progress
 from ..core.validate import check_number
 from .topk import Hits, top_k
@@ -40,6 +44,30 @@ def encode(encoder: Encoder, texts: Iterable[str], batch_size: int = 64, desc: s
     if not parts:
         raise DataError("nothing to encode: the list of texts is empty", "pass at least one text")
     return normalize(np.concatenate(parts))
+
+
+def save_vectors(path: str | os.PathLike, vectors: np.ndarray, ids: Sequence[str]) -> None:
+    """Document vectors and their ids in one safetensors file, written atomically."""
+    from safetensors.numpy import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(tmp),
+                  metadata={"ids": json.dumps(list(ids))})
+
+
+def load_vectors(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """(vectors, ids) saved by ``save_vectors``; a damaged file is one ``DataError``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            vectors, ids = f.get_tensor("vectors"), json.loads(f.metadata()["ids"])
+    except Exception as exc:  # safetensors raises several kinds on a damaged file
+        raise DataError(f"the vector cache {path} is corrupted ({exc})", "delete it; it is rebuilt on the next run") from None
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise DataError(f"the vector cache {path} holds {vectors.shape} vectors for {len(ids)} ids",
+                        "delete it; it is rebuilt on the next run")
+    return vectors, [str(i) for i in ids]
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -99,19 +127,30 @@ def ann_recall(approximate: list[tuple[np.ndarray, np.ndarray]], exact: list[tup
 
 
 class DenseRetriever:
-    """Encode documents once, then answer text queries by nearest-neighbour search."""
+    """Encode documents once, then answer text queries by nearest-neighbour search.
+
+    ``batch_size`` texts go to the encoder per call (a neural encoder sorts them by length and runs
+    its own smaller batches). ``cache``: a safetensors file of the documents' vectors, read when it
+    exists (``docs`` is then not read) and written after encoding otherwise; the caller names it by
+    corpus checksum and encoder.
+    """
 
     def __init__(self, encoder: Encoder, docs: Iterable[tuple[str, str]], ann: bool = False,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 1024, cache: str | os.PathLike | None = None) -> None:
         self.encoder, self.batch_size = encoder, batch_size
-        ids: list[str] = []
+        if cache is not None and Path(cache).is_file():
+            vectors, ids = load_vectors(cache)
+        else:
+            ids = []
 
-        def texts() -> Iterator[str]:  # streamed: only the vectors are kept
-            for doc_id, text in docs:
-                ids.append(str(doc_id))
-                yield text
+            def texts() -> Iterator[str]:  # streamed: only the vectors are kept
+                for doc_id, text in docs:
+                    ids.append(str(doc_id))
+                    yield text
 
-        vectors = encode(encoder, texts(), batch_size, desc="encoding documents")
+            vectors = encode(encoder, texts(), batch_size, desc="encoding documents")
+            if cache is not None:
+                save_vectors(cache, vectors, ids)
         self.index = HNSWIndex(vectors, ids) if ann else ExactIndex(vectors, ids)
 
     def search(self, queries: Sequence[str], k: int = 10) -> list[Hits]:

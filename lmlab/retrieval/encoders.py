@@ -46,11 +46,12 @@ class HashingEncoder:
         return normalize(out)
 
 
-def minilm_encoder(batch_size: int = 64):
+def minilm_encoder(batch_size: int = 64, max_length: int = 256):
     """all-MiniLM-L6-v2 sentence embeddings (``lmlab.embeddings``): a neural dense encoder."""
     from ..embeddings.sentence import sentence_encoder
 
-    return sentence_encoder("minilm", batch_size=batch_size)
+    return sentence_encoder("minilm", batch_size=batch_size, max_length=max_length)
 
 
 ENCODERS = {"hashing": HashingEncoder, "minilm": minilm_encoder}
+CACHED_ENCODERS = ("minilm",)  # slow enough that their document vectors are cached on disk

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..analysis.analyzer import Analyzer
 from ..core.errors import ConfigError
 from ..core.validate import check_choice, check_number
 from .beir import corpus_docs, load_qrels, load_queries
 from .dense import DenseRetriever
-from .encoders import ENCODERS
+from .encoders import CACHED_ENCODERS, ENCODERS
 from .fusion import HybridRetriever
 from .index import InvertedIndex
 from .metrics import evaluate_run
@@ -34,6 +36,21 @@ class RetrievalOptions:
     fusion: str = "rrf"
     alpha: float = 0.5
     rrf_k: float = 60.0
+    cache: str | None = None  # folder for document vectors of slow (neural) encoders; None: no cache
+
+
+def corpus_checksum(folder: str | os.PathLike) -> str:
+    """sha256 of a BEIR folder's corpus.jsonl (read in blocks): the key of its cached vectors."""
+    digest = hashlib.sha256()
+    with open(Path(folder) / "corpus.jsonl", "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_cache() -> str:
+    """Where document vectors are cached: ``$LMLAB_CACHE/embeddings`` (default ~/.cache/lmlab)."""
+    return str(Path(os.environ.get("LMLAB_CACHE", Path.home() / ".cache" / "lmlab")) / "embeddings")
 
 
 def build_retriever(method: str, folder: str | os.PathLike, opts: RetrievalOptions, encoder=None):
@@ -45,12 +62,16 @@ def build_retriever(method: str, folder: str | os.PathLike, opts: RetrievalOptio
                                  variant=opts.variant, k1=opts.k1, b=opts.b, delta=opts.delta)
         if method != "hybrid":
             return sparse
+    custom = encoder is not None
     if encoder is None:
         if opts.encoder not in ENCODERS:
             raise ConfigError(f"encoder {opts.encoder!r} is not available",
                               f"choose one of: {', '.join(ENCODERS)} (or pass an encoder callable from Python)")
         encoder = ENCODERS[opts.encoder]()
-    dense = DenseRetriever(encoder, corpus_docs(folder), ann=opts.ann)
+    cache = None
+    if opts.cache and opts.encoder in CACHED_ENCODERS and not custom:
+        cache = Path(opts.cache) / f"{opts.encoder}-{corpus_checksum(folder)[:24]}.safetensors"
+    dense = DenseRetriever(encoder, corpus_docs(folder), ann=opts.ann, cache=cache)
     if method == "dense":
         return dense
     return HybridRetriever(sparse, dense, method=opts.fusion, alpha=opts.alpha, rrf_k=opts.rrf_k)

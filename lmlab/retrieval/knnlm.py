@@ -38,16 +38,28 @@ class Datastore:
         self.chunk = chunk
 
     @classmethod
-    def build(cls, encode_contexts: ContextEncoder, sequences: Iterable[list[int]]) -> Datastore:
-        """One entry per predicted token of each id sequence (BOS … EOS): key = context before it."""
+    def build(cls, encode_contexts: ContextEncoder, sequences: Iterable[list[int]], batch_size: int = 1) -> Datastore:
+        """One entry per predicted token of each id sequence (BOS … EOS): key = context before it.
+        Consecutive sequences of equal length are encoded ``batch_size`` at a time."""
+        check_number("batch_size", batch_size, low=1, integer=True)
         keys, values = [], []
+
+        def flush(batch: list[list[int]]) -> None:
+            ids = torch.as_tensor(batch, dtype=torch.long)
+            keys.append(encode_contexts(ids)[:, :-1].float().reshape(len(batch) * (ids.shape[1] - 1), -1))
+            values.append(ids[:, 1:].reshape(-1))
+
         with torch.no_grad():
+            batch: list[list[int]] = []
             for seq in progress(sequences, desc="building datastore", unit="seq"):
                 if len(seq) < 2:
                     continue
-                ids = torch.as_tensor(seq, dtype=torch.long).unsqueeze(0)
-                keys.append(encode_contexts(ids)[0, :-1].float())
-                values.append(ids[0, 1:])
+                if batch and (len(seq) != len(batch[0]) or len(batch) == batch_size):
+                    flush(batch)
+                    batch = []
+                batch.append(list(seq))
+            if batch:
+                flush(batch)
         if not keys:
             raise DataError("no sequence of two or more tokens to build a datastore from", "pass a non-empty corpus")
         return cls(torch.cat(keys), torch.cat(values))
@@ -157,5 +169,19 @@ def last_tokens_encoder(vocab_size: int, dim: int = 64, window: int = 2, seed: i
         emb = table[ids]  # [B, T, d]
         shifted = [emb] + [torch.nn.functional.pad(emb, (0, 0, j, 0))[:, :emb.shape[1]] for j in range(1, window)]
         return torch.cat(shifted, dim=2)
+
+    return encode
+
+
+def hidden_state_encoder(model) -> ContextEncoder:
+    """A transformer's final hidden states (after its last norm, the input of the output head) as
+    context representations: row t of ``hidden_states(ids)`` represents the prefix ids[:, :t+1]."""
+    if getattr(getattr(model, "config", None), "causal", False) is not True:
+        raise ModelError("kNN-LM contexts need a causal transformer (hidden_states, causal attention)",
+                         "pass a TransformerLM with a causal preset (gpt2, llama, vaswani)")
+
+    def encode(ids: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model.hidden_states(ids.to(model.device))[0].float().cpu()
 
     return encode
