@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # bench/tokenizers.py is not HF's
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # a bench script must never shadow a package
 sys.path.insert(0, str(HERE.parent))  # this checkout's lmlab, not an installed one
 
 import torch  # noqa: E402

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # bench/tokenizers.py would shadow the peer
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # a bench script must never shadow a package
 sys.path.insert(0, str(HERE.parent))  # this checkout's lmlab, not an installed one
 
 import torch  # noqa: E402

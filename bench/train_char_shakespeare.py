@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not bench/ (bench/tokenizers.py
-# would shadow the tokenizers package that transformers imports)
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not bench/
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

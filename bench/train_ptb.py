@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not bench/ (bench/tokenizers.py)
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not bench/
 
 import torch  # noqa: E402
 

@@ -8,7 +8,7 @@ in the same run; ratios are ours / theirs for time and ours / theirs for through
 quality table: tokens per byte (and per word) on WikiText-2 test of each algorithm at the
 first vocabulary size, next to SmolLM2's tokenizer. The last line printed is one JSON object.
 
-    python bench/tokenizers.py [--sizes 8000 32000] [--kinds bpe byte-bpe wordpiece unigram] [--lines N]
+    python bench/tokenization.py [--sizes 8000 32000] [--kinds bpe byte-bpe wordpiece unigram] [--lines N]
 """
 
 from __future__ import annotations
