@@ -183,6 +183,8 @@ class TransformerLM(NeuralLM):
     def initial_state(self, batch_size: int, capacity: int | None = None) -> KVCache:
         """An empty cache; with ``capacity``, preallocated for that many tokens (a static cache)."""
         n = self.config.n_layers
+        if capacity and getattr(self.embed, "enabled", False):  # a prompt-tuning embedding's soft tokens
+            capacity += self.embed.n_tokens
         if not capacity:
             return KVCache([None] * n, [None] * n, batch_size=batch_size)
         cfg, p = self.config, self.embed.weight

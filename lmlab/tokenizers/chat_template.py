@@ -7,6 +7,7 @@ match what the model was trained with. Jinja2 is imported only when a template i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,35 +29,46 @@ def check_messages(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     return out
 
 
-def render_chat(template: str, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True,
-                **variables: Any) -> str:
-    """The prompt text of ``messages`` under a Jinja2 chat ``template``."""
-    try:
-        from jinja2 import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError:
-        raise MissingDependencyError("jinja2", "chat templates") from None
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str):
+    """The template compiled once (rendering thousands of conversations for SFT would recompile)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str) -> None:
         raise InputError(f"the chat template refused the messages: {message}")
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
+    return env.from_string(template)
+
+
+def render_chat(template: str, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True,
+                **variables: Any) -> str:
+    """The prompt text of ``messages`` under a Jinja2 chat ``template``."""
     try:
-        compiled = env.from_string(template)
-        return compiled.render(messages=check_messages(messages), add_generation_prompt=add_generation_prompt,
-                               **variables)
+        from jinja2 import TemplateError
+    except ImportError:
+        raise MissingDependencyError("jinja2", "chat templates") from None
+    try:
+        return _compiled(template).render(messages=check_messages(messages),
+                                          add_generation_prompt=add_generation_prompt, **variables)
     except TemplateError as exc:
         raise ConfigError(f"the chat template does not render ({exc})", "check the model's chat template") from None
 
 
-def chat_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True,
-                template: str | None = None) -> list[int]:
-    """Token ids of ``messages`` rendered with the tokenizer's ``chat_template`` (or ``template``)."""
+def chat_text(tokenizer: Any, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True,
+              template: str | None = None) -> str:
+    """The text of ``messages`` rendered with the tokenizer's ``chat_template`` (or ``template``)."""
     template = template or getattr(tokenizer, "chat_template", None)
     if not template:
         raise ConfigError("this model has no chat template", "pass a template, or prompt it without --chat")
     names = {"bos_token": tokenizer.bos_id, "eos_token": tokenizer.eos_id}
     variables = {k: tokenizer.id_to_token(v) if v is not None else "" for k, v in names.items()}
-    text = render_chat(template, messages, add_generation_prompt=add_generation_prompt, **variables)
-    return tokenizer.encode(text)
+    return render_chat(template, messages, add_generation_prompt=add_generation_prompt, **variables)
+
+
+def chat_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True,
+                template: str | None = None) -> list[int]:
+    """Token ids of ``messages`` rendered with the tokenizer's ``chat_template`` (or ``template``)."""
+    return tokenizer.encode(chat_text(tokenizer, messages, add_generation_prompt=add_generation_prompt,
+                                      template=template))
