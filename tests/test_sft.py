@@ -109,7 +109,7 @@ def test_objective_ignores_everything_but_assistant_tokens(tok):
     for pos, same in ((user_pos, True), (asst_pos, False)):
         other = {k: v.clone() for k, v in batch.items()}
         other["target"][0, pos] = (other["target"][0, pos] + 1) % tok.vocab_size
-        assert (float(SFTObjective()(model, other)[0]) == pytest.approx(float(loss))) is same
+        assert (SFTObjective()(model, other)[0].item() == pytest.approx(loss.item())) is same
 
 
 def test_batches_are_a_pure_function_of_the_index(tok):
