@@ -103,6 +103,7 @@ def format_task(args: argparse.Namespace, work: Path) -> dict:
     common = ("generate", "--model", args.model, "--prompts-file", str(prompts), "--chat", "--greedy",
               "--max-new-tokens", "12")
     before = follow_rates(lmlab(*common), held_out)
+    print(json.dumps({"before": before}), file=sys.stderr, flush=True)
     tuned = lmlab("finetune", "--model", args.model, "--method", "lora", "--data", str(work / "fmt_train.jsonl"),
                   "--eval-data", str(work / "fmt_eval.jsonl"), "--steps", str(args.format_steps), "--batch-size", "2",
                   "--max-seq-len", "128", "--lr", "2e-3", "--out", str(work / "fmt_lora"))
