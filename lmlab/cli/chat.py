@@ -19,6 +19,7 @@ HELP = "commands: /system TEXT, /reset, /settings, /quit"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="chat with a model (streaming, history, /system, /reset, /settings)")
     p.add_argument("--model", default="smollm2-135m-instruct", help="a chat model: directory or built-in name")
+    p.add_argument("--adapter", default=None, help="a fine-tuned adapter directory (lmlab finetune --out)")
     p.add_argument("--system", default=None, help="system prompt (default: the template's own)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..generate.chat_template import chat_prompt
     from ..generate.engine import Engine, Request
     from ..models import load_model
-    from .common import status
+    from .common import status, with_adapter
 
     check_number("--temperature", args.temperature, low=0.0)
     greedy = args.greedy or args.temperature == 0
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
                                 top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty)
     status(args, f"loading {args.model} ...")
     lm, tokenizer = load_model(args.model, dtype=args.dtype) if args.model in _named() else load_model(args.model)
+    if args.adapter:
+        lm = with_adapter(lm, args.adapter)
     if args.quant:
         from .generate import quantize_args
 

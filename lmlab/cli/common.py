@@ -46,6 +46,7 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True) ->
     g.add_argument("--k", type=float, default=1.0, help="add-k constant (default 1 = Laplace)")
     g.add_argument("--min-count", type=int, default=1, help="vocabulary cut-off for word/char tokenizers")
     g.add_argument("--save", help="also save the trained model as a directory here")
+    g.add_argument("--adapter", help="a fine-tuned adapter directory (lmlab finetune --out) applied to the model")
 
 
 def model_from_args(args: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -57,6 +58,8 @@ def model_from_args(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from ..tokenizers import WordLevelTokenizer, load
 
     if args.model == "unigram":
+        if getattr(args, "adapter", None):
+            raise ConfigError("--adapter applies to neural models, not unigram", "leave --adapter out")
         if not args.train:
             raise ConfigError("--model unigram needs a training corpus", "pass --train FILE (or NAME:SPLIT)")
         train = open_corpus_arg(args, args.train)
@@ -71,12 +74,25 @@ def model_from_args(args: argparse.Namespace) -> tuple[Any, Any, str]:
         desc = f"unigram ({args.smoothing}{'' if args.smoothing == 'mle' else f', k={args.k:g}'}, {spec} tokens)"
         return lm, tokenizer, desc
     lm, tokenizer = load_model(args.model)
+    if getattr(args, "adapter", None):
+        lm = with_adapter(lm, args.adapter)
     if args.tokenizer:
         tokenizer = load(args.tokenizer)
     if tokenizer is None:
         raise ConfigError(f"model {args.model} has no tokenizer.json", "pass --tokenizer PATH")
     check_tokenizer(lm, tokenizer)
     return lm, tokenizer, str(args.model)
+
+
+def with_adapter(lm: Any, path: str) -> Any:
+    """``lm`` with the PEFT adapter saved in ``path`` (refused if it was trained on another base model)."""
+    from ..core.errors import ConfigError
+    from ..peft import load_adapter
+
+    if not hasattr(lm, "parameters"):
+        raise ConfigError(f"--adapter applies to neural models, not a {type(lm).__name__}", "leave --adapter out")
+    load_adapter(lm, path)
+    return lm.eval()
 
 
 def _clean(obj: Any) -> Any:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import ConfigError, InputError
+from ..core.memory import peak_memory_mb, reset_peak_memory  # noqa: F401  (re-exported)
 from ..core.seed import make_generator
 from ..core.validate import check_choice, check_number
 from ..lm import LanguageModel
@@ -78,34 +79,6 @@ class Completion:
     finish_reason: str = "length"  # "stop": a stop id or stop string ended it
     prompt_tokens: int = 0
     stats: Stats | None = None
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a fresh peak-memory measurement (CUDA allocator, or Linux's VmHWM via clear_refs)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_memory_mb(device: torch.device) -> float | None:
-    """Peak memory since ``reset_peak_memory``: CUDA allocations, or the process's peak RSS."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _Row:

@@ -32,6 +32,7 @@ class Attention(nn.Module):
         self.head_dim = dim // n_heads
         self.score = score
         self.dropout = dropout
+        self.past_prefix = None  # prefix tuning's callable (lmlab.peft.prefix), applied by the block
         self.q_proj = nn.Linear(dim, n_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=bias)

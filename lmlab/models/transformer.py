@@ -96,7 +96,11 @@ class Block(nn.Module):
             kept = (k, v)
         else:
             kept = (k, v)
-        a = self.attn.attend(q, k, v, allowed=ctx["allowed"], bias=ctx["bias"], causal=ctx["causal"], fused=fused)
+        allowed, causal = ctx["allowed"], ctx["causal"]
+        if self.attn.past_prefix is not None:  # prefix tuning: P keys/values outside the cache, seen by all
+            k, v, allowed = with_prefix(self.attn.past_prefix, q.shape[2], k, v, allowed, ctx["bias"])
+            causal = False
+        a = self.attn.attend(q, k, v, allowed=allowed, bias=ctx["bias"], causal=causal, fused=fused)
         x = x + self.dropout(a) if self.pre else self.attn_norm(x + self.dropout(a))
         if self.cross is not None:  # encoder–decoder: attend over the source's (cached) keys/values
             h = self.cross_norm(x) if self.pre else x
@@ -110,6 +114,21 @@ class Block(nn.Module):
     def feed_forward(self, h: torch.Tensor, ctx: dict) -> torch.Tensor:
         """The MLP, or the mixture of experts (which routes by token id for hashing and skips padding)."""
         return self.mlp(h, ctx.get("token_ids"), ctx.get("token_mask")) if self.moe else self.mlp(h)
+
+
+def with_prefix(past_prefix, t: int, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None,
+                bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keys and values with the prefix-tuning prefixes in front, and the mask with P visible columns
+    (the prefix interface of ``lmlab.peft.prefix``: ``past_prefix(batch)`` gives [B, KV, P, D] each)."""
+    if bias is not None:
+        raise ModelError("prefix tuning does not combine with ALiBi positions", "use another PEFT method")
+    pk, pv = past_prefix(k.shape[0])
+    s = k.shape[2]
+    if allowed is None:  # the plain causal mask over the keys, made explicit
+        allowed = torch.ones(t, s, dtype=torch.bool, device=k.device).tril(s - t).view(1, 1, t, s)
+    seen = torch.ones(*allowed.shape[:-1], pk.shape[2], dtype=torch.bool, device=k.device)
+    return (torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2),
+            torch.cat([seen, allowed], dim=-1))
 
 
 class TransformerLM(NeuralLM):
@@ -172,6 +191,8 @@ class TransformerLM(NeuralLM):
     def initial_state(self, batch_size: int, capacity: int | None = None) -> KVCache:
         """An empty cache; with ``capacity``, preallocated for that many tokens (a static cache)."""
         n = self.config.n_layers
+        if capacity and getattr(self.embed, "enabled", False):  # a prompt-tuning embedding's soft tokens
+            capacity += self.embed.n_tokens
         if not capacity:
             return KVCache([None] * n, [None] * n, batch_size=batch_size)
         cfg, p = self.config, self.embed.weight
@@ -187,16 +208,20 @@ class TransformerLM(NeuralLM):
     def forward(self, ids: torch.Tensor, state: KVCache | None = None,
                 attention_mask: torch.Tensor | None = None, last_only: bool = False, *,
                 token_type_ids: torch.Tensor | None = None,
-                prefix_length: torch.Tensor | int | None = None) -> tuple[torch.Tensor, KVCache]:
+                prefix_length: torch.Tensor | int | None = None,
+                segment_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
         """Logits [B, T, V] for ``ids`` [B, T] after the cached tokens, and the extended cache.
 
         ``attention_mask`` [B, T] marks real tokens (1) and padding (0) among ``ids``;
         ``last_only`` computes the logits of the last position only ([B, 1, V]);
         ``token_type_ids`` [B, T] are segment ids (models with ``type_vocab_size``);
-        ``prefix_length`` (int or [B]) makes the first tokens of each row attend both ways (prefix LM).
+        ``prefix_length`` (int or [B]) makes the first tokens of each row attend both ways (prefix LM);
+        ``segment_ids`` [B, T] packs several sequences in a row: a token sees only earlier tokens of
+        its own segment and positions restart at each segment (block-diagonal causal attention).
         """
         x, cache = self.hidden_states(ids, state, attention_mask, token_type_ids=token_type_ids,
-                                      prefix_length=prefix_length, last_only=last_only)
+                                      prefix_length=prefix_length, last_only=last_only,
+                                      segment_ids=segment_ids)
         return self.logits(x), cache
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -207,17 +232,31 @@ class TransformerLM(NeuralLM):
                       attention_mask: torch.Tensor | None = None, *, token_type_ids: torch.Tensor | None = None,
                       prefix_length: torch.Tensor | int | None = None,
                       memory: tuple[list, list, torch.Tensor | None] | None = None,
-                      last_only: bool = False) -> tuple[torch.Tensor, KVCache]:
+                      last_only: bool = False,
+                      segment_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
         """The last layer's outputs [B, T, d_model] (after the final norm) and the extended cache.
 
         ``memory`` (decoders built with ``cross_attention``) is (keys per layer, values per layer,
         source mask [B, S] or None): the encoder output projected once by each layer;
         ``last_only`` keeps the last position only.
+        An embedding that prepends soft tokens (prompt tuning, ``lmlab.peft.prompt``) is honoured on
+        the first call: they take the first positions and the cache, and their outputs are dropped.
         """
         cfg = self.config
-        b, t = ids.shape
-        state = state if state is not None else self.initial_state(b)
+        state = state if state is not None else self.initial_state(ids.shape[0])
         past = state.length
+        x = self.embed(ids)
+        soft = x.shape[1] - ids.shape[1]
+        if soft and past:  # decoding after the prompt: the soft tokens are already in the cache
+            x, soft = x[:, soft:], 0
+        if soft:
+            if segment_ids is not None:
+                raise ModelError("packed sequences (segment_ids) do not combine with soft prompts",
+                                 "train prompt tuning without packing")
+            ids = torch.cat([ids.new_zeros(ids.shape[0], soft), ids], dim=1)
+            if attention_mask is not None:
+                attention_mask = torch.cat([attention_mask.new_ones(ids.shape[0], soft), attention_mask], dim=1)
+        b, t = ids.shape
         if cfg.positions == "learned" and past + t > cfg.context_length:
             raise ModelError(f"a context of {past + t} tokens is longer than the {cfg.context_length} "
                              "positions this model learned", "use a sliding window (--stride) or shorter inputs")
@@ -243,10 +282,14 @@ class TransformerLM(NeuralLM):
         else:
             positions = torch.arange(past, past + t, device=ids.device).unsqueeze(0).expand(b, t)
             next_position = None
+        if segment_ids is not None:
+            if past:
+                raise ModelError("segment_ids (packed sequences) need an empty cache", "pack only for training")
+            segment_ids = segment_ids.to(ids.device)
+            positions = segment_positions(segment_ids)
         ctx = self._context(positions, None if mask is None else mask[:, :past + t], past, t, ids.device,
-                            prefix_length)
+                            prefix_length, segment_ids)
         ctx.update(static=bool(state.capacity), past=past)
-        x = self.embed(ids)
         if cfg.scale_embeddings:
             x = x * math.sqrt(cfg.d_model)
         if cfg.positions == "learned":
@@ -267,6 +310,7 @@ class TransformerLM(NeuralLM):
             x, (k, v) = block(x, ctx, (state.keys[i], state.values[i]), self.fused, cross)
             keys.append(k)
             values.append(v)
+        x = x[:, soft:]
         if last_only:
             x = x[:, -1:]
         if self.final_norm is not None:
@@ -274,7 +318,8 @@ class TransformerLM(NeuralLM):
         return x, KVCache(keys, values, mask, next_position, past + t, b, state.capacity)
 
     def _context(self, positions: torch.Tensor, mask: torch.Tensor | None, past: int, t: int,
-                 device: torch.device, prefix_length: torch.Tensor | int | None = None) -> dict:
+                 device: torch.device, prefix_length: torch.Tensor | int | None = None,
+                 segment_ids: torch.Tensor | None = None) -> dict:
         """What every layer shares: RoPE angles, the allowed-attention mask, the ALiBi bias."""
         cfg = self.config
         rope = None
@@ -294,6 +339,10 @@ class TransformerLM(NeuralLM):
             allowed = allowed.unsqueeze(1)
         elif t > 1 and past > 0:
             allowed = (k_slot.unsqueeze(0) <= q_slot.unsqueeze(1)).view(1, 1, t, past + t)
+        if segment_ids is not None:  # block-diagonal: each packed sequence sees only itself
+            same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)  # [B, T, T]
+            causal = (k_slot.unsqueeze(0) <= q_slot.unsqueeze(1)).unsqueeze(0)
+            allowed = (same & causal).unsqueeze(1) if allowed is None else allowed & same.unsqueeze(1)
         bias = None
         if cfg.positions in ("alibi", "relative_bias"):
             k_pos = k_slot.unsqueeze(0).float() if mask is None else (mask.long().cumsum(1) - 1).float()
@@ -301,6 +350,14 @@ class TransformerLM(NeuralLM):
             bias = (alibi_bias(self.alibi, q_pos, k_pos) if cfg.positions == "alibi"
                     else self.relative_bias(q_pos, k_pos))
         return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0 and allowed is None}
+
+
+def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Position of each token within its run of equal segment ids, [B, T] (0 at every segment start)."""
+    index = torch.arange(segment_ids.shape[1], device=segment_ids.device).expand_as(segment_ids)
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    return index - torch.where(starts, index, 0).cummax(dim=1).values
 
 
 def attention_pattern(q_slot: torch.Tensor, k_slot: torch.Tensor, mask: torch.Tensor | None, *, causal: bool,

@@ -30,8 +30,9 @@ from torch import nn
 from ..core.validate import check_choice, check_number
 
 OPTIMIZER_STATES = {"adamw": 2, "adam": 2, "sgd": 0, "sgd_momentum": 1}
+# Hugging Face's layer names and lmlab TransformerLM's (mlp.gate / mlp.up / mlp.down)
 LINEAR_GROUPS = {"qkv": ("q_proj", "k_proj", "v_proj"), "o": ("o_proj",),
-                 "gate_up": ("gate_proj", "up_proj"), "down": ("down_proj",)}
+                 "gate_up": ("gate_proj", "up_proj", "gate", "up"), "down": ("down_proj", "down")}
 KEPT_GROUPS = (*LINEAR_GROUPS, "norm")
 
 

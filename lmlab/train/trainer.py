@@ -24,6 +24,7 @@ from torch import nn
 
 from ..core.device import resolve_device
 from ..core.errors import ModelError
+from ..core.memory import peak_memory_mb
 from ..core.progress import progress
 from ..core.validate import check_choice, check_keys, check_number
 from ..models.moe import moe_aux_loss, moe_layers, moe_load_stats, update_balance_biases
@@ -244,7 +245,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
         seconds = time.perf_counter() - t0
         if world.main and (config.log_every and step % config.log_every == 0 or step == config.steps):
             record = {"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": tokens / seconds,
-                      "ms_per_step": 1000 * seconds}
+                      "ms_per_step": 1000 * seconds, "peak_memory_mb": peak_memory_mb(device)}
             if grad_norm is not None:
                 record["grad_norm"] = grad_norm
             if has_moe:  # per-expert load share since the last record, by layer
