@@ -150,7 +150,7 @@ def main() -> None:
                     row["hf_tokenizers_s"] = hf_train(kind, lines, size)
                     row["ratio_vs_hf"] = ours_s / row["hf_tokenizers_s"]
                 except ImportError:
-                    pass
+                    row["hf_tokenizers_s"] = "not installed: not measured"
                 spm_s = spm_train(kind, corpus_file, size, workdir)
                 if spm_s is not None:
                     row["sentencepiece_s"] = spm_s

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..core.validate import check_choice, check_number
+from ..data.loaders import pad_batch
 
 SAMPLERS = ("shuffle", "balanced")
 
@@ -28,14 +29,9 @@ def balanced_probabilities(y: np.ndarray) -> np.ndarray:
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id rows into (ids [B, T], mask [B, T] with 1 for real tokens)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.as_tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = 1
-    return ids, mask
+    """Right-pad id rows into (ids [B, T], mask [B, T] with 1 for real tokens): ``pad_batch``, 0/1 mask."""
+    ids, mask = pad_batch(rows, pad_id)
+    return ids, mask.long()
 
 
 class LabeledBatches:

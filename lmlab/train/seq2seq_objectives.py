@@ -13,19 +13,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..data.loaders import pad_batch
 from ..data.noising import sentence_permutation, span_corruption, text_infilling
 from .denoising import step_generator
 from .objectives import token_loss
 
 
 def pad_rows(rows: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad 1-d id tensors into (ids [B, L], mask [B, L] with 1 on real tokens)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)], mask[i, :len(row)] = row, 1
-    return ids, mask
+    """Right-pad 1-d id tensors into (ids [B, L], mask [B, L] with 1 on real tokens): ``pad_batch``, 0/1 mask."""
+    ids, mask = pad_batch([row.tolist() for row in rows], pad_id)
+    return ids, mask.long()
 
 
 def num_sentinels(context: int, noise_density: float = 0.15, mean_span_length: float = 3.0) -> int:
