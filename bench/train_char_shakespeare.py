@@ -61,10 +61,19 @@ def val_loss(model: nn.Module, windows: RandomWindows, batches: int) -> float:
     return sum(losses) / len(losses)
 
 
-def recipe(steps: int) -> TrainConfig:
+def recipe(steps: int, seed: int = 1337) -> TrainConfig:
     return TrainConfig(steps=steps, lr=1e-3, min_lr=1e-4, warmup=100, decay_steps=2000, schedule="cosine",
-                       beta1=0.9, beta2=0.99, weight_decay=0.1, clip=1.0, device="cpu", seed=1337,
+                       beta1=0.9, beta2=0.99, weight_decay=0.1, clip=1.0, device="cpu", seed=seed,
                        log_every=1, checkpoint_every=0)
+
+
+def seed_run(seed: int, shape: dict, train_tokens, windows, args, tmp: Path) -> float:
+    """Validation loss of the recipe with another seed (initialisation, batch order and dropout RNG)."""
+    torch.manual_seed(seed)
+    model = TransformerLM(TransformerConfig.from_preset("gpt2", bias=False, dropout=0.0, **shape))
+    train(model, CausalLM(), RandomWindows(train_tokens, 12, 64, seed=seed), recipe(args.steps, seed),
+          tmp / f"seed-{seed}")
+    return round(val_loss(model, windows, args.eval_batches), 4)
 
 
 def step_ms(run_dir: Path, skip: int = 0) -> list[float]:
@@ -91,6 +100,8 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=20, help="iterations per timing chunk")
     p.add_argument("--eval-batches", type=int, default=200, help="validation batches of 12×64 (nanoGPT: 200)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="also train the recipe with this many seeds in all (1337, 1338, ...): mean and spread")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     set_quiet(True)
@@ -115,6 +126,14 @@ def main() -> None:
                     "ms_per_iter_whole_run": round(statistics.median(step_ms(tmp / "lmlab", 5)), 2),
                     "parameters": sum(p.numel() for p in ours.parameters())}
     print(json.dumps({"lmlab": lmlab_result}), flush=True)
+    if args.seeds > 1:
+        losses = [lmlab_result["val_loss"]]
+        for seed in range(1338, 1337 + args.seeds):
+            losses.append(seed_run(seed, shape, train_tokens, windows, args, tmp))
+            print(json.dumps({"seed": seed, "val_loss": losses[-1]}), flush=True)
+        lmlab_result["val_loss_by_seed"] = dict(zip(range(1337, 1337 + args.seeds), losses, strict=True))
+        lmlab_result["val_loss_mean"] = round(statistics.mean(losses), 4)
+        lmlab_result["val_loss_sd"] = round(statistics.stdev(losses), 4)
 
     peer: dict = {}
     models = {"lmlab": TransformerLM(TransformerConfig.from_preset("gpt2", bias=False, dropout=0.0, **shape))}
@@ -137,7 +156,8 @@ def main() -> None:
         peer["ms_per_iter"] = round(statistics.median(times["transformers"]), 2)
         peer["timed_steps"] = args.timing_steps
         peer["val_loss_after_timing"] = round(val_loss(models["transformers"], windows, args.eval_batches), 4)
-    out = {"bench": "train_char_shakespeare", "val_loss": lmlab_result["val_loss"], "target_val_loss": 1.88,
+    out = {"bench": "train_char_shakespeare", "val_loss": lmlab_result["val_loss"],
+           "val_loss_mean_over_seeds": lmlab_result.get("val_loss_mean"), "target_val_loss": 1.88,
            "ms_per_iter": lmlab_result["ms_per_iter"], "steps": args.steps, "threads": args.threads,
            "lmlab": lmlab_result, "transformers": peer, "torch": torch.__version__, "cpu_count": os.cpu_count()}
     if "ms_per_iter" in peer:

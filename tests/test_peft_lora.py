@@ -18,6 +18,7 @@ from lmlab.peft import (
     LoraLinear,
     add_task_vector,
     apply_lora,
+    cast_frozen_linears,
     combine,
     find_modules,
     load_adapter,
@@ -116,6 +117,27 @@ def test_lora_layer_computes_w_x_plus_scaled_b_a_x():
     expected = x @ linear.weight.T + linear.bias + 1.5 * x @ layer.lora_A.T @ layer.lora_B.T
     torch.testing.assert_close(layer(x), expected)
 
+
+
+def test_lora_layer_under_bf16_autocast_with_a_bf16_base():
+    """The fused path (one addmm) under autocast, with the frozen base stored in bf16 as
+    ``cast_frozen_linears`` leaves it, computes what the plain formula gives in bf16."""
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 12).requires_grad_(False)  # frozen, as apply_lora leaves it
+    layer = LoraLinear(linear, LoraConfig(r=4, alpha=8))
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(2, 3, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fp32_base = layer(x)
+        assert cast_frozen_linears(layer, torch.bfloat16) == 12 * 16 * 2  # the base weight only
+        bf16_base = layer(x)
+    assert layer.base.weight.dtype == torch.bfloat16 and layer.lora_A.dtype == torch.float32
+    torch.testing.assert_close(bf16_base, fp32_base, rtol=0, atol=0)  # autocast cast the weight the same way
+    expected = x @ linear.weight.float().T + linear.bias + 2 * x @ layer.lora_A.T @ layer.lora_B.T
+    torch.testing.assert_close(bf16_base.float(), expected, rtol=0.05, atol=0.05)
+    bf16_base.float().sum().backward()
+    assert layer.lora_A.grad is not None and layer.lora_A.grad.dtype == torch.float32
 
 def test_dora_layer_matches_its_definition():
     torch.manual_seed(0)

@@ -11,8 +11,17 @@ import torch
 from sft_tiny import TEMPLATE, tiny_model, tiny_tokenizer
 
 from lmlab.core.errors import DataError, ModelError
-from lmlab.peft import PrefixConfig, PromptConfig, apply_prefix, apply_prompt
+from lmlab.peft import (
+    LoraConfig,
+    PrefixConfig,
+    PromptConfig,
+    apply_lora,
+    apply_prefix,
+    apply_prompt,
+    cast_frozen_linears,
+)
 from lmlab.tokenizers.chat_template import chat_prompt, chat_text
+from lmlab.train.objectives import token_loss
 from lmlab.train.sft import (
     SFTBatches,
     SFTObjective,
@@ -112,6 +121,21 @@ def test_objective_ignores_everything_but_assistant_tokens(tok):
         assert (SFTObjective()(model, other)[0].item() == pytest.approx(loss.item())) is same
 
 
+
+def test_objective_projects_only_the_scored_positions(tok):
+    """``logits_at`` gives the full forward's logits at the assistant positions, so the objective
+    equals cross-entropy over the whole [B, T, V] logits with the mask."""
+    model = tiny_model(tok)
+    data = build_sft_data(tok, [CHAT, CHAT[:2], CHAT], 40)
+    batch = collate(data.rows, data.pad_id)
+    full, _ = model(batch["input"], None, batch["attention_mask"], segment_ids=batch["segments"])
+    picked, _ = model(batch["input"], None, batch["attention_mask"], segment_ids=batch["segments"],
+                      logits_at=batch["mask"])
+    assert picked.shape == (int(batch["mask"].sum()), tok.vocab_size)
+    torch.testing.assert_close(picked, full[batch["mask"]], rtol=0, atol=1e-6)
+    loss, _ = SFTObjective()(model, batch)
+    torch.testing.assert_close(loss, token_loss(full, batch["target"], batch["mask"]), rtol=0, atol=1e-6)
+
 def test_batches_are_a_pure_function_of_the_index(tok):
     data = build_sft_data(tok, [CHAT[:2]] * 5 + [CHAT] * 5, 20, pack=False)
     a, b = SFTBatches(data, 3, seed=1), SFTBatches(data, 3, seed=1)
@@ -172,3 +196,20 @@ def test_real_chat_template_pieces_tokenise_like_the_whole(no_progress):
         assert ex.ids == tok.encode(chat_text(tok, messages, add_generation_prompt=False))
         reply = tok.decode([i for i, a in zip(ex.ids, ex.assistant, strict=True) if a])
         assert reply.replace("<|im_end|>\n", "") == "".join(m["content"] for m in messages if m["role"] == "assistant")
+
+
+def test_bf16_frozen_base_keeps_autocast_outputs_and_the_tied_embedding(tok):
+    """``cast_frozen_linears`` under bf16 autocast: logits identical to autocast over the fp32 model;
+    the embedding tied to the output layer, and every trainable weight, stay fp32."""
+    model = tiny_model(tok)
+    model.head.weight = model.embed.weight  # tied, as SmolLM2's are
+    apply_lora(model, LoraConfig(r=2, targets=["q_proj", "down"]))
+    batch = collate(build_sft_data(tok, [CHAT], 40).rows)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        before = SFTObjective()(model, batch)[0]
+        saved = cast_frozen_linears(model, torch.bfloat16)
+        after = SFTObjective()(model, batch)[0]
+    assert saved > 0 and model.blocks[0].attn.k_proj.weight.dtype == torch.bfloat16
+    assert model.embed.weight.dtype == torch.float32 and model.head.weight is model.embed.weight
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert after.item() == before.item()

@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 10%% of --steps)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto")
+    g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: bf16 autocast, and frozen linear weights stored in bf16 (no fp32 copy)")
     m = p.add_argument_group("method")
     m.add_argument("--targets", default=None,
                    help="comma-separated module patterns (default: every linear layer of the blocks; "
@@ -178,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.device import resolve_device
     from ..core.io import write_json
-    from ..core.memory import peak_memory_mb, reset_peak_memory
-    from ..peft import parameter_report, save_adapter, training_memory
+    from ..core.memory import peak_memory_mb, release_free_memory, reset_peak_memory
+    from ..peft import cast_frozen_linears, parameter_report, save_adapter, training_memory
     from ..train import TrainConfig, train
     from ..train.sft import SFTBatches, SFTObjective, sft_loss
 
@@ -190,10 +192,13 @@ def run(args: argparse.Namespace) -> int:
     config = method_config(args, lm)
     apply_method(lm, config)
     report = parameter_report(lm)
+    if args.precision == "bf16":
+        cast_frozen_linears(lm, torch.bfloat16)
     seq_len = args.max_seq_len + (config.n_tokens if args.method == "prompt" else 0)
     predicted = training_memory(lm, decoder_shape(lm), args.batch_size, seq_len)
     result: dict[str, Any] = {"model": str(args.model), "method": args.method, "config": asdict(config),
                               **report, "batch_size": args.batch_size, "max_seq_len": args.max_seq_len,
+                              "precision": args.precision,
                               "predicted_memory_bytes": predicted, "data": train_data.summary(),
                               "eval_data": eval_data.summary()}
     if train_data.truncated:
@@ -213,22 +218,27 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     eval_batches = SFTBatches(eval_data, args.batch_size, shuffle=False).batches()
     status(args, f"{report['trainable_params']:,} trainable parameters; held-out loss before ...")
-    before = sft_loss(lm, eval_batches)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    with autocast:
+        before = sft_loss(lm, eval_batches)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.method]
     warmup = args.warmup if args.warmup is not None else args.steps // 10
     train_config = TrainConfig(steps=args.steps, lr=lr, warmup=warmup, min_lr=lr / 10, weight_decay=0.0,
-                               seed=args.seed, device=args.device, log_every=1)
+                               seed=args.seed, device=args.device, log_every=1,
+                               precision=args.precision)
     peak: dict[str, float] = {}
 
     def on_step(step: int, loss: float) -> None:  # before the trainer writes its final checkpoint
         if step == args.steps:
             peak["mb"] = peak_memory_mb(device) or 0.0
 
+    release_free_memory()  # what loading and the evaluation above freed is not the training's memory
     reset_peak_memory(device)
     trained = train(lm, SFTObjective(), SFTBatches(train_data, args.batch_size, seed=args.seed), train_config,
                     out / "run", on_step=on_step)
     shutil.rmtree(out / "run" / "checkpoints", ignore_errors=True)  # the adapter below is the result
-    after = sft_loss(lm, eval_batches)
+    with autocast:
+        after = sft_loss(lm, eval_batches)
     save_adapter(lm, out)
     result.update({"steps": trained.steps, "lr": lr, "train_loss_final": trained.final_loss,
                    "tokens": trained.tokens, "tokens_per_s": _throughput(out / "run" / "metrics.jsonl"),

@@ -1,10 +1,15 @@
 """Peak memory of this process: the CUDA allocator's, or the resident-set high-water mark on CPU.
 
 ``reset_peak_memory`` starts a fresh measurement (Linux resets VmHWM through ``clear_refs``), so a
-phase (a training run, a generation) can be measured after the model is already loaded.
+phase (a training run, a generation) can be measured after the model is already loaded;
+``release_free_memory`` first hands back what earlier phases freed but the C allocator kept.
 """
 
 from __future__ import annotations
+
+import ctypes
+import gc
+import sys
 
 import torch
 
@@ -35,3 +40,16 @@ def peak_memory_mb(device: torch.device) -> float | None:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def release_free_memory() -> None:
+    """Return freed heap memory to the operating system (glibc's ``malloc_trim``) after a phase that
+    allocated and freed a lot, such as dequantising a model: glibc keeps such memory resident, so
+    the process's size, and any peak measured after it, would count memory no tensor holds."""
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim): nothing to hand back
+        pass

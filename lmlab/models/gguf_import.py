@@ -17,6 +17,7 @@ import torch
 
 from ..core.device import resolve_dtype
 from ..core.errors import ModelError
+from ..core.memory import release_free_memory
 from ..formats.ggml_quants import dequantize
 from ..formats.gguf import GGUFFile, read_gguf
 
@@ -123,10 +124,12 @@ def load_gguf(path: str | os.PathLike, dtype: str | torch.dtype = "float32",
         shape = tuple(lm.state_dict()[name].shape)
         if tuple(w.shape) != shape:
             raise ModelError(f"GGUF tensor for {name} has shape {tuple(w.shape)}, the metadata implies {shape}")
-    lm.load_state_dict(tensors, strict=False)
+    lm.load_state_dict(tensors, strict=False, assign=True)  # take the dequantised tensors, no second copy
     if config["tie_embeddings"]:
         lm.head.weight = lm.embed.weight
     lm.eval()
+    del tensors
+    release_free_memory()  # the dequantisation temporaries, which glibc would otherwise keep resident
     return lm, tokenizer
 
 

@@ -209,7 +209,8 @@ class TransformerLM(NeuralLM):
                 attention_mask: torch.Tensor | None = None, last_only: bool = False, *,
                 token_type_ids: torch.Tensor | None = None,
                 prefix_length: torch.Tensor | int | None = None,
-                segment_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
+                segment_ids: torch.Tensor | None = None,
+                logits_at: torch.Tensor | None = None) -> tuple[torch.Tensor, KVCache]:
         """Logits [B, T, V] for ``ids`` [B, T] after the cached tokens, and the extended cache.
 
         ``attention_mask`` [B, T] marks real tokens (1) and padding (0) among ``ids``;
@@ -217,11 +218,15 @@ class TransformerLM(NeuralLM):
         ``token_type_ids`` [B, T] are segment ids (models with ``type_vocab_size``);
         ``prefix_length`` (int or [B]) makes the first tokens of each row attend both ways (prefix LM);
         ``segment_ids`` [B, T] packs several sequences in a row: a token sees only earlier tokens of
-        its own segment and positions restart at each segment (block-diagonal causal attention).
+        its own segment and positions restart at each segment (block-diagonal causal attention);
+        ``logits_at`` [B, T] bool computes logits only where it is True, returned as [N, V] in row-major
+        order (objectives that score a few positions skip the vocabulary projection of the rest).
         """
         x, cache = self.hidden_states(ids, state, attention_mask, token_type_ids=token_type_ids,
                                       prefix_length=prefix_length, last_only=last_only,
                                       segment_ids=segment_ids)
+        if logits_at is not None:
+            x = x[logits_at.to(x.device).bool()]
         return self.logits(x), cache
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,12 @@ class LoraLinear(nn.Module):
         if self.merged:
             return result
         dropped = self.dropout(x).to(self.lora_A.dtype)
+        if self.magnitude is None and (result.dtype == dropped.dtype or torch.is_autocast_enabled(x.device.type)):
+            # result + (x Aᵀ)(s B)ᵀ as one addmm: s scales the small B, and the sum happens inside the
+            # matmul, so no full-size elementwise product or sum runs forward or backward
+            low = F.linear(dropped, self.lora_A).reshape(-1, self.lora_A.shape[0])
+            out = torch.addmm(result.reshape(-1, result.shape[-1]), low, (self.lora_B * self.scaling).t())
+            return out.view(result.shape)
         lora = F.linear(F.linear(dropped, self.lora_A), self.lora_B) * self.scaling
         if self.magnitude is None:
             return result + lora.to(result.dtype)

@@ -11,6 +11,7 @@ import fnmatch
 import re
 from collections.abc import Iterable
 
+import torch
 from torch import nn
 
 from ..core.errors import ConfigError
@@ -88,6 +89,24 @@ def freeze(model: nn.Module) -> None:
     """Make every parameter of ``model`` non-trainable."""
     for p in model.parameters():
         p.requires_grad_(False)
+
+
+def cast_frozen_linears(model: nn.Module, dtype: torch.dtype) -> int:
+    """Store the frozen weights of linear layers in ``dtype`` (bf16 for bf16 autocast), returning the bytes saved.
+
+    Autocast casts every linear weight to its dtype before each matmul anyway, so the outputs are
+    unchanged while the fp32 copies of weights nothing updates, and the per-step casts, go away.
+    A weight shared with another kind of module (an embedding tied to the output layer) stays.
+    """
+    shared = {id(p) for m in model.modules() if not isinstance(m, nn.Linear) for p in m.parameters(recurse=False)}
+    saved = 0
+    for module in model.modules():
+        w = module.weight if isinstance(module, nn.Linear) else None
+        if w is None or w.requires_grad or id(w) in shared or not w.is_floating_point() or w.dtype == dtype:
+            continue
+        module.weight = nn.Parameter(w.detach().to(dtype), requires_grad=False)
+        saved += w.numel() * (w.element_size() - module.weight.element_size())
+    return saved
 
 
 def parameter_report(model: nn.Module) -> dict:

@@ -220,10 +220,11 @@ class SFTBatches:
 
 
 def forward_sft(model: nn.Module, batch: dict) -> torch.Tensor:
-    """Logits of a batch: packed rows attend within their segments; padding is masked."""
+    """Logits [N, V] of the N scored (assistant) positions of a batch: packed rows attend within
+    their segments, padding is masked, and the vocabulary projection skips unscored positions."""
     packed = bool((batch["segments"] > 1).any())  # unpacked batches need only the padding mask
     logits, _ = model(batch["input"], None, batch["attention_mask"],
-                      segment_ids=batch["segments"] if packed else None)
+                      segment_ids=batch["segments"] if packed else None, logits_at=batch["mask"])
     return logits
 
 
@@ -232,7 +233,7 @@ class SFTObjective:
 
     def __call__(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
         logits = forward_sft(model, batch)
-        loss = token_loss(logits, batch["target"], batch["mask"])
+        loss = token_loss(logits, batch["target"][batch["mask"].bool()])
         return loss, int(batch["attention_mask"].sum())
 
 
@@ -247,7 +248,7 @@ def sft_loss(model: nn.Module, batches: Iterable[dict]) -> float:
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = forward_sft(model, batch)
         n = int(batch["mask"].sum())
-        total += float(token_loss(logits, batch["target"], batch["mask"])) * n
+        total += float(token_loss(logits, batch["target"][batch["mask"].bool()])) * n
         count += n
     model.train(was_training)
     return total / count if count else math.nan
