@@ -3,6 +3,7 @@ user-visible result: after LoRA SFT the model answers in a fixed format it did n
 
     python bench/finetune.py                       # every method, equal steps; last line: JSON
     python bench/finetune.py --steps 30 --batch-size 4 --max-seq-len 256
+    python bench/finetune.py --methods full lora --precisions fp32 bf16   # the LoRA/full ratios
     python bench/finetune.py --task format         # format-following rate before / after LoRA
 
 Methods: each runs ``python -m lmlab finetune ... --json`` in its own subprocess (2 threads), so
@@ -10,7 +11,9 @@ peak memory (the process's RSS high-water mark during the training steps) is not
 Alpaca rows, steps, batch and sequence length for all. Reported per method: trainable parameters,
 tokens/s over the optimizer steps, measured peak memory next to the predicted one, and the
 held-out assistant-token loss before and after. Full fine-tuning is the reference of the ratios
-(target: LoRA lowers the loss, trains at >= 1.5x full's tokens/s with <= 60 % of its peak memory).
+(target: LoRA lowers the loss, trains at >= 1.5x full's tokens/s with <= 60 % of its peak memory),
+at equal precision and, with ``--precisions fp32 bf16``, also LoRA in bf16 (frozen base stored in
+bf16, the usual LoRA recipe) against full fine-tuning in fp32.
 
 Format task: "What is A plus B?" must be answered as ``ANSWER: <number>``; train and held-out
 prompts use disjoint number pairs. The base model and the LoRA-tuned model (``lmlab generate
@@ -53,28 +56,35 @@ def methods_bench(args: argparse.Namespace, work: Path) -> dict:
     train.write_text("".join(json.dumps(r) + "\n" for r in rows[:args.rows]), encoding="utf-8")
     held_out.write_text("".join(json.dumps(r) + "\n" for r in rows[args.rows:]), encoding="utf-8")
     results = {}
-    for method in args.methods:
-        start = time.perf_counter()
-        r = lmlab("finetune", "--model", args.model, "--method", method, "--data", str(train), "--eval-data",
-                  str(held_out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                  "--max-seq-len", str(args.max_seq_len), "--out", str(work / method), "--seed", "0")
-        results[method] = {k: r[k] for k in ("trainable_params", "trainable_percent", "tokens_per_s",
-                                             "peak_memory_bytes", "eval_loss_before", "eval_loss_after", "lr")}
-        results[method]["predicted_memory_bytes"] = r["predicted_memory_bytes"]["total"]
-        results[method]["wall_s"] = round(time.perf_counter() - start, 1)
-        print(json.dumps({method: results[method]}), file=sys.stderr, flush=True)
+    for precision in args.precisions:
+        for method in args.methods:
+            name = method if precision == "fp32" else f"{method}_{precision}"
+            start = time.perf_counter()
+            r = lmlab("finetune", "--model", args.model, "--method", method, "--data", str(train), "--eval-data",
+                      str(held_out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                      "--max-seq-len", str(args.max_seq_len), "--out", str(work / name), "--seed", "0",
+                      "--precision", precision)
+            results[name] = {k: r[k] for k in ("trainable_params", "trainable_percent", "tokens_per_s",
+                                               "peak_memory_bytes", "eval_loss_before", "eval_loss_after", "lr")}
+            results[name]["predicted_memory_bytes"] = r["predicted_memory_bytes"]["total"]
+            results[name]["wall_s"] = round(time.perf_counter() - start, 1)
+            print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
     out = {"model": args.model, "device": "cpu, 2 threads", "steps": args.steps, "batch_size": args.batch_size,
            "max_seq_len": args.max_seq_len, "train_rows": args.rows, "eval_rows": args.eval_rows,
            "methods": results}
-    if "full" in results and "lora" in results:
-        full, lora = results["full"], results["lora"]
-        out["lora_vs_full"] = {
-            "tokens_per_s_ratio": round(lora["tokens_per_s"] / full["tokens_per_s"], 3),
-            "peak_memory_ratio": round(lora["peak_memory_bytes"] / full["peak_memory_bytes"], 3),
-            "lora_lowers_heldout_loss": lora["eval_loss_after"] < lora["eval_loss_before"]}
-        out["lora_vs_full"]["target_met"] = (out["lora_vs_full"]["tokens_per_s_ratio"] >= 1.5
-                                             and out["lora_vs_full"]["peak_memory_ratio"] <= 0.6
-                                             and out["lora_vs_full"]["lora_lowers_heldout_loss"])
+    for lora, full in (("lora", "full"), ("lora_bf16", "full_bf16"), ("lora_bf16", "full")):
+        if lora in results and full in results:
+            out[f"{lora}_vs_{full}"] = ratios(results[lora], results[full])
+    return out
+
+
+def ratios(lora: dict, full: dict) -> dict:
+    """LoRA against full fine-tuning: the issue's target is >= 1.5x the tokens/s at <= 60 % of the peak memory."""
+    out = {"tokens_per_s_ratio": round(lora["tokens_per_s"] / full["tokens_per_s"], 3),
+           "peak_memory_ratio": round(lora["peak_memory_bytes"] / full["peak_memory_bytes"], 3),
+           "lora_lowers_heldout_loss": lora["eval_loss_after"] < lora["eval_loss_before"]}
+    out["target_met"] = out["tokens_per_s_ratio"] >= 1.5 and out["peak_memory_ratio"] <= 0.6 and \
+        out["lora_lowers_heldout_loss"]
     return out
 
 
@@ -119,6 +129,8 @@ def main() -> None:
     p.add_argument("--task", choices=["methods", "format"], default="methods")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                   help="bf16: autocast, frozen linear weights stored in bf16 (lmlab finetune --precision bf16)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-seq-len", type=int, default=256)
