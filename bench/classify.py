@@ -40,9 +40,9 @@ from lmlab.classify import (  # noqa: E402
     load_labeled,
     macro_f1,
 )
-from lmlab.classify.calibrate import class_scores, label_indices, scores_summary  # noqa: E402
+from lmlab.classify.calibrate import class_scores, label_indices  # noqa: E402
 from lmlab.classify.features import to_scipy, tokenize, tokenize_all  # noqa: E402
-from lmlab.eval.calibration import fit_temperature  # noqa: E402
+from lmlab.eval.calibration import calibration_summary, fit_temperature  # noqa: E402
 
 SETS = {"sst2": ("sst2:train", "sst2:dev"), "agnews": ("agnews:train", "agnews:test")}
 
@@ -63,9 +63,9 @@ def calibration(model, scores, ye) -> dict:
     order = np.random.default_rng(0).permutation(len(y))
     fit, held = order[:len(y) // 2], order[len(y) // 2:]
     t = fit_temperature(scores[fit], y[fit])
-    return {**rounded(scores_summary(scores, y)), "temperature": round(t, 4),
-            "second_half": {"raw": rounded(scores_summary(scores[held], y[held])),
-                            "scaled": rounded(scores_summary(scores[held], y[held], t))}}
+    return {**rounded(calibration_summary(scores, y)), "temperature": round(t, 4),
+            "second_half": {"raw": rounded(calibration_summary(scores[held], y[held])),
+                            "scaled": rounded(calibration_summary(scores[held], y[held], t))}}
 
 
 def scored(model, xe, ye, seconds: float) -> dict:

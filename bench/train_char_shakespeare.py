@@ -67,10 +67,15 @@ def recipe(steps: int, seed: int = 1337) -> TrainConfig:
                        log_every=1, checkpoint_every=0)
 
 
+def nanogpt_model(shape: dict) -> TransformerLM:
+    """nanoGPT's model of the recipe: the gpt2 preset without biases or dropout."""
+    return TransformerLM(TransformerConfig.from_preset("gpt2", bias=False, dropout=0.0, **shape))
+
+
 def seed_run(seed: int, shape: dict, train_tokens, windows, args, tmp: Path) -> float:
     """Validation loss of the recipe with another seed (initialisation, batch order and dropout RNG)."""
     torch.manual_seed(seed)
-    model = TransformerLM(TransformerConfig.from_preset("gpt2", bias=False, dropout=0.0, **shape))
+    model = nanogpt_model(shape)
     train(model, CausalLM(), RandomWindows(train_tokens, 12, 64, seed=seed), recipe(args.steps, seed),
           tmp / f"seed-{seed}")
     return round(val_loss(model, windows, args.eval_batches), 4)
@@ -116,7 +121,7 @@ def main() -> None:
     shape = dict(vocab_size=tokenizer.vocab_size, d_model=128, n_layers=4, n_heads=4, context_length=64)
 
     torch.manual_seed(1337)
-    ours = TransformerLM(TransformerConfig.from_preset("gpt2", bias=False, dropout=0.0, **shape))
+    ours = nanogpt_model(shape)
     began = time.perf_counter()
     result = train(ours, CausalLM(), source, recipe(args.steps), tmp / "lmlab")
     lmlab_result = {"steps": args.steps, "val_loss": round(val_loss(ours, windows, args.eval_batches), 4),
@@ -136,7 +141,7 @@ def main() -> None:
         lmlab_result["val_loss_sd"] = round(statistics.stdev(losses), 4)
 
     peer: dict = {}
-    models = {"lmlab": TransformerLM(TransformerConfig.from_preset("gpt2", bias=False, dropout=0.0, **shape))}
+    models = {"lmlab": nanogpt_model(shape)}
     try:
         import transformers
 

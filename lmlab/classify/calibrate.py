@@ -13,12 +13,10 @@ import numpy as np
 
 from ..core.errors import DataError
 from ..eval.calibration import (
-    brier_score,
+    calibration_summary,
     confidences_from_probs,
-    expected_calibration_error,
     fit_temperature,
-    maximum_calibration_error,
-    nll,
+    logits_from_probs,
     reliability_diagram,
     softmax,
 )
@@ -28,7 +26,7 @@ def class_scores(model, texts: Sequence[str]) -> np.ndarray:
     """Logits [N, classes] of a trained classifier (log-probabilities when it has no logits)."""
     if hasattr(model, "logits"):
         return np.asarray(model.logits(texts), dtype=np.float64)
-    return np.log(np.clip(np.asarray(model.predict_proba(texts), dtype=np.float64), 1e-300, None))
+    return logits_from_probs(model.predict_proba(texts))
 
 
 def label_indices(classes: Sequence[str], labels: Sequence) -> np.ndarray:
@@ -41,25 +39,17 @@ def label_indices(classes: Sequence[str], labels: Sequence) -> np.ndarray:
     return np.array([pos[str(x)] for x in labels], dtype=np.int64)
 
 
-def scores_summary(scores: np.ndarray, y: np.ndarray, temperature: float = 1.0, n_bins: int = 15) -> dict:
-    """ECE and MCE (equal-width bins), Brier score and NLL (nats) of softmax(scores / T)."""
-    probs = softmax(scores, temperature)
-    conf, hit = confidences_from_probs(probs, y)
-    return {"ece": expected_calibration_error(conf, hit, n_bins), "mce": maximum_calibration_error(conf, hit, n_bins),
-            "brier": brier_score(probs, y), "nll": nll(scores, y, temperature)}
-
-
 def calibration_report(model, texts: Sequence[str], labels: Sequence, *,
                        held_out: tuple[Sequence[str], Sequence] | None = None, n_bins: int = 15,
                        reliability_png: str | None = None) -> dict:
     """Calibration of ``model`` on labelled texts; with ``held_out`` (texts, labels) also the
     temperature fitted there and the metrics after scaling. ``reliability_png`` saves the diagram."""
     scores, y = class_scores(model, texts), label_indices(model.classes, labels)
-    out = {"bins": n_bins, **scores_summary(scores, y, n_bins=n_bins)}
+    out = {"bins": n_bins, **calibration_summary(scores, y, n_bins=n_bins)}
     if held_out is not None:
         t = fit_temperature(class_scores(model, held_out[0]), label_indices(model.classes, held_out[1]))
         out["temperature"] = t
-        out["scaled"] = scores_summary(scores, y, t, n_bins)
+        out["scaled"] = calibration_summary(scores, y, t, n_bins)
     if reliability_png:
         conf, hit = confidences_from_probs(softmax(scores), y)
         out["reliability_png"] = reliability_diagram(conf, hit, reliability_png, n_bins=n_bins,

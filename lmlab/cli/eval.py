@@ -187,7 +187,7 @@ def _prediction_arrays(path: str) -> dict:
     import numpy as np
 
     from ..core.errors import DataError
-    from ..eval.calibration import confidences_from_probs, softmax
+    from ..eval.calibration import confidences_from_probs, logits_from_probs, softmax
     from ..eval.records import read_jsonl
 
     records = read_jsonl(path)
@@ -207,22 +207,20 @@ def _prediction_arrays(path: str) -> dict:
     labels = np.array([int(r["label"]) for r in records])
     if labels.min() < 0 or labels.max() >= values.shape[1]:
         raise DataError(f"{path}: a label is outside 0..{values.shape[1] - 1}")
-    logits = values if key == "logits" else np.log(np.clip(values, 1e-300, None))
-    probs = softmax(logits)
-    conf, hit = confidences_from_probs(probs, labels)
-    return {"logits": logits, "labels": labels, "probs": probs, "confidence": conf, "correct": hit}
+    logits = values if key == "logits" else logits_from_probs(values)
+    conf, hit = confidences_from_probs(softmax(logits), labels)
+    return {"logits": logits, "labels": labels, "confidence": conf, "correct": hit}
 
 
 def run_calibration(args: argparse.Namespace) -> int:
     from ..core.errors import ConfigError
     from ..core.validate import check_number
     from ..eval.calibration import (
-        brier_score,
+        calibration_summary,
         confidences_from_probs,
         expected_calibration_error,
         fit_temperature,
         maximum_calibration_error,
-        nll,
         reliability_diagram,
         softmax,
     )
@@ -231,17 +229,15 @@ def run_calibration(args: argparse.Namespace) -> int:
     data = _prediction_arrays(args.predictions)
     conf, hit = data["confidence"], data["correct"]
 
-    def metrics(conf, hit, probs=None, logits=None, temperature=1.0) -> dict:
-        out = {"ece": expected_calibration_error(conf, hit, args.bins, args.strategy),
-               "mce": maximum_calibration_error(conf, hit, args.bins, args.strategy),
-               "accuracy": float(hit.mean())}
-        if probs is not None:
-            out["brier"] = brier_score(probs, data["labels"])
-            out["nll"] = nll(logits, data["labels"], temperature)
-        return out
+    def metrics(conf, hit, logits=None, temperature=1.0) -> dict:
+        if logits is None:  # confidences and correctness only: no Brier score or NLL
+            return {"ece": expected_calibration_error(conf, hit, args.bins, args.strategy),
+                    "mce": maximum_calibration_error(conf, hit, args.bins, args.strategy), "accuracy": float(hit.mean())}
+        return {**calibration_summary(logits, data["labels"], temperature, args.bins, args.strategy),
+                "accuracy": float(hit.mean())}
 
     result = {"predictions": args.predictions, "n": int(conf.size), "bins": args.bins, "strategy": args.strategy,
-              **metrics(conf, hit, data.get("probs"), data.get("logits"))}
+              **metrics(conf, hit, data.get("logits"))}
     if args.heldout:
         if "logits" not in data:
             raise ConfigError("temperature scaling needs logits or probabilities in --predictions",
@@ -253,7 +249,7 @@ def run_calibration(args: argparse.Namespace) -> int:
         probs = softmax(data["logits"], t)
         conf, hit = confidences_from_probs(probs, data["labels"])
         result["temperature"] = t
-        result["scaled"] = metrics(conf, hit, probs, data["logits"], t)
+        result["scaled"] = metrics(conf, hit, data["logits"], t)
     if args.plot:
         result["plot"] = reliability_diagram(conf, hit, args.plot, n_bins=args.bins, strategy=args.strategy,
                                              title="after temperature scaling" if args.heldout else "Reliability diagram")
