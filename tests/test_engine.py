@@ -72,6 +72,34 @@ def test_greedy_engine_equals_protocol_greedy(tok):
     assert out.text == tok.decode(out.ids)
 
 
+@pytest.mark.parametrize("preset", ["llama", "gpt2"])
+def test_decode_layout_restrides_in_place_and_keeps_outputs(tok, preset):
+    from lmlab.models.layout import column_major_linears
+
+    lm = make(tok, preset)
+    ids = torch.randint(0, tok.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    before, _ = lm(ids)
+    params = dict(lm.named_parameters())
+    values = {name: p.detach().clone() for name, p in params.items()}
+    prompt = tok.encode("the quick")
+    ref = sample(lm, prompt, greedy=True, max_new_tokens=10, stop_ids=[])[0]
+    Engine(lm, tok, greedy=True)
+    linears = [m.weight for m in lm.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(w.stride() == (1, w.shape[0]) for w in linears)
+    assert dict(lm.named_parameters()) == params  # the same Parameter objects: optimizers and ties still hold
+    assert all(torch.equal(params[name], v) for name, v in values.items())
+    if lm.config.tie_embeddings:
+        assert lm.head.weight is lm.embed.weight
+    after, _ = lm(ids)
+    assert (after - before).abs().max() < 1e-5
+    assert sample(lm, prompt, greedy=True, max_new_tokens=10, stop_ids=[])[0].ids == ref.ids
+    assert column_major_linears(lm) == 0  # already column-major
+    assert column_major_linears(make(tok, preset).to(torch.bfloat16)) == 0  # float32 only
+    kept = make(tok, preset)
+    Engine(kept, tok, decode_layout=False)
+    assert all(m.weight.is_contiguous() for m in kept.modules() if isinstance(m, torch.nn.Linear))
+
+
 @pytest.mark.parametrize("greedy", [True, False])
 def test_batched_with_padding_equals_one_by_one(tok, greedy):
     lm = make(tok)

@@ -161,11 +161,12 @@ def run_engine(args: argparse.Namespace, lm, tokenizer, desc: str, prompts: list
 
     from ..generate.engine import Engine, Request
 
-    engine = Engine(lm, tokenizer, processors=processors, greedy=greedy, on_overflow=args.on_overflow,
-                    compile=args.compile)
     requests = [Request(p, max_new_tokens=args.max_new_tokens, stop=args.stop, stop_ids=args.stop_id,
                         seed=None if args.seed is None else args.seed + i)
                 for p in prompts for i in range(args.num_samples)]
+    # the column-major decode layout pays for one or two rows; batches of 4+ read row-major weights faster
+    engine = Engine(lm, tokenizer, processors=processors, greedy=greedy, on_overflow=args.on_overflow,
+                    compile=args.compile, decode_layout=len(requests) < 4)
     live = not args.json and not args.quiet and len(requests) == 1 and sys.stdout.isatty()
     on_text = (lambda _, piece: print(piece, end="", flush=True)) if live else None
     outs = engine.generate(requests, on_text=on_text)

@@ -127,10 +127,15 @@ class Engine:
     ``on_overflow`` says what a prompt too long for the context does: 'error' or 'truncate'
     (keep its last tokens). ``compile=True`` runs a transformer's one-token decode step
     through ``torch.compile`` (compiled on first use; the prefill stays eager).
+    ``decode_layout=True`` stores a transformer's float32 CPU linear weights column-major, in
+    place (``lmlab.models.layout``): the layout the one-row matrix-vector product reads fastest
+    (batch 1 decodes ~25 % faster); batches of four or more rows run faster row-major, so the
+    batching server passes False.
     """
 
     def __init__(self, lm: LanguageModel, tokenizer: Any = None, *, processors: Sequence[Processor] = (),
-                 greedy: bool = False, on_overflow: str = "error", compile: bool = False) -> None:
+                 greedy: bool = False, on_overflow: str = "error", compile: bool = False,
+                 decode_layout: bool = True) -> None:
         check_choice("on_overflow", on_overflow, OVERFLOW)
         self.lm, self.tokenizer = lm, tokenizer
         self.processors, self.greedy, self.on_overflow = list(processors), greedy, on_overflow
@@ -139,6 +144,10 @@ class Engine:
         self.fast = isinstance(lm, TransformerLM)  # static cache, padded batches, last-position logits
         if compile and not self.fast:
             raise ConfigError("compile applies to transformer models only", "leave compile (--compile) out")
+        if self.fast and decode_layout:
+            from ..models.layout import column_major_linears
+
+            column_major_linears(lm)
         self._decode = _compiled_step(lm) if compile else lm
 
     # --- public -------------------------------------------------------------------------------

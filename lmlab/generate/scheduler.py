@@ -137,7 +137,8 @@ class Scheduler:
         self.max_queue = int(check_number("max_queue", max_queue, low=0, integer=True))
         self.timeout_s = timeout_s
         self.lm, self.tokenizer = lm, tokenizer
-        self._engine = Engine(lm, tokenizer, on_overflow=on_overflow)  # prompt checks and context rules
+        # prompt checks and context rules; weights stay row-major, the faster layout for many rows at once
+        self._engine = Engine(lm, tokenizer, on_overflow=on_overflow, decode_layout=False)
         self.fast = self._engine.fast
         self.device = lm.device
         self._waiting: deque[Handle] = deque()
