@@ -74,7 +74,7 @@ def test_greedy_engine_equals_protocol_greedy(tok):
 
 @pytest.mark.parametrize("preset", ["llama", "gpt2"])
 def test_decode_layout_restrides_in_place_and_keeps_outputs(tok, preset):
-    from lmlab.models.layout import column_major_linears
+    from lmlab.models.layout import column_major_linears, decode_layout
 
     lm = make(tok, preset)
     ids = torch.randint(0, tok.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
@@ -85,15 +85,29 @@ def test_decode_layout_restrides_in_place_and_keeps_outputs(tok, preset):
     ref = sample(lm, prompt, greedy=True, max_new_tokens=10, stop_ids=[])[0]
     Engine(lm, tok, greedy=True)
     linears = [m.weight for m in lm.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(w.stride() == (1, w.shape[0]) for w in linears)
+    assert linears and all(w.stride()[0] == 1 for w in linears)  # column-major
+    attn = lm.blocks[0].attn
+    assert attn.packed is not None and attn.q_proj.weight.untyped_storage().data_ptr() == \
+        attn.v_proj.weight.untyped_storage().data_ptr()  # q/k/v: blocks of one tensor
+    assert (lm.blocks[0].mlp.packed is not None) == (preset == "llama")  # SwiGLU's gate/up
     assert dict(lm.named_parameters()) == params  # the same Parameter objects: optimizers and ties still hold
     assert all(torch.equal(params[name], v) for name, v in values.items())
     if lm.config.tie_embeddings:
         assert lm.head.weight is lm.embed.weight
-    after, _ = lm(ids)
+    with torch.no_grad():  # the packed path
+        after, _ = lm(ids)
     assert (after - before).abs().max() < 1e-5
     assert sample(lm, prompt, greedy=True, max_new_tokens=10, stop_ids=[])[0].ids == ref.ids
-    assert column_major_linears(lm) == 0  # already column-major
+    logits, _ = lm(ids)  # recording gradients: the layers' own path, so every weight gets its gradient
+    logits.sum().backward()
+    assert all(p.grad is not None for p in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight))
+    assert column_major_linears(lm) == 0 and decode_layout(lm) == len(lm.blocks) * (2 if preset == "llama" else 1)
+    attn.q_proj.weight = torch.nn.Parameter(torch.zeros_like(attn.q_proj.weight))  # replaced: packing is stale
+    with torch.no_grad():
+        stale, _ = lm(ids)
+        attn.packed = None
+        fresh, _ = lm(ids)
+    assert torch.equal(stale, fresh)
     assert column_major_linears(make(tok, preset).to(torch.bfloat16)) == 0  # float32 only
     kept = make(tok, preset)
     Engine(kept, tok, decode_layout=False)

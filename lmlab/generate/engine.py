@@ -145,9 +145,9 @@ class Engine:
         if compile and not self.fast:
             raise ConfigError("compile applies to transformer models only", "leave compile (--compile) out")
         if self.fast and decode_layout:
-            from ..models.layout import column_major_linears
+            from ..models.layout import decode_layout as use_decode_layout
 
-            column_major_linears(lm)
+            use_decode_layout(lm)
         self._decode = _compiled_step(lm) if compile else lm
 
     # --- public -------------------------------------------------------------------------------

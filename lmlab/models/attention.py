@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layout import packed_outputs
 from .norms import upcast
 
 SCORES = ("dot", "scaled_dot", "bilinear", "additive")
@@ -33,6 +34,7 @@ class Attention(nn.Module):
         self.score = score
         self.dropout = dropout
         self.past_prefix = None  # prefix tuning's callable (lmlab.peft.prefix), applied by the block
+        self.packed = None  # q/k/v weights packed for decoding (lmlab.models.layout)
         self.q_proj = nn.Linear(dim, n_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=bias)
@@ -48,9 +50,11 @@ class Attention(nn.Module):
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries [B, H, T, D] and keys/values [B, KV, T, D] of ``x`` [B, T, dim]."""
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        linears = (self.q_proj, self.k_proj, self.v_proj)
+        q, k, v = packed_outputs(x, linears, self.packed) or (lin(x) for lin in linears)
+        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, allowed: torch.Tensor | None,

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layout import packed_outputs
+
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
 _ACT = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu,
         "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}  # GPT-2's "gelu_new"
@@ -21,10 +23,12 @@ class MLP(nn.Module):
         self.up = nn.Linear(dim, hidden, bias=bias)
         self.down = nn.Linear(hidden, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
+        self.packed = None  # gate/up weights packed for decoding (lmlab.models.layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate is not None:
-            h = F.silu(self.gate(x)) * self.up(x)
+            gate, up = packed_outputs(x, (self.gate, self.up), self.packed) or (self.gate(x), self.up(x))
+            h = F.silu(gate) * up
         else:
             h = _ACT[self.activation](self.up(x))
         return self.dropout(self.down(h))
