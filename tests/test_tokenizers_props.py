@@ -106,6 +106,34 @@ def test_stream_decoder_is_exact_at_every_cut(byte_bpe, text):
     assert "".join(pieces) + stream.flush() == text
 
 
+@pytest.mark.parametrize("kind", ["bpe", "bpe-eow", "wordpiece", "unigram"])
+@settings(max_examples=60, deadline=None)
+@given(draws=st.lists(st.integers(0, 10**6), max_size=40))
+def test_windowed_stream_decoder_joins_to_the_whole_decode(kind, draws):
+    # any id sequence, not only encodings: the windowed decoder must add up to decode(ids)
+    tok = _trained(kind)
+    ids = [d % tok.vocab_size for d in draws]
+    for skip in (False, True):
+        stream = tok.stream_decoder(skip_special_tokens=skip)
+        pieces = [stream.push(i) for i in ids]
+        whole = tok.decode(ids, skip_special_tokens=skip)
+        for k in range(len(pieces) + 1):
+            assert whole.startswith("".join(pieces[:k]))
+        assert "".join(pieces) + stream.flush() == whole
+
+
+def test_text_stream_decoder_cost_is_linear():
+    from lmlab.tokenizers.decoders import TextStreamDecoder
+
+    tok = _trained("wordpiece")
+    ids = tok.encode("abc defg hij jaabbcc " * 100)
+    decoded = []
+    stream = TextStreamDecoder(lambda window: decoded.append(len(window)) or tok.decode(window))
+    text = "".join(stream.push(i) for i in ids) + stream.flush()
+    assert text == tok.decode(ids)
+    assert sum(decoded) < 8 * len(ids)  # windows of a few tokens, not the whole prefix each time
+
+
 def test_stream_decoder_holds_back_half_a_character(smollm2):
     ids = smollm2.encode("é" * 3 + "🙂")
     stream = smollm2.stream_decoder()

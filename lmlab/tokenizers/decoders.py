@@ -168,28 +168,35 @@ class ByteStreamDecoder:
 
 
 class TextStreamDecoder:
-    """Incremental decoding for any tokenizer: emits the growth of the decoded prefix.
+    """Incremental decoding for any tokenizer: emits the growth of the decoded text.
 
-    Holds back output while the decoded text ends in U+FFFD (a possibly incomplete
-    character). It re-decodes the whole prefix on each push (cost grows with the length);
-    byte-level tokenizers use the constant-cost ``ByteStreamDecoder`` instead.
+    Decodes a short window — the tokens since the last emitted piece plus the tokens of that
+    piece as left context (a joining space, a word-piece ``##``, a Metaspace leading space depend
+    on it) — and emits what the new tokens add, so each push costs the window, not the whole
+    text. Holds back while the window ends in U+FFFD (a possibly incomplete character).
+    Byte-level tokenizers use the constant-cost ``ByteStreamDecoder`` instead.
     """
 
     def __init__(self, decode: Callable[[list[int]], str]) -> None:
         self._decode = decode
         self._ids: list[int] = []
-        self._emitted = ""
+        self._context = 0  # window start: the first token of the last emitted piece
+        self._read = 0  # tokens up to here are emitted
+
+    def _pending(self) -> str | None:
+        before = self._decode(self._ids[self._context:self._read])
+        text = self._decode(self._ids[self._context:])
+        return text[len(before):] if text.startswith(before) else None
 
     def push(self, id: int) -> str:
         self._ids.append(int(id))
-        text = self._decode(self._ids)
-        if text.endswith("\ufffd") or not text.startswith(self._emitted):
+        new = self._pending()
+        if not new or new.endswith("\ufffd"):
             return ""
-        new, self._emitted = text[len(self._emitted):], text
+        self._context, self._read = self._read, len(self._ids)
         return new
 
     def flush(self) -> str:
-        text = self._decode(self._ids)
-        new = text[len(self._emitted):] if text.startswith(self._emitted) else ""
-        self._emitted = text
+        new = self._pending() or ""
+        self._context = self._read = len(self._ids)
         return new
