@@ -108,6 +108,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=1,
                    help="also train the recipe with this many seeds in all (1337, 1338, ...): mean and spread")
     args = p.parse_args()
+    if args.chunk < 3 or args.timing_steps < args.chunk:
+        p.error("--chunk must be at least 3 (the first 2 steps after each resume warm up, untimed) "
+                "and --timing-steps at least --chunk")
     torch.set_num_threads(args.threads)
     set_quiet(True)
     text = dataset_file("tinyshakespeare", "all").read_text(encoding="utf-8")
@@ -128,7 +131,9 @@ def main() -> None:
                     # nanoGPT's CPU command estimates with --eval_iters=20 (noisier): the first 20 of the same batches
                     "val_loss_20_batches": round(val_loss(ours, windows, 20), 4),
                     "train_loss": round(result.final_loss, 4), "wall_s": round(time.perf_counter() - began, 1),
-                    "ms_per_iter_whole_run": round(statistics.median(step_ms(tmp / "lmlab", 5)), 2),
+                    # the first 5 steps warm up (a run of 5 steps or fewer keeps them all)
+                    "ms_per_iter_whole_run": round(statistics.median(step_ms(tmp / "lmlab", 5)
+                                                                     or step_ms(tmp / "lmlab")), 2),
                     "parameters": sum(p.numel() for p in ours.parameters())}
     print(json.dumps({"lmlab": lmlab_result}), flush=True)
     if args.seeds > 1:
