@@ -7,6 +7,9 @@ Both models run through lmlab's trainer on the same batches. lmlab's model is tr
 the full recipe (validation loss); then both are timed *interleaved* — alternating chunks of
 ``--chunk`` steps until each has done ``--timing-steps`` — so that the load of a shared machine
 falls on both alike (per-iteration time does not depend on the step).
+``--seeds N`` trains the recipe with N seeds (mean and spread); ``--peer-recipe`` also trains
+transformers' GPT-2 through the whole recipe with the same seeds, so the recipe's reach is
+measured on a model lmlab did not write.
 Last line: JSON with ``val_loss``, ``ms_per_iter`` and the peer's figures under ``transformers``.
 """
 
@@ -72,13 +75,30 @@ def nanogpt_model(shape: dict) -> TransformerLM:
     return TransformerLM(TransformerConfig.from_preset("gpt2", bias=False, dropout=0.0, **shape))
 
 
-def seed_run(seed: int, shape: dict, train_tokens, windows, args, tmp: Path) -> float:
-    """Validation loss of the recipe with another seed (initialisation, batch order and dropout RNG)."""
+def hf_gpt2(shape: dict, tokenizer) -> nn.Module:
+    """transformers' GPT-2 of the recipe's shape (GPT-2 always has biases; nanoGPT's recipe has none)."""
+    import transformers
+
+    return HFCausalLM(transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=shape["vocab_size"], n_positions=64, n_embd=128, n_layer=4, n_head=4,
+        activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id)))
+
+
+def seed_run(seed: int, build, train_tokens, windows, args, run_dir: Path) -> float:
+    """Validation loss of the recipe with a seed (initialisation and batch order) for ``build()``'s model."""
     torch.manual_seed(seed)
-    model = nanogpt_model(shape)
-    train(model, CausalLM(), RandomWindows(train_tokens, 12, 64, seed=seed), recipe(args.steps, seed),
-          tmp / f"seed-{seed}")
+    model = build()
+    train(model, CausalLM(), RandomWindows(train_tokens, 12, 64, seed=seed), recipe(args.steps, seed), run_dir)
     return round(val_loss(model, windows, args.eval_batches), 4)
+
+
+def spread(losses: list[float], first_seed: int = 1337) -> dict:
+    out = {"val_loss_by_seed": dict(zip(range(first_seed, first_seed + len(losses)), losses, strict=True)),
+           "val_loss_mean": round(statistics.mean(losses), 4)}
+    if len(losses) > 1:
+        out["val_loss_sd"] = round(statistics.stdev(losses), 4)
+    return out
 
 
 def step_ms(run_dir: Path, skip: int = 0) -> list[float]:
@@ -107,6 +127,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     p.add_argument("--seeds", type=int, default=1,
                    help="also train the recipe with this many seeds in all (1337, 1338, ...): mean and spread")
+    p.add_argument("--peer-recipe", action="store_true",
+                   help="also train transformers' GPT-2 through the whole recipe (as many seeds): its val loss")
     args = p.parse_args()
     if args.chunk < 3 or args.timing_steps < args.chunk:
         p.error("--chunk must be at least 3 (the first 2 steps after each resume warm up, untimed) "
@@ -139,11 +161,10 @@ def main() -> None:
     if args.seeds > 1:
         losses = [lmlab_result["val_loss"]]
         for seed in range(1338, 1337 + args.seeds):
-            losses.append(seed_run(seed, shape, train_tokens, windows, args, tmp))
+            losses.append(seed_run(seed, lambda: nanogpt_model(shape), train_tokens, windows, args,
+                                   tmp / f"seed-{seed}"))
             print(json.dumps({"seed": seed, "val_loss": losses[-1]}), flush=True)
-        lmlab_result["val_loss_by_seed"] = dict(zip(range(1337, 1337 + args.seeds), losses, strict=True))
-        lmlab_result["val_loss_mean"] = round(statistics.mean(losses), 4)
-        lmlab_result["val_loss_sd"] = round(statistics.stdev(losses), 4)
+        lmlab_result.update(spread(losses))
 
     peer: dict = {}
     models = {"lmlab": nanogpt_model(shape)}
@@ -151,15 +172,19 @@ def main() -> None:
         import transformers
 
         torch.manual_seed(1337)
-        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-            vocab_size=shape["vocab_size"], n_positions=64, n_embd=128, n_layer=4, n_head=4,
-            activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-            bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id))
-        models["transformers"] = HFCausalLM(hf)
-        peer = {"version": transformers.__version__, "parameters": sum(p.numel() for p in hf.parameters()),
+        models["transformers"] = hf_gpt2(shape, tokenizer)
+        peer = {"version": transformers.__version__,
+                "parameters": sum(p.numel() for p in models["transformers"].parameters()),
                 "note": "GPT-2 always has biases (lmlab's run has none, as in nanoGPT)"}
     except ImportError:
         peer = {"skipped": "transformers is not installed"}
+    if args.peer_recipe and "transformers" in models:  # the peer's model through the whole recipe, same seeds
+        losses = []
+        for seed in range(1337, 1337 + args.seeds):
+            losses.append(seed_run(seed, lambda: hf_gpt2(shape, tokenizer), train_tokens, windows, args,
+                                   tmp / f"peer-seed-{seed}"))
+            print(json.dumps({"peer_seed": seed, "val_loss": losses[-1]}), flush=True)
+        peer["recipe"] = spread(losses)
     times = interleaved_timing(models, source, args, tmp)
     lmlab_result["ms_per_iter"] = round(statistics.median(times["lmlab"]), 2)
     if "transformers" in times:
@@ -167,7 +192,8 @@ def main() -> None:
         peer["timed_steps"] = args.timing_steps
         peer["val_loss_after_timing"] = round(val_loss(models["transformers"], windows, args.eval_batches), 4)
     out = {"bench": "train_char_shakespeare", "val_loss": lmlab_result["val_loss"],
-           "val_loss_mean_over_seeds": lmlab_result.get("val_loss_mean"), "target_val_loss": 1.88,
+           "val_loss_mean_over_seeds": lmlab_result.get("val_loss_mean"),
+           "peer_val_loss_mean_over_seeds": peer.get("recipe", {}).get("val_loss_mean"), "target_val_loss": 1.88,
            "ms_per_iter": lmlab_result["ms_per_iter"], "steps": args.steps, "threads": args.threads,
            "lmlab": lmlab_result, "transformers": peer, "torch": torch.__version__, "cpu_count": os.cpu_count()}
     if "ms_per_iter" in peer:
