@@ -63,7 +63,7 @@ def methods_bench(args: argparse.Namespace, work: Path) -> dict:
             r = lmlab("finetune", "--model", args.model, "--method", method, "--data", str(train), "--eval-data",
                       str(held_out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                       "--max-seq-len", str(args.max_seq_len), "--out", str(work / name), "--seed", "0",
-                      "--precision", precision)
+                      "--precision", precision, *(["--activation-checkpointing"] if args.activation_checkpointing else []))
             results[name] = {k: r[k] for k in ("trainable_params", "trainable_percent", "tokens_per_s",
                                                "peak_memory_bytes", "eval_loss_before", "eval_loss_after", "lr")}
             results[name]["predicted_memory_bytes"] = r["predicted_memory_bytes"]["total"]
@@ -71,7 +71,7 @@ def methods_bench(args: argparse.Namespace, work: Path) -> dict:
             print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
     out = {"model": args.model, "device": "cpu, 2 threads", "steps": args.steps, "batch_size": args.batch_size,
            "max_seq_len": args.max_seq_len, "train_rows": args.rows, "eval_rows": args.eval_rows,
-           "methods": results}
+           "activation_checkpointing": args.activation_checkpointing, "methods": results}
     for lora, full in (("lora", "full"), ("lora_bf16", "full_bf16"), ("lora_bf16", "full")):
         if lora in results and full in results:
             out[f"{lora}_vs_{full}"] = ratios(results[lora], results[full])
@@ -132,6 +132,8 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                    help="bf16: autocast, frozen linear weights stored in bf16 (lmlab finetune --precision bf16)")
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="every method recomputes its activations in the backward pass (lmlab finetune's flag)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-seq-len", type=int, default=256)
     p.add_argument("--rows", type=int, default=400, help="Alpaca rows to train on")

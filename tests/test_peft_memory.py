@@ -68,6 +68,8 @@ def test_activation_formula_by_hand():
     assert activation_memory(shape, 2, 3, kept=()) == frozen
     assert activation_memory(shape, 2, 3, kept=(), extra_per_token_layer=5, bytes_per_value=2) \
         == tokens * (2 * 91 * 2 + 8 * 2 + 2 * 10 * 4)
+    # checkpointing: each layer's input (8) for both layers, plus one layer's activations
+    assert activation_memory(shape, 2, 3, checkpointing=True) == tokens * ((2 * 8 + 142) * 4 + 2 * 8 * 4 + 2 * 10 * 4)
 
 
 def _measured_activation_bytes(model, ids) -> int:

@@ -178,6 +178,54 @@ def test_bf16_autocast_trains(tmp_path, no_progress):
     assert np.isfinite(result.final_loss)
 
 
+@pytest.mark.parametrize("preset", ["gpt2", "llama"])
+def test_activation_checkpointing_gives_the_same_run_with_fewer_saved_tensors(tmp_path, preset, no_progress):
+    def model():
+        torch.manual_seed(0)
+        return TransformerLM(TransformerConfig.from_preset(preset, vocab_size=V, d_model=16, n_layers=3, n_heads=2,
+                                                           context_length=16, dropout=0.1))
+
+    batch = RandomWindows(tokens(), 4, 12, seed=1).batch(0)
+    mask = torch.ones(4, 12, dtype=torch.long)
+    mask[1, :3] = 0
+    saved, grads = {}, {}
+    for recompute in (False, True):
+        lm = model().train()
+        lm.activation_checkpointing = recompute
+        sizes = {}
+
+        def pack(t, sizes=sizes):
+            sizes[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            torch.manual_seed(3)  # the same dropout masks: the recomputation replays the RNG
+            logits, _ = lm(batch["input"], attention_mask=mask)
+        token_loss(logits, batch["target"]).backward()
+        saved[recompute] = sum(sizes.values())
+        grads[recompute] = [p.grad for p in lm.parameters()]
+    assert saved[True] < 0.6 * saved[False]
+    for a, b in zip(grads[False], grads[True], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    runs = []
+    for recompute in (False, True):
+        config = TrainConfig(steps=3, lr=1e-2, device="cpu", activation_checkpointing=recompute)
+        train(model(), CausalLM(), RandomWindows(tokens(), 4, 12, seed=2), config, tmp_path / str(recompute))
+        runs.append([loss for _, loss in _losses(tmp_path / str(recompute))])
+    assert runs[0] == pytest.approx(runs[1], abs=1e-6)
+
+
+def test_activation_checkpointing_refuses_what_it_cannot_do(tmp_path, no_progress):
+    config = TrainConfig(steps=1, device="cpu", activation_checkpointing=True)
+    with pytest.raises(ConfigError, match="transformer models"):
+        train(RecurrentLM(V, cell="lstm", d_embed=8, d_hidden=8, n_layers=1), CausalLM(), RandomWindows(tokens(), 2, 8), config,
+              tmp_path / "rnn")
+    moe = TransformerLM(TransformerConfig.from_preset("llama", vocab_size=V, d_model=16, n_layers=1, n_heads=2,
+                                                      context_length=16, moe_experts=2, moe_top_k=1))
+    with pytest.raises(ConfigError, match="mixture-of-experts"):
+        train(moe, CausalLM(), RandomWindows(tokens(), 2, 8), config, tmp_path / "moe")
+
+
 DDP_SCRIPT = """
 import json, os, sys, torch
 from lmlab.core.progress import set_quiet

@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", default="auto")
     g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: bf16 autocast, and frozen linear weights stored in bf16 (no fp32 copy)")
+    g.add_argument("--activation-checkpointing", action="store_true",
+                   help="keep only each layer's input for the backward pass and recompute the rest there "
+                        "(less memory, about a third more compute)")
     m = p.add_argument_group("method")
     m.add_argument("--targets", default=None,
                    help="comma-separated module patterns (default: every linear layer of the blocks; "
@@ -195,10 +198,11 @@ def run(args: argparse.Namespace) -> int:
     if args.precision == "bf16":
         cast_frozen_linears(lm, torch.bfloat16)
     seq_len = args.max_seq_len + (config.n_tokens if args.method == "prompt" else 0)
-    predicted = training_memory(lm, decoder_shape(lm), args.batch_size, seq_len)
+    predicted = training_memory(lm, decoder_shape(lm), args.batch_size, seq_len,
+                                checkpointing=args.activation_checkpointing)
     result: dict[str, Any] = {"model": str(args.model), "method": args.method, "config": asdict(config),
                               **report, "batch_size": args.batch_size, "max_seq_len": args.max_seq_len,
-                              "precision": args.precision,
+                              "precision": args.precision, "activation_checkpointing": args.activation_checkpointing,
                               "predicted_memory_bytes": predicted, "data": train_data.summary(),
                               "eval_data": eval_data.summary()}
     if train_data.truncated:
@@ -225,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     warmup = args.warmup if args.warmup is not None else args.steps // 10
     train_config = TrainConfig(steps=args.steps, lr=lr, warmup=warmup, min_lr=lr / 10, weight_decay=0.0,
                                seed=args.seed, device=args.device, log_every=1,
-                               precision=args.precision)
+                               precision=args.precision, activation_checkpointing=args.activation_checkpointing)
     peak: dict[str, float] = {}
 
     def on_step(step: int, loss: float) -> None:  # before the trainer writes its final checkpoint

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from ..core.errors import ModelError
+from ..core.errors import ConfigError, ModelError
 from .attention import Attention
 from .config import TransformerConfig
 from .mlm_head import HeadTransform
@@ -144,6 +145,8 @@ class TransformerLM(NeuralLM):
         self.context_length = cfg.context_length
         self.set_special_ids(special_ids)
         self.fused = True
+        # recompute each block's activations in the backward pass instead of keeping them (training only)
+        self.activation_checkpointing = False
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.positions = LearnedPositions(cfg.context_length, cfg.d_model) if cfg.positions == "learned" else None
         self.segments = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
@@ -310,9 +313,18 @@ class TransformerLM(NeuralLM):
         if memory is not None:
             ctx["memory_allowed"] = None if memory[2] is None else memory[2].bool().view(b, 1, 1, -1)
         keys, values = [], []
+        recompute = self.activation_checkpointing and torch.is_grad_enabled() and not past and not state.capacity
+        if recompute and cfg.moe_experts:
+            raise ConfigError("activation checkpointing does not combine with mixture-of-experts layers "
+                              "(their balancing statistics would count the recomputation)",
+                              "train MoE models without activation checkpointing")
         for i, block in enumerate(self.blocks):
             cross = None if memory is None else (memory[0][i], memory[1][i])
-            x, (k, v) = block(x, ctx, (state.keys[i], state.values[i]), self.fused, cross)
+            past_i = (state.keys[i], state.values[i])
+            if recompute:  # keeps only the block's input; the backward pass runs the block again
+                x, (k, v) = checkpoint(block, x, ctx, past_i, self.fused, cross, use_reentrant=False)
+            else:
+                x, (k, v) = block(x, ctx, past_i, self.fused, cross)
             keys.append(k)
             values.append(v)
         x = x[:, soft:]

@@ -68,12 +68,15 @@ def parameter_memory(model: nn.Module, optimizer: str = "adamw") -> dict[str, in
 
 def activation_memory(shape: DecoderShape, batch_size: int, seq_len: int, *,
                       kept: tuple[str, ...] = KEPT_GROUPS,
-                      extra_per_token_layer: int = 0, bytes_per_value: int = 4) -> int:
+                      extra_per_token_layer: int = 0, bytes_per_value: int = 4,
+                      checkpointing: bool = False) -> int:
     """Predicted bytes of activations kept for the backward pass (see the module docstring).
 
     ``kept`` names the groups whose inputs must be kept: linear layers (qkv, o, gate_up,
     down) and "norm" for trainable norm weights;
-    ``extra_per_token_layer`` adds a method's own values (LoRA's r, adapters' bottlenecks).
+    ``extra_per_token_layer`` adds a method's own values (LoRA's r, adapters' bottlenecks);
+    ``checkpointing``: only each layer's input h is kept, plus one layer's activations while
+    the backward pass recomputes it.
     """
     check_number("batch_size", batch_size, low=1, integer=True)
     check_number("seq_len", seq_len, low=1, integer=True)
@@ -82,7 +85,10 @@ def activation_memory(shape: DecoderShape, batch_size: int, seq_len: int, *,
     inputs = {"qkv": h, "o": h, "gate_up": h, "down": i, "norm": 2 * h}
     per_layer = always + sum(inputs[g] for g in set(kept)) + extra_per_token_layer
     tokens = batch_size * seq_len
-    blocks = tokens * shape.n_layers * per_layer * bytes_per_value
+    if checkpointing:
+        blocks = tokens * (shape.n_layers * h + per_layer) * bytes_per_value
+    else:
+        blocks = tokens * shape.n_layers * per_layer * bytes_per_value
     final_norm = (2 if "norm" in kept else 1) * h * bytes_per_value
     head = tokens * (final_norm + 2 * shape.vocab_size * 4)
     return blocks + head
@@ -125,9 +131,10 @@ def method_activation_terms(model: nn.Module, method: str, config,
 
 
 def training_memory(model: nn.Module, shape: DecoderShape, batch_size: int, seq_len: int,
-                    optimizer: str = "adamw", bytes_per_value: int = 4) -> dict[str, int]:
+                    optimizer: str = "adamw", bytes_per_value: int = 4, checkpointing: bool = False) -> dict[str, int]:
     """Predicted training memory (bytes) of an adapted ``model``: weights, gradients,
-    optimizer states, activations and their total. The method is read from the model's record.
+    optimizer states, activations (``checkpointing``: with activation checkpointing) and their
+    total. The method is read from the model's record.
     """
     record = getattr(model, "peft_record", None)
     method = record["method"] if record else "full"
@@ -141,6 +148,6 @@ def training_memory(model: nn.Module, shape: DecoderShape, batch_size: int, seq_
     groups, extra = method_activation_terms(model, method, config, shape)
     out["activations"] = activation_memory(shape, batch_size, seq_len, kept=groups,
                                            extra_per_token_layer=extra,
-                                           bytes_per_value=bytes_per_value)
+                                           bytes_per_value=bytes_per_value, checkpointing=checkpointing)
     out["total"] = sum(out.values())
     return out

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..core.device import resolve_device
-from ..core.errors import ModelError
+from ..core.errors import ConfigError, ModelError
 from ..core.memory import peak_memory_mb
 from ..core.progress import progress
 from ..core.validate import check_choice, check_keys, check_number
@@ -79,6 +79,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0 = only at the end
     log_every: int = 1
     compile: bool = False
+    activation_checkpointing: bool = False  # transformers: recompute block activations in the backward pass
     distributed: str = "auto"
     device: str = "auto"
     seed: int = 1337
@@ -181,6 +182,11 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
         own_config = model.state_config() if hasattr(model, "state_config") else {}
         saved, tensors, trainer_state = load_checkpoint(checkpoint, own_config)
         model.load_state_dict(tensors, strict=False)
+    if hasattr(model, "activation_checkpointing"):
+        model.activation_checkpointing = config.activation_checkpointing
+    elif config.activation_checkpointing:
+        raise ConfigError(f"activation checkpointing applies to transformer models, not {type(model).__name__}",
+                          "leave activation_checkpointing off")
     engine = wrap_model(model, config.distributed, world, device)
     optimizer = make_optimizer(model, config, device)
     if checkpoint is not None:
