@@ -11,7 +11,7 @@ from .common import add_common, add_corpus_options, emit, open_corpus_arg, statu
 #: settings passed to ``pretrain`` itself (the rest go to the model or the trainer)
 RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing",
             "objective", "mask_rate", "whole_word", "nsp")
-FLAGS = ("nsp",)  # may be given bare (--nsp = --nsp true)
+FLAGS = ("nsp", "activation_checkpointing", "compile")  # may be given bare (--nsp = --nsp true)
 
 
 def _value(text: str):
