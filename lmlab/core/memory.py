@@ -7,6 +7,7 @@ phase (a training run, a generation) can be measured after the model is already 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import sys
@@ -49,7 +50,5 @@ def release_free_memory() -> None:
     gc.collect()
     if not sys.platform.startswith("linux"):
         return
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no malloc_trim): nothing to hand back
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim): nothing to hand back
-        pass

@@ -159,7 +159,6 @@ def softmax(logits: Sequence, temperature: float = 1.0) -> np.ndarray:
     return np.exp(_log_softmax(np.asarray(logits, dtype=np.float64) / temperature))
 
 
-
 def logits_from_probs(probs: Sequence) -> np.ndarray:
     """log p, which stands in for logits: softmax(log p / T) is temperature scaling of p (0 → log 1e-300)."""
     return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-300, None))
@@ -173,6 +172,7 @@ def calibration_summary(logits: Sequence, labels: Sequence[int], temperature: fl
     return {"ece": expected_calibration_error(conf, hit, n_bins, strategy),
             "mce": maximum_calibration_error(conf, hit, n_bins, strategy),
             "brier": brier_score(probs, labels), "nll": nll(logits, labels, temperature)}
+
 
 # --- reliability diagram ---------------------------------------------------------------------------
 def reliability_diagram(confidences: Sequence[float], correct: Sequence[float], path: str, *, n_bins: int = 15,
