@@ -6,8 +6,6 @@ import pytest
 
 from lmlab.cli import main
 
-pytest.importorskip("numba")
-
 
 def run(capsys, *argv):
     code = main(list(argv))
@@ -36,7 +34,6 @@ def test_word2vec_train_similar_analogy_plot(capsys, corpus, tmp_path):
         assert code == 0 and len(json.loads(out)["neighbours"]) == 3
     code, out, _ = run(capsys, "word2vec", "analogy", "--vectors", str(out_dir), "cat", "dog", "car", "--json")
     assert code == 0 and json.loads(out)["answers"][0][0] not in ("cat", "dog", "car")
-    pytest.importorskip("matplotlib")
     png = tmp_path / "p.png"
     code, _, _ = run(capsys, "word2vec", "plot", "--vectors", str(out_dir), "--out", str(png), "cat", "dog", "car", "road")
     assert code == 0 and png.read_bytes()[:4] == b"\x89PNG"
