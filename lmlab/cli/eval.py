@@ -9,6 +9,7 @@ from .common import (
     add_common,
     add_corpus_options,
     add_model_options,
+    check_outputs,
     emit,
     model_from_args,
     open_corpus_arg,
@@ -226,6 +227,7 @@ def run_calibration(args: argparse.Namespace) -> int:
     )
 
     check_number("--bins", args.bins, low=1, integer=True)
+    check_outputs(args, files=("plot",))
     data = _prediction_arrays(args.predictions)
     conf, hit = data["confidence"], data["correct"]
 
@@ -335,6 +337,7 @@ def register_task(verbs: argparse._SubParsersAction) -> None:
 
 
 def run_task(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
     from ..core.io import write_json
     from ..core.validate import check_number
     from ..eval.harness import aggregate, evaluate_task
@@ -346,7 +349,10 @@ def run_task(args: argparse.Namespace) -> int:
         check_number("--limit", args.limit, low=1, integer=True)
     if args.num_fewshot is not None:
         check_number("--num-fewshot", args.num_fewshot, low=0, integer=True)
+    check_outputs(args, files=("cache", "output", "predictions"))
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if "lambada" not in names and (args.corpus is not None or args.min_words is not None):
+        raise ConfigError("--corpus and --min-words apply to the lambada task", "leave them out for these tasks")
     tasks = [load_task(n, num_fewshot=args.num_fewshot, corpus=args.corpus, min_words=args.min_words) for n in names]
     lm, tokenizer, desc = model_from_args(args)
     runner = RequestRunner(lm, tokenizer, batch_size=args.batch_size, cache_path=args.cache, model_id=desc,
@@ -396,6 +402,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
     if bool(args.judgements) == bool(args.answers):
         raise ConfigError("pass exactly one of --judgements FILE or --answers FILE (with --model as the judge)")
+    check_outputs(args, files=("save_judgements",))
+    judge_options = ("model", "tokenizer", "adapter", "save_judgements", "train", "smoothing", "k", "min_count", "save")
+    if args.judgements and any(getattr(args, name) is not None for name in judge_options):
+        raise ConfigError("the judge's options (--model, --tokenizer, --save-judgements, …) apply to --answers",
+                          "leave them out with --judgements")
     result: dict = {}
     if args.answers:
         if not args.model:

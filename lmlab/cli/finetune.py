@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .common import add_common, emit, status, table
+from .common import add_common, check_outputs, emit, status, table
 
 METHODS = ("lora", "qlora", "adapter", "prefix", "prompt", "ia3", "bitfit", "full")
 #: learning rates that move each method within a few dozen steps (AdamW, cosine decay)
@@ -132,6 +132,7 @@ def _check(args: argparse.Namespace) -> None:
         check_number("--lr", args.lr, low=0.0, low_inclusive=False)
     if not args.dry_run and not args.out:
         raise ConfigError("finetune needs an output directory", "pass --out DIR (or --dry-run to only predict memory)")
+    check_outputs(args, dirs=("out",))
 
 
 def _load(args: argparse.Namespace):

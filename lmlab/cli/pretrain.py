@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_common, add_corpus_options, emit, open_corpus_arg, status
+from .common import add_common, add_corpus_options, check_outputs, emit, open_corpus_arg, status
 
 #: settings passed to ``pretrain`` itself (the rest go to the model or the trainer)
 RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing",
@@ -79,20 +79,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def collect_settings(args: argparse.Namespace) -> dict:
     """The run's settings: the config file (if any), then command-line overrides on top."""
-    from ..core.errors import ConfigError, InputError
+    from ..core.errors import ConfigError
+    from ..core.io import read_json
     from ..train import read_run
 
     settings: dict = {"model": {}, "training": {}}
     if args.resume:
         settings = read_run(args.resume)
     elif args.config:
-        try:
-            with open(args.config, encoding="utf-8") as fh:
-                settings = {"model": {}, "training": {}, **json.load(fh)}
-        except OSError as exc:
-            raise InputError(f"cannot read --config {args.config}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--config {args.config} is not valid JSON ({exc})") from None
+        given = read_json(args.config, "--config")
+        if not isinstance(given, dict):
+            raise ConfigError(f"--config {args.config} holds a {type(given).__name__}, not a JSON object of settings",
+                              "write the settings as a run.json does: {\"family\": …, \"model\": {…}, \"training\": {…}}")
+        settings = {"model": {}, "training": {}, **given}
     if args.family:
         settings["family"] = args.family
     model_keys, train_keys = setting_keys()
@@ -154,7 +153,12 @@ def run(args: argparse.Namespace) -> int:
     out = args.resume or args.out
     if not out:
         raise ConfigError("no run directory", "pass --out DIR (or --resume DIR)")
+    check_outputs(args, dirs=("out", "resume"))
     paired = settings.get("objective") == "seq2seq"
+    parallel = [f"--{n.replace('_', '-')}" for n in ("pair", "source", "target", "valid_source", "valid_target")
+                if getattr(args, n) is not None]
+    if parallel and not paired:
+        raise ConfigError(f"{', '.join(parallel)} apply to --objective seq2seq", "leave them out, or add --objective seq2seq")
     corpus = parallel_args if paired else _corpus_args
     if args.resume:
         tokenizer = load(out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_common, emit, status
+from .common import add_common, check_outputs, emit, status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +34,16 @@ def _lines(spec: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from ..core.errors import InputError, ModelError
     from ..core.io import write_text
+    from ..core.validate import check_number
     from ..generate.translate import translate
     from ..models import load_model
     from ..models.seq2seq import EncoderDecoder
 
+    check_outputs(args, files=("out",))
+    if args.text and args.input:
+        raise InputError("both --text and --input were given", "translate either the --text arguments or a file")
+    if args.limit is not None:
+        check_number("--limit", args.limit, low=1, integer=True)
     texts = list(args.text) if args.text else _lines(args.input) if args.input else [
         line.rstrip("\n") for line in sys.stdin]
     texts = texts[:args.limit] if args.limit else texts

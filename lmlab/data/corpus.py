@@ -109,6 +109,27 @@ def text_file(path: str | os.PathLike, *, unit: str = "lines", errors: str = "st
     return Corpus(str(p), lambda: _documents(p, unit, errors, keep_blank))
 
 
+def read_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
+    """The JSON objects of a JSONL file (blank lines skipped; at most ``limit``), with one clear error for
+    a missing, binary or undecodable file and for a line that is not a JSON object."""
+    records: list[dict] = []
+    for number, line in enumerate(text_file(path, keep_blank=True), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})",
+                            "each line of a JSONL file must be one JSON object") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: a {type(record).__name__}, not a JSON object",
+                            "each line of a JSONL file must be one JSON object")
+        records.append(record)
+        if limit is not None and len(records) >= limit:
+            break
+    return records
+
+
 def jsonl_file(path: str | os.PathLike, field: str = "text", *, errors: str = "strict") -> Corpus:
     """Documents from the string field ``field`` of each JSON object in a JSONL file."""
     check_choice("errors", errors, ERRORS)

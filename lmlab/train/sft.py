@@ -11,7 +11,6 @@ example is truncated and counted.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -25,6 +24,7 @@ from torch import nn
 from ..core.errors import ConfigError, DataError, InputError
 from ..core.seed import make_generator
 from ..core.validate import check_number
+from ..data.corpus import read_jsonl
 from ..tokenizers.chat_template import chat_text, check_messages
 from .objectives import token_loss
 
@@ -61,18 +61,7 @@ def read_conversations(path: str | os.PathLike, limit: int | None = None) -> lis
     src = Path(path)
     if not src.is_file():
         raise InputError(f"data file not found: {src}", "pass a JSON Lines file of conversations")
-    out = []
-    with src.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{src}:{number} is not valid JSON ({exc.msg})", "write one JSON object per line") from None
-            out.append(conversation(row, f"{src}:{number}"))
-            if limit is not None and len(out) >= limit:
-                break
+    out = [conversation(row, f"{src} record {number}") for number, row in enumerate(read_jsonl(src, limit), 1)]
     if not out:
         raise DataError(f"{src} holds no conversations", "write one JSON object per line")
     return out

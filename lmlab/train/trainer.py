@@ -94,6 +94,15 @@ class TrainConfig:
         check_number("decay_factor", self.decay_factor, low=0.0, high=1.0, low_inclusive=False)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_number("weight_decay", self.weight_decay, low=0.0)
+        for name in ("beta1", "beta2"):
+            check_number(name, getattr(self, name), low=0.0, high=1.0, high_inclusive=False)
+        check_number("momentum", self.momentum, low=0.0)
+        check_number("seed", self.seed, low=0, integer=True)
+        for name in ("compile", "activation_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.decay_steps is not None:
+            check_number("decay_steps", self.decay_steps, low=0, integer=True)
         check_number("accumulate", self.accumulate, low=1, integer=True)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("distributed", self.distributed, STRATEGIES)
@@ -132,7 +141,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    kwargs = dict(lr=config.lr, betas=(config.beta1, config.beta2))
+    kwargs = dict(lr=config.lr, betas=(float(config.beta1), float(config.beta2)))
     if device.type in ("cuda", "cpu") and not is_sharded(model):
         with contextlib.suppress(RuntimeError, TypeError, ValueError):
             return torch.optim.AdamW(groups, fused=True, **kwargs)
