@@ -11,7 +11,7 @@ from .common import add_common, add_corpus_options, check_outputs, emit, open_co
 #: settings passed to ``pretrain`` itself (the rest go to the model or the trainer)
 RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing",
             "objective", "mask_rate", "whole_word", "nsp")
-FLAGS = ("nsp", "activation_checkpointing", "compile")  # may be given bare (--nsp = --nsp true)
+FLAGS = ("nsp", "activation_checkpointing", "compile", "deterministic")  # may be given bare (--nsp = --nsp true)
 
 
 def _value(text: str):
@@ -40,15 +40,10 @@ def setting_keys() -> tuple[list[str], list[str]]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..train import FAMILIES
-
     p = sub.add_parser("pretrain", help="train a neural language model (transformer, LSTM/GRU/RNN, feed-forward)",
                        description="Train a neural LM from text into a run directory (RUN/model is the "
                                    "trained model directory). Any model or training setting can be set "
                                    "as --key value, e.g. --d-model 128 --n-layers 4 --lr 1e-3 --steps 2000.")
-    p.add_argument("--family", choices=FAMILIES, default=None,
-                   help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
-                        "rnn, feedforward. --objective mlm|electra (encoders), span|denoise|seq2seq (t5, bart)")
     p.add_argument("--config", help="a JSON file of settings (the shape of a run's run.json)")
     p.add_argument("--train", help="training corpus (file, directory, NAME:SPLIT or embedded:train)")
     p.add_argument("--valid", help="validation corpus for periodic evaluation")
@@ -65,6 +60,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--target", help="training target file, line-aligned with --source")
     g.add_argument("--valid-source", help="validation source file (with --valid-target)")
     g.add_argument("--valid-target", help="validation target file")
+    add_corpus_options(p)
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def complete(p: argparse.ArgumentParser) -> None:
+    """--family and one --key option per model, training and data setting (they import the library)."""
+    from ..train import FAMILIES
+
+    p.add_argument("--family", choices=FAMILIES, default=None,
+                   help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
+                        "rnn, feedforward. --objective mlm|electra (encoders), span|denoise|seq2seq (t5, bart)")
     model_keys, train_keys = setting_keys()
     groups = [("model settings", model_keys), ("training settings", train_keys), ("data settings", RUN_KEYS)]
     for title, keys in groups:
@@ -72,9 +79,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         for key in keys:
             g.add_argument(f"--{key.replace('_', '-')}", dest=f"set_{key}", type=_value, default=None,
                            metavar="V", **({"nargs": "?", "const": True} if key in FLAGS else {}))
-    add_corpus_options(p)
-    add_common(p)
-    p.set_defaults(func=run)
 
 
 def collect_settings(args: argparse.Namespace) -> dict:
