@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--warmup", type=float, help="warm-up share of the steps, in [0, 1) (default 0.06)")
     g.add_argument("--run-dir", help="checkpoints here; training again with the same run dir resumes")
     g.add_argument("--device", help="finetune: cpu, cuda, … (default auto)")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="finetune: deterministic kernels only, so a run on several threads reproduces bit for bit "
+                        "(same thread count; default on, --no-deterministic allows the others)")
     add_common(t)
     t.set_defaults(func=run_train)
 
@@ -77,7 +80,7 @@ KIND_OPTIONS = {
     "seed": (("cbow", "fasttext", "finetune"), 0), "backbone": (("finetune",), "minilm"),
     "pooling": (("finetune",), "auto"), "batch_size": (("finetune",), 32), "max_length": (("finetune",), 64),
     "steps": (("finetune",), None), "warmup": (("finetune",), 0.06), "run_dir": (("finetune",), None),
-    "device": (("finetune",), "auto"),
+    "device": (("finetune",), "auto"), "deterministic": (("finetune",), True),
 }
 #: (low, integer) bounds of the numeric ones; learning rate, C and alpha must be above 0
 POSITIVE = ("C", "alpha", "lr")
@@ -122,7 +125,8 @@ def build(args: argparse.Namespace):
         return FineTunedClassifier(args.backbone, pooling=args.pooling, epochs=args.epochs or 1, steps=args.steps,
                                    lr=lr, batch_size=args.batch_size, max_length=args.max_length,
                                    warmup=args.warmup, class_weight=args.class_weight, sampler=args.sampler,
-                                   run_dir=args.run_dir, device=args.device, seed=args.seed)
+                                   run_dir=args.run_dir, device=args.device, seed=args.seed,
+                                   deterministic=args.deterministic)
     epochs = args.epochs or 5
     if args.kind == "logistic":
         return LogisticRegression(C=args.C, weighting=args.weighting, class_weight=args.class_weight)

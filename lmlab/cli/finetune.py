@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", default="auto")
     g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: bf16 autocast, and frozen linear weights stored in bf16 (no fp32 copy)")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                   help="deterministic kernels only, so a run on several threads reproduces bit for bit (same "
+                        "thread count; default on, --no-deterministic allows the others)")
     g.add_argument("--activation-checkpointing", action="store_true",
                    help="keep only each layer's input for the backward pass and recompute the rest there "
                         "(less memory, about a third more compute)")
@@ -230,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
     warmup = args.warmup if args.warmup is not None else args.steps // 10
     train_config = TrainConfig(steps=args.steps, lr=lr, warmup=warmup, min_lr=lr / 10, weight_decay=0.0,
                                seed=args.seed, device=args.device, log_every=1,
-                               precision=args.precision, activation_checkpointing=args.activation_checkpointing)
+                               precision=args.precision, activation_checkpointing=args.activation_checkpointing,
+                               deterministic=args.deterministic)
     peak: dict[str, float] = {}
 
     def on_step(step: int, loss: float) -> None:  # before the trainer writes its final checkpoint

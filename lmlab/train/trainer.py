@@ -26,6 +26,7 @@ from ..core.device import resolve_device
 from ..core.errors import ConfigError, ModelError
 from ..core.memory import peak_memory_mb
 from ..core.progress import progress
+from ..core.seed import deterministic_algorithms
 from ..core.validate import check_choice, check_keys, check_number
 from ..models.moe import moe_aux_loss, moe_layers, moe_load_stats, update_balance_biases
 from ..models.neural import unique_tensors
@@ -80,6 +81,7 @@ class TrainConfig:
     log_every: int = 1
     compile: bool = False
     activation_checkpointing: bool = False  # transformers: recompute block activations in the backward pass
+    deterministic: bool = True  # deterministic kernels only (lmlab.core.seed.deterministic_algorithms)
     distributed: str = "auto"
     device: str = "auto"
     seed: int = 1337
@@ -98,7 +100,7 @@ class TrainConfig:
             check_number(name, getattr(self, name), low=0.0, high=1.0, high_inclusive=False)
         check_number("momentum", self.momentum, low=0.0)
         check_number("seed", self.seed, low=0, integer=True)
-        for name in ("compile", "activation_checkpointing"):
+        for name in ("compile", "activation_checkpointing", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.decay_steps is not None:
@@ -159,7 +161,8 @@ def train(model: nn.Module, objective: Callable, source: Any, config: TrainConfi
     device = resolve_device(config.device)
     world = init_world(device)
     try:
-        return _train(model, objective, source, config, run_dir, device, world, eval_fn, resume, on_step)
+        with deterministic_algorithms(config.deterministic):
+            return _train(model, objective, source, config, run_dir, device, world, eval_fn, resume, on_step)
     finally:
         close_world(world)
 
