@@ -73,11 +73,6 @@ def find_modules(model: nn.Module, patterns: str | Iterable[str],
     return found
 
 
-def get_module(model: nn.Module, name: str) -> nn.Module:
-    """The sub-module called ``name`` (dotted path)."""
-    return model.get_submodule(name)
-
-
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` where the sub-module ``name`` was (the parent's attribute or list slot)."""
     parent_name, _, child = name.rpartition(".")
