@@ -11,6 +11,11 @@ once against it. The full contract is in ``docs/protocol.md``; in short:
   after what ``state`` has seen; return log p(next | everything so far) as [B, V] and the
   new state. Implementations may update ``state`` in place: always use the returned one;
 * ``select_state(state, index)`` — keep/reorder/duplicate batch rows (beam search, n samples);
+* ``concat_states(states)`` — the rows of several states as one batch (requests joining a batch);
+* ``next_scores(tokens, state)`` — like ``next_logprobs`` but unnormalised (logits on neural
+  models), what decoding's logits processors see; ``prefill(prompts)`` — feed several prompts
+  of any lengths from the empty state into one batch state. Both have generic defaults that
+  models override for speed (the transformer: one padded forward into a preallocated cache);
 * ``score(ids)`` — log p(ids[:, t] | ids[:, :t]) for t = 1 … T-1 as [B, T-1]. The default
   here feeds one token at a time through ``next_logprobs``; models override it for speed.
 """
@@ -18,6 +23,7 @@ once against it. The full contract is in ``docs/protocol.md``; in short:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -61,6 +67,32 @@ class LanguageModel(ABC):
     def select_state(self, state: State, index: torch.Tensor) -> State:
         """A state whose row i is row ``index[i]`` of ``state`` (for beams and sample fan-out)."""
 
+    def concat_states(self, states: Sequence[State]) -> State:
+        """One state whose rows are the rows of ``states`` in order (requests joining a running batch).
+
+        The default handles states that are tensors with the batch first (n-gram histories,
+        feed-forward windows), tuples and lists of such, and None; models with another layout
+        override it.
+        """
+        return concat_rows(list(states))
+
+    def next_scores(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Unnormalised next-token scores [B, V] and the state: what logits processors see (raw logits
+        on neural models, log-probabilities on count models); ``log_softmax`` gives ``next_logprobs``."""
+        return self.next_logprobs(tokens, state)
+
+    def prefill(self, prompts: Sequence[Sequence[int]], reserve: int = 0) -> tuple[torch.Tensor, State]:
+        """Feed each prompt (ids, any lengths ≥ 1) from the empty state: the next-token scores [N, V]
+        and one state holding the N rows. ``reserve`` says how many tokens will follow (a hint
+        for preallocating caches). The default runs the prompts one by one."""
+        scores, states = [], []
+        for prompt in prompts:
+            ids = as_id_tensor(list(prompt), self.vocab_size, self.device)
+            row, state = self.next_scores(ids, self.initial_state(1))
+            scores.append(row.float())
+            states.append(state)
+        return torch.cat(scores), states[0] if len(states) == 1 else self.concat_states(states)
+
     def score(self, ids: torch.Tensor) -> torch.Tensor:
         """Per-token log-probabilities [B, T-1] of ``ids[:, 1:]`` given their prefixes.
 
@@ -78,6 +110,19 @@ class LanguageModel(ABC):
             if t < length - 1:
                 logprobs, state = self.next_logprobs(ids[:, t:t + 1], state)
         return out
+
+
+def concat_rows(states: list) -> Any:
+    """Batch-first tensors concatenated along rows; tuples/lists of them element by element; None stays None."""
+    first = states[0]
+    if first is None:
+        return None
+    if isinstance(first, torch.Tensor):
+        return torch.cat(states, dim=0)
+    if isinstance(first, (tuple, list)):
+        return type(first)(concat_rows([s[i] for s in states]) for i in range(len(first)))
+    raise ModelError(f"states of type {type(first).__name__} cannot be batched by the default concat_states",
+                     "implement concat_states on the model")
 
 
 def as_id_tensor(ids: Any, vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -51,10 +51,15 @@ class NeuralLM(nn.Module, LanguageModel):
 
     # --- protocol (inference: no autograd graph; training calls forward) ----------------------
     @torch.no_grad()
-    def next_logprobs(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def next_scores(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """The logits [B, V] of the token after ``tokens`` (float32), and the state."""
         tokens = as_id_tensor(tokens, self.vocab_size, self.device)
         logits, state = self(tokens, state)
-        return F.log_softmax(logits[:, -1].float(), dim=-1), state
+        return logits[:, -1].float(), state
+
+    def next_logprobs(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        scores, state = self.next_scores(tokens, state)
+        return F.log_softmax(scores, dim=-1), state
 
     @torch.no_grad()
     def score(self, ids: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 from ..core.errors import InputError, ModelError
+from ..kvcache import KVCache
 from .config import TransformerConfig
 from .neural import NeuralLM
-from .transformer import KVCache, TransformerLM
+from .transformer import TransformerLM
 
 
 @dataclass
@@ -112,6 +113,25 @@ class EncoderDecoder(NeuralLM):
 
     def select_state(self, state: Seq2SeqState, index: torch.Tensor) -> Seq2SeqState:
         return state.select(index)
+
+    def concat_states(self, states: list[Seq2SeqState]) -> Seq2SeqState:
+        """Rows of several states in one batch: sources right-padded to the longest (masked)."""
+        width = max(s.cross_keys[0].shape[2] for s in states)
+
+        def padded(t: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[2]))
+
+        masks = []
+        for s in states:
+            b, n = s.cross_keys[0].shape[0], s.cross_keys[0].shape[2]
+            mask = torch.zeros(b, width, dtype=torch.bool, device=s.cross_keys[0].device)
+            mask[:, :n] = True if s.source_mask is None else s.source_mask
+            masks.append(mask)
+        layers = range(len(states[0].cross_keys))
+        return Seq2SeqState(KVCache.concat([s.cache for s in states]),
+                            [torch.cat([padded(s.cross_keys[i]) for s in states]) for i in layers],
+                            [torch.cat([padded(s.cross_values[i]) for s in states]) for i in layers],
+                            torch.cat(masks))
 
     def forward(self, ids: torch.Tensor, state: Seq2SeqState | None = None, attention_mask: torch.Tensor | None = None,
                 *, source: torch.Tensor | None = None,
