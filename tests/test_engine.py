@@ -7,12 +7,14 @@ import json
 
 import pytest
 import torch
+from decoding_reference import reference_continuation
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.core.errors import LmlabError
 from lmlab.generate import TopK, sample, standard_chain
 from lmlab.generate.chat_template import chat_prompt, render_chat
-from lmlab.generate.engine import Engine, Request, _Row
+from lmlab.generate.engine import Engine, Request
+from lmlab.generate.output import StopStrings, TextRow
 from lmlab.models.config import TransformerConfig
 from lmlab.models.transformer import TransformerLM
 from lmlab.tokenizers import WordLevelTokenizer
@@ -62,13 +64,13 @@ def test_static_cache_overflow_is_an_error(tok):
         lm(torch.zeros(1, 5, dtype=torch.long), state)
 
 
-def test_greedy_engine_equals_protocol_greedy(tok):
+def test_greedy_engine_equals_an_uncached_reference(tok):
     lm = make(tok)
     prompt = tok.encode("the quick")
     out = Engine(lm, tok, greedy=True).generate([Request(prompt, max_new_tokens=12, stop_ids=[])])[0]
-    ref = sample(lm, prompt, greedy=True, max_new_tokens=12, stop_ids=[])[0]
-    assert out.ids == ref.ids
-    assert out.logprobs == pytest.approx(ref.logprobs, abs=1e-5)
+    ids, logprobs = reference_continuation(lm, prompt, 12)
+    assert out.ids == ids
+    assert out.logprobs == pytest.approx(logprobs, abs=1e-5)
     assert out.text == tok.decode(out.ids)
 
 
@@ -128,13 +130,15 @@ def test_batched_with_padding_equals_one_by_one(tok, greedy):
         assert b.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
 
 
-def test_seeded_sampling_matches_protocol_sampler(tok):
+def test_seeded_sampling_matches_an_uncached_reference(tok):
     lm = make(tok)
     prompt = tok.encode("the lazy")
     chain = [TopK(5)]
     ours = Engine(lm, tok, processors=chain).generate([Request(prompt, max_new_tokens=10, stop_ids=[], seed=7)])[0]
-    ref = sample(lm, prompt, processors=chain, max_new_tokens=10, seed=7, stop_ids=[])[0]
-    assert ours.ids == ref.ids
+    ids, _ = reference_continuation(lm, prompt, 10, processors=chain, greedy=False, seed=7)
+    assert ours.ids == ids
+    again = sample(lm, prompt, processors=chain, max_new_tokens=10, seed=7, stop_ids=[])[0]
+    assert again.ids == ids
 
 
 def test_top_k_one_equals_greedy(tok):
@@ -182,7 +186,7 @@ def test_stream_pieces_are_whole_characters():
     tok = load("smollm2-135m-instruct")
     text = "日本語 — naïve ✓ 🙂 done"
     ids = tok.encode(text)
-    row = _Row(Request(ids, max_new_tokens=len(ids)), [0], set(), tok.stream_decoder(skip_special_tokens=True))
+    row = TextRow(1, set(), StopStrings(()), len(ids), tok.stream_decoder(skip_special_tokens=True))
     pieces = [row.add(i, 0.0) for i in ids]
     assert "".join(pieces) == text
     assert not any("\ufffd" in p for p in pieces)
@@ -208,7 +212,8 @@ def test_any_protocol_model_runs_through_the_engine(tok):
                 Request(tok.encode("a lazy"), max_new_tokens=3, stop_ids=[], seed=2)]
     outs = Engine(lm, tok, greedy=True).generate(requests)
     assert [len(o.ids) for o in outs] == [5, 3]
-    assert outs[0].ids == sample(lm, requests[0].prompt, greedy=True, max_new_tokens=5, stop_ids=[])[0].ids
+    assert outs[0].ids == reference_continuation(lm, requests[0].prompt, 5)[0]
+    assert outs[1].ids == reference_continuation(lm, requests[1].prompt, 3)[0]
 
 
 def test_stats_are_reported(tok):

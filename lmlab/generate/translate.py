@@ -79,7 +79,8 @@ def translate(model, tokenizer, texts: Sequence[str], *, beam_size: int = 1, max
         start = decoder_start(model)
         for src in progress(sources, desc="translating", unit="sentence"):
             model.bind(torch.tensor(src))
-            results.append(beam_search(model, [start], beam_size=beam_size, max_new_tokens=limit,
+            results.append(beam_search(model, [start], beam_size=beam_size,
+                                       max_new_tokens=min(limit, model.context_length - 1),
                                        length_penalty=length_penalty)[0].ids)
         model.source = None
     return [tokenizer.decode(ids, skip_special_tokens=True) for ids in results]
