@@ -52,7 +52,7 @@ def is_loopback(host: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     from ..core.errors import ConfigError, MissingDependencyError
     from ..core.validate import check_number
-    from ..serve import Limits, create_app
+    from ..serve import Limits, Served, build_app
     from ..serve.guard import access_logger
 
     for name in ("port", "max_batch", "max_tokens", "max_body_bytes"):
@@ -76,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
         lm.eval()
     encoder, encoder_id = _encoder(args)
     model_id = args.model_id or (Path(args.model).name if Path(args.model).exists() else args.model)
-    app = create_app(lm, tokenizer, model_id=model_id, max_batch=args.max_batch, max_queue=args.max_queue,
-                     api_key=args.api_key, encoder=encoder, encoder_id=encoder_id or "all-MiniLM-L6-v2",
-                     limits=Limits(max_tokens=args.max_tokens, timeout_s=args.timeout or None,
-                                   max_body_bytes=args.max_body_bytes))
+    served = Served(lm, tokenizer, model_id, max_batch=args.max_batch, max_queue=args.max_queue, encoder=encoder,
+                    encoder_id=encoder_id or "all-MiniLM-L6-v2",
+                    limits=Limits(max_tokens=args.max_tokens, timeout_s=args.timeout or None,
+                                  max_body_bytes=args.max_body_bytes))
+    app = build_app(served, api_key=args.api_key)
     access_logger()
     url = f"http://{args.host}:{args.port}"
     status(args, f"serving {model_id} on {url} (web chat at {url}/, OpenAI API at {url}/v1)")
@@ -92,8 +93,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    served = app.fastapi.state.served.get("final", {})
-    emit(args, {"model": model_id, "url": url, **served}, f"served {served.get('submitted', 0)} requests")
+    emit(args, {"model": model_id, "url": url, **served.final}, f"served {served.final.get('submitted', 0)} requests")
     return 0
 
 

@@ -2,8 +2,10 @@
 
 Fields follow the OpenAI API; lmlab's own decoding knobs (``top_k``, ``min_p``,
 ``repetition_penalty``, ``beam_size``, ``length_penalty``) are accepted as documented extensions.
-Unknown fields are ignored, as OpenAI-compatible servers do. A field outside its range is a
-400 naming the field (see ``lmlab.serve.app``).
+Unknown fields are ignored, as OpenAI-compatible servers do. Here are the fields' types and the
+server's size limits (n, stops, log-probs, beams); the values of decoding settings are checked by
+``lmlab.generate.settings.DecodingSettings`` — the validator the CLI uses — and a bad one is a 400
+naming the field (see ``lmlab.serve.app``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 MAX_N = 8
 MAX_STOPS = 4
 MAX_TOP_LOGPROBS = 20
+MAX_BEAMS = 16
 
 
 class StreamOptions(BaseModel):
@@ -28,23 +31,23 @@ class Decoding(BaseModel):
 
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=MAX_N)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = Field(default=1, le=MAX_N)
     stop: str | list[str] | None = Field(default=None, validate_default=True)
     seed: int | None = None
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
     # lmlab extensions
-    top_k: int | None = Field(default=None, ge=1)
-    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
-    beam_size: int | None = Field(default=None, ge=1, le=16)
-    length_penalty: float = Field(default=1.0, ge=-5.0, le=5.0)
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    beam_size: int | None = Field(default=None, le=MAX_BEAMS)
+    length_penalty: float = 1.0
 
     @field_validator("stop")
     @classmethod
@@ -59,11 +62,9 @@ class Decoding(BaseModel):
     @field_validator("logit_bias")
     @classmethod
     def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for key, bias in (value or {}).items():
+        for key in value or {}:
             if not key.lstrip("-").isdigit():
                 raise ValueError(f"keys are token ids, got {key!r}")
-            if not -100.0 <= bias <= 100.0:
-                raise ValueError(f"bias of token {key} must be in [-100, 100]")
         return value
 
     @field_validator("beam_size")
@@ -71,8 +72,6 @@ class Decoding(BaseModel):
     def _beam(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and info.data.get("stream"):
             raise ValueError("beam_size cannot be combined with stream")
-        if value is not None and info.data.get("n", 1) > value:
-            raise ValueError("n cannot exceed beam_size")
         return value
 
 
@@ -110,6 +109,14 @@ class CompletionRequest(Decoding):
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
+    best_of: int | None = Field(default=None, le=MAX_N)
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("stream"):
+            raise ValueError("best_of cannot be combined with stream")
+        return value
 
     @field_validator("prompt")
     @classmethod
