@@ -49,6 +49,63 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True) ->
     g.add_argument("--adapter", help="a fine-tuned adapter directory (lmlab finetune --out) applied to the model")
 
 
+def add_decoding_options(parser: argparse.ArgumentParser, *, max_new_tokens: int = 40, temperature: float = 1.0,
+                         top_p: float | None = None, search: bool = True) -> None:
+    """The decoding flags (``lmlab.generate.settings.DecodingSettings``): limits and strategy, then the
+    logits processors; ``search`` adds samples, best-of and the beam searches."""
+    g = parser.add_argument_group("decoding: strategy and limits")
+    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    g.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    g.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    g.add_argument("--stop", action="append", default=None, help="stop string (repeatable); not part of the output")
+    g.add_argument("--stop-id", type=int, action="append", default=None, help="stop token id (default: the EOS)")
+    if search:
+        g.add_argument("--num-samples", type=int, default=1, help="continuations to return (samples or beams)")
+        g.add_argument("--best-of", type=int, default=None, help="sample N and keep the best by mean log-probability")
+        g.add_argument("--beam-size", type=int, default=None, help="beam search with this many beams")
+        g.add_argument("--length-penalty", type=float, default=1.0, help="beam score = sum log p / length^α")
+        g.add_argument("--no-early-stopping", action="store_true",
+                       help="beam search runs until no beam can improve")
+        g.add_argument("--diverse-groups", type=int, default=None, help="diverse beam search with this many groups")
+        g.add_argument("--diversity-penalty", type=float, default=0.5)
+        g.add_argument("--stochastic-beam", action="store_true",
+                       help="stochastic beam search (sampling without replacement)")
+    q = parser.add_argument_group("decoding: logits processors")
+    q.add_argument("--temperature", type=float, default=temperature, help=">= 0; 0 means greedy")
+    q.add_argument("--top-k", type=int, default=None)
+    q.add_argument("--top-p", type=float, default=top_p, help="nucleus mass in (0, 1]")
+    q.add_argument("--min-p", type=float, default=None)
+    q.add_argument("--typical-p", type=float, default=None)
+    q.add_argument("--epsilon", type=float, default=None, help="epsilon sampling cut-off")
+    q.add_argument("--eta", type=float, default=None, help="eta sampling cut-off")
+    q.add_argument("--repetition-penalty", type=float, default=None, help="CTRL's penalty on raw logits (> 1 penalises)")
+    q.add_argument("--frequency-penalty", type=float, default=0.0)
+    q.add_argument("--presence-penalty", type=float, default=0.0)
+    q.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
+
+
+#: argparse names of the decoding flags that are settings under another name
+RENAMED = {"num_samples": "n", "stop_id": "stop_ids"}
+
+
+def decoding_from_args(args: argparse.Namespace) -> Any:
+    """The ``DecodingSettings`` the decoding flags ask for (checked by the one validator)."""
+    from dataclasses import fields
+
+    from ..generate.settings import DecodingSettings, settings_from
+
+    names = {f.name for f in fields(DecodingSettings)}
+    values = {}
+    for name, value in vars(args).items():
+        setting = RENAMED.get(name, name)
+        if setting in names:
+            values[setting] = tuple(value) if isinstance(value, list) else value
+    if getattr(args, "no_early_stopping", False):
+        values["early_stopping"] = False
+    values["greedy"] = bool(values.get("greedy"))
+    return settings_from(values)
+
+
 def model_from_args(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(language model, tokenizer, description) as the model options ask."""
     from ..core.errors import ConfigError

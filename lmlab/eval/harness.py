@@ -65,8 +65,8 @@ def _run_generate(task: Task, runner: RequestRunner, contexts: list[str]) -> tup
     if spec.flexible_regex:
         scores["exact_match_flexible"] = []
     per_item = []
-    for record, ctx in progress(list(zip(task.items, contexts, strict=True)), desc="generating", unit="item"):
-        output = runner.generate(ctx, until=spec.until, max_new_tokens=spec.max_new_tokens)
+    outputs = runner.generate_many(contexts, until=spec.until, max_new_tokens=spec.max_new_tokens)
+    for record, ctx, output in zip(task.items, contexts, outputs, strict=True):
         gold = normalize_number_answer(extract_answer(str(record[spec.gold]), spec.answer_regex))
         item = {"context": ctx, "output": output, "gold": gold, **answer_matches(output, gold, spec)}
         for name in scores:

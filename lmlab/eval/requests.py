@@ -22,7 +22,9 @@ import torch
 from ..core.errors import ModelError
 from ..core.io import write_json
 from ..core.progress import progress
-from ..generate.sampling import ancestral_sample
+from ..generate.engine import Engine
+from ..generate.engine import Request as GenerationRequest
+from ..generate.settings import DecodingSettings
 from ..lm import LanguageModel, check_tokenizer
 
 Request = tuple[str, str]
@@ -194,12 +196,18 @@ class RequestRunner:
 
     def generate(self, context: str, *, until: Sequence[str] = (), max_new_tokens: int = 256) -> str:
         """Greedy continuation of ``context``, cut at the first of the ``until`` strings."""
-        ctx = [self.prefix, *self.tokenizer.encode(context)]
-        limit = self.lm.context_length
-        if limit is not None and len(ctx) > limit - max_new_tokens:
-            ctx = ctx[len(ctx) - max(limit - max_new_tokens, 1):]
-        out = ancestral_sample(self.lm, ctx, max_new_tokens=max_new_tokens, temperature=0.0)[0]
-        text = self.tokenizer.decode(out.ids, skip_special_tokens=True)
-        cuts = [text.find(s) for s in until if s and s in text]
-        return text[:min(cuts)] if cuts else text
+        return self.generate_many([context], until=until, max_new_tokens=max_new_tokens)[0]
 
+    def generate_many(self, contexts: Sequence[str], *, until: Sequence[str] = (),
+                      max_new_tokens: int = 256) -> list[str]:
+        """Greedy continuations of ``contexts``, ``batch_size`` at a time through the decoding loop, each
+        cut at the first of the ``until`` strings; a context too long keeps its last tokens."""
+        settings = DecodingSettings(greedy=True, max_new_tokens=max_new_tokens, stop=tuple(s for s in until if s))
+        engine = Engine(self.lm, self.tokenizer, settings=settings, on_overflow="truncate", decode_layout=False)
+        texts: list[str] = []
+        starts = range(0, len(contexts), self.batch_size)
+        for start in progress(starts, desc="generating", unit="batch", total=len(starts)):
+            batch = contexts[start:start + self.batch_size]
+            outs = engine.generate([GenerationRequest([self.prefix, *self.tokenizer.encode(c)]) for c in batch])
+            texts += [out.text for out in outs]
+        return texts
