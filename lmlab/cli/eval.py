@@ -182,36 +182,6 @@ def register_calibration(verbs: argparse._SubParsersAction) -> None:
     cal.set_defaults(func=run_calibration)
 
 
-def _prediction_arrays(path: str) -> dict:
-    """Logits (log-probabilities stand in for them), labels, confidences and correctness."""
-    import numpy as np
-
-    from ..core.errors import DataError
-    from ..eval.calibration import confidences_from_probs, logits_from_probs, softmax
-    from ..eval.records import read_jsonl
-
-    records = read_jsonl(path)
-    if not records:
-        raise DataError(f"{path} has no predictions")
-    if all("confidence" in r and "correct" in r for r in records):
-        return {"confidence": np.array([float(r["confidence"]) for r in records]),
-                "correct": np.array([float(bool(r["correct"])) for r in records])}
-    key = "logits" if all("logits" in r for r in records) else "probs"
-    if not all(key in r and "label" in r for r in records):
-        raise DataError(f"{path}: every record needs 'logits' or 'probs' and 'label', or 'confidence' and 'correct'")
-    widths = {len(r[key]) for r in records}
-    if len(widths) != 1:
-        raise DataError(f"{path}: records have different numbers of classes {sorted(widths)}",
-                        "give every record the same classes")
-    values = np.array([r[key] for r in records], dtype=np.float64)
-    labels = np.array([int(r["label"]) for r in records])
-    if labels.min() < 0 or labels.max() >= values.shape[1]:
-        raise DataError(f"{path}: a label is outside 0..{values.shape[1] - 1}")
-    logits = values if key == "logits" else logits_from_probs(values)
-    conf, hit = confidences_from_probs(softmax(logits), labels)
-    return {"logits": logits, "labels": labels, "confidence": conf, "correct": hit}
-
-
 def run_calibration(args: argparse.Namespace) -> int:
     from ..core.errors import ConfigError
     from ..core.validate import check_number
@@ -221,12 +191,13 @@ def run_calibration(args: argparse.Namespace) -> int:
         expected_calibration_error,
         fit_temperature,
         maximum_calibration_error,
+        read_predictions,
         reliability_diagram,
         softmax,
     )
 
     check_number("--bins", args.bins, low=1, integer=True)
-    data = _prediction_arrays(args.predictions)
+    data = read_predictions(args.predictions)
     conf, hit = data["confidence"], data["correct"]
 
     def metrics(conf, hit, logits=None, temperature=1.0) -> dict:
@@ -242,7 +213,7 @@ def run_calibration(args: argparse.Namespace) -> int:
         if "logits" not in data:
             raise ConfigError("temperature scaling needs logits or probabilities in --predictions",
                               "write 'logits' (or 'probs') and 'label' per record")
-        held = _prediction_arrays(args.heldout)
+        held = read_predictions(args.heldout)
         if "logits" not in held:
             raise ConfigError("--heldout needs logits or probabilities per record")
         t = fit_temperature(held["logits"], held["labels"])
@@ -279,7 +250,7 @@ def register_passk(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_passk)
 
 
-def _int_list(option: str, text: str) -> list[int]:
+def int_list(option: str, text: str) -> list[int]:
     from ..core.errors import ConfigError
 
     try:
@@ -296,7 +267,7 @@ def run_passk(args: argparse.Namespace) -> int:
     from ..eval.passk import evaluate_samples
     from ..eval.records import read_jsonl
 
-    ks = _int_list("--k", args.k)
+    ks = int_list("--k", args.k)
     problems = {}
     for record in read_jsonl(args.problems):
         if "task_id" not in record or "test" not in record:
@@ -450,7 +421,7 @@ def register_model_based(verbs: argparse._SubParsersAction) -> None:
 
 def run_bertscore(args: argparse.Namespace) -> int:
     from ..core.errors import ConfigError
-    from ..eval.bertscore import bert_score
+    from ..eval.bertscore import bert_score, signature
     from ..eval.encoders import ENCODERS
 
     if len(args.ref) != 1:
@@ -460,7 +431,7 @@ def run_bertscore(args: argparse.Namespace) -> int:
     result = bert_score(hyps, refs[0], encoder.tokens, idf=args.idf)
     per_pair = result.pop("per_pair")
     result.update(encoder=args.encoder, segments=len(per_pair),
-                  signature=f"encoder:{args.encoder}|idf:{'yes' if args.idf else 'no'}|rescaled:no")
+                  signature=signature(args.encoder, args.idf))
     human = (f"BERTScore P {result['precision']:.4f}  R {result['recall']:.4f}  F1 {result['f1']:.4f}"
              f"\n{result['signature']}")
     emit(args, result, human)

@@ -27,7 +27,6 @@ from ..core.errors import ConfigError, ModelError
 from ..core.memory import peak_memory_mb
 from ..core.progress import progress
 from ..core.validate import check_choice, check_keys, check_number
-from ..models.moe import moe_aux_loss, moe_layers, moe_load_stats, update_balance_biases
 from ..models.neural import unique_tensors
 from .checkpoint import (
     latest_checkpoint,
@@ -125,6 +124,37 @@ class TrainResult:
     final_state: tuple[dict, dict[str, torch.Tensor]] | None = None
 
 
+class TrainingHooks:
+    """What layers of a model add to training, found once by method name on its submodules, so the
+    loop needs to know no layer type: ``auxiliary_loss()`` (a tensor added to the objective's loss
+    after each forward, e.g. MoE balancing), ``after_optimizer_step()`` (e.g. MoE bias updates) and
+    ``training_stats()`` (a dict logged with each record, keyed by the layer's name)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        def having(method: str) -> list[tuple[str, nn.Module]]:
+            return [(name, m) for name, m in model.named_modules() if callable(getattr(m, method, None))]
+
+        self.losses = [m for _, m in having("auxiliary_loss")]
+        self.steppers = [m for _, m in having("after_optimizer_step")]
+        self.reporters = having("training_stats")
+
+    def add_auxiliary_losses(self, loss: torch.Tensor) -> torch.Tensor:
+        for module in self.losses:
+            loss = loss + module.auxiliary_loss().to(loss.device)
+        return loss
+
+    def after_optimizer_step(self) -> None:
+        for module in self.steppers:
+            module.after_optimizer_step()
+
+    def stats(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for name, module in self.reporters:
+            for key, value in module.training_stats().items():
+                out.setdefault(key, {})[name] = value
+        return out
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW (fused where this PyTorch build supports it) with weight decay on matrices only, or SGD."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -208,7 +238,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
     began, loss_value, stopped = time.perf_counter(), math.nan, False
 
     gathered: list = [None]
-    has_moe = bool(moe_layers(model))
+    hooks = TrainingHooks(model)
 
     def checkpoint_now(step: int) -> None:
         state = gathered[0] = model_state(model)
@@ -232,8 +262,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
             sync = micro == config.accumulate - 1 or not hasattr(engine, "no_sync")
             with (contextlib.nullcontext() if sync else engine.no_sync()), autocast:
                 loss, n = objective(engine, batch)
-                if has_moe:  # the experts' balancing / z losses from this forward
-                    loss = loss + moe_aux_loss(model).to(loss.device)
+                loss = hooks.add_auxiliary_losses(loss)
             (loss / config.accumulate).backward()
             total += float(loss.detach()) / config.accumulate
             tokens += n * world.size
@@ -243,8 +272,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
             grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if has_moe:
-            update_balance_biases(model)
+        hooks.after_optimizer_step()
         step += 1
         loss_value = mean_over_ranks(total, world, device)
         info["tokens"] += tokens
@@ -254,8 +282,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
                       "ms_per_step": 1000 * seconds, "peak_memory_mb": peak_memory_mb(device)}
             if grad_norm is not None:
                 record["grad_norm"] = grad_norm
-            if has_moe:  # per-expert load share since the last record, by layer
-                record["expert_load"] = {name: stats for name, stats in moe_load_stats(model).items()}
+            record.update(hooks.stats())
             log.write(record)
         if bar is not None:
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:,.0f}")
