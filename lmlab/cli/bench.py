@@ -32,9 +32,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..core.validate import check_number
     from ..eval.efficiency import machine_info, measure_generation
     from ..models import load_model
-    from .eval import _int_list
+    from .eval import int_list
 
-    batch_sizes = _int_list("--batch-sizes", args.batch_sizes)
+    batch_sizes = int_list("--batch-sizes", args.batch_sizes)
     if args.threads is not None:
         torch.set_num_threads(check_number("--threads", args.threads, low=1, integer=True))
     status(args, f"loading {args.model}")

@@ -22,7 +22,7 @@ from ..core.errors import ConfigError, DataError
 from ..core.validate import check_number
 
 
-def _rows(batch_size: int, rank: int, world: int) -> range:
+def rank_rows(batch_size: int, rank: int, world: int) -> range:
     if batch_size % world:
         raise ConfigError(f"the batch of {batch_size} rows cannot be split over {world} processes",
                           "use a batch size divisible by the number of processes")
@@ -43,7 +43,7 @@ class RandomWindows:
     def batch(self, step: int, rank: int = 0, world: int = 1) -> dict:
         rng = np.random.default_rng([self.seed, step])
         starts = rng.integers(0, len(self.tokens) - self.context, size=self.batch_size)
-        rows = np.stack([self.tokens.read(int(starts[r]), self.context + 1) for r in _rows(self.batch_size, rank, world)])
+        rows = np.stack([self.tokens.read(int(starts[r]), self.context + 1) for r in rank_rows(self.batch_size, rank, world)])
         ids = torch.from_numpy(rows.astype(np.int64))
         return {"input": ids[:, :-1], "target": ids[:, 1:]}
 
@@ -65,7 +65,7 @@ class ContiguousStream:
         start = window * self.bptt
         length = min(self.bptt, self.stream_length - start)
         rows = [self.tokens.read(r * self.stream_length + start, length + 1)
-                for r in _rows(self.batch_size, rank, world)]
+                for r in rank_rows(self.batch_size, rank, world)]
         ids = torch.from_numpy(np.stack(rows).astype(np.int64))
         return {"input": ids[:, :-1], "target": ids[:, 1:], "reset": window == 0}
 

@@ -19,7 +19,7 @@ import torch
 from ..core.errors import ConfigError, DataError, InputError
 from ..core.validate import check_number
 from .corpus import Corpus, text_file
-from .loaders import _rows, pad_batch
+from .loaders import pad_batch, rank_rows
 
 
 def split_pair(pair: str) -> tuple[str, str]:
@@ -86,7 +86,7 @@ class PairBatches:
 
     def batch(self, step: int, rank: int = 0, world: int = 1) -> dict:
         rows = self._pass_plan(step // self.per_pass)[step % self.per_pass]
-        return self._padded([self.pairs[rows[r]] for r in _rows(self.batch_size, rank, world) if r < len(rows)])
+        return self._padded([self.pairs[rows[r]] for r in rank_rows(self.batch_size, rank, world) if r < len(rows)])
 
     def _padded(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict:
         (src, src_mask), (tgt, tgt_mask) = (pad_batch([p[side] for p in pairs], self.pad_id) for side in (0, 1))
