@@ -260,7 +260,7 @@ class DecodeLoop:
                 fan_out(group, row_scores, group.state)
                 group.state = None
         new: list[Group] = []
-        rows = self.running_rows + sum(g.settings.rows for g in groups)
+        rows = self.running_rows + sum(g.settings.rows for g in [*groups, *self.prefilling])
         while self.waiting and fed < budget:
             group = self.waiting[0]
             if self.max_rows is not None and rows + group.settings.rows > self.max_rows and (rows or new):
