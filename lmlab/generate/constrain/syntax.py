@@ -251,7 +251,7 @@ def _repeat_bounds(sc: _Scanner) -> tuple[int, int | None] | None:
     low = int(match.group(1) or 0)
     high = low if match.group(2) is None else (int(match.group(3)) if match.group(3) else None)
     if high is not None and high < low:
-        raise sc.fail(f"repetition {{{sc.s[start:end]}}} has its maximum below its minimum", at=start)
+        raise sc.fail(f"repetition {{{sc.s[start:end]}}} has its maximum below its minimum", at=start - 1)
     return low, high
 
 
@@ -284,7 +284,8 @@ def parse_regex(pattern: str) -> Grammar:
     """A grammar whose root matches exactly the strings ``pattern`` matches in full.
 
     Python ``re`` syntax: literals and escapes, ``.`` (any character but newline), classes with
-    ranges and negation, ``\\d \\w \\s`` and their negations, groups ``( )`` and ``(?: )`` (named
+    ranges and negation, ``\\d \\w \\s`` and their negations (ASCII classes, as in ECMA-262 and so
+    in JSON Schema patterns), groups ``( )`` and ``(?: )`` (named
     groups too), ``|``, and the quantifiers ``* + ? {m} {m,} {m,n}`` (lazy forms allowed). ``^``
     and ``$`` may only stand at the two ends (the whole output is matched anyway); lookarounds
     and back-references are refused — no finite automaton has them.
