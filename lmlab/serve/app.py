@@ -569,6 +569,11 @@ class Reply:
             if self.top is not None:
                 entry = [self._token(event.token, event.logprob, event.top)]
                 self.tokens[i] += entry
+        elif event.stop_id is not None and self.top is not None and not self.chat:
+            # a completion's log-probs end with the stop token that ended it (its text is empty), as
+            # OpenAI's legacy completions show <|endoftext|>; scorers that drop the last entry rely on it
+            entry = [self._token(event.stop_id, event.stop_logprob, event.top)]
+            self.tokens[i] += entry
         at = len(self.echo[i]) + len(self.texts[i])
         self.texts[i] += event.text
         if self.calls is not None:
@@ -644,8 +649,8 @@ class Reply:
         for i, text in enumerate(self.texts):
             if self.chat:
                 message: dict = {"role": "assistant", "content": text, "refusal": None}
-                if self.calls is not None and self.calls[i].complete():
-                    message.update(content=None, tool_calls=self.calls[i].calls)
+                if self.calls is not None and self.calls[i].finished_calls():
+                    message.update(content=None, tool_calls=self.calls[i].finished_calls())
                 choices.append({"index": i, "message": message, "logprobs": self._logprobs(self.tokens[i]),
                                 "finish_reason": reasons[i]})
             else:

@@ -191,6 +191,10 @@ class ToolCallStream:
             self._at = self._args_from + end + 1 + len(CLOSE)
             self._args_from = None
 
+    def finished_calls(self) -> list[dict]:
+        """The calls whose arguments are whole (a reply cut by max_tokens may end inside one)."""
+        return self.calls if self._args_from is None else self.calls[:-1]
+
     def complete(self) -> bool:
         """Whether every call that began has ended (a reply cut by max_tokens has not)."""
         return self.mode == "calls" and self._args_from is None and bool(self.calls)
