@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import LmlabError
 from ..generate.chat_template import chat_prompt
@@ -111,6 +112,7 @@ def build_app(served: Served, *, api_key: str | None = None) -> Any:
     app.state.served = served
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid_body)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
     for path, route, method, codes in (
             ("/health", health, "GET", (503,)), ("/v1/models", models, "GET", ()),
@@ -118,7 +120,7 @@ def build_app(served: Served, *, api_key: str | None = None) -> Any:
             ("/v1/chat/completions", chat, "POST", (400, 404, 413, 429, 504)),
             ("/v1/completions", completions, "POST", (400, 404, 413, 429, 504)),
             ("/v1/embeddings", embeddings, "POST", (400, 404, 413)),
-            ("/tokenize", tokenize, "POST", (400, 413)), ("/detokenize", detokenize, "POST", (400, 413)),
+            ("/tokenize", tokenize, "POST", (400, 404, 413)), ("/detokenize", detokenize, "POST", (400, 404, 413)),
             ("/tokenizer_info", tokenizer_info, "GET", ())):
         auth = (401,) if api_key and path.startswith(PROTECTED) else ()
         app.add_api_route(path, route, methods=[method], responses={c: ERRORS[c] for c in (*codes, *auth)})
@@ -147,6 +149,12 @@ async def invalid_body(request: HttpRequest, exc: RequestValidationError) -> JSO
                                        code="unsupported_parameter"), status_code=400)
     message = f"invalid '{param}': {first.get('msg')}" if param else str(first.get("msg"))
     return JSONResponse(error_body(message, param=param), status_code=400)
+
+
+async def http_error(request: HttpRequest, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own refusals (a body that is not UTF-8, an unknown path) as OpenAI error objects."""
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
 
 
 async def unexpected(request: HttpRequest, exc: Exception) -> JSONResponse:

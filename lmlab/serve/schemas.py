@@ -38,7 +38,7 @@ class Decoding(Strict):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = 1.0
     top_p: float = 1.0
-    n: int = Field(default=1, le=MAX_N)
+    n: int = Field(default=1, ge=1, le=MAX_N)
     stop: str | list[str] | None = Field(default=None, validate_default=True)
     seed: int | None = None
     presence_penalty: float = 0.0
@@ -51,7 +51,7 @@ class Decoding(Strict):
     top_k: int | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
-    beam_size: int | None = Field(default=None, le=MAX_BEAMS)
+    beam_size: int | None = Field(default=None, ge=1, le=MAX_BEAMS)
     length_penalty: float = 1.0
 
     @field_validator("stop")
@@ -173,7 +173,7 @@ class CompletionRequest(Decoding):
     max_tokens: int | None = Field(default=None, ge=0)
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
-    best_of: int | None = Field(default=None, le=MAX_N)
+    best_of: int | None = Field(default=None, ge=1, le=MAX_N)
 
     @field_validator("best_of")
     @classmethod
