@@ -276,8 +276,9 @@ async def chat(body: ChatRequest, request: HttpRequest) -> Any:
         funcs = functions([t.model_dump() for t in body.tools or []])
         choice = _tool_choice(body, {f.name for f in funcs})
         grammar = output_grammar(funcs, choice, body.parallel_tool_calls, _response_schema(body))
-        constraint = None if grammar is None else constraint_processor(
-            "grammar", grammar, served.tokenizer, _end_ids(served))
+        # compiling (and precomputing masks) takes up to a second or so: not on the event loop
+        constraint = None if grammar is None else await asyncio.to_thread(
+            constraint_processor, "grammar", grammar, served.tokenizer, _end_ids(served))
     except ToolError as exc:
         raise ApiError(400, str(exc), exc.param) from None
     except LmlabError as exc:

@@ -40,7 +40,8 @@ def constraint_grammar(kind: str, source: Any) -> Grammar:
 
 
 def compile_constraint(kind: str, source: Any, tokenizer: Any) -> CompiledConstraint:
-    """The constraint compiled against ``tokenizer``'s vocabulary (cached: the last 32 are kept)."""
+    """The constraint compiled against ``tokenizer``'s vocabulary, with the masks of the states tokens
+    reach precomputed (``CompiledConstraint.precompute``); cached: the last 32 are kept."""
     key_source = source if isinstance(source, str) else json.dumps(source, sort_keys=True, default=repr)
     key = (kind, key_source, id(tokenizer))
     with _LOCK:
@@ -51,6 +52,7 @@ def compile_constraint(kind: str, source: Any, tokenizer: Any) -> CompiledConstr
     compiled = CompiledConstraint(Automaton(constraint_grammar(kind, source)), token_index(tokenizer),
                                   description=f"the {kind.replace('_', ' ')}")
     compiled.check_vocabulary()
+    compiled.precompute()
     with _LOCK:
         _CACHE[key] = compiled
         while len(_CACHE) > _CACHE_SIZE:

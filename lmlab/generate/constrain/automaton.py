@@ -302,15 +302,28 @@ class Automaton:
         return c
 
     def fill(self, config: int, byte: int) -> int:
-        """The configuration after ``byte`` (computed and stored in ``table`` if not known yet)."""
+        """The configuration after ``byte`` (its whole row of ``table`` is computed if not known yet)."""
         with self.lock:
-            known = int(self.table[config, byte])
-            if known != UNKNOWN:
-                return known
-            targets = frozenset(stack for lo, hi, stack in self._edges[config] if lo <= byte <= hi)
-            nxt = self.intern(targets)
-            self.table[config, byte] = nxt
-            return nxt
+            if int(self.table[config, byte]) == UNKNOWN:
+                self.fill_row(config)
+            return int(self.table[config, byte])
+
+    def fill_rows(self, configs) -> None:
+        """Compute the table rows of these configurations (every byte at once)."""
+        with self.lock:
+            for c in configs:
+                if int(self.table[c, 0]) == UNKNOWN:
+                    self.fill_row(int(c))
+
+    def fill_row(self, config: int) -> None:
+        """Every byte's next configuration from ``config``: the bytes split into runs on which the same
+        edges apply, one interned configuration per run."""
+        edges = self._edges[config]
+        cuts = sorted({0, 256, *(lo for lo, _, _ in edges), *(hi + 1 for _, hi, _ in edges)})
+        row = np.empty(256, dtype=np.int32)
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            row[a:b] = self.intern(frozenset(stack for lo, hi, stack in edges if lo <= a and b - 1 <= hi))
+        self.table[config] = row
 
     def walk(self, config: int, data: bytes) -> int:
         """The configuration after ``data`` (0 once it is dead)."""

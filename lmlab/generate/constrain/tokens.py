@@ -18,7 +18,9 @@ with no per-row state to fan out. End tokens are allowed exactly where the gramm
 from __future__ import annotations
 
 import threading
+import time
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,32 +53,34 @@ class TokenIndex:
             self.columns.append(np.frombuffer(b"".join(pieces[i][j:j + 1] for i in self.ids[:n]), dtype=np.uint8)
                                 .astype(np.int64))
 
-    def allowed(self, automaton: Automaton, config: int) -> np.ndarray:
-        """Bool [vocab_size]: tokens whose bytes, read from ``config``, stay inside the grammar."""
+    def allowed(self, automaton: Automaton, config: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bool [vocab_size]: tokens whose bytes, read from ``config``, stay inside the grammar; and the
+        distinct configurations those tokens lead to."""
         mask = np.zeros(self.vocab_size, dtype=bool)
         if config == DEAD or not self.counts:
-            return mask
+            return mask, np.zeros(0, dtype=np.int64)
         at = np.arange(self.counts[0])  # positions (in length order) of tokens still alive
         states = np.full(len(at), config, dtype=np.int64)
+        ends = []
         for j, column in enumerate(self.columns):
             cut = int(np.searchsorted(at, self.counts[j]))
             if cut < len(at):  # tokens that ended before byte j survived every byte: allowed
                 mask[self.ids[at[cut:]]] = True
+                ends.append(states[cut:])
                 at, states = at[:cut], states[:cut]
             if not len(at):
                 break
             flat = states * 256 + column[at]
             nxt = automaton.table.reshape(-1)[flat]
-            unknown = nxt == UNKNOWN
-            if unknown.any():
-                for f in np.unique(flat[unknown]).tolist():
-                    automaton.fill(f // 256, f % 256)
+            if (nxt == UNKNOWN).any():
+                automaton.fill_rows(np.unique(states[nxt == UNKNOWN]).tolist())
                 nxt = automaton.table.reshape(-1)[flat]
             alive = nxt != DEAD
             at, states = at[alive], nxt[alive]
         if len(at):
             mask[self.ids[at]] = True
-        return mask
+            ends.append(states)
+        return mask, np.unique(np.concatenate(ends)) if ends else np.zeros(0, dtype=np.int64)
 
 
 _INDEXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -98,6 +102,7 @@ class CompiledConstraint:
     def __init__(self, automaton: Automaton, index: TokenIndex, description: str = "") -> None:
         self.automaton, self.index, self.description = automaton, index, description
         self._masks: dict[int, np.ndarray] = {}
+        self._next: dict[int, np.ndarray] = {}  # the configurations a configuration's tokens lead to
         self._moves: dict[tuple[int, int], int] = {}
         self.misses = 0
 
@@ -113,8 +118,24 @@ class CompiledConstraint:
                 found = self._masks.get(config)
                 if found is None:
                     self.misses += 1
-                    found = self._masks[config] = self.index.allowed(self.automaton, config)
+                    found, self._next[config] = self.index.allowed(self.automaton, config)
+                    self._masks[config] = found
         return found
+
+    def precompute(self, max_states: int = 4096, budget_s: float = 1.0) -> int:
+        """Compute the masks of the configurations tokens can reach from the start, breadth first, until
+        there are no more (a regular language), ``max_states`` or ``budget_s`` seconds (a recursive one
+        has unboundedly many: the rest are computed when first met). Returns how many are known."""
+        deadline = time.perf_counter() + budget_s
+        queue, seen = deque([self.start]), {self.start}
+        while queue and len(self._masks) < max_states and time.perf_counter() < deadline:
+            config = queue.popleft()
+            self.mask(config)
+            for nxt in self._next[config].tolist():
+                if nxt not in seen:
+                    seen.add(nxt)
+                    queue.append(nxt)
+        return len(self._masks)
 
     def move(self, config: int, token: int) -> int:
         """The configuration after ``token`` (DEAD if it leaves the grammar or is special)."""
