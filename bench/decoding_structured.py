@@ -296,8 +296,8 @@ def main() -> None:
     if args.generate:
         from lmlab.models import load_model
 
-        lm, _ = load_model("smollm2-135m-instruct")
-        result["generation"] = generation(lm, tok, tools[1], args.max_new_tokens, args.generate)
+        lm, chat_tok = load_model("smollm2-135m-instruct")  # the same vocabulary, with its chat template
+        result["generation"] = generation(lm, chat_tok, tools[1], args.max_new_tokens, args.generate)
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
     for name, row in masks.items():
         print(name, {k: v for k, v in row.items()})
