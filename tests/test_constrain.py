@@ -319,3 +319,34 @@ def test_constraint_runs_before_truncation(tiny):
     out = Engine(lm, tok).generate([Request(tok.encode("x"), settings=settings)])[0]
     assert re.fullmatch("[0-9]{4}", out.text) and out.finish_reason == "stop"
     assert torch.isfinite(torch.tensor(out.logprobs)).all()
+
+
+def test_cli_generate_with_json_schema_regex_and_grammar(capsys, tmp_path):
+    from lmlab.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text('{"name": "Ada", "age": 36, "tags": ["x", "y"]}\n0123456789 abc-+.e[]{}:,"\n' * 3)
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 5},
+                                               "age": {"type": "integer", "minimum": 0, "maximum": 99}},
+              "required": ["name", "age"]}
+    (tmp_path / "s.json").write_text(json.dumps(schema))
+    (tmp_path / "g.gbnf").write_text(ARITH_GBNF)
+    base = ["generate", "--model", "unigram", "--tokenizer", "char", "--train", str(corpus), "--max-new-tokens", "200",
+            "--json"]
+    for flag, value, check in (("--json-schema", "s.json", lambda t: _check(schema, t)),
+                               ("--regex", "[a-c]{2}-[0-9]+", lambda t: re.fullmatch("[a-c]{2}-[0-9]+", t)),
+                               ("--grammar", "g.gbnf", lambda t: Automaton(parse_gbnf(ARITH_GBNF)).matches(t))):
+        path = value if flag == "--regex" else str(tmp_path / value)
+        for seed in ("1", "2"):
+            assert main([*base, flag, path, "--seed", seed]) == 0
+            result = json.loads(capsys.readouterr().out)
+            assert result["finish_reason"] == "stop" and check(result["text"]) is not False, result["text"]
+            assert "constraint" in result["settings"]
+    assert main([*base, "--regex", "a(b"]) == 1
+    assert "invalid regex at position 1" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text('{"type": "object",}')
+    assert main([*base, "--json-schema", str(tmp_path / "bad.json")]) == 1
+    err = capsys.readouterr().err
+    assert "is not JSON" in err and "line 1, column 19" in err
+    assert main([*base, "--grammar", str(tmp_path / "missing.gbnf")]) == 1
+    assert "cannot read --grammar" in capsys.readouterr().err

@@ -136,7 +136,8 @@ def constrained(settings: Any, spec: tuple[str, Any] | None, lm: Any, tokenizer:
     eos = getattr(lm, "eos_id", None)
     eos = tokenizer.eos_id if eos is None else eos
     ends = settings.stop_ids if settings.stop_ids is not None else ((eos,) if eos is not None else ())
-    return settings.with_(constraint=constraint_processor(*spec, tokenizer, ends))
+    # the loop stops on the same ids the constraint allows at the end (the tokenizer's EOS for a model without one)
+    return settings.with_(constraint=constraint_processor(*spec, tokenizer, ends), stop_ids=tuple(ends))
 
 
 #: argparse names of the decoding flags that are settings under another name
