@@ -84,6 +84,62 @@ def add_decoding_options(parser: argparse.ArgumentParser, *, max_new_tokens: int
     q.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
 
 
+def add_constraint_options(parser: argparse.ArgumentParser) -> None:
+    """``--regex``, ``--json-schema FILE``, ``--grammar FILE``: the output must match (one of them)."""
+    g = parser.add_argument_group("decoding: constrained output (lmlab.generate.constrain)")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--regex", default=None, help="the whole output matches this regular expression")
+    x.add_argument("--json-schema", default=None, metavar="FILE", help="the output is JSON valid under this schema")
+    x.add_argument("--grammar", default=None, metavar="FILE", help="the output matches this GBNF grammar (root rule)")
+
+
+def constraint_from_args(args: argparse.Namespace) -> tuple[str, Any] | None:
+    """(kind, source) of the constraint flags, read and parsed now so a bad file fails before the model
+    loads; None without one."""
+    import json
+
+    from ..core.errors import ConfigError, InputError
+    from ..generate.constrain import constraint_grammar
+
+    for kind, flag in (("regex", "regex"), ("json_schema", "json_schema"), ("grammar", "grammar")):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        source: Any = value
+        if kind != "regex":
+            try:
+                with open(value, encoding="utf-8") as f:
+                    source = f.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"cannot read --{flag.replace('_', '-')} file {value}: {exc}",
+                                 "give the path of a UTF-8 text file") from None
+        if kind == "json_schema":
+            try:
+                source = json.loads(source)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{value} is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+                                  "write the schema as a JSON object") from None
+        constraint_grammar(kind, source)  # syntax and schema errors now, with their position
+        return kind, source
+    return None
+
+
+def constrained(settings: Any, spec: tuple[str, Any] | None, lm: Any, tokenizer: Any) -> Any:
+    """``settings`` with the constraint of ``spec`` compiled against the model's vocabulary."""
+    if spec is None:
+        return settings
+    from ..core.errors import ConfigError
+    from ..generate.constrain import constraint_processor
+
+    if tokenizer is None:
+        raise ConfigError("constrained decoding needs the model's tokenizer", "load a model with a tokenizer")
+    eos = getattr(lm, "eos_id", None)
+    eos = tokenizer.eos_id if eos is None else eos
+    ends = settings.stop_ids if settings.stop_ids is not None else ((eos,) if eos is not None else ())
+    # the loop stops on the same ids the constraint allows at the end (the tokenizer's EOS for a model without one)
+    return settings.with_(constraint=constraint_processor(*spec, tokenizer, ends), stop_ids=tuple(ends))
+
+
 #: argparse names of the decoding flags that are settings under another name
 RENAMED = {"num_samples": "n", "stop_id": "stop_ids"}
 

@@ -6,9 +6,12 @@ import argparse
 
 from .common import (
     add_common,
+    add_constraint_options,
     add_corpus_options,
     add_decoding_options,
     add_model_options,
+    constrained,
+    constraint_from_args,
     decoding_from_args,
     emit,
     model_from_args,
@@ -31,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weight-only int8 matmuls (bf16 inputs; the rest stays in --dtype, default float32)")
     g.add_argument("--compile", action="store_true", help="torch.compile the transformer's decode step")
     add_decoding_options(p)
+    add_constraint_options(p)
     add_corpus_options(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -42,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..generate.engine import Engine, Request
 
-    settings = decoding_from_args(args)  # bad settings fail before the model loads
+    settings = decoding_from_args(args)  # bad settings and constraints fail before the model loads
+    spec = constraint_from_args(args)
     lm, tokenizer, desc = model_from_args(args)
+    settings = constrained(settings, spec, lm, tokenizer)
     from ..core.errors import ConfigError
 
     if args.dtype:

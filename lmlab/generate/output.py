@@ -97,6 +97,8 @@ class Event:
     text: str = ""
     token: int | None = None  # None for the stop token, which is not part of the output
     logprob: float | None = None
+    stop_id: int | None = None  # the stop token that ended the row (its log-prob in stop_logprob), for scoring
+    stop_logprob: float | None = None
     top: list[tuple[int, float]] = field(default_factory=list)
     done: bool = False
     completions: list[Completion] = field(default_factory=list)

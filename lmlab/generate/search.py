@@ -124,7 +124,8 @@ class SampleSearch:
             if self.streams:
                 taken = token not in row.stops
                 self.emit(Event(index=out, text=piece, token=token if taken else None,
-                                logprob=logprob if taken else None, top=tops[r] if tops and taken else []))
+                                logprob=logprob if taken else None, top=tops[r] if tops else [],
+                                stop_id=None if taken else token, stop_logprob=None if taken else logprob))
             if not row.done:
                 parents.append(r)
                 kept.append(token)

@@ -35,6 +35,8 @@ class DecodingSettings:
 
     Sampling knobs become processors on the model's raw scores (logits) in the usual order:
     penalties and biases, temperature, truncation; ``processors`` are appended after them.
+    ``constraint`` (a token mask such as ``lmlab.generate.constrain.Constrain``) runs before all of
+    them, so no penalty or truncation sees a token the constraint forbids.
     ``greedy`` (or ``temperature`` 0) takes the best token after the processors. ``n``
     continuations share one prefill; ``best_of`` samples that many and keeps the ``n`` with the
     highest mean log-probability; ``beam_size`` runs beam search (``diverse_groups`` for diverse
@@ -57,6 +59,7 @@ class DecodingSettings:
     logit_bias: Mapping[int, float] | None = None
     banned_ids: tuple[int, ...] = ()
     processors: tuple[Processor, ...] = ()
+    constraint: Processor | None = None
     stop: tuple[str, ...] = ()
     stop_ids: tuple[int, ...] | None = None  # None: the model's EOS
     seed: int | None = None
@@ -154,7 +157,7 @@ class DecodingSettings:
             repetition_penalty=self.repetition_penalty, frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size or None,
             logit_bias=self.logit_bias, banned_ids=self.banned_ids or None)
-        return chain + list(self.processors)
+        return ([self.constraint] if self.constraint is not None else []) + chain + list(self.processors)
 
     def check_for(self, vocab_size: int) -> None:
         """The checks that need the model: token ids of stops, biases and bans within its vocabulary."""
@@ -174,7 +177,9 @@ class DecodingSettings:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value != f.default and not (f.name == "processors" and not value):
+            if f.name == "constraint" and value is not None:
+                out[f.name] = repr(value)
+            elif value != f.default and not (f.name == "processors" and not value):
                 out[f.name] = [repr(p) for p in value] if f.name == "processors" else (
                     dict(value) if isinstance(value, Mapping) else list(value) if isinstance(value, tuple) else value)
         return out
