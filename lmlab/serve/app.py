@@ -147,8 +147,24 @@ async def invalid_body(request: HttpRequest, exc: RequestValidationError) -> JSO
         name = ".".join(str(p) for p in unknown[0].get("loc", ()) if p != "body" and not _is_type_name(str(p)))
         return JSONResponse(error_body(f"the field '{name}' is not supported by lmlab", param=name,
                                        code="unsupported_parameter"), status_code=400)
-    message = f"invalid '{param}': {first.get('msg')}" if param else str(first.get("msg"))
+    message = _setting_message(param, first.get("input")) or (
+        f"invalid '{param}': {first.get('msg')}" if param else str(first.get("msg")))
     return JSONResponse(error_body(message, param=param), status_code=400)
+
+
+def _setting_message(param: str | None, value: Any) -> str | None:
+    """For a decoding field whose range the OpenAPI document states too: the one validator's message,
+    so the server and the CLI word it the same."""
+    setting = {v: k for k, v in FIELD_OF.items()}.get(param, param)
+    if setting not in DecodingSettings.__dataclass_fields__:
+        return None
+    try:
+        DecodingSettings(**{setting: value})
+    except SettingError as err:
+        return str(err)
+    except Exception:  # a value of the wrong type: pydantic's own message says it better
+        return None
+    return None
 
 
 async def http_error(request: HttpRequest, exc: StarletteHTTPException) -> JSONResponse:
@@ -368,7 +384,7 @@ def _check_model(served: Served, name: str) -> None:
 
 
 #: request fields that carry a decoding setting under another name
-FIELD_OF = {"max_new_tokens": "max_tokens", "diverse_groups": "beam_size"}
+FIELD_OF = {"max_new_tokens": "max_tokens"}
 
 
 def decoding_settings(body: Decoding, max_new: int, top: int | None, constraint: Any = None) -> DecodingSettings:
