@@ -1,0 +1,1 @@
+"""lmlab.align: post-training against preferences and rewards (filled in below)."""
