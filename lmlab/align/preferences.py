@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ def parse_transcript(text: str, where: str = "row") -> Messages:
             for i in range(1, len(parts), 2)]
 
 
-def _messages(value: Any, role: str, field: str, where: str) -> Messages:
+def as_messages(value: Any, role: str, field: str, where: str) -> Messages:
     """A field as messages: a string becomes one ``role`` turn, a list is checked as chat messages."""
     if isinstance(value, str):
         return [{"role": role, "content": value}]
@@ -81,7 +81,7 @@ def _conversation(value: Any, field: str, where: str) -> Messages:
     if isinstance(value, str) and "\n\nAssistant:" in value:
         return parse_transcript(value, f"{where} '{field}'")
     if isinstance(value, list):
-        return _messages(value, "assistant", field, where)
+        return as_messages(value, "assistant", field, where)
     raise DataError(f"{where} has no 'prompt', and '{field}' is not a whole conversation",
                     "add a 'prompt' field, or give chat message lists or HH transcripts")
 
@@ -108,9 +108,9 @@ def preference(row: Any, where: str = "row") -> Preference:
         raise DataError(f"{where} has no {' or '.join(repr(k) for k in missing)} (keys: {', '.join(sorted(row)) or 'none'})",
                         "each preference row needs 'chosen' and 'rejected' (and usually 'prompt')")
     if "prompt" in row:
-        return Preference(_messages(row["prompt"], "user", "prompt", where),
-                          _messages(row["chosen"], "assistant", "chosen", where),
-                          _messages(row["rejected"], "assistant", "rejected", where))
+        return Preference(as_messages(row["prompt"], "user", "prompt", where),
+                          as_messages(row["chosen"], "assistant", "chosen", where),
+                          as_messages(row["rejected"], "assistant", "rejected", where))
     return split_shared_prefix(_conversation(row["chosen"], "chosen", where),
                                _conversation(row["rejected"], "rejected", where), where)
 
@@ -121,8 +121,8 @@ def judged(row: Any, where: str = "row") -> list[Judged]:
     if isinstance(row, dict) and "label" in row and "completion" in row and "prompt" in row:
         if not isinstance(row["label"], bool):
             raise DataError(f"{where}: 'label' is {row['label']!r}", "write true (desirable) or false")
-        return [Judged(_messages(row["prompt"], "user", "prompt", where),
-                       _messages(row["completion"], "assistant", "completion", where), row["label"])]
+        return [Judged(as_messages(row["prompt"], "user", "prompt", where),
+                       as_messages(row["completion"], "assistant", "completion", where), row["label"])]
     pair = preference(row, where)
     return [Judged(pair.prompt, pair.chosen, True), Judged(pair.prompt, pair.rejected, False)]
 
@@ -246,18 +246,36 @@ def pair_batch(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Ten
     return batch
 
 
-class PairBatches:
-    """Comparison batches for the trainer: ``batch(index)`` a pure function of the index (seeded shuffles)."""
+def judged_batch(examples: Sequence[tuple[Encoded, bool]], pad_id: int) -> dict[str, torch.Tensor]:
+    """KTO rows (``label`` True = desirable) and their mismatched twins for the KL reference point:
+    prompt i with completion i + 1 (``kl_*`` keys), as TRL builds them."""
+    rows = [e for e, _ in examples]
+    batch = sequence_rows(rows, pad_id)
+    batch["label"] = torch.tensor([d for _, d in examples])
+    shifted = [Encoded(rows[i].prompt, rows[(i + 1) % len(rows)].completion) for i in range(len(rows))]
+    batch.update({f"kl_{k}": v for k, v in sequence_rows(shifted, pad_id).items()})
+    return batch
 
-    def __init__(self, pairs: Sequence[EncodedPair], batch_size: int, pad_id: int, seed: int = 0,
+
+def encode_judged(tokenizer: Any, examples: Sequence[Judged], limits: Truncation,
+                  template: str | None = None) -> list[tuple[Encoded, bool]]:
+    """Every unpaired example as (ids, desirable)."""
+    return [(encode(tokenizer, e.prompt, e.completion, limits, template), e.desirable) for e in examples]
+
+
+class ItemBatches:
+    """Batches of items for the trainer: ``make_batch(items)`` of the items ``ShuffledRows`` picks, so
+    ``batch(index)`` is a pure function of the index."""
+
+    def __init__(self, items: Sequence, batch_size: int, make_batch: Callable[[list], dict], seed: int = 0,
                  shuffle: bool = True) -> None:
-        self.pairs, self.pad_id = list(pairs), pad_id
-        self.rows = ShuffledRows(len(self.pairs), batch_size, seed, shuffle)
+        self.items, self.make_batch = list(items), make_batch
+        self.rows = ShuffledRows(len(self.items), batch_size, seed, shuffle)
 
     def batch(self, index: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
-        return pair_batch([self.pairs[i] for i in self.rows.indices(index, rank, world)], self.pad_id)
+        return self.make_batch([self.items[i] for i in self.rows.indices(index, rank, world)])
 
     def batches(self) -> list[dict[str, torch.Tensor]]:
-        """Every comparison once, in order (evaluation)."""
+        """Every item once, in order (evaluation)."""
         size = self.rows.batch_size
-        return [pair_batch(self.pairs[i:i + size], self.pad_id) for i in range(0, len(self.pairs), size)]
+        return [self.make_batch(self.items[i:i + size]) for i in range(0, len(self.items), size)]

@@ -9,7 +9,6 @@ metrics and ``finetune.json``. ``--dry-run`` only reports the predicted training
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -64,15 +63,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _linear_leaves(model: Any) -> list[str]:
-    """Last names of the linear layers inside the transformer blocks, in model order."""
-    from torch import nn
-
-    names = [n.rsplit(".", 1)[-1] for n, mod in model.named_modules()
-             if isinstance(mod, nn.Linear) and n.startswith("blocks.")]
-    return list(dict.fromkeys(names))
-
-
 def method_config(args: argparse.Namespace, model: Any):
     """The PEFT config the flags ask for, with target names that fit ``model``."""
     from ..peft import (
@@ -84,10 +74,11 @@ def method_config(args: argparse.Namespace, model: Any):
         PrefixConfig,
         PromptConfig,
         QLoraConfig,
+        block_linear_names,
     )
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
-    linear = _linear_leaves(model)
+    linear = block_linear_names(model)
     method = args.method
     if method in ("lora", "qlora"):
         cls = LoraConfig if method == "lora" else QLoraConfig
@@ -167,17 +158,6 @@ def _data(args: argparse.Namespace, tokenizer):
     return train, evaluation
 
 
-def _throughput(metrics: Path) -> float:
-    """Tokens per second over the optimizer steps alone (from the trainer's metrics log)."""
-    tokens = seconds = 0.0
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        if "ms_per_step" in rec:
-            tokens += rec["tokens_per_s"] * rec["ms_per_step"] / 1000
-            seconds += rec["ms_per_step"] / 1000
-    return tokens / seconds if seconds else 0.0
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -186,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.memory import peak_memory_mb, release_free_memory, reset_peak_memory
     from ..peft import cast_frozen_linears, parameter_report, save_adapter, training_memory
     from ..train import TrainConfig, train
+    from ..train.metrics import throughput
     from ..train.sft import SFTBatches, SFTObjective, sft_loss
 
     _check(args)
@@ -245,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         after = sft_loss(lm, eval_batches)
     save_adapter(lm, out)
     result.update({"steps": trained.steps, "lr": lr, "train_loss_final": trained.final_loss,
-                   "tokens": trained.tokens, "tokens_per_s": _throughput(out / "run" / "metrics.jsonl"),
+                   "tokens": trained.tokens, "tokens_per_s": throughput(out / "run" / "metrics.jsonl"),
                    "peak_memory_bytes": int(peak.get("mb", 0.0) * 2**20), "eval_loss_before": before,
                    "eval_loss_after": after, "out": str(out), "device": str(device)})
     write_json(out / "finetune.json", result)
