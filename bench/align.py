@@ -22,6 +22,9 @@ Sections (``--only``):
   temperature, β, ε, loss aggregation, LoRA, learning rate and steps; held-out accuracy (greedy)
   before/after, the training-reward curves and seconds per step.
 * ``ppo`` — lmlab's PPO (value head, GAE, 2 epochs × 2 minibatches per rollout) on the same task.
+* ``unlikelihood`` — LoRA on WikiText-2 windows, likelihood alone vs likelihood + token-level
+  unlikelihood (context candidates, α = 1): seq-rep-4 and distinct tokens of greedy continuations of
+  held-out prefixes (and held-out loss), against the untrained model.
 * ``dqn`` — lmlab's DQN and stable-baselines3's DQN on CartPole-v1, RL Zoo's settings for both: the
   first step at which the greedy policy's mean return over 10 episodes reaches 475.
 
@@ -322,6 +325,47 @@ def ppo_section(args: argparse.Namespace, model_dir: Path, work: Path) -> dict:
     return {"rollouts_per_batch": args.group_size * args.prompts_per_step, "epochs": 2, "minibatches": 2, **r}
 
 
+def unlikelihood_section(args: argparse.Namespace, model_dir: Path, work: Path) -> dict:
+    """LoRA on WikiText-2 windows with the likelihood alone and with token-level unlikelihood (context
+    candidates, α = 1); repetition of greedy continuations of held-out prefixes, and held-out loss."""
+    from lmlab.align.preferences import ItemBatches
+    from lmlab.align.unlikelihood import UnlikelihoodObjective, repetition
+    from lmlab.train import CausalLM, train
+
+    text = (DATA / "wikitext-2" / "train.txt").read_text(encoding="utf-8")[:200_000]
+    valid = (DATA / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")[:60_000]
+    window, n_new = args.ul_window, args.ul_new_tokens
+
+    def windows(source: str, tok) -> list[list[int]]:
+        ids = tok.encode(source)
+        return [ids[i:i + window + 1] for i in range(0, len(ids) - window - 1, window)]
+
+    def batch(rows):
+        t = torch.tensor(rows)
+        return {"input": t[:, :-1], "target": t[:, 1:]}
+
+    out = {"steps": args.ul_steps, "window": window, "new_tokens": n_new, "prefixes": args.ul_prefixes}
+    for variant in ("base", "mle", "unlikelihood"):
+        lm, tok = load_model(model_dir)
+        held = windows(valid, tok)
+        align.Adapter(rank=args.rank, alpha=2.0 * args.rank).apply(lm)
+        if variant != "base":
+            objective = CausalLM() if variant == "mle" else UnlikelihoodObjective(alpha=1.0)
+            config = schedule(args, args.ul_steps, args.ul_lr, 0, args.batch_size).train_config()
+            train(lm, objective, ItemBatches(windows(text, tok), args.batch_size, batch, seed=0), config,
+                  work / f"ul-{variant}")
+        lm.eval()
+        generate = engine_generate(lm, tok)
+        prefixes = [w[:32] for w in held[:args.ul_prefixes]]
+        continuations = generate(prefixes, n_new, list(range(len(prefixes))), True)
+        with torch.no_grad():
+            losses = [float(CausalLM()(lm, batch(held[i:i + 4]))[0]) for i in range(0, 16, 4)]
+        out[variant] = {**repetition(continuations, 4), "held_out_loss": statistics.mean(losses), "load": load(),
+                        "example": tok.decode(continuations[0])}
+        log(unlikelihood={variant: out[variant]})
+    return out
+
+
 def dqn_section(args: argparse.Namespace) -> dict:
     import numpy as np
     from stable_baselines3 import DQN
@@ -381,6 +425,11 @@ def main() -> None:
     p.add_argument("--kl-coef", type=float, default=0.04)
     p.add_argument("--train-prompts", type=int, default=400)
     p.add_argument("--eval-prompts", type=int, default=48)
+    p.add_argument("--ul-steps", type=int, default=20, help="unlikelihood: optimizer steps of each variant")
+    p.add_argument("--ul-lr", type=float, default=5e-4)
+    p.add_argument("--ul-window", type=int, default=96)
+    p.add_argument("--ul-new-tokens", type=int, default=48)
+    p.add_argument("--ul-prefixes", type=int, default=16)
     p.add_argument("--dqn-steps", type=int, default=50_000)
     p.add_argument("--dqn-eval-every", type=int, default=2_500)
     p.add_argument("--work", default=None, help="keep the runs here (default: a temporary directory)")
@@ -388,17 +437,18 @@ def main() -> None:
     if args.smoke:
         args.train_pairs, args.eval_pairs, args.reward_steps, args.dpo_steps, args.steps = 16, 8, 2, 2, 2
         args.eval_prompts, args.seeds, args.train_prompts, args.dqn_eval_every = 8, [0, 1], 32, 1000
+        args.ul_steps, args.ul_prefixes, args.ul_new_tokens = 2, 4, 12
     torch.set_num_threads(args.threads)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="align-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     result = {"bench": "align", "threads": args.threads, "load_start": load(), "smoke": args.smoke,
               "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                            if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"}
-    needs_model = set(args.only) & {"reward", "dpo", "grpo", "ppo"}
+    needs_model = set(args.only) & {"reward", "dpo", "grpo", "ppo", "unlikelihood"}
     model_dir = export_model(args, work) if needs_model else None
     sections = {"reward": lambda: reward_section(args, model_dir, work), "dpo": lambda: dpo_section(args, model_dir, work),
                 "grpo": lambda: grpo_section(args, model_dir, work), "ppo": lambda: ppo_section(args, model_dir, work),
-                "dqn": lambda: dqn_section(args)}
+                "unlikelihood": lambda: unlikelihood_section(args, model_dir, work), "dqn": lambda: dqn_section(args)}
     for name in args.only:
         began = time.perf_counter()
         result[name] = sections[name]()
