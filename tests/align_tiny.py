@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sft_tiny import TEMPLATE, tiny_model
+
 from lmlab.models import save_model_dir
 from lmlab.tokenizers import WordLevelTokenizer
-from sft_tiny import TEMPLATE, tiny_model
 
 ALPHABET = "<>|usa abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:?+.,!'\n"
 
