@@ -17,18 +17,17 @@ completion from the right; both are counted.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..core.errors import ConfigError, DataError, InputError
 from ..core.validate import check_number
+from ..data.corpus import jsonl_records
 from ..data.loaders import ShuffledRows
 from ..tokenizers.chat_template import chat_text, check_messages
 from ..train.sft import collate
@@ -129,22 +128,9 @@ def judged(row: Any, where: str = "row") -> list[Judged]:
 
 def read_rows(path: str | os.PathLike, limit: int | None = None) -> list[tuple[str, Any]]:
     """(where, row) for each JSON object of a JSON Lines file (blank lines skipped)."""
-    src = Path(path)
-    if not src.is_file():
-        raise InputError(f"data file not found: {src}", "pass a JSON Lines file")
-    rows = []
-    with src.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((f"{src}:{number}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{src}:{number} is not valid JSON ({exc.msg})", "write one JSON object per line") from None
-            if limit is not None and len(rows) >= limit:
-                break
+    rows = jsonl_records(path, limit)
     if not rows:
-        raise DataError(f"{src} holds no rows", "write one JSON object per line")
+        raise DataError(f"{path} holds no rows", "write one JSON object per line")
     return rows
 
 

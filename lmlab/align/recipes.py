@@ -144,6 +144,14 @@ def _run(model: nn.Module, objective: Any, source: Any, schedule: Schedule, out:
     return result, evaluations
 
 
+def _adapt(lm: nn.Module, adapter: Adapter, schedule: Schedule) -> dict:
+    """Seed, apply the adapter, move to the device; the parameter report."""
+    torch.manual_seed(schedule.seed)
+    report = adapter.apply(lm)
+    lm.to(resolve_device(schedule.device))
+    return report
+
+
 def write_result(out: str | Path, result: dict) -> dict:
     """Write a recipe's result as ``align.json`` in ``out`` (and return it)."""
     write_json(Path(out) / RESULT_FILE, result)
@@ -166,8 +174,7 @@ def reward_model(backbone: str, lm: nn.Module, tokenizer: Any, train_pairs: Sequ
     train_ids = encode_comparisons(tokenizer, train_pairs, limits)
     eval_ids = encode_comparisons(tokenizer, eval_pairs, limits)
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-    torch.manual_seed(schedule.seed)
-    report = adapter.apply(lm)
+    report = _adapt(lm, adapter, schedule)
     model = RewardModel(lm).to(resolve_device(schedule.device))
     for p in model.head.parameters():
         p.requires_grad_(True)
@@ -237,9 +244,7 @@ def preference_optimization(lm: nn.Module, tokenizer: Any, train_pairs: Sequence
     train_ids = encode_preferences(tokenizer, train_pairs, limits)
     eval_ids = encode_preferences(tokenizer, eval_pairs, limits)
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-    torch.manual_seed(schedule.seed)
-    report = adapter.apply(lm)
-    lm.to(resolve_device(schedule.device))
+    report = _adapt(lm, adapter, schedule)
     reference = _reference(lm, reference_model)
     objective = PreferenceObjective(loss, beta=beta, label_smoothing=label_smoothing, gamma=gamma, reference=reference)
     if objective.needs_reference and reference is None:
@@ -296,9 +301,7 @@ def kto(lm: nn.Module, tokenizer: Any, train_examples: Sequence[Judged], eval_pa
         raise ConfigError("KTO estimates its KL reference point from mismatched pairs within a batch",
                           "use a batch size of 2 or more")
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-    torch.manual_seed(schedule.seed)
-    report = adapter.apply(lm)
-    lm.to(resolve_device(schedule.device))
+    report = _adapt(lm, adapter, schedule)
     reference = Reference(lm)
     objective = KTOObjective(reference, beta=beta, desirable_weight=desirable_weight,
                              undesirable_weight=undesirable_weight)
@@ -351,9 +354,7 @@ def policy_optimization(lm: nn.Module, tokenizer: Any, train_prompts: Sequence[P
     """
     out, adapter, schedule = Path(out), adapter or Adapter(), schedule or Schedule(lr=2e-5)
     check_reward_tokenizer(reward, tokenizer)
-    torch.manual_seed(schedule.seed)
-    report = adapter.apply(lm)
-    lm.to(resolve_device(schedule.device))
+    report = _adapt(lm, adapter, schedule)
     reference = _reference(lm, reference_model)
     if reference is None and config.kl_coef > 0:
         raise ConfigError(f"the KL to the reference needs a reference model, and the {adapter.method} policy cannot "

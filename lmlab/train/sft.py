@@ -11,12 +11,10 @@ example is truncated and counted.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +22,7 @@ from torch import nn
 
 from ..core.errors import ConfigError, DataError, InputError
 from ..core.validate import check_number
+from ..data.corpus import jsonl_records
 from ..data.loaders import ShuffledRows
 from ..tokenizers.chat_template import chat_text, check_messages
 from .objectives import token_loss
@@ -58,23 +57,9 @@ def conversation(row: Any, where: str = "row") -> list[dict[str, str]]:
 
 def read_conversations(path: str | os.PathLike, limit: int | None = None) -> list[list[dict[str, str]]]:
     """Conversations of a JSON Lines file (one row per line; blank lines skipped)."""
-    src = Path(path)
-    if not src.is_file():
-        raise InputError(f"data file not found: {src}", "pass a JSON Lines file of conversations")
-    out = []
-    with src.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{src}:{number} is not valid JSON ({exc.msg})", "write one JSON object per line") from None
-            out.append(conversation(row, f"{src}:{number}"))
-            if limit is not None and len(out) >= limit:
-                break
+    out = [conversation(row, where) for where, row in jsonl_records(path, limit)]
     if not out:
-        raise DataError(f"{src} holds no conversations", "write one JSON object per line")
+        raise DataError(f"{path} holds no conversations", "write one JSON object per line")
     return out
 
 
