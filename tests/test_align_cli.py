@@ -28,7 +28,7 @@ def _run(capsys, argv):
 
 
 @pytest.mark.parametrize("verb,extra", [
-    ("reward", ["--data", "prefs"]), ("dpo", ["--data", "hh"]), ("dpo", ["--data", "prefs", "--loss", "ipo"]),
+    ("reward", ["--data", "prefs"]), ("reward", ["--data", "hh", "--model", "minilm"]), ("dpo", ["--data", "hh"]), ("dpo", ["--data", "prefs", "--loss", "ipo"]),
     ("dpo", ["--data", "prefs", "--loss", "robust", "--label-smoothing", "0.1", "--reference", "precomputed"]),
     ("kto", ["--data", "prefs"]), ("simpo", ["--data", "prefs"]), ("orpo", ["--data", "prefs"]),
 ])

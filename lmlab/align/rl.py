@@ -293,11 +293,11 @@ class PolicyGradient:
         else:
             returns = reward_to_go(padded_rewards, mask, cfg.gamma)
             adv = returns
-            if cfg.baseline == "moving":
+            if cfg.baseline == "moving":  # the average return of earlier batches (this one's on the first)
                 start = float(returns[:, 0].mean())
+                adv = returns - (start if self.baseline is None else self.baseline)
                 self.baseline = start if self.baseline is None else (
                     cfg.baseline_momentum * self.baseline + (1 - cfg.baseline_momentum) * start)
-                adv = returns - self.baseline
         if cfg.whiten_advantages:
             adv = whiten(adv, mask)
         return {"advantages": adv[mask], "returns": returns[mask]}
