@@ -274,7 +274,8 @@ def run_preference(args: argparse.Namespace) -> int:
             precompute_reference=getattr(args, "reference", "") == "precomputed", resume=args.resume)
     before, after = result["before"], result["after"]
     kl = f"; KL to the reference {after['kl_to_reference']:.4f} nats/token" if "kl_to_reference" in after else ""
-    human = (f"{result['task']} on {args.model}: held-out implicit-reward accuracy {result['eval_before']:.3f} → "
+    name = f"dpo ({result['task']} loss)" if args.verb == "dpo" else args.verb
+    human = (f"{name} on {args.model}: held-out implicit-reward accuracy {result['eval_before']:.3f} → "
              f"{result['eval_after']:.3f}, margin {before['reward_margin']:.4f} → {after['reward_margin']:.4f}{kl}\n"
              f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s; adapter in {args.out} "
              f"(lmlab chat --adapter {args.out})")
