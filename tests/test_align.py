@@ -31,7 +31,7 @@ from lmlab.align import (
     score_tokens,
     whiten,
 )
-from lmlab.align.preferences import encode, encode_preferences, pair_batch
+from lmlab.align.preferences import completion_batch, encode, encode_preferences, pair_batch
 from lmlab.align.rewards import checked
 from lmlab.align.surrogate import clipped_surrogate
 from lmlab.core.errors import ConfigError, DataError, ModelError
@@ -177,7 +177,37 @@ def test_scored_log_probs_equal_a_full_forward():
             logp = lm(ids)[0].float().log_softmax(-1)[0]
         start = len(ex.prompt) - 1
         manual = sum(float(logp[start + k, t]) for k, t in enumerate(ex.completion))
-        assert float(sums[row]) == pytest.approx(manual, abs=1e-5)
+        assert float(sums[row].detach()) == pytest.approx(manual, abs=1e-5)
+
+
+def test_shared_prompt_forward_equals_full_forwards_in_value_and_gradient():
+    lm, tok = _tiny_lora()
+    for name, p in lm.named_parameters():  # a non-zero LoRA update, so its gradient path is exercised
+        if "lora_B" in name:
+            p.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))
+    long = [{"role": "user", "content": "what is the sum of 12 and 30?"}]
+    short = [{"role": "user", "content": "hi?"}]
+    limits = Truncation(96, 64)
+    examples = [encode(tok, m, [{"role": "assistant", "content": a}], limits)
+                for m, a in ((long, "42"), (short, "hello there"), (long, "no"), (short, "x"))]
+    batch = completion_batch(examples, pad_id=0)
+    assert batch["prompt_ids"].shape[0] == 2 and batch["prompt_of"].tolist() == [0, 1, 0, 1]
+    shared = score_tokens(lm, batch).sums(4)
+    shared.sum().backward()
+    grads = {n: p.grad.clone() for n, p in lm.named_parameters() if p.requires_grad}
+    lm.zero_grad()
+    total = 0
+    for row, ex in enumerate(examples):
+        ids = torch.tensor([ex.prompt + ex.completion])
+        logp = lm(ids)[0].float().log_softmax(-1)[0]
+        start = len(ex.prompt) - 1
+        full = sum(logp[start + k, t] for k, t in enumerate(ex.completion))
+        assert float(shared[row].detach()) == pytest.approx(float(full.detach()), abs=1e-5)
+        total = total + full
+    total.backward()
+    for n, p in lm.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, grads[n], atol=1e-5, rtol=1e-4)
 
 
 def test_dpo_starts_at_log_2_with_the_reference_as_policy():

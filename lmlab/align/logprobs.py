@@ -1,10 +1,14 @@
 """Log-probabilities of completion tokens under a causal LM, and the frozen reference model.
 
-Batches are in the SFT layout (``input``, ``target``, ``mask`` over the completion's targets,
-``attention_mask``); only the masked positions go through the vocabulary projection. Scored
-tokens are kept flat ([N], row-major), with ``to_rows`` for the padded [B, T] view the
-policy-gradient maths uses — the flat order is the same for the policy, the rollout-time policy
-and the reference, so their values line up token for token.
+Batches hold each distinct prompt once (``prompt_ids`` left-padded, ``prompt_mask``), the
+completions right-padded (``completion_ids``, ``completion_mask``) and, per completion, the row of
+its prompt (``prompt_of``). The forward runs the prompts once, hands their keys and values to every
+completion of the prompt (``KVCache.select``, differentiable), then runs the completions: a GRPO
+group of G samples, or DPO's chosen and rejected answers, pay for their shared prompt once instead
+of G (or 2) times, in the reference's forward, the policy's and its backward. Only completion
+positions go through the vocabulary projection. Scored tokens are kept flat ([N], row-major), with
+``to_rows`` for the padded [B, T] view the policy-gradient maths uses — the flat order is the same
+for the policy, the rollout-time policy and the reference, so their values line up token by token.
 """
 
 from __future__ import annotations
@@ -17,6 +21,50 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from ..peft import adapters_disabled, can_disable
+
+PROMPT_KEYS = ("prompt_ids", "prompt_mask")
+
+
+def n_rows(batch: dict) -> int:
+    """Completions in the batch."""
+    return batch["completion_ids"].shape[0]
+
+
+def row_counts(batch: dict) -> torch.Tensor:
+    """Completion tokens per row [B]."""
+    return batch["completion_mask"].sum(1)
+
+
+def token_rows(batch: dict) -> torch.Tensor:
+    """The row of each scored token [N] (row-major)."""
+    return batch["completion_mask"].nonzero()[:, 0]
+
+
+def n_tokens(batch: dict) -> int:
+    """Tokens a forward of the batch processes (each prompt once, every completion)."""
+    return int(batch["prompt_mask"].sum() + batch["completion_mask"].sum())
+
+
+def select_rows(batch: dict, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The sub-batch of completions ``rows`` (ascending) with the prompts they need; other per-row
+    tensors (``ref_logps``, ``label``) are selected too."""
+    rows = rows.to(batch["completion_ids"].device)
+    needed, prompt_of = torch.unique(batch["prompt_of"][rows], return_inverse=True)
+    n = n_rows(batch)
+    out = {k: v[rows] for k, v in batch.items()
+           if torch.is_tensor(v) and k not in PROMPT_KEYS and v.dim() and v.shape[0] == n}
+    out.update({k: batch[k][needed] for k in PROMPT_KEYS}, prompt_of=prompt_of)
+    return out
+
+
+def scored_hidden(model: nn.Module, batch: dict) -> torch.Tensor:
+    """The last hidden state before each completion token [N, D]: prompts run once, their cache shared
+    by their completions."""
+    prompt_states, cache = model.hidden_states(batch["prompt_ids"], None, batch["prompt_mask"])
+    of = batch["prompt_of"]
+    states, _ = model.hidden_states(batch["completion_ids"], cache.select(of), batch["completion_mask"])
+    before = torch.cat([prompt_states[of, -1:], states[:, :-1]], dim=1)
+    return before[batch["completion_mask"].bool()]
 
 
 @dataclass
@@ -39,22 +87,14 @@ def per_row(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tens
     return values.new_zeros(n_rows).index_add(0, rows, values)
 
 
-def row_counts(batch: dict) -> torch.Tensor:
-    """Scored tokens per row [B]."""
-    return batch["mask"].sum(1)
-
-
 def score_tokens(model: nn.Module, batch: dict, *, entropy: bool = False, hidden: bool = False) -> Scored:
-    """Log-probabilities (float32) of the masked targets of ``batch`` under ``model``."""
-    mask = batch["mask"].bool()
-    states, _ = model.hidden_states(batch["input"], None, batch["attention_mask"])
-    states = states[mask]
+    """Log-probabilities (float32) of the completion tokens of ``batch`` under ``model``."""
+    states = scored_hidden(model, batch)
     logits = model.logits(states).float()
-    targets = batch["target"][mask]
-    rows = mask.nonzero()[:, 0]
+    targets = batch["completion_ids"][batch["completion_mask"].bool()]
+    rows = token_rows(batch)
     if not entropy:
-        return Scored(-F.cross_entropy(logits, targets, reduction="none"), rows,
-                      hidden=states if hidden else None)
+        return Scored(-F.cross_entropy(logits, targets, reduction="none"), rows, hidden=states if hidden else None)
     log_p = logits.log_softmax(-1)
     return Scored(log_p.gather(1, targets.unsqueeze(1)).squeeze(1), rows, -(log_p.exp() * log_p).sum(-1),
                   states if hidden else None)
@@ -66,11 +106,6 @@ def to_rows(values: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tens
     width = max(int(counts.max()), 1)
     mask = torch.arange(width, device=values.device).unsqueeze(0) < counts.unsqueeze(1).to(values.device)
     return values.new_zeros(mask.shape).masked_scatter(mask, values), mask
-
-
-def from_rows(padded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The inverse of ``to_rows``: the real tokens of [B, T] as flat [N]."""
-    return padded[mask]
 
 
 class Reference:
@@ -104,8 +139,7 @@ class Reference:
 def _score_or_logits(model: nn.Module, batch: dict, logits: bool):
     if not logits:
         return score_tokens(model, batch)
-    states, _ = model.hidden_states(batch["input"], None, batch["attention_mask"])
-    return model.logits(states[batch["mask"].bool()]).float().log_softmax(-1)
+    return model.logits(scored_hidden(model, batch)).float().log_softmax(-1)
 
 
 @torch.no_grad()
@@ -118,8 +152,7 @@ def kl_to_reference(policy: nn.Module, reference: Reference, batches: list[dict]
     total, count = 0.0, 0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        states, _ = policy.hidden_states(batch["input"], None, batch["attention_mask"])
-        log_p = policy.logits(states[batch["mask"].bool()]).float().log_softmax(-1)
+        log_p = policy.logits(scored_hidden(policy, batch)).float().log_softmax(-1)
         log_q = reference.score(batch, logits=True)
         total += float((log_p.exp() * (log_p - log_q)).sum())
         count += log_p.shape[0]

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from ..core.validate import check_choice, check_number
-from .logprobs import Reference, Scored, row_counts, score_tokens
+from .logprobs import Reference, Scored, n_rows, n_tokens, row_counts, score_tokens
 from .losses import (
     DPO_LOSSES,
     PAIRED_LOSSES,
@@ -82,7 +82,7 @@ class PreferenceObjective:
     def pair_loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, PairLoss, Scored]:
         """(loss, per-pair terms, the policy's scored tokens) of one batch."""
         scored = score_tokens(model, batch)
-        n = batch["input"].shape[0]
+        n = n_rows(batch)
         half = n // 2
         sums, counts = scored.sums(n), row_counts(batch).to(scored.logps.dtype)
         if self.loss in DPO_LOSSES:
@@ -111,7 +111,7 @@ class PreferenceObjective:
     def __call__(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
         loss, pair, _ = self.pair_loss(model, batch)
         self.running.add(**pair_metrics(pair))
-        return loss, int(batch["attention_mask"].sum())
+        return loss, n_tokens(batch)
 
     def metrics(self) -> dict[str, float]:
         return self.running.pop()
@@ -130,7 +130,7 @@ class KTOObjective:
         self.running = RunningMeans()
 
     def __call__(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
-        n = batch["input"].shape[0]
+        n = n_rows(batch)
         kl_batch = {k[3:]: v for k, v in batch.items() if k.startswith("kl_")}
         with torch.no_grad():
             kl_policy = score_tokens(model, kl_batch).sums(n)
@@ -145,7 +145,7 @@ class KTOObjective:
             self.running.add(reward_chosen=pair.chosen_rewards.mean())
         if (~good).any():
             self.running.add(reward_rejected=pair.rejected_rewards.mean())
-        return pair.losses.mean(), int(batch["attention_mask"].sum())
+        return pair.losses.mean(), n_tokens(batch)
 
     def metrics(self) -> dict[str, float]:
         return self.running.pop()

@@ -28,9 +28,8 @@ import torch
 from ..core.errors import ConfigError, DataError, InputError
 from ..core.validate import check_number
 from ..data.corpus import jsonl_records
-from ..data.loaders import ShuffledRows
+from ..data.loaders import ShuffledRows, pad_batch
 from ..tokenizers.chat_template import chat_text, check_messages
-from ..train.sft import collate
 
 Messages = list[dict[str, str]]
 _HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
@@ -194,15 +193,23 @@ def encode(tokenizer: Any, prompt: Messages, completion: Messages, limits: Trunc
     return Encoded(prompt_ids, completion_ids)
 
 
-def sequence_rows(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """A batch of prompt + completion rows in the SFT layout (``lmlab.train.sft.collate``): ``input``,
-    ``target``, ``mask`` (targets inside the completion), ``attention_mask``, ``segments``."""
-    rows = []
-    for ex in examples:
-        ids = ex.prompt + ex.completion
-        scored = [False] * (len(ex.prompt) - 1) + [True] * len(ex.completion)
-        rows.append([(ids[:-1], ids[1:], scored)])
-    return collate(rows, pad_id)
+def completion_batch(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """The batch of ``examples`` (prompt + completion ids): each distinct prompt once, left-padded."""
+    index: dict[tuple[int, ...], int] = {}
+    prompt_of = [index.setdefault(tuple(e.prompt), len(index)) for e in examples]
+    if any(not e.prompt for e in examples):
+        raise DataError("an example has no prompt tokens, so nothing predicts its first completion token",
+                        "render prompts with the chat template (it always yields tokens)")
+    width = max(len(p) for p in index)
+    prompt_ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros(len(index), width, dtype=torch.bool)
+    for row, prompt in enumerate(index):
+        prompt_ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        prompt_mask[row, width - len(prompt):] = True
+    completion_ids, completion_mask = pad_batch([e.completion for e in examples], pad_id)
+    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+            "completion_mask": completion_mask, "prompt_of": torch.tensor(prompt_of, dtype=torch.long)}
+
 
 
 @dataclass
@@ -225,7 +232,7 @@ def encode_preferences(tokenizer: Any, pairs: Sequence[Preference], limits: Trun
 def pair_batch(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
     """Rows of the chosen completions, then of the rejected ones (one forward for both), with the
     precomputed reference log-probabilities (``ref_logps`` [2B]) when every pair has them."""
-    batch = sequence_rows([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+    batch = completion_batch([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
     if all(p.ref_chosen is not None for p in pairs):
         batch["ref_logps"] = torch.tensor([p.ref_chosen for p in pairs] + [p.ref_rejected for p in pairs],
                                           dtype=torch.float32)
@@ -236,10 +243,10 @@ def judged_batch(examples: Sequence[tuple[Encoded, bool]], pad_id: int) -> dict[
     """KTO rows (``label`` True = desirable) and their mismatched twins for the KL reference point:
     prompt i with completion i + 1 (``kl_*`` keys), as TRL builds them."""
     rows = [e for e, _ in examples]
-    batch = sequence_rows(rows, pad_id)
+    batch = completion_batch(rows, pad_id)
     batch["label"] = torch.tensor([d for _, d in examples])
     shifted = [Encoded(rows[i].prompt, rows[(i + 1) % len(rows)].completion) for i in range(len(rows))]
-    batch.update({f"kl_{k}": v for k, v in sequence_rows(shifted, pad_id).items()})
+    batch.update({f"kl_{k}": v for k, v in completion_batch(shifted, pad_id).items()})
     return batch
 
 

@@ -45,7 +45,7 @@ from ..peft import (
 )
 from ..train import TrainConfig, train
 from ..train.metrics import plot_metrics, throughput
-from .logprobs import Reference, kl_to_reference
+from .logprobs import Reference, kl_to_reference, n_rows, select_rows
 from .objectives import KTOObjective, PreferenceObjective
 from .preferences import (
     ItemBatches,
@@ -221,7 +221,7 @@ def preference_report(model: nn.Module, objective: PreferenceObjective, batches:
     model.train(was_training)
     report = {"reward_accuracy": wins / pairs, "reward_margin": margins / pairs, "loss": losses / pairs}
     if reference is not None:
-        half = [{k: v[: v.shape[0] // 2] for k, v in b.items() if k != "ref_logps"} for b in batches]
+        half = [select_rows(b, torch.arange(n_rows(b) // 2)) for b in batches]
         report["kl_to_reference"] = kl_to_reference(model, reference, half)
     return report
 

@@ -39,9 +39,18 @@ from .advantages import (
     rloo_advantages,
     whiten,
 )
-from .logprobs import Reference, per_row, row_counts, score_tokens, to_rows
+from .logprobs import (
+    Reference,
+    n_tokens,
+    per_row,
+    row_counts,
+    score_tokens,
+    select_rows,
+    to_rows,
+    token_rows,
+)
 from .objectives import RunningMeans
-from .preferences import Encoded, sequence_rows
+from .preferences import Encoded, completion_batch
 from .rewards import Reward, Sample, StepReward, checked
 from .rollout import Generate, PromptItem, row_seeds, sample_rollouts
 from .surrogate import (
@@ -236,7 +245,7 @@ class PolicyGradient:
             lm.train()
         samples = self.samples(rollouts)
         rewards = torch.tensor(checked(self.reward, samples))
-        batch = sequence_rows([Encoded(list(self.prompts[i].ids), c)
+        batch = completion_batch([Encoded(list(self.prompts[i].ids), c)
                                for i, c in zip(rollouts.prompt_index, rollouts.completions, strict=True)],
                               self.pad_id)
         device = next(model.parameters()).device
@@ -261,10 +270,10 @@ class PolicyGradient:
                    kl_per_token: torch.Tensor | None, old_values: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Per-token advantages [N] (and value targets [N]) for the method."""
         cfg = self.config
-        device = batch["mask"].device
+        device = batch["completion_mask"].device
         rewards = rewards.to(device)
         n = rewards.shape[0]
-        rows_of = batch["mask"].nonzero()[:, 0]
+        rows_of = token_rows(batch)
         kl_penalised = cfg.kl_in == "reward" and self.kl_coef > 0 and kl_per_token is not None
         if cfg.method == "grpo" and cfg.process:
             steps = self.step_reward(samples)
@@ -316,7 +325,7 @@ class PolicyGradient:
                   "completion_tokens": row_counts(batch).float().mean(),
                   "stopped": sum(rollouts.stopped) / n}
         if kl_per_token is not None:
-            values["kl"] = per_row(kl_per_token, batch["mask"].nonzero()[:, 0], n).mean()
+            values["kl"] = per_row(kl_per_token, token_rows(batch), n).mean()
         if self.config.kl_target is not None and kl_per_token is not None:
             self.adapt_kl(float(values["kl"]), n)
         values["kl_coef"] = self.kl_coef
@@ -342,11 +351,10 @@ class PolicyGradient:
             self.rollout = self.make_rollout(model, batch["prompts"].tolist(), number)
         ro = self.rollout
         full = ro["batch"]
-        picked = self.minibatch_rows(number, int(batch["epoch"]), int(batch["minibatch"]), full["input"].shape[0])
-        picked = picked.to(full["input"].device)
-        mb = {k: v[picked] for k, v in full.items()}
-        token_rows = full["mask"].nonzero()[:, 0]
-        keep = torch.isin(token_rows, picked)
+        picked = self.minibatch_rows(number, int(batch["epoch"]), int(batch["minibatch"]),
+                                     full["completion_ids"].shape[0]).to(full["completion_ids"].device)
+        mb = select_rows(full, picked)
+        keep = torch.isin(token_rows(full), picked)
 
         scored = score_tokens(lm, mb, entropy=True, hidden=cfg.value_head)
         logps, mask = to_rows(scored.logps, mb)
@@ -376,7 +384,7 @@ class PolicyGradient:
             loss = loss + cfg.value_coef * v_loss
             values.update(value_loss=v_loss.detach(), value_clip_fraction=v_clipped)
         self.running.add(**values)
-        return loss, int(mb["attention_mask"].sum())
+        return loss, n_tokens(mb)
 
 
 def with_overrides(config: RLConfig, **overrides: Any) -> RLConfig:
