@@ -253,3 +253,32 @@ def test_a_reward_model_with_another_tokenizer_is_refused():
     reward = ModelReward(model=None, tokenizer=other)
     with pytest.raises(ModelError, match=r"policy's tokenizer \(\w+\) differs from the reward model's \(\w+\)"):
         reward.check_tokenizer(tiny_chat_tokenizer())
+
+
+def test_judge_reward_is_the_log_odds_of_yes():
+    from lmlab.eval.judge_reward import JudgeReward
+
+    class Runner:
+        def __init__(self):
+            self.requests = []
+
+        def loglikelihood(self, requests):
+            self.requests += requests
+            return [-0.5 if cont == " Yes" else -2.0 for _, cont in requests]
+
+    runner = Runner()
+    samples = [Sample([{"role": "user", "content": "2+2?"}], " 4 "), Sample([{"role": "user", "content": "3+3?"}], "6")]
+    assert JudgeReward(runner)(samples) == [1.5, 1.5]
+    assert "Question: 2+2?" in runner.requests[0][0] and "Answer: 4\n" in runner.requests[0][0]
+    assert [c for _, c in runner.requests] == [" Yes", " No", " Yes", " No"]
+
+
+def test_adaptive_kl_moves_the_coefficient_towards_the_target():
+    from lmlab.align import PolicyGradient
+
+    config = RLConfig.preset("ppo", kl_target=1.0, kl_horizon=100, kl_coef=0.1)
+    pg = PolicyGradient(config, prompts=[], generate=None, tokenizer=None, reward=NumberMatch(), reference=object())
+    pg.adapt_kl(3.0, rows=10)  # far above the target: +20 % × 10/100
+    assert pg.kl_coef == pytest.approx(0.1 * 1.02)
+    pg.adapt_kl(0.9, rows=10)  # 10 % below: −10 % × 10/100
+    assert pg.kl_coef == pytest.approx(0.1 * 1.02 * 0.99)
