@@ -112,7 +112,8 @@ def schedule(args: argparse.Namespace, steps: int, lr: float, seed: int, batch_s
 
 
 class StepTimer:
-    """A TRL callback recording each optimizer step's wall time."""
+    """A TRL callback recording each optimizer step's wall time and this process's CPU time (with one
+    thread, CPU seconds measure the work done whatever the machine's load)."""
 
     def __init__(self) -> None:
         from transformers import TrainerCallback
@@ -120,14 +121,23 @@ class StepTimer:
         outer = self
         self.times: list[float] = []
 
+        self.cpu: list[float] = []
+
         class _Callback(TrainerCallback):
             def on_step_begin(self, args, state, control, **kw):
-                outer.start = time.perf_counter()
+                outer.start, outer.cpu_start = time.perf_counter(), time.process_time()
 
             def on_step_end(self, args, state, control, **kw):
                 outer.times.append(time.perf_counter() - outer.start)
+                outer.cpu.append(time.process_time() - outer.cpu_start)
 
         self.callback = _Callback()
+
+
+def cpu_per_step(out: Path) -> list[float]:
+    """CPU seconds of each optimizer step of an lmlab run (its metrics.jsonl)."""
+    records = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [x["cpu_ms_per_step"] / 1000 for x in records if "cpu_ms_per_step" in x]
 
 
 def trl_common(args: argparse.Namespace, out: Path, steps: int, lr: float, seed: int) -> dict:
@@ -180,6 +190,7 @@ def dpo_lmlab(args, model_dir, train, held, work) -> dict:
             "margin_before": r["before"]["reward_margin"], "margin_after": r["after"]["reward_margin"],
             "kl_to_reference_after": r["after"]["kl_to_reference"],
             "s_per_step": [x["ms_per_step"] / 1000 for x in records if "ms_per_step" in x],
+            "cpu_s_per_step": cpu_per_step(work / "dpo-lmlab"),
             "train_reward_accuracy": [x.get("reward_accuracy") for x in records], "load": load()}
 
 
@@ -201,7 +212,7 @@ def dpo_trl(args, model_dir, train, held, work) -> dict:
     after = trainer.evaluate()
     return {"accuracy_before": before["eval_rewards/accuracies"], "accuracy_after": after["eval_rewards/accuracies"],
             "margin_before": before["eval_rewards/margins"], "margin_after": after["eval_rewards/margins"],
-            "s_per_step": timer.times, "load": load(),
+            "s_per_step": timer.times, "cpu_s_per_step": timer.cpu, "load": load(),
             "note": "TRL counts a tie (every pair before training) as a miss; lmlab counts it half"}
 
 
@@ -216,6 +227,8 @@ def dpo_section(args: argparse.Namespace, model_dir: Path, work: Path) -> dict:
     log(dpo_trl=out["trl"])
     out["trl_over_lmlab_s_per_step"] = (statistics.median(out["trl"]["s_per_step"])
                                         / statistics.median(out["lmlab"]["s_per_step"]))
+    out["trl_over_lmlab_cpu_s_per_step"] = (statistics.median(out["trl"]["cpu_s_per_step"])
+                                            / statistics.median(out["lmlab"]["cpu_s_per_step"]))
     return out
 
 
@@ -248,6 +261,7 @@ def rl_lmlab(args, model_dir, work, seed: int, method: str = "grpo") -> dict:
                                   schedule=schedule(args, args.steps, args.lr, seed))
     return {"seed": seed, "accuracy_before": r["eval_before"], "accuracy_after": r["eval_after"],
             "train_reward": r["train_reward_curve"], "s_per_step": [m / 1000 for m in r["ms_per_step"]],
+            "cpu_s_per_step": cpu_per_step(work / f"{method}-lmlab-{seed}"),
             "examples_after": r["after"]["examples"], "load": load()}
 
 
@@ -292,7 +306,7 @@ def grpo_trl(args, model_dir, work, seed: int) -> dict:
     after = hf_accuracy(trainer.model, tok, held, args.max_new_tokens)
     curve = [x["reward"] for x in trainer.state.log_history if "reward" in x]
     return {"seed": seed, "accuracy_before": before, "accuracy_after": after, "train_reward": curve,
-            "s_per_step": timer.times, "load": load()}
+            "s_per_step": timer.times, "cpu_s_per_step": timer.cpu, "load": load()}
 
 
 def grpo_section(args: argparse.Namespace, model_dir: Path, work: Path) -> dict:
@@ -316,6 +330,10 @@ def grpo_section(args: argparse.Namespace, model_dir: Path, work: Path) -> dict:
         trl_step = statistics.median(s for r in out["trl"] for s in r["s_per_step"])
         out["s_per_step_median"] = {"lmlab": lm_step, "trl": trl_step}
         out["trl_over_lmlab_s_per_step"] = trl_step / lm_step
+        lm_cpu = statistics.median(s for r in out["lmlab"][:len(out["trl"])] for s in r["cpu_s_per_step"])
+        trl_cpu = statistics.median(s for r in out["trl"] for s in r["cpu_s_per_step"])
+        out["cpu_s_per_step_median"] = {"lmlab": lm_cpu, "trl": trl_cpu}
+        out["trl_over_lmlab_cpu_s_per_step"] = trl_cpu / lm_cpu
     return out
 
 
