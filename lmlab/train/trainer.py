@@ -254,7 +254,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
                    decay_factor=config.decay_factor)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        t0, total, tokens = time.perf_counter(), 0.0, 0
+        t0, cpu0, total, tokens = time.perf_counter(), time.process_time(), 0.0, 0
         for micro in range(config.accumulate):
             batch = source.batch(step * config.accumulate + micro, world.rank, world.size)
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -276,16 +276,19 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
         step += 1
         loss_value = mean_over_ranks(total, world, device)
         info["tokens"] += tokens
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
+        extra = objective.metrics() if hasattr(objective, "metrics") else {}  # e.g. reward, KL, clip fraction
         if world.main and (config.log_every and step % config.log_every == 0 or step == config.steps):
             record = {"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": tokens / seconds,
-                      "ms_per_step": 1000 * seconds, "peak_memory_mb": peak_memory_mb(device)}
+                      "ms_per_step": 1000 * seconds, "cpu_ms_per_step": 1000 * cpu_seconds,
+                      "peak_memory_mb": peak_memory_mb(device), **extra}
             if grad_norm is not None:
                 record["grad_norm"] = grad_norm
             record.update(hooks.stats())
             log.write(record)
         if bar is not None:
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:,.0f}")
+            shown = {k: f"{extra[k]:.3g}" for k in getattr(objective, "plot_keys", ()) if k in extra}
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:,.0f}", **shown)
             bar.update(1)
         if on_step is not None:
             on_step(step, loss_value)
@@ -295,7 +298,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
         if stopped or last or (config.checkpoint_every and step % config.checkpoint_every == 0):
             checkpoint_now(step)
             if world.main:
-                plot_metrics(log.records, run_dir / "metrics.png")
+                plot_metrics(log.records, run_dir / "metrics.png", extra=getattr(objective, "plot_keys", ()))
         if stopped:
             break
     if bar is not None:
