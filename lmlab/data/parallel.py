@@ -56,6 +56,16 @@ def parallel_corpora(source: str | os.PathLike, target: str | os.PathLike | None
     return aligned_text(source), aligned_text(target)
 
 
+def aligned_lines(corpora: tuple[Corpus, Corpus]) -> tuple[list[str], list[str]]:
+    """Both sides of a parallel corpus as lists of lines, refused when their line counts differ."""
+    sources, targets = (list(side) for side in corpora)
+    if len(sources) != len(targets):
+        raise DataError(f"the parallel files are not aligned: {corpora[0].name} has {len(sources)} lines, "
+                        f"{corpora[1].name} has {len(targets)}",
+                        "pass line-aligned files: line i of one must translate line i of the other")
+    return sources, targets
+
+
 class PairBatches:
     """Batches of ``batch_size`` (source, target) id rows: each pass over the pairs is shuffled by
     (seed, pass), sorted by length within pools of ``batch_size × pool_factor`` rows so padding is

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..core.errors import ConfigError, DataError, InputError
+from ..core.errors import ConfigError, InputError
 from ..core.io import write_json
 from ..core.progress import progress
 from ..core.validate import check_choice, check_keys
 from ..data.loaders import ContiguousStream, RandomWindows
-from ..data.parallel import PairBatches, as_tensors, from_tensors
+from ..data.parallel import PairBatches, aligned_lines, as_tensors, from_tensors
 from ..data.shards import HEADER_FILE, TokenShards, write_shards
 from ..models.config import (
     ALL_PRESETS,
@@ -127,10 +128,7 @@ def _pairs(corpora, tokenizer, path: Path, max_length: int) -> list[tuple[list[i
                 return from_tensors(load_file(str(path)))
     if corpora is None:
         return None
-    sources, targets = (list(side) for side in corpora)
-    if len(sources) != len(targets):
-        raise DataError(f"the parallel corpora are not aligned: {len(sources)} source lines, {len(targets)} "
-                        "target lines", "pass line-aligned files, one sentence per line on each side")
+    sources, targets = aligned_lines(corpora)
     eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
     keep = max_length - len(eos)
     pairs = [(tokenizer.encode(src)[:keep] + eos, tokenizer.encode(tgt)[:keep] + eos)
@@ -146,7 +144,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
              training: TrainConfig | dict | None = None, valid=None, batch_size: int = 12, context: int = 64,
              eval_batches: int = 20, scheduled_sampling: float = 0.0, label_smoothing: float = 0.0,
              objective: str = "causal", mask_rate: float = 0.15, whole_word: bool = False,
-             nsp: bool = False, resume: bool = False) -> PretrainResult:
+             nsp: bool = False, resume: bool = False,
+             monitor: Callable[[Any], dict[str, float]] | None = None) -> PretrainResult:
     """Train a ``family`` model (``model`` = its settings, e.g. d_model, n_layers) on ``corpus``.
 
     Transformers see random windows of ``context`` tokens; recurrent and feed-forward models
@@ -160,6 +159,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     appended), ``denoise`` (BART text infilling of 2·``mask_rate`` plus sentence permutation) or
     ``seq2seq`` (translation: ``corpus``/``valid`` are (source, target) line-aligned corpora, each
     side cut to ``context`` tokens ending in EOS, batched by length, teacher-forced cross-entropy).
+    ``monitor(model)`` (with ``valid``) gives more figures to log at every evaluation — e.g. validation
+    BLEU from a caller in a higher layer; they land in ``metrics.jsonl`` beside ``eval_loss``.
     """
     run = Path(run_dir)
     train_config = training if isinstance(training, TrainConfig) else TrainConfig.from_dict(training or {})
@@ -276,6 +277,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                     losses.append(float(torch.nn.functional.cross_entropy(
                         logits.reshape(-1, logits.shape[-1]).float(), b["target"].to(model_obj.device).reshape(-1))))
                 return sum(losses) / len(losses)
+    if monitor is not None and eval_fn is not None:
+        eval_fn = _monitored(eval_fn, monitor, model_obj)
     result = train(trained, loss_fn, source, train_config, run, eval_fn=eval_fn, resume=resume)
     model_obj.eval()
     model_dir = run / "model"
@@ -284,6 +287,13 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         save_model_dir(model_dir, *state, tokenizer=tokenizer)
     valid_loss = result.eval_losses[-1][1] if result.eval_losses else None
     return PretrainResult(model=model_obj, model_dir=model_dir, train=result, valid_loss=valid_loss)
+
+
+def _monitored(eval_fn: Callable, monitor: Callable, model: Any) -> Callable:
+    """``eval_fn`` whose result also carries ``monitor(model)``'s figures (run in eval mode, no gradients)."""
+    def evaluate(engine) -> dict[str, float]:
+        return {"loss": float(eval_fn(engine)), **monitor(model)}
+    return evaluate
 
 
 def _first_id(tokenizer, token: str, fallback: int | None) -> int:

@@ -140,10 +140,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
 
 
 def train(model: nn.Module, objective: Callable, source: Any, config: TrainConfig, run_dir: str | Path, *,
-          eval_fn: Callable[[nn.Module], float] | None = None, resume: bool = False,
+          eval_fn: Callable[[nn.Module], float | dict[str, float]] | None = None, resume: bool = False,
           on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train ``model`` in place on ``source`` batches with ``objective``; write metrics, plot and
     checkpoints to ``run_dir``. ``resume`` continues from the run's latest checkpoint (if any).
+    ``eval_fn`` returns the validation loss, or a dict of it (``"loss"``) and other figures to log with it.
     ``on_step(step, loss)`` is called after every optimizer step (tests use it to interrupt)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -283,11 +284,13 @@ def _evaluate(engine, model, eval_fn, step, info, log, world, config) -> bool:
     """Run ``eval_fn``, log it and update early stopping; True when training should stop."""
     model.eval()
     with torch.no_grad():
-        value = float(eval_fn(engine))
+        value = eval_fn(engine)
     model.train()
+    extra = {k: float(v) for k, v in value.items() if k != "loss"} if isinstance(value, dict) else {}
+    value = float(value["loss"] if isinstance(value, dict) else value)
     info["eval_losses"].append([step, value])
     if world.main:
-        log.write({"step": step, "eval_loss": value})
+        log.write({"step": step, "eval_loss": value, **extra})
     if info["best_eval"] is None or value < info["best_eval"]:
         info["best_eval"], info["bad_evals"] = value, 0
     else:
