@@ -47,7 +47,15 @@ from lmlab.train import TrainConfig, pretrain, read_run  # noqa: E402
 #: family and model settings of each benchmarked model
 MODELS = {
     "transformer": ("bart", dict(d_model=256, n_layers=3, n_heads=4, d_ff=1024, dropout=0.1)),
+    "rnn-luong": ("rnn-seq2seq", dict(cell="gru", attention="general", input_feeding=False, d_embed=256,
+                                      d_hidden=512, dropout=0.3)),
+    "rnn-luong-copy": ("rnn-seq2seq", dict(cell="gru", attention="general", input_feeding=False, copy=True,
+                                           d_embed=256, d_hidden=512, dropout=0.3)),
+    "rnn-bahdanau": ("rnn-seq2seq", dict(cell="gru", attention="bahdanau", d_embed=256, d_hidden=512, dropout=0.3)),
 }
+#: (steps, peak learning rate) of each model unless --steps / --lr say otherwise
+SCHEDULE = {"transformer": (1800, 7e-4), "rnn-luong": (2000, 1e-3), "rnn-luong-copy": (2000, 1e-3),
+            "rnn-bahdanau": (1500, 1e-3)}
 
 
 def bleu(hyps: list[str], refs: list[str]) -> dict:
@@ -82,9 +90,9 @@ def rare_copy_recall(sources: list[str], hyps: list[str], refs: list[str], train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="transformer", choices=sorted(MODELS))
-    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--steps", type=int, default=None, help="default: SCHEDULE[model]")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=7e-4)
+    parser.add_argument("--lr", type=float, default=None, help="default: SCHEDULE[model]")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--context", type=int, default=64)
@@ -98,6 +106,7 @@ def main() -> None:
     parser.add_argument("--from-run", help="skip training: evaluate this run directory")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    args.steps, args.lr = args.steps or SCHEDULE[args.model][0], args.lr or SCHEDULE[args.model][1]
     train_pair = parallel_corpora("multi30k:train", pair="de-en")
     valid_pair = parallel_corpora("multi30k:val", pair="de-en")
     test_de, test_en = (list(c) for c in parallel_corpora("multi30k:test", pair="de-en"))

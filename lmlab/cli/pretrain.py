@@ -30,12 +30,13 @@ def setting_keys() -> tuple[list[str], list[str]]:
     from ..models.config import TransformerConfig
     from ..models.feedforward import FeedForwardLM
     from ..models.recurrent import RecurrentLM
+    from ..models.rnn_seq2seq import RNNEncoderDecoder
     from ..train import TrainConfig
 
     model = {f.name for f in fields(TransformerConfig)} - {"vocab_size"}
-    for cls in (RecurrentLM, FeedForwardLM):
+    for cls in (RecurrentLM, FeedForwardLM, RNNEncoderDecoder):
         model |= {n for n, p in inspect.signature(cls).parameters.items()
-                  if p.kind is p.KEYWORD_ONLY and n != "cell"}
+                  if p.kind is p.KEYWORD_ONLY and (n != "cell" or cls is RNNEncoderDecoder)}
     return sorted(model), [f.name for f in fields(TrainConfig)]
 
 
@@ -48,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "as --key value, e.g. --d-model 128 --n-layers 4 --lr 1e-3 --steps 2000.")
     p.add_argument("--family", choices=FAMILIES, default=None,
                    help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
-                        "rnn, feedforward. --objective mlm|electra (encoders), span|denoise|seq2seq (t5, bart)")
+                        "rnn, feedforward, rnn-seq2seq (--attention bahdanau|dot|general|none, --copy). --objective "
+                        "mlm|electra (encoders), span|denoise|seq2seq (t5, bart, rnn-seq2seq)")
     p.add_argument("--config", help="a JSON file of settings (the shape of a run's run.json)")
     p.add_argument("--train", help="training corpus (file, directory, NAME:SPLIT or embedded:train)")
     p.add_argument("--valid", help="validation corpus for periodic evaluation")

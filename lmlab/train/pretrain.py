@@ -35,6 +35,7 @@ from ..models.config import (
 from ..models.directory import save_model_dir
 from ..models.feedforward import FeedForwardLM
 from ..models.recurrent import RecurrentLM
+from ..models.rnn_seq2seq import RNNEncoderDecoder
 from ..models.seq2seq import EncoderDecoder
 from ..models.transformer import TransformerLM
 from .denoising import (
@@ -52,7 +53,9 @@ from .streams import stream_loss
 from .trainer import TrainConfig, TrainResult, train
 
 TRANSFORMERS = (*PRESETS, *ENCODER_PRESETS, *SEQ2SEQ_PRESETS)
-FAMILIES = (*TRANSFORMERS, "lstm", "gru", "rnn", "feedforward")
+RNN_SEQ2SEQ = "rnn-seq2seq"  # lmlab.models.rnn_seq2seq: attention (Bahdanau / Luong) and copying
+ENCODER_DECODERS = (*SEQ2SEQ_PRESETS, RNN_SEQ2SEQ)
+FAMILIES = (*TRANSFORMERS, "lstm", "gru", "rnn", "feedforward", RNN_SEQ2SEQ)
 OBJECTIVES_BY_NAME = ("causal", "mlm", "electra", "span", "denoise", "seq2seq")
 RUN_FILE = "run.json"
 
@@ -79,6 +82,8 @@ def build_model(family: str, settings: dict[str, Any], tokenizer, extra_tokens: 
         model = EncoderDecoder(TransformerConfig.from_preset(family, vocab_size=vocab, **settings))
     elif family in TRANSFORMERS:
         model = TransformerLM(TransformerConfig.from_preset(family, vocab_size=vocab, **settings))
+    elif family == RNN_SEQ2SEQ:
+        model = RNNEncoderDecoder(vocab, **settings)
     elif family == "feedforward":
         model = FeedForwardLM(vocab, **settings)
     else:
@@ -96,8 +101,9 @@ def _check_settings(family: str, settings: dict[str, Any]) -> None:
     if family in TRANSFORMERS:
         known = {f.name for f in fields(TransformerConfig)} - {"vocab_size"}
     else:
-        cls = FeedForwardLM if family == "feedforward" else RecurrentLM
-        known = {n for n, p in inspect.signature(cls).parameters.items() if p.kind is p.KEYWORD_ONLY} - {"cell"}
+        cls = {"feedforward": FeedForwardLM, RNN_SEQ2SEQ: RNNEncoderDecoder}.get(family, RecurrentLM)
+        known = {n for n, p in inspect.signature(cls).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        known -= {"cell"} if cls is RecurrentLM else set()
     check_keys(f"setting(s) of the {family} family", settings, known)
 
 
@@ -166,7 +172,7 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     train_config = training if isinstance(training, TrainConfig) else TrainConfig.from_dict(training or {})
     settings = dict(model or {})
     check_choice("objective", objective, OBJECTIVES_BY_NAME)
-    if family in TRANSFORMERS and "context_length" not in settings:
+    if (family in TRANSFORMERS or family == RNN_SEQ2SEQ) and "context_length" not in settings:
         settings["context_length"] = context
     learned = family in TRANSFORMERS and settings.get("positions", ALL_PRESETS[family]["positions"]) == "learned"
     if learned and settings["context_length"] < context:
@@ -182,16 +188,16 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         settings.setdefault("causal", False)
     seq2seq = objective in ("span", "denoise", "seq2seq")
     translation = objective == "seq2seq"  # paired data: ``corpus`` and ``valid`` are (source, target) corpora
-    if seq2seq != (family in SEQ2SEQ_PRESETS):
+    if seq2seq != (family in ENCODER_DECODERS):
         raise ConfigError(f"the {objective} objective does not train a {family} model",
-                          "use --family t5 or bart with --objective span, denoise or seq2seq")
+                          "use --family t5, bart or rnn-seq2seq with --objective span, denoise or seq2seq")
     mask_id = mask_token_id(tokenizer) if masking or objective == "denoise" else None
     extra = 1 if (masking or objective == "denoise") and mask_id is None else 0
     if objective == "span":
         extra = num_sentinels(context)
     torch.manual_seed(train_config.seed)  # the same settings always start from the same weights
     model_obj = build_model(family, settings, tokenizer, extra_tokens=extra)
-    recurrent = family not in TRANSFORMERS
+    recurrent = family not in TRANSFORMERS and family != RNN_SEQ2SEQ  # read as carried streams
     if scheduled_sampling and family not in ("lstm", "gru", "rnn"):
         raise ConfigError("scheduled sampling is for recurrent models", "use --family lstm, gru or rnn")
     if resume and (run / RUN_FILE).exists() and read_run(run)["tokenizer"] != tokenizer.fingerprint():
