@@ -14,7 +14,7 @@ LAYERS = {
     "train": 3, "peft": 3, "align": 3,
     "wordalign": 2,
     "generate": 4, "kvcache": 4, "quant": 4,
-    "retrieval": 5, "eval": 5, "classify": 5, "agents": 5,
+    "retrieval": 5, "eval": 5, "classify": 5, "agents": 5, "tagging": 5,
     "cli": 6, "serve": 6,
 }
 

@@ -126,12 +126,22 @@ class TrainResult:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (fused where this PyTorch build supports it) with weight decay on matrices only, or SGD."""
+    """AdamW (fused where this PyTorch build supports it) with weight decay on matrices only, or SGD.
+
+    A model may say that some parameters learn faster or slower than the schedule's rate: its
+    ``lr_scales()`` maps parameters to a factor (e.g. a CRF's transitions on a fine-tuned encoder);
+    each such group keeps ``lr_scale``, which the training loop multiplies into every step's rate."""
     params = [p for p in model.parameters() if p.requires_grad]
+    scales = {id(p): float(f) for p, f in (model.lr_scales() if hasattr(model, "lr_scales") else [])}
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        groups = [{"params": [p for p in params if scales.get(id(p), 1.0) == f], "lr_scale": f}
+                  for f in sorted({scales.get(id(p), 1.0) for p in params})]
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    groups = []
+    for f in sorted({scales.get(id(p), 1.0) for p in params}):
+        mine = [p for p in params if scales.get(id(p), 1.0) == f]
+        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": config.weight_decay, "lr_scale": f},
+                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "lr_scale": f}]
     kwargs = dict(lr=config.lr, betas=(config.beta1, config.beta2))
     if device.type in ("cuda", "cpu") and not is_sharded(model):
         with contextlib.suppress(RuntimeError, TypeError, ValueError):
@@ -224,7 +234,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
                    decay_steps=decay_steps, min_lr=config.min_lr, decay_every=config.decay_every,
                    decay_factor=config.decay_factor)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         t0, total, tokens = time.perf_counter(), 0.0, 0
         for micro in range(config.accumulate):
             batch = source.batch(step * config.accumulate + micro, world.rank, world.size)
