@@ -169,6 +169,15 @@ class RNNEncoderDecoder(NeuralLM):
     def select_state(self, state: RNNDecoderState, index: torch.Tensor) -> RNNDecoderState:
         return state.select(index)
 
+    @torch.no_grad()
+    def cross_attention(self, source: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Attention weights [1, 1, T, S] (one layer, one head) of decoder inputs ``ids`` [1, T] over the
+        one source [1, S] — what ``lmlab.generate.translate.alignment`` plots."""
+        if self.args["attention"] == "none":
+            raise ModelError("this encoder–decoder has no attention to show", "train one with attention")
+        _, state = self(torch.as_tensor(ids, device=self.device)[:1], source=torch.as_tensor(source)[:1])
+        return state.attention[0][None, None]
+
     def attend(self, query: torch.Tensor, state: RNNDecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         """(contexts [B, T, H], weights [B, T, S]) of queries [B, T, H] over the source."""
         if self.args["attention"] == "bahdanau":

@@ -89,6 +89,10 @@ class EncoderDecoder(NeuralLM):
         mask = None if source_mask is None else source_mask.to(self.device).bool()
         return Seq2SeqState(self.decoder.initial_state(b), keys, values, mask)
 
+    def cross_attention(self, source: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Cross-attention weights [layers, heads, T, S] (see the module function ``cross_attention``)."""
+        return cross_attention(self, source, ids)
+
     def bind(self, source: torch.Tensor, source_mask: torch.Tensor | None = None) -> EncoderDecoder:
         """Condition the LM protocol (``initial_state``, ``score``) on ``source``; returns self."""
         source = torch.as_tensor(source, dtype=torch.long)
@@ -125,6 +129,33 @@ class EncoderDecoder(NeuralLM):
         hidden, cache = self.decoder.hidden_states(
             ids, state.cache, attention_mask, memory=(state.cross_keys, state.cross_values, state.source_mask))
         return self.decoder.logits(hidden), Seq2SeqState(cache, state.cross_keys, state.cross_values, state.source_mask)
+
+
+@torch.no_grad()
+def cross_attention(model: EncoderDecoder, source: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Cross-attention weights [layers, heads, T, S] of decoder inputs ``ids`` [1, T] over one source
+    [1, S]: each layer's queries are caught on their way out of its projection and scored against
+    the source keys the state holds (dot-product scores, as the fused attention computes them)."""
+    cfg = model.config
+    if cfg.score not in ("dot", "scaled_dot"):
+        raise ModelError(f"attention weights are read for dot-product scores, not {cfg.score!r}",
+                         "plot a model with score dot or scaled_dot")
+    queries: list[torch.Tensor] = []
+    hooks = [block.cross.q_proj.register_forward_hook(lambda _m, _i, out: queries.append(out))
+             for block in model.decoder.blocks]
+    try:
+        state = model.start(torch.as_tensor(source)[:1])
+        model(torch.as_tensor(ids, device=model.device)[:1], state)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    out = []
+    for q, keys in zip(queries, state.cross_keys, strict=True):
+        q = q.view(1, -1, cfg.n_heads, cfg.head_dim).transpose(1, 2)  # [1, H, T, D]
+        keys = keys.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
+        scale = cfg.head_dim ** -0.5 if cfg.score == "scaled_dot" else 1.0
+        out.append(torch.softmax((q @ keys.transpose(-1, -2)).float() * scale, dim=-1)[0])
+    return torch.stack(out)
 
 
 def hf_t5_names(n_layers: int) -> dict[str, str]:
