@@ -17,7 +17,8 @@
 Run (one model per call; the last line is one JSON object):
   LMLAB_DATA=/work/shared/data nice -n 10 python bench/mt.py --model transformer --out runs/mt-transformer
   ... --model rnn-bahdanau | rnn-luong | rnn-copy   (see MODELS below for the settings)
-  ``--from-run RUN`` evaluates a finished (or interrupted: its latest checkpoint) run instead.
+  ``--from-run RUN`` evaluates a finished run instead; ``--multilingual`` trains de→en and en→de in
+  one model (target-language tags ``<2en>``/``<2de>``) and scores both directions.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ sys.path.insert(0, str(HERE.parent))  # this checkout's lmlab, not an installed 
 
 import torch  # noqa: E402
 
-from lmlab.data.parallel import parallel_corpora  # noqa: E402
+from lmlab.data.parallel import both_directions, language_tag, parallel_corpora  # noqa: E402
 from lmlab.eval.bleu import corpus_bleu, tokenize_13a  # noqa: E402
 from lmlab.generate.translate import translate  # noqa: E402
 from lmlab.models import load_model  # noqa: E402
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="translate only the first N test sentences")
     parser.add_argument("--out", help="run directory (default: runs/mt-MODEL)")
     parser.add_argument("--from-run", help="skip training: evaluate this run directory")
+    parser.add_argument("--multilingual", action="store_true", help="one model for de→en and en→de (tags)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.steps, args.lr = args.steps or SCHEDULE[args.model][0], args.lr or SCHEDULE[args.model][1]
@@ -113,9 +115,10 @@ def main() -> None:
     if args.limit:
         test_de, test_en = test_de[:args.limit], test_en[:args.limit]
     valid_de, valid_en = (list(c)[:args.monitor] for c in valid_pair)
+    to_en = "en" if args.multilingual else None
     results: dict = {"data": "Multi30k task 1 de→en: 29,000 training pairs, test 2016", "model": args.model,
                      "threads": args.threads, "load_before": [round(x, 2) for x in os.getloadavg()]}
-    run = Path(args.from_run or args.out or f"runs/mt-{args.model}")
+    run = Path(args.from_run or args.out or f"runs/mt-{args.model}{'-multilingual' if args.multilingual else ''}")
     if args.from_run:
         saved = read_run(run)
         results.update(family=saved["family"], settings=saved["model"], training=saved["training"])
@@ -123,15 +126,20 @@ def main() -> None:
     else:
         family, settings = MODELS[args.model]
         t0 = time.perf_counter()
-        tokenizer = train_tokenizer("bpe", [*train_pair[0], *train_pair[1]], args.vocab)
+        tags = {f"to_{lang}": language_tag(lang) for lang in ("en", "de")} if args.multilingual else {}
+        tokenizer = train_tokenizer("bpe", [*train_pair[0], *train_pair[1]], args.vocab,
+                                    special_tokens={"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>", **tags})
         results["tokenizer_seconds"] = round(time.perf_counter() - t0, 1)
         config = TrainConfig.from_dict(dict(steps=args.steps, lr=args.lr, schedule="cosine", warmup=args.warmup,
                                             min_lr=args.lr / 50, beta2=0.98, weight_decay=0.01, device="cpu",
                                             log_every=20, eval_every=args.eval_every, clip=1.0,
                                             checkpoint_every=args.eval_every))
 
+        if args.multilingual:
+            train_pair, valid_pair = both_directions(train_pair, "de-en"), both_directions(valid_pair, "de-en")
+
         def monitor(model) -> dict[str, float]:
-            hyps = translate(model, tokenizer, valid_de, beam_size=1)
+            hyps = translate(model, tokenizer, valid_de, beam_size=1, target_language=to_en)
             model.train()
             return {"valid_bleu": corpus_bleu(hyps, [valid_en], lowercase=True).score}
 
@@ -150,14 +158,17 @@ def main() -> None:
     results["parameters"] = sum(p.numel() for p in model.parameters())
     results["test_sentences"] = len(test_de)
     t0 = time.perf_counter()
-    greedy = translate(model, tok, test_de, beam_size=1)
+    greedy = translate(model, tok, test_de, beam_size=1, target_language=to_en)
     results["greedy_seconds"] = round(time.perf_counter() - t0, 1)
     results["greedy_bleu"] = bleu(greedy, test_en)
     t0 = time.perf_counter()
-    beam = translate(model, tok, test_de, beam_size=args.beam, length_penalty=args.length_penalty)
+    beam = translate(model, tok, test_de, beam_size=args.beam, length_penalty=args.length_penalty,
+                     target_language=to_en)
     results["beam_seconds"] = round(time.perf_counter() - t0, 1)
     results[f"beam{args.beam}_bleu"] = bleu(beam, test_en)
     results["copy_source_bleu"] = bleu(test_de, test_en)
+    if args.multilingual:  # the other direction, from the same model
+        results["en_de_greedy_bleu"] = bleu(translate(model, tok, test_en, target_language="de"), test_de)
     results["rare_source_words_in_output"] = rare_copy_recall(test_de, beam, test_en, list(train_pair[1]))
     results["examples"] = [{"de": test_de[i], "ours": beam[i], "en": test_en[i]} for i in (0, 1, 2)]
     results["load_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -152,3 +152,41 @@ def test_transformer_cross_attention_weights_reproduce_the_attention_output():
     w, src, tgt = alignment(model, tok, "a b c d", "e f")
     assert w.shape == (len(tgt), len(src)) and src[-1] == tok.id_to_token(tok.eos_id)
     torch.testing.assert_close(w.sum(-1), torch.ones(len(tgt)))
+
+
+@pytest.mark.slow
+def test_one_model_translates_both_ways_with_target_language_tags(tmp_path, capsys, no_progress):
+    import random
+
+    from lmlab.cli import main
+    from lmlab.data import from_texts
+    from lmlab.data.parallel import both_directions
+    from lmlab.generate.translate import translate
+    from lmlab.models import load_model
+
+    lexicon = dict(zip("red green blue cat dog fish big small".split(),
+                       "rot grün blau katze hund fisch groß klein".split(), strict=True))
+    rng = random.Random(0)
+    rows = [rng.sample(sorted(lexicon), 3) for _ in range(420)]
+    en = [" ".join(r) for r in rows]
+    de = [" ".join(lexicon[w] for w in reversed(r)) for r in rows]
+    data = tmp_path / "data"
+    data.mkdir()
+    for lang, lines in (("en", en), ("de", de)):
+        (data / f"train.{lang}").write_text("\n".join(lines[:400]) + "\n", encoding="utf-8")
+    sources, targets = both_directions((from_texts(en[:2]), from_texts(de[:2])), "en-de")
+    assert list(sources) == [f"<2de> {en[0]}", f"<2de> {en[1]}", f"<2en> {de[0]}", f"<2en> {de[1]}"]
+    assert list(targets) == [de[0], de[1], en[0], en[1]]
+    out = tmp_path / "run"
+    assert main(["pretrain", "--family", "rnn-seq2seq", "--attention", "general", "--objective", "seq2seq",
+                 "--train", str(data / "train"), "--pair", "en-de", "--both-directions", "--tokenizer", "word",
+                 "--d-embed", "24", "--d-hidden", "48", "--dropout", "0", "--steps", "300", "--lr", "1e-2",
+                 "--batch-size", "16", "--context", "8", "--out", str(out), "--quiet"]) == 0
+    model, tok = load_model(out / "model")
+    to_de = translate(model, tok, en[400:], target_language="de")
+    to_en = translate(model, tok, de[400:], target_language="en")
+    assert sum(a == b for a, b in zip(to_de, de[400:], strict=True)) >= 16
+    assert sum(a == b for a, b in zip(to_en, en[400:], strict=True)) >= 16
+    assert main(["translate", "--model", str(out / "model"), "--text", "red cat", "--quiet"]) == 0
+    with pytest.raises(ConfigError, match="has no <2fr> token"):
+        translate(model, tok, en[:1], target_language="fr")

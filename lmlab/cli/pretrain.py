@@ -63,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--pair", metavar="SRC-TGT",
                    help="language pair: --train/--valid are prefixes, e.g. --train multi30k:train --pair de-en "
                         "reads train.de → train.en (a path prefix data/train reads data/train.de, data/train.en)")
+    g.add_argument("--both-directions", action="store_true",
+                   help="multilingual: train SRC→TGT and TGT→SRC in one model, each source led by a target-language "
+                        "tag (<2en>, <2de>); needs --pair; translate with lmlab translate --target-language")
     g.add_argument("--source", help="training source file, one sentence per line (with --target)")
     g.add_argument("--target", help="training target file, line-aligned with --source")
     g.add_argument("--valid-source", help="validation source file (with --valid-target)")
@@ -128,8 +131,11 @@ def _corpus_args(args: argparse.Namespace, *, valid: bool, required: bool):
 def parallel_args(args: argparse.Namespace, *, valid: bool, required: bool):
     """(source, target) corpora from --train/--valid with --pair, or --source/--target (--valid-*), or None."""
     from ..core.errors import ConfigError
-    from ..data.parallel import parallel_corpora
+    from ..data.parallel import both_directions, parallel_corpora
 
+    if getattr(args, "both_directions", False) and (args.pair is None or args.source is not None):
+        raise ConfigError("--both-directions names its languages through --pair",
+                          "pass --train PREFIX --pair de-en (not --source/--target files)")
     prefix = args.valid if valid else args.train
     source, target = (args.valid_source, args.valid_target) if valid else (args.source, args.target)
     if source is not None or target is not None:
@@ -139,7 +145,8 @@ def parallel_args(args: argparse.Namespace, *, valid: bool, required: bool):
                               f"pass both {side}source and {side}target")
         return parallel_corpora(source, target)
     if prefix is not None:
-        return parallel_corpora(prefix, pair=args.pair)
+        corpora = parallel_corpora(prefix, pair=args.pair)
+        return both_directions(corpora, args.pair) if args.both_directions else corpora
     if required:
         raise ConfigError("no parallel training data",
                           "pass --train multi30k:train --pair de-en, or --source FILE --target FILE")

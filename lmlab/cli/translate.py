@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="beam size (default 1 = greedy, batched)")
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="beam: rank finished hypotheses by log-probability / length^α (default α = 1; 0 = none)")
+    p.add_argument("--target-language", help="a multilingual model (bench/mt.py --multilingual): translate into "
+                   "this language, e.g. en or de")
     p.add_argument("--max-new-tokens", type=int, default=None, help="longest output (default: the model's context)")
     p.add_argument("--references", "--reference", dest="reference",
                    help="reference translations, line-aligned (or NAME:SPLIT): report BLEU")
@@ -44,6 +46,7 @@ def _lines(spec: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from ..core.errors import ConfigError, InputError, ModelError
     from ..core.io import write_text
+    from ..data.parallel import language_tag
     from ..generate.translate import alignment, plot_alignment, translate
     from ..models import load_model
     from ..models.rnn_seq2seq import RNNEncoderDecoder
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                           f"choose 1 … {len(texts)}")
     status(args, f"translating {len(texts)} sentence(s) with {args.model} (beam {args.beam})")
     outputs = translate(model, tokenizer, texts, beam_size=args.beam, max_new_tokens=args.max_new_tokens,
-                        length_penalty=args.length_penalty)
+                        length_penalty=args.length_penalty, target_language=args.target_language)
     result: dict = {"model": str(args.model), "beam": args.beam, "length_penalty": args.length_penalty,
                     "count": len(texts)}
     if args.reference:
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
                       bleu_signature=cased.signature)
     if args.attention_plot:
         k = args.plot_sentence - 1
-        weights, source, target = alignment(model, tokenizer, texts[k], outputs[k])
+        tagged = texts[k] if args.target_language is None else f"{language_tag(args.target_language)} {texts[k]}"
+        weights, source, target = alignment(model, tokenizer, tagged, outputs[k])
         result["attention_plot"] = plot_alignment(weights, source, target, args.attention_plot,
                                                   title=f"sentence {k + 1}: attention of each output token")
     if args.out:

@@ -19,6 +19,7 @@ from ..core.io import atomic_path
 from ..core.progress import progress
 from ..core.validate import check_number
 from ..data.loaders import pad_batch
+from ..data.parallel import language_tag
 from .beam import beam_search
 
 
@@ -63,10 +64,18 @@ def greedy_batch(model, sources: Sequence[Sequence[int]], max_new_tokens: int) -
 
 
 def translate(model, tokenizer, texts: Sequence[str], *, beam_size: int = 1, max_new_tokens: int | None = None,
-              batch_size: int = 64, length_penalty: float = 1.0) -> list[str]:
-    """Translations of ``texts``: greedy (``beam_size`` 1, batched) or beam search per sentence."""
+              batch_size: int = 64, length_penalty: float = 1.0, target_language: str | None = None) -> list[str]:
+    """Translations of ``texts``: greedy (``beam_size`` 1, batched) or beam search per sentence.
+    ``target_language`` asks a multilingual model (``lmlab.data.parallel.both_directions``) for that
+    language by putting its tag before every source; the tokenizer must know the tag."""
     check_number("beam_size", beam_size, low=1, integer=True)
     check_number("batch_size", batch_size, low=1, integer=True)
+    if target_language is not None:
+        tag = language_tag(target_language)
+        if tokenizer.token_to_id(tag) is None:
+            raise ConfigError(f"the model's tokenizer has no {tag} token: it was not trained to translate "
+                              "into several languages", "leave --target-language out")
+        texts = [f"{tag} {t}" for t in texts]
     model.eval()
     limit = max_new_tokens or model.context_length
     sources = encode_sources(model, tokenizer, texts)
