@@ -4,10 +4,9 @@ encoder, a softmax or a CRF with BIO constraints, on CoNLL column files."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from .common import add_common, emit, status, table
+from .common import add_common, emit, input_lines, status, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -120,12 +119,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..core.errors import InputError
     from ..tagging import Tagger
 
-    lines = list(args.texts)
-    if args.input:
-        stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
-        with stream:
-            lines += [line.rstrip("\n") for line in stream]
-    sentences = [line.split() for line in lines if line.strip()]
+    sentences = [line.split() for line in input_lines(args.texts, args.input)]
     if not sentences:
         raise InputError("no sentences to tag", "pass sentences as arguments or --input FILE")
     tagger = Tagger.load(args.model)

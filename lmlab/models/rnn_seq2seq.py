@@ -27,15 +27,15 @@ beam search and every other strategy of ``lmlab.generate`` decode it unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..core.errors import ConfigError, InputError, ModelError
+from ..core.errors import ConfigError, ModelError
 from ..core.validate import check_choice, check_number
 from .neural import NeuralLM
+from .seq2seq import as_source, bound_initial_state
 
 ATTENTIONS = ("bahdanau", "dot", "general", "none")
 CELLS = ("gru", "lstm")
@@ -114,13 +114,6 @@ class RNNEncoderDecoder(NeuralLM):
         if tie_embeddings:
             self.head.weight = self.embed.weight
 
-    def config_dict(self) -> dict[str, Any]:
-        return dict(self.args)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.args["vocab_size"]
-
     # --- the source ---------------------------------------------------------------------------
     def start(self, source: torch.Tensor, source_mask: torch.Tensor | None = None) -> RNNDecoderState:
         """The decoder's initial state for source ids [B, S] (``source_mask`` 1 = real token)."""
@@ -147,24 +140,12 @@ class RNNEncoderDecoder(NeuralLM):
 
     def bind(self, source: torch.Tensor, source_mask: torch.Tensor | None = None) -> RNNEncoderDecoder:
         """Condition the LM protocol (``initial_state``, ``score``) on ``source``; returns self."""
-        source = torch.as_tensor(source, dtype=torch.long)
-        self.source = (source.unsqueeze(0) if source.dim() == 1 else source, source_mask)
+        self.source = as_source(source, source_mask)
         return self
 
     # --- LM protocol --------------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> RNNDecoderState:
-        if self.source is None:
-            raise ModelError("an encoder–decoder decodes given a source, and none is bound",
-                             "call model.bind(source_ids) first (or pass state=model.start(source_ids))")
-        with torch.no_grad():
-            state = self.start(*self.source)
-        rows = state.memory.shape[0]
-        if rows == batch_size:
-            return state
-        if rows != 1:
-            raise InputError(f"{rows} bound sources for a batch of {batch_size}",
-                             "bind one source per row, or a single source to share")
-        return state.select(torch.zeros(batch_size, dtype=torch.long))
+        return bound_initial_state(self, batch_size, lambda state: state.memory.shape[0])
 
     def select_state(self, state: RNNDecoderState, index: torch.Tensor) -> RNNDecoderState:
         return state.select(index)

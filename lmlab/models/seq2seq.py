@@ -9,6 +9,7 @@ that cross cache plus the usual self-attention KV cache, so every decoding strat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,30 @@ class Seq2SeqState:
 
         return Seq2SeqState(self.cache.select(index), [pick(k) for k in self.cross_keys],
                             [pick(v) for v in self.cross_values], pick(self.source_mask))
+
+
+def as_source(source: torch.Tensor, source_mask: torch.Tensor | None = None) -> tuple[torch.Tensor,
+                                                                                     torch.Tensor | None]:
+    """(source ids [B, S], mask) to bind to an encoder–decoder (one row for a 1-d source)."""
+    source = torch.as_tensor(source, dtype=torch.long)
+    return source.unsqueeze(0) if source.dim() == 1 else source, source_mask
+
+
+def bound_initial_state(model: Any, batch_size: int, rows: Callable[[Any], int]) -> Any:
+    """The start state of an encoder–decoder for its bound source (``model.source``), one row per
+    batch row: ``rows(state)`` counts the encoded sources; a single one is shared by every row."""
+    if model.source is None:
+        raise ModelError("an encoder–decoder decodes given a source, and none is bound",
+                         "call model.bind(source_ids) first (or pass state=model.start(source_ids))")
+    with torch.no_grad():
+        state = model.start(*model.source)
+    n = rows(state)
+    if n == batch_size:
+        return state
+    if n != 1:
+        raise InputError(f"{n} bound sources for a batch of {batch_size}",
+                         "bind one source per row, or a single source to share")
+    return state.select(torch.zeros(batch_size, dtype=torch.long))
 
 
 class EncoderDecoder(NeuralLM):
@@ -95,24 +120,12 @@ class EncoderDecoder(NeuralLM):
 
     def bind(self, source: torch.Tensor, source_mask: torch.Tensor | None = None) -> EncoderDecoder:
         """Condition the LM protocol (``initial_state``, ``score``) on ``source``; returns self."""
-        source = torch.as_tensor(source, dtype=torch.long)
-        self.source = (source.unsqueeze(0) if source.dim() == 1 else source, source_mask)
+        self.source = as_source(source, source_mask)
         return self
 
     # --- LM protocol (the decoder, given the bound source) -----------------------------------
     def initial_state(self, batch_size: int) -> Seq2SeqState:
-        if self.source is None:
-            raise ModelError("an encoder–decoder decodes given a source, and none is bound",
-                             "call model.bind(source_ids) first (or pass state=model.start(source_ids))")
-        with torch.no_grad():
-            state = self.start(*self.source)
-        rows = state.cache.batch_size
-        if rows == batch_size:
-            return state
-        if rows != 1:
-            raise InputError(f"{rows} bound sources for a batch of {batch_size}",
-                             "bind one source per row, or a single source to share")
-        return state.select(torch.zeros(batch_size, dtype=torch.long))
+        return bound_initial_state(self, batch_size, lambda state: state.cache.batch_size)
 
     def select_state(self, state: Seq2SeqState, index: torch.Tensor) -> Seq2SeqState:
         return state.select(index)
