@@ -190,3 +190,32 @@ def test_one_model_translates_both_ways_with_target_language_tags(tmp_path, caps
     assert main(["translate", "--model", str(out / "model"), "--text", "red cat", "--quiet"]) == 0
     with pytest.raises(ConfigError, match="has no <2fr> token"):
         translate(model, tok, en[:1], target_language="fr")
+
+
+@pytest.mark.slow
+def test_separate_source_and_target_vocabularies(tmp_path, capsys, no_progress):
+    from test_seq2seq_pretrain import write_pairs
+
+    from lmlab.cli import main
+    from lmlab.generate.translate import translate
+    from lmlab.models import load_model
+    from lmlab.tokenizers import load
+
+    write_pairs(tmp_path / "data", "train", 400)
+    test_src, test_tgt = write_pairs(tmp_path / "data", "test", 20, seed=9)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--family", "rnn-seq2seq", "--attention", "dot", "--objective", "seq2seq",
+                 "--train", str(tmp_path / "data" / "train"), "--pair", "xx-yy", "--tokenizer", "char",
+                 "--source-tokenizer", "word", "--d-embed", "24", "--d-hidden", "48", "--dropout", "0",
+                 "--steps", "300", "--lr", "1e-2", "--batch-size", "16", "--context", "24", "--out", str(out),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    model, tok = load_model(out / "model")
+    source_tok = load(out / "model" / "source")
+    assert model.source_embed.num_embeddings == source_tok.vocab_size != tok.vocab_size
+    outputs = translate(model, tok, test_src, source_tokenizer=source_tok)
+    assert sum(o == t for o, t in zip(outputs, test_tgt, strict=True)) >= 14
+    assert main(["translate", "--model", str(out / "model"), str(tmp_path / "data" / "test.xx"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["translations"] == outputs
+    with pytest.raises(ConfigError, match="one vocabulary"):
+        RNNEncoderDecoder(10, copy=True, source_vocab_size=12)

@@ -66,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--both-directions", action="store_true",
                    help="multilingual: train SRC→TGT and TGT→SRC in one model, each source led by a target-language "
                         "tag (<2en>, <2de>); needs --pair; translate with lmlab translate --target-language")
+    g.add_argument("--source-tokenizer", help="rnn-seq2seq: a separate source-side vocabulary — word or char "
+                   "(trained on the sources; --tokenizer word|char then learns the targets only) or a tokenizer.json")
     g.add_argument("--source", help="training source file, one sentence per line (with --target)")
     g.add_argument("--target", help="training target file, line-aligned with --source")
     g.add_argument("--valid-source", help="validation source file (with --valid-target)")
@@ -154,10 +156,13 @@ def parallel_args(args: argparse.Namespace, *, valid: bool, required: bool):
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..core.errors import ConfigError
     from ..data.corpus import from_texts
     from ..tokenizers import WordLevelTokenizer, load
     from ..train import pretrain
+    from ..train.pretrain import SOURCE_DIR
 
     settings = collect_settings(args)
     out = args.resume or args.out
@@ -165,21 +170,32 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no run directory", "pass --out DIR (or --resume DIR)")
     paired = settings.get("objective") == "seq2seq"
     corpus = parallel_args if paired else _corpus_args
+    source_tokenizer = None
+    if args.source_tokenizer and not paired:
+        raise ConfigError("--source-tokenizer is for translation", "use it with --objective seq2seq")
     if args.resume:
         tokenizer = load(out)
+        if (Path(out) / SOURCE_DIR / "tokenizer.json").is_file():
+            source_tokenizer = load(Path(out) / SOURCE_DIR)
         train, valid = corpus(args, valid=False, required=False), corpus(args, valid=True, required=False)
     else:
         train, valid = corpus(args, valid=False, required=True), corpus(args, valid=True, required=False)
+        if args.source_tokenizer in ("char", "word"):
+            source_tokenizer = WordLevelTokenizer(args.source_tokenizer, min_count=args.min_count).train(train[0])
+        elif args.source_tokenizer:
+            source_tokenizer = load(args.source_tokenizer)
         if args.tokenizer in ("char", "word"):
             status(args, f"training a {args.tokenizer}-level vocabulary on {args.train or args.source}")
-            texts = from_texts([*train[0], *train[1]], "pairs") if paired else train
+            texts = train if not paired else train[1] if source_tokenizer is not None else from_texts(
+                [*train[0], *train[1]], "pairs")
             tokenizer = WordLevelTokenizer(args.tokenizer, min_count=args.min_count).train(texts)
         else:
             tokenizer = load(args.tokenizer)
     kwargs = {k: settings[k] for k in RUN_KEYS if k in settings}
     status(args, f"pretraining a {settings['family']} model into {out}")
     result = pretrain(settings["family"], train, tokenizer, out, model=settings["model"],
-                      training=settings["training"], valid=valid, resume=bool(args.resume), **kwargs)
+                      training=settings["training"], valid=valid, resume=bool(args.resume),
+                      source_tokenizer=source_tokenizer, **kwargs)
     summary = {"family": settings["family"], "run_dir": str(out), "model_dir": str(result.model_dir),
                "steps": result.train.steps, "final_train_loss": result.train.final_loss,
                "valid_loss": result.valid_loss, "stopped_early": result.train.stopped_early,

@@ -43,6 +43,17 @@ def _lines(spec: str) -> list[str]:
     return list(aligned_text(spec))
 
 
+def _source_tokenizer(model_dir: str):
+    """The model's separate source-side tokenizer (``source/tokenizer.json``), or None when it shares one."""
+    from pathlib import Path
+
+    from ..tokenizers import load
+    from ..train.pretrain import SOURCE_DIR
+
+    folder = Path(model_dir) / SOURCE_DIR
+    return load(folder) if (folder / "tokenizer.json").is_file() else None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..core.errors import ConfigError, InputError, ModelError
     from ..core.io import write_text
@@ -66,9 +77,11 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.plot_sentence <= len(texts):
         raise ConfigError(f"--plot-sentence {args.plot_sentence} is outside the {len(texts)} sentences",
                           f"choose 1 … {len(texts)}")
+    source_tokenizer = _source_tokenizer(args.model)
     status(args, f"translating {len(texts)} sentence(s) with {args.model} (beam {args.beam})")
     outputs = translate(model, tokenizer, texts, beam_size=args.beam, max_new_tokens=args.max_new_tokens,
-                        length_penalty=args.length_penalty, target_language=args.target_language)
+                        length_penalty=args.length_penalty, target_language=args.target_language,
+                        source_tokenizer=source_tokenizer)
     result: dict = {"model": str(args.model), "beam": args.beam, "length_penalty": args.length_penalty,
                     "count": len(texts)}
     if args.reference:
@@ -83,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.attention_plot:
         k = args.plot_sentence - 1
         tagged = texts[k] if args.target_language is None else f"{language_tag(args.target_language)} {texts[k]}"
-        weights, source, target = alignment(model, tokenizer, tagged, outputs[k])
+        weights, source, target = alignment(model, tokenizer, tagged, outputs[k], source_tokenizer=source_tokenizer)
         result["attention_plot"] = plot_alignment(weights, source, target, args.attention_plot,
                                                   title=f"sentence {k + 1}: attention of each output token")
     if args.out:

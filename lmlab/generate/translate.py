@@ -64,21 +64,23 @@ def greedy_batch(model, sources: Sequence[Sequence[int]], max_new_tokens: int) -
 
 
 def translate(model, tokenizer, texts: Sequence[str], *, beam_size: int = 1, max_new_tokens: int | None = None,
-              batch_size: int = 64, length_penalty: float = 1.0, target_language: str | None = None) -> list[str]:
-    """Translations of ``texts``: greedy (``beam_size`` 1, batched) or beam search per sentence.
+              batch_size: int = 64, length_penalty: float = 1.0, target_language: str | None = None,
+              source_tokenizer=None) -> list[str]:
+    """Translations of ``texts``: greedy (``beam_size`` 1, batched) or beam search per sentence;
+    ``source_tokenizer`` reads the sources of a model trained with separate vocabularies.
     ``target_language`` asks a multilingual model (``lmlab.data.parallel.both_directions``) for that
     language by putting its tag before every source; the tokenizer must know the tag."""
     check_number("beam_size", beam_size, low=1, integer=True)
     check_number("batch_size", batch_size, low=1, integer=True)
     if target_language is not None:
         tag = language_tag(target_language)
-        if tokenizer.token_to_id(tag) is None:
+        if (source_tokenizer or tokenizer).token_to_id(tag) is None:
             raise ConfigError(f"the model's tokenizer has no {tag} token: it was not trained to translate "
                               "into several languages", "leave --target-language out")
         texts = [f"{tag} {t}" for t in texts]
     model.eval()
     limit = max_new_tokens or model.context_length
-    sources = encode_sources(model, tokenizer, texts)
+    sources = encode_sources(model, source_tokenizer or tokenizer, texts)
     results: list[list[int]] = []
     if beam_size == 1:
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # little padding per batch
@@ -99,15 +101,16 @@ def translate(model, tokenizer, texts: Sequence[str], *, beam_size: int = 1, max
 
 
 @torch.no_grad()
-def alignment(model, tokenizer, source: str, translation: str, *, layer: int = -1) -> tuple[torch.Tensor, list[str],
-                                                                                             list[str]]:
+def alignment(model, tokenizer, source: str, translation: str, *, layer: int = -1,
+              source_tokenizer=None) -> tuple[torch.Tensor, list[str], list[str]]:
     """(weights [T, S], source pieces, target pieces): how much each output token (EOS included)
     attends to each source token while it is predicted. ``layer`` picks the transformer's layer."""
-    src = encode_sources(model, tokenizer, [source])[0]
+    reader = source_tokenizer or tokenizer
+    src = encode_sources(model, reader, [source])[0]
     out = tokenizer.encode(translation)[:model.context_length - 1]
     out += [] if model.eos_id is None else [model.eos_id]
     weights = model.cross_attention(torch.tensor([src]), torch.tensor([[decoder_start(model), *out[:-1]]]))
-    pieces = [tokenizer.id_to_token(i) for i in src], [tokenizer.id_to_token(i) for i in out]
+    pieces = [reader.id_to_token(i) for i in src], [tokenizer.id_to_token(i) for i in out]
     return weights[layer].mean(0).float().cpu(), *pieces
 
 

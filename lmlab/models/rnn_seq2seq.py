@@ -18,6 +18,9 @@ mixes the vocabulary distribution with the attention distribution scattered onto
 the softmax gives it little mass. The model then outputs log-probabilities, which serve as logits
 everywhere (``log_softmax`` of log-probabilities is the identity).
 
+Source and target share one vocabulary and embedding unless ``source_vocab_size`` gives the
+source its own (separate tokenizers; then there is no copying).
+
 Like ``EncoderDecoder``, the decoder is a ``LanguageModel`` given a source: ``start(source, mask)``
 (or ``bind``) encodes once; the state carries the encoder memory, the recurrent state and the
 attention weights of the tokens just fed (``state.attention`` [B, T, S], for plots), so greedy,
@@ -71,7 +74,8 @@ class RNNEncoderDecoder(NeuralLM):
 
     def __init__(self, vocab_size: int, *, cell: str = "gru", attention: str = "bahdanau", d_embed: int = 256,
                  d_hidden: int = 512, n_layers: int = 1, dropout: float = 0.2, copy: bool = False,
-                 input_feeding: bool = True, tie_embeddings: bool = True, context_length: int = 128) -> None:
+                 input_feeding: bool = True, tie_embeddings: bool = True, context_length: int = 128,
+                 source_vocab_size: int | None = None) -> None:
         super().__init__()
         check_choice("cell", cell, CELLS)
         check_choice("attention", attention, ATTENTIONS)
@@ -84,9 +88,15 @@ class RNNEncoderDecoder(NeuralLM):
                               "use an even d_hidden")
         if copy and attention == "none":
             raise ConfigError("the copy mechanism copies through the attention weights", "use it with attention")
+        if copy and source_vocab_size is not None:
+            raise ConfigError("the copy mechanism copies source ids into the output, so it needs one vocabulary "
+                              "for both sides", "use one shared tokenizer with --copy")
+        if source_vocab_size is not None:
+            check_number("source_vocab_size", source_vocab_size, low=1, integer=True)
         self.args = dict(vocab_size=vocab_size, cell=cell, attention=attention, d_embed=d_embed, d_hidden=d_hidden,
                          n_layers=n_layers, dropout=dropout, copy=copy, input_feeding=input_feeding,
-                         tie_embeddings=tie_embeddings, context_length=context_length)
+                         tie_embeddings=tie_embeddings, context_length=context_length,
+                         source_vocab_size=source_vocab_size)
         self.context_length = context_length
         self.set_special_ids(None)
         self.source = None
@@ -94,6 +104,7 @@ class RNNEncoderDecoder(NeuralLM):
         rnn = nn.GRU if cell == "gru" else nn.LSTM
         between = dropout if n_layers > 1 else 0.0
         self.embed = nn.Embedding(vocab_size, d_embed)
+        self.source_embed = None if source_vocab_size is None else nn.Embedding(source_vocab_size, d_embed)
         self.dropout = nn.Dropout(dropout)
         self.encoder = rnn(d_embed, d_hidden // 2, n_layers, batch_first=True, bidirectional=True, dropout=between)
         self.bridge = nn.Linear(d_hidden, n_layers * d_hidden)
@@ -123,7 +134,8 @@ class RNNEncoderDecoder(NeuralLM):
         mask = (torch.ones_like(source, dtype=torch.bool) if source_mask is None
                 else source_mask.to(self.device).bool())
         lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(self.dropout(self.embed(source)), lengths, batch_first=True,
+        embed = self.embed if self.source_embed is None else self.source_embed
+        packed = pack_padded_sequence(self.dropout(embed(source)), lengths, batch_first=True,
                                       enforce_sorted=False)
         out, final = self.encoder(packed)
         memory, _ = pad_packed_sequence(out, batch_first=True, total_length=source.shape[1])

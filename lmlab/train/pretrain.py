@@ -58,6 +58,7 @@ ENCODER_DECODERS = (*SEQ2SEQ_PRESETS, RNN_SEQ2SEQ)
 FAMILIES = (*TRANSFORMERS, "lstm", "gru", "rnn", "feedforward", RNN_SEQ2SEQ)
 OBJECTIVES_BY_NAME = ("causal", "mlm", "electra", "span", "denoise", "seq2seq")
 RUN_FILE = "run.json"
+SOURCE_DIR = "source"  # where a separate source-side tokenizer.json is kept (run and model directory)
 
 
 @dataclass
@@ -118,14 +119,19 @@ def _shards(corpus, tokenizer, path: Path) -> TokenShards | None:
     return write_shards(corpus, tokenizer, path)
 
 
-def _pairs(corpora, tokenizer, path: Path, max_length: int) -> list[tuple[list[int], list[int]]] | None:
+def _pairs(corpora, tokenizer, path: Path, max_length: int,
+           source_tokenizer=None) -> list[tuple[list[int], list[int]]] | None:
     """The run's tokenised (source, target) pairs of ``corpora`` (two line-aligned corpora), each side
-    cut to ``max_length`` ids ending in EOS; saved once in ``path`` (a resumed run reuses them)."""
+    cut to ``max_length`` ids ending in EOS (sources by ``source_tokenizer`` when there is one); saved
+    once in ``path`` (a resumed run reuses them)."""
     from safetensors.torch import load_file, save_file
 
     from ..core.io import atomic_path
 
+    reader = source_tokenizer or tokenizer
     fingerprint = f"{tokenizer.fingerprint()}:{max_length}"
+    if source_tokenizer is not None:
+        fingerprint += f":{source_tokenizer.fingerprint()}"
     if path.exists():
         from safetensors import safe_open
 
@@ -136,8 +142,9 @@ def _pairs(corpora, tokenizer, path: Path, max_length: int) -> list[tuple[list[i
         return None
     sources, targets = aligned_lines(corpora)
     eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
+    src_eos = [] if reader.eos_id is None else [reader.eos_id]
     keep = max_length - len(eos)
-    pairs = [(tokenizer.encode(src)[:keep] + eos, tokenizer.encode(tgt)[:keep] + eos)
+    pairs = [(reader.encode(src)[:max_length - len(src_eos)] + src_eos, tokenizer.encode(tgt)[:keep] + eos)
              for src, tgt in progress(zip(sources, targets, strict=True), desc="tokenizing pairs",
                                       total=len(sources), unit="pair")]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +158,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
              eval_batches: int = 20, scheduled_sampling: float = 0.0, label_smoothing: float = 0.0,
              objective: str = "causal", mask_rate: float = 0.15, whole_word: bool = False,
              nsp: bool = False, resume: bool = False,
-             monitor: Callable[[Any], dict[str, float]] | None = None) -> PretrainResult:
+             monitor: Callable[[Any], dict[str, float]] | None = None,
+             source_tokenizer=None) -> PretrainResult:
     """Train a ``family`` model (``model`` = its settings, e.g. d_model, n_layers) on ``corpus``.
 
     Transformers see random windows of ``context`` tokens; recurrent and feed-forward models
@@ -167,6 +175,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     side cut to ``context`` tokens ending in EOS, batched by length, teacher-forced cross-entropy).
     ``monitor(model)`` (with ``valid``) gives more figures to log at every evaluation — e.g. validation
     BLEU from a caller in a higher layer; they land in ``metrics.jsonl`` beside ``eval_loss``.
+    ``source_tokenizer`` (translation with ``rnn-seq2seq``) gives the source side its own vocabulary
+    and embedding; it is saved in ``source/`` of the run and of the model directory.
     """
     run = Path(run_dir)
     train_config = training if isinstance(training, TrainConfig) else TrainConfig.from_dict(training or {})
@@ -195,6 +205,14 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     extra = 1 if (masking or objective == "denoise") and mask_id is None else 0
     if objective == "span":
         extra = num_sentinels(context)
+    if source_tokenizer is None and settings.get("source_vocab_size") is not None:
+        raise ConfigError("source_vocab_size comes from a separate source tokenizer, and none was given",
+                          "pass the source tokenizer (--source-tokenizer; a resumed run finds it in RUN/source)")
+    if source_tokenizer is not None:
+        if not translation or family != RNN_SEQ2SEQ:
+            raise ConfigError("a separate source tokenizer is for translation with the RNN encoder–decoder",
+                              "use --family rnn-seq2seq --objective seq2seq, or one shared tokenizer")
+        settings["source_vocab_size"] = source_tokenizer.vocab_size
     torch.manual_seed(train_config.seed)  # the same settings always start from the same weights
     model_obj = build_model(family, settings, tokenizer, extra_tokens=extra)
     recurrent = family not in TRANSFORMERS and family != RNN_SEQ2SEQ  # read as carried streams
@@ -208,10 +226,12 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                                 "objective": objective, "mask_rate": mask_rate, "whole_word": whole_word, "nsp": nsp,
                                 "tokenizer": tokenizer.fingerprint()})
     tokenizer.save(run)
+    if source_tokenizer is not None:
+        source_tokenizer.save(run / SOURCE_DIR)
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
     if translation:
-        train_tokens = _pairs(corpus, tokenizer, run / "data" / "train_pairs.safetensors", context)
-        valid_tokens = _pairs(valid, tokenizer, run / "data" / "valid_pairs.safetensors", context)
+        train_tokens = _pairs(corpus, tokenizer, run / "data" / "train_pairs.safetensors", context, source_tokenizer)
+        valid_tokens = _pairs(valid, tokenizer, run / "data" / "valid_pairs.safetensors", context, source_tokenizer)
     else:
         train_tokens = _shards(corpus, tokenizer, run / "data" / "train")
         valid_tokens = _shards(valid, tokenizer, run / "data" / "valid")
@@ -291,6 +311,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     state = (result.final_state if trained is model_obj else None) or model_obj.to_state()
     if int(os.environ.get("RANK", "0")) == 0:
         save_model_dir(model_dir, *state, tokenizer=tokenizer)
+        if source_tokenizer is not None:
+            source_tokenizer.save(model_dir / SOURCE_DIR)
     valid_loss = result.eval_losses[-1][1] if result.eval_losses else None
     return PretrainResult(model=model_obj, model_dir=model_dir, train=result, valid_loss=valid_loss)
 
