@@ -94,22 +94,32 @@ def test_settings_are_checked():
         RNNEncoderDecoder(10, attention="luong")
 
 
-@pytest.mark.slow
-def test_rnn_learns_a_toy_translation_through_pretrain_and_translate(tmp_path, capsys, no_progress):
+def train_toy(tmp_path, *settings: str) -> tuple:
+    """Toy pairs (test_seq2seq_pretrain's reversal task) and an rnn-seq2seq run on them with
+    ``settings`` on top of small common ones; (run directory, test sources, test targets)."""
     from test_seq2seq_pretrain import write_pairs
 
+    from lmlab.cli import main
+
+    write_pairs(tmp_path / "data", "train", 400)
+    test_src, test_tgt = write_pairs(tmp_path / "data", "test", 20, seed=9)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--family", "rnn-seq2seq", "--objective", "seq2seq", "--train",
+                 str(tmp_path / "data" / "train"), "--pair", "xx-yy", "--d-embed", "24", "--d-hidden", "48",
+                 "--dropout", "0", "--lr", "1e-2", "--batch-size", "16", "--out", str(out), "--quiet",
+                 *settings]) == 0
+    return out, test_src, test_tgt
+
+
+@pytest.mark.slow
+def test_rnn_learns_a_toy_translation_through_pretrain_and_translate(tmp_path, capsys, no_progress):
     from lmlab.cli import main
     from lmlab.eval.bleu import corpus_bleu
     from lmlab.generate.translate import translate
     from lmlab.models import load_model
 
-    write_pairs(tmp_path / "data", "train", 400)
-    test_src, test_tgt = write_pairs(tmp_path / "data", "test", 20, seed=9)
-    out = tmp_path / "run"
-    assert main(["pretrain", "--family", "rnn-seq2seq", "--attention", "bahdanau", "--copy", "true",
-                 "--objective", "seq2seq", "--train", str(tmp_path / "data" / "train"), "--pair", "xx-yy",
-                 "--tokenizer", "word", "--d-embed", "24", "--d-hidden", "48", "--dropout", "0", "--steps", "250",
-                 "--lr", "1e-2", "--batch-size", "16", "--context", "8", "--out", str(out), "--json"]) == 0
+    out, test_src, test_tgt = train_toy(tmp_path, "--attention", "bahdanau", "--copy", "true", "--tokenizer", "word",
+                                        "--steps", "250", "--context", "8")
     capsys.readouterr()
     model, tok = load_model(out / "model")
     assert isinstance(model, RNNEncoderDecoder) and model.args["copy"]
@@ -194,21 +204,13 @@ def test_one_model_translates_both_ways_with_target_language_tags(tmp_path, caps
 
 @pytest.mark.slow
 def test_separate_source_and_target_vocabularies(tmp_path, capsys, no_progress):
-    from test_seq2seq_pretrain import write_pairs
-
     from lmlab.cli import main
     from lmlab.generate.translate import translate
     from lmlab.models import load_model
     from lmlab.tokenizers import load
 
-    write_pairs(tmp_path / "data", "train", 400)
-    test_src, test_tgt = write_pairs(tmp_path / "data", "test", 20, seed=9)
-    out = tmp_path / "run"
-    assert main(["pretrain", "--family", "rnn-seq2seq", "--attention", "dot", "--objective", "seq2seq",
-                 "--train", str(tmp_path / "data" / "train"), "--pair", "xx-yy", "--tokenizer", "char",
-                 "--source-tokenizer", "word", "--d-embed", "24", "--d-hidden", "48", "--dropout", "0",
-                 "--steps", "300", "--lr", "1e-2", "--batch-size", "16", "--context", "24", "--out", str(out),
-                 "--quiet"]) == 0
+    out, test_src, test_tgt = train_toy(tmp_path, "--attention", "dot", "--tokenizer", "char", "--source-tokenizer",
+                                        "word", "--steps", "300", "--context", "24")
     capsys.readouterr()
     model, tok = load_model(out / "model")
     source_tok = load(out / "model" / "source")
