@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=None, help="default: SCHEDULE[model]")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--decay-steps", type=int, default=None,
+                        help="the cosine schedule's length (default --steps); longer = stop early on the same "
+                             "schedule as a longer run, for comparisons at equal steps")
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--eval-every", type=int, default=300)
@@ -131,6 +134,7 @@ def main() -> None:
                                     special_tokens={"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>", **tags})
         results["tokenizer_seconds"] = round(time.perf_counter() - t0, 1)
         config = TrainConfig.from_dict(dict(steps=args.steps, lr=args.lr, schedule="cosine", warmup=args.warmup,
+                                            decay_steps=args.decay_steps,
                                             min_lr=args.lr / 50, beta2=0.98, weight_decay=0.01, device="cpu",
                                             log_every=20, eval_every=args.eval_every, clip=1.0,
                                             checkpoint_every=args.eval_every))
@@ -161,15 +165,18 @@ def main() -> None:
     greedy = translate(model, tok, test_de, beam_size=1, target_language=to_en)
     results["greedy_seconds"] = round(time.perf_counter() - t0, 1)
     results["greedy_bleu"] = bleu(greedy, test_en)
-    t0 = time.perf_counter()
-    beam = translate(model, tok, test_de, beam_size=args.beam, length_penalty=args.length_penalty,
-                     target_language=to_en)
-    results["beam_seconds"] = round(time.perf_counter() - t0, 1)
-    results[f"beam{args.beam}_bleu"] = bleu(beam, test_en)
+    beam = greedy
+    if args.beam > 1:
+        t0 = time.perf_counter()
+        beam = translate(model, tok, test_de, beam_size=args.beam, length_penalty=args.length_penalty,
+                         target_language=to_en)
+        results["beam_seconds"] = round(time.perf_counter() - t0, 1)
+        results[f"beam{args.beam}_bleu"] = bleu(beam, test_en)
     results["copy_source_bleu"] = bleu(test_de, test_en)
     if args.multilingual:  # the other direction, from the same model
         results["en_de_greedy_bleu"] = bleu(translate(model, tok, test_en, target_language="de"), test_de)
     results["rare_source_words_in_output"] = rare_copy_recall(test_de, beam, test_en, list(train_pair[1]))
+    results["rare_words_from"] = f"beam {args.beam}" if args.beam > 1 else "greedy"
     results["examples"] = [{"de": test_de[i], "ours": beam[i], "en": test_en[i]} for i in (0, 1, 2)]
     results["load_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results, ensure_ascii=False))
