@@ -37,6 +37,7 @@ sys.path.insert(0, str(HERE.parent))  # this checkout's lmlab, not an installed 
 
 import torch  # noqa: E402
 
+from lmlab.core.io import write_text  # noqa: E402
 from lmlab.data.parallel import both_directions, language_tag, parallel_corpora  # noqa: E402
 from lmlab.eval.bleu import corpus_bleu, tokenize_13a  # noqa: E402
 from lmlab.generate.translate import translate  # noqa: E402
@@ -74,18 +75,23 @@ def bleu(hyps: list[str], refs: list[str]) -> dict:
 
 
 def rare_copy_recall(sources: list[str], hyps: list[str], refs: list[str], train_targets: list[str],
-                     max_count: int = 5) -> dict:
-    """Recall of reference words that also stand in the source and occur ≤ ``max_count`` times in the
-    training targets (13a tokens, cased): how often the translation carries such a word over."""
+                     max_counts: tuple[int, ...] = (1, 5, 20)) -> dict:
+    """Recall of reference words that also stand in the source and occur at most ``max_count`` times in
+    the training targets (13a tokens, cased), per ``max_count``: how often the translation carries such
+    a word over."""
     counts = Counter(w for line in train_targets for w in tokenize_13a(line).split())
-    wanted = found = 0
-    for src, hyp, ref in zip(sources, hyps, refs, strict=True):
-        src_words, hyp_words = set(tokenize_13a(src).split()), set(tokenize_13a(hyp).split())
-        for w in set(tokenize_13a(ref).split()):
-            if w in src_words and counts[w] <= max_count and any(c.isalnum() for c in w):
-                wanted += 1
-                found += w in hyp_words
-    return {"words": wanted, "recall": round(found / max(wanted, 1), 4), "max_train_count": max_count}
+    out = {}
+    for max_count in max_counts:
+        wanted = found = 0
+        for src, hyp, ref in zip(sources, hyps, refs, strict=True):
+            src_words, hyp_words = set(tokenize_13a(src).split()), set(tokenize_13a(hyp).split())
+            for w in set(tokenize_13a(ref).split()):
+                if w in src_words and counts[w] <= max_count and any(c.isalnum() for c in w):
+                    wanted += 1
+                    found += w in hyp_words
+        out[f"train_count_le_{max_count}"] = {"words": wanted, "carried_over": found,
+                                              "recall": round(found / max(wanted, 1), 4)}
+    return out
 
 
 def main() -> None:
@@ -165,6 +171,7 @@ def main() -> None:
     greedy = translate(model, tok, test_de, beam_size=1, target_language=to_en)
     results["greedy_seconds"] = round(time.perf_counter() - t0, 1)
     results["greedy_bleu"] = bleu(greedy, test_en)
+    write_text(run / "test_greedy.txt", "".join(h + "\n" for h in greedy))
     beam = greedy
     if args.beam > 1:
         t0 = time.perf_counter()
@@ -172,6 +179,7 @@ def main() -> None:
                          target_language=to_en)
         results["beam_seconds"] = round(time.perf_counter() - t0, 1)
         results[f"beam{args.beam}_bleu"] = bleu(beam, test_en)
+        write_text(run / f"test_beam{args.beam}.txt", "".join(h + "\n" for h in beam))
     results["copy_source_bleu"] = bleu(test_de, test_en)
     if args.multilingual:  # the other direction, from the same model
         results["en_de_greedy_bleu"] = bleu(translate(model, tok, test_en, target_language="de"), test_de)
