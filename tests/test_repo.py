@@ -12,8 +12,9 @@ LAYERS = {
     "tokenizers": 1, "data": 1, "analysis": 1, "formats": 1,
     "lm": 2, "ngram": 2, "models": 2, "embeddings": 2, "kvcache": 2,
     "train": 3, "peft": 3, "align": 3,
+    "wordalign": 2,
     "generate": 4, "quant": 4,
-    "retrieval": 5, "eval": 5, "classify": 5, "agents": 5,
+    "retrieval": 5, "eval": 5, "classify": 5, "agents": 5, "tagging": 5,
     "cli": 6, "serve": 6,
 }
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from .common import add_common, emit, status, table
+from .common import add_common, emit, input_lines, status, table
 
 KINDS = ["logistic", "naive-bayes", "cbow", "fasttext", "finetune"]
 DEFAULT_LR = {"cbow": 1e-2, "fasttext": 0.1, "finetune": 5e-5}
@@ -170,11 +169,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..classify import load_classifier
     from ..core.errors import ConfigError
 
-    texts = list(args.texts)
-    if args.input:
-        fh = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
-        with fh:
-            texts += [line.rstrip("\n") for line in fh if line.strip()]
+    texts = input_lines(args.texts, args.input)
     if not texts:
         raise ConfigError("no texts to classify", "pass texts as arguments or --input FILE")
     model = load_classifier(args.model)

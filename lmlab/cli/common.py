@@ -208,6 +208,16 @@ def with_adapter(lm: Any, path: str) -> Any:
     return lm.eval()
 
 
+def input_lines(texts: list[str], path: str | None) -> list[str]:
+    """The texts given as arguments, then the lines of ``path`` ('-' = stdin), blank lines dropped."""
+    lines = list(texts)
+    if path:
+        fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+        with fh:
+            lines += [line.rstrip("\n") for line in fh]
+    return [line for line in lines if line.strip()]
+
+
 def _clean(obj: Any) -> Any:
     """JSON cannot carry inf/nan: write them as strings rather than invalid JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):

@@ -46,8 +46,13 @@ class NeuralLM(nn.Module, LanguageModel):
         return next(self.parameters()).device
 
     def config_dict(self) -> dict[str, Any]:
-        """The constructor arguments that rebuild this model (JSON-serialisable)."""
-        raise NotImplementedError
+        """The constructor arguments that rebuild this model (JSON-serialisable): by default the
+        ``args`` dict a subclass keeps (the recurrent, feed-forward and RNN encoder–decoder models)."""
+        return dict(self.args)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.args["vocab_size"]
 
     # --- protocol (inference: no autograd graph; training calls forward) ----------------------
     @torch.no_grad()

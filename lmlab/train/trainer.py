@@ -156,12 +156,22 @@ class TrainingHooks:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (fused where this PyTorch build supports it) with weight decay on matrices only, or SGD."""
+    """AdamW (fused where this PyTorch build supports it) with weight decay on matrices only, or SGD.
+
+    A model may say that some parameters learn faster or slower than the schedule's rate: its
+    ``lr_scales()`` maps parameters to a factor (e.g. a CRF's transitions on a fine-tuned encoder);
+    each such group keeps ``lr_scale``, which the training loop multiplies into every step's rate."""
     params = [p for p in model.parameters() if p.requires_grad]
+    scales = {id(p): float(f) for p, f in (model.lr_scales() if hasattr(model, "lr_scales") else [])}
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        groups = [{"params": [p for p in params if scales.get(id(p), 1.0) == f], "lr_scale": f}
+                  for f in sorted({scales.get(id(p), 1.0) for p in params})]
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    groups = []
+    for f in sorted({scales.get(id(p), 1.0) for p in params}):
+        mine = [p for p in params if scales.get(id(p), 1.0) == f]
+        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": config.weight_decay, "lr_scale": f},
+                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "lr_scale": f}]
     kwargs = dict(lr=config.lr, betas=(config.beta1, config.beta2))
     if device.type in ("cuda", "cpu") and not is_sharded(model):
         with contextlib.suppress(RuntimeError, TypeError, ValueError):
@@ -170,10 +180,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
 
 
 def train(model: nn.Module, objective: Callable, source: Any, config: TrainConfig, run_dir: str | Path, *,
-          eval_fn: Callable[[nn.Module], float] | None = None, resume: bool = False,
+          eval_fn: Callable[[nn.Module], float | dict[str, float]] | None = None, resume: bool = False,
           on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train ``model`` in place on ``source`` batches with ``objective``; write metrics, plot and
     checkpoints to ``run_dir``. ``resume`` continues from the run's latest checkpoint (if any).
+    ``eval_fn`` returns the validation loss, or a dict of it (``"loss"``) and other figures to log with it.
     ``on_step(step, loss)`` is called after every optimizer step (tests use it to interrupt)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +264,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
                    decay_steps=decay_steps, min_lr=config.min_lr, decay_every=config.decay_every,
                    decay_factor=config.decay_factor)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         t0, cpu0, total, tokens = time.perf_counter(), time.process_time(), 0.0, 0
         for micro in range(config.accumulate):
             batch = source.batch(step * config.accumulate + micro, world.rank, world.size)
@@ -313,11 +324,13 @@ def _evaluate(engine, model, eval_fn, step, info, log, world, config) -> bool:
     """Run ``eval_fn``, log it and update early stopping; True when training should stop."""
     model.eval()
     with torch.no_grad():
-        value = float(eval_fn(engine))
+        value = eval_fn(engine)
     model.train()
+    extra = {k: float(v) for k, v in value.items() if k != "loss"} if isinstance(value, dict) else {}
+    value = float(value["loss"] if isinstance(value, dict) else value)
     info["eval_losses"].append([step, value])
     if world.main:
-        log.write({"step": step, "eval_loss": value})
+        log.write({"step": step, "eval_loss": value, **extra})
     if info["best_eval"] is None or value < info["best_eval"]:
         info["best_eval"], info["bad_evals"] = value, 0
     else:
