@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.memory import release_free_memory
-
 from .quantized import QuantLinear, concat_rows
 
 Packed = tuple[torch.Tensor, torch.Tensor | None]
@@ -102,7 +101,7 @@ def packed_outputs(x: torch.Tensor, linears: Sequence[nn.Module],
     checked by identity, which it can)."""
     if isinstance(packed, QuantPack):
         if torch.is_grad_enabled() or len(linears) != len(packed.members) \
-                or any(a is not b for a, b in zip(linears, packed.members)):
+                or any(a is not b for a, b in zip(linears, packed.members, strict=False)):
             return None
         return packed.joint(x).split([lin.out_features for lin in linears], dim=-1)
     if packed is None or torch.is_grad_enabled() or torch.compiler.is_compiling() \
@@ -127,7 +126,7 @@ def decode_layout(model: nn.Module) -> int:
         else:
             continue
         if all(isinstance(lin, QuantLinear) for lin in linears):
-            if not (isinstance(sub.packed, QuantPack) and all(a is b for a, b in zip(linears, sub.packed.members))):
+            if not (isinstance(sub.packed, QuantPack) and all(a is b for a, b in zip(linears, sub.packed.members, strict=False))):
                 joint = concat_rows(linears)
                 sub.packed = None if joint is None else QuantPack(joint, tuple(linears))
         elif sub.packed is None or isinstance(sub.packed, QuantPack) or not _still_packed(linears, sub.packed):

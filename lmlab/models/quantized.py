@@ -75,14 +75,16 @@ def kernel_dtype() -> torch.dtype:
     return torch.bfloat16 if cpu_isa() in ("amx", "avx512_bf16") else torch.float16
 
 
-def kernel_for(bits: int, group_size: int, in_features: int, code_book: bool) -> str:
+def kernel_for(bits: int, group_size: int, in_features: int, code_book: bool, out_features: int = 16) -> str:
     """Which kernel a layer of this format and shape runs (see the module docstring)."""
     if code_book or in_features % group_size:
         return "dequant"
-    if bits == 4 and group_size in INT4_GROUPS:
-        return "int4pack"
     if bits == 8 and group_size == in_features and in_features % 16 == 0:
         return "int8pack"
+    if out_features % 16:  # the int4 packing works on tiles of 16 rows
+        return "dequant"
+    if bits == 4 and group_size in INT4_GROUPS:
+        return "int4pack"
     if bits == 8 and group_size in INT4_GROUPS:
         return "int4pack-split"
     return "dequant"
@@ -129,7 +131,7 @@ class QuantLinear(nn.Module):
         self.register_buffer("code_book", None if code_book is None else code_book.float())
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.register_buffer("input_scale", None if input_scale is None else input_scale.float().contiguous())
-        self.kernel = kernel_for(bits, group_size, in_features, code_book is not None)
+        self.kernel = kernel_for(bits, group_size, in_features, code_book is not None, self.out_features)
         self.compute_dtype = kernel_dtype()
         self.kernel_tensors: tuple[torch.Tensor, ...] | None = None
         expect = (self.out_features, in_features // 2 if bits == 4 else in_features)
@@ -287,3 +289,27 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` where the submodule ``name`` (dotted path) of ``model`` is."""
     parent_name, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+
+
+def quantization_config(model: nn.Module) -> dict[str, Any] | None:
+    """What ``config.json`` records of a model's quantized layers ({"layers": {name: spec}}), None without any."""
+    layers = quantized_layers(model)
+    if not layers:
+        return None
+    methods = sorted({layer.method for layer in layers.values()})
+    return {"methods": methods, "layers": {name: layer.spec() for name, layer in layers.items()}}
+
+
+def use_quantized_layers(model: nn.Module, quantization: dict[str, Any]) -> None:
+    """Put empty ``QuantLinear`` layers where ``quantization`` (from ``quantization_config``) lists them,
+    ready for the saved tensors."""
+    layers = quantization.get("layers") if isinstance(quantization, dict) else None
+    if not isinstance(layers, dict):
+        raise ModelError("config.json's quantization entry has no layer list", "save the quantized model again")
+    for name, spec in layers.items():
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            raise ModelError(f"config.json lists a quantized layer {name!r} the model does not have",
+                             "the files come from different models") from None
+        replace_module(model, name, QuantLinear.empty(spec))
