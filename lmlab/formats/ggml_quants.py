@@ -206,3 +206,50 @@ def block_codes(raw: np.ndarray | bytes, ggml_type: int | str, n_elements: int) 
         return BlockCodes((q + 128).astype(np.uint8).reshape(-1), flat(scale), flat(-minimum), 8, 32)
     q, scale = _q6_k_parts(b)  # Q6_K
     return BlockCodes((q + 128).astype(np.uint8).reshape(-1), flat(scale), None, 8, 16)
+
+
+#: block types ``quantize`` writes (F32/F16 are plain arrays)
+WRITE_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
+
+
+def _round_away(x: np.ndarray) -> np.ndarray:
+    """C's ``roundf``: halves away from zero (ggml's Q8_0 rounding)."""
+    return np.sign(x) * np.floor(np.abs(x) + np.float32(0.5))
+
+
+def quantize(values: np.ndarray, ggml_type: str) -> np.ndarray:
+    """The raw bytes (uint8) of ``values`` (float32, a multiple of the block size) in a ggml type,
+    bit-identical to ggml's reference quantisers (``quantize_row_*_ref`` in ``ggml-quants.c``)."""
+    name = str(ggml_type).upper()
+    if name not in WRITE_TYPES:
+        raise ModelError(f"writing GGML type {name} is not supported", f"lmlab writes {', '.join(WRITE_TYPES)}")
+    x = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    if name == "F32":
+        return x.view(np.uint8)
+    if name == "F16":
+        return x.astype(np.float16).view(np.uint8)
+    per_block, _ = BLOCK[name]
+    if x.size % per_block:
+        raise ModelError(f"{x.size} values do not fill whole {name} blocks of {per_block}",
+                         "export this tensor as F16 (its rows are not a multiple of the block size)")
+    b = x.reshape(-1, per_block)
+    with np.errstate(divide="ignore"):
+        if name == "Q8_0":
+            d = np.abs(b).max(axis=1, keepdims=True) / 127
+            inv = np.where(d == 0, 0, 1 / d)
+            qs = _round_away(b * inv).astype(np.int8).view(np.uint8)
+            return np.concatenate([d.astype(np.float16).view(np.uint8), qs], axis=1).reshape(-1)
+        if name == "Q4_0":
+            top = np.take_along_axis(b, np.abs(b).argmax(axis=-1, keepdims=True), axis=-1)
+            d = top / -8
+            inv = np.where(d == 0, 0, 1 / d)
+            q = np.trunc(b * inv + np.float32(8.5), dtype=np.float32).astype(np.uint8).clip(0, 15)
+            header = [d.astype(np.float16).view(np.uint8)]
+        else:  # Q4_1
+            high, low = b.max(axis=-1, keepdims=True), b.min(axis=-1, keepdims=True)
+            d = (high - low) / 15
+            inv = np.where(d == 0, 0, 1 / d)
+            q = np.trunc((b - low) * inv + np.float32(0.5), dtype=np.float32).astype(np.uint8).clip(0, 15)
+            header = [d.astype(np.float16).view(np.uint8), low.astype(np.float16).view(np.uint8)]
+    q = q.reshape(-1, 2, per_block // 2)
+    return np.concatenate([*header, q[:, 0] | (q[:, 1] << np.uint8(4))], axis=1).reshape(-1)

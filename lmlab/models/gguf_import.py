@@ -27,13 +27,13 @@ from ..formats.gguf import GGUFFile, read_gguf
 ARCHITECTURES = ("llama",)
 
 #: GGUF tensor name (per layer: after ``blk.N.``) → lmlab state-dict name
-_LAYER_NAMES = {
+LAYER_NAMES = {
     "attn_norm.weight": "attn_norm.weight", "attn_q.weight": "attn.q_proj.weight",
     "attn_k.weight": "attn.k_proj.weight", "attn_v.weight": "attn.v_proj.weight",
     "attn_output.weight": "attn.o_proj.weight", "ffn_norm.weight": "mlp_norm.weight",
     "ffn_gate.weight": "mlp.gate.weight", "ffn_up.weight": "mlp.up.weight", "ffn_down.weight": "mlp.down.weight",
 }
-_GLOBAL_NAMES = {"token_embd.weight": "embed.weight", "output_norm.weight": "final_norm.weight",
+GLOBAL_NAMES = {"token_embd.weight": "embed.weight", "output_norm.weight": "final_norm.weight",
                  "output.weight": "head.weight"}
 _IGNORED = ("rope_freqs.weight",)
 
@@ -73,13 +73,13 @@ def gguf_config(g: GGUFFile) -> dict[str, Any]:
 
 
 def _lmlab_name(name: str) -> str | None:
-    if name in _GLOBAL_NAMES:
-        return _GLOBAL_NAMES[name]
+    if name in GLOBAL_NAMES:
+        return GLOBAL_NAMES[name]
     if name in _IGNORED:
         return None
     parts = name.split(".", 2)
-    if len(parts) == 3 and parts[0] == "blk" and parts[2] in _LAYER_NAMES:
-        return f"blocks.{parts[1]}.{_LAYER_NAMES[parts[2]]}"
+    if len(parts) == 3 and parts[0] == "blk" and parts[2] in LAYER_NAMES:
+        return f"blocks.{parts[1]}.{LAYER_NAMES[parts[2]]}"
     raise ModelError(f"GGUF tensor {name!r} has no place in the llama preset",
                      "the file may be a variant of LLaMA that lmlab does not import")
 
