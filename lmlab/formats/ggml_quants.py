@@ -166,11 +166,12 @@ CODE_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
 
 
 class BlockCodes(NamedTuple):
-    """A block-quantised tensor as codes and per-group scale/zero: x = scale·(code − 2^(bits−1)) + zero."""
+    """A block-quantised tensor as codes and per-group scale/zero: x = scale·(code − 2^(bits−1)) without
+    a zero, x = scale·code + zero with one (scales and zeros float16 where the file stores them so)."""
 
     codes: np.ndarray        # uint8 [n]
-    scale: np.ndarray        # float32 [n / group_size]
-    zero: np.ndarray | None  # float32 [n / group_size], None where it is 0
+    scale: np.ndarray        # float16 or float32 [n / group_size]
+    zero: np.ndarray | None  # float16 or float32 [n / group_size], None for symmetric types
     bits: int                # 4: codes 0..15; 8: codes 0..255
     group_size: int
 
@@ -183,27 +184,29 @@ def block_codes(raw: np.ndarray | bytes, ggml_type: int | str, n_elements: int) 
         raise ModelError(f"GGML tensor type {name} has no integer codes to keep",
                          f"types kept quantized: {', '.join(CODE_TYPES)}")
     b = _raw_blocks(raw, name, n_elements)
-    flat = np.ravel
+    def half(start: int) -> np.ndarray:  # a float16 field of every block, kept float16
+        return b[:, start:start + 2].copy().view(np.float16).reshape(-1)
+
     if name == "Q8_0":
         return BlockCodes((b[:, 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8).reshape(-1),
-                          flat(_f16(b, 0)), None, 8, 32)
+                          half(0), None, 8, 32)
     if name == "Q4_0":
-        return BlockCodes(_nibbles(b[:, 2:]).astype(np.uint8).reshape(-1), flat(_f16(b, 0)), None, 4, 32)
-    if name == "Q4_1":
-        d = _f16(b, 0)
-        return BlockCodes(_nibbles(b[:, 4:]).astype(np.uint8).reshape(-1), flat(d), flat(_f16(b, 2) + 8 * d), 4, 32)
+        return BlockCodes(_nibbles(b[:, 2:]).astype(np.uint8).reshape(-1), half(0), None, 4, 32)
+    if name == "Q4_1":  # x = d·q + m
+        return BlockCodes(_nibbles(b[:, 4:]).astype(np.uint8).reshape(-1), half(0), half(2), 4, 32)
     if name == "Q5_0":
         q = _nibbles(b[:, 6:]) + 16 * _fifth_bits(b[:, 2:6])  # x = d·(q − 16)
-        return BlockCodes((q + 112).astype(np.uint8).reshape(-1), flat(_f16(b, 0)), None, 8, 32)
+        return BlockCodes((q + 112).astype(np.uint8).reshape(-1), half(0), None, 8, 32)
     if name == "Q5_1":
         q = _nibbles(b[:, 8:]) + 16 * _fifth_bits(b[:, 4:8])  # x = d·q + m
-        return BlockCodes((q + 128).astype(np.uint8).reshape(-1), flat(_f16(b, 0)), flat(_f16(b, 2)), 8, 32)
+        return BlockCodes(q.astype(np.uint8).reshape(-1), half(0), half(2), 8, 32)
+    flat = np.ravel
     if name == "Q4_K":
         q, scale, minimum = _q4_k_parts(b)
-        return BlockCodes(q.astype(np.uint8).reshape(-1), flat(scale), flat(8 * scale - minimum), 4, 32)
+        return BlockCodes(q.astype(np.uint8).reshape(-1), flat(scale), flat(-minimum), 4, 32)
     if name == "Q5_K":
         q, scale, minimum = _q5_k_parts(b)
-        return BlockCodes((q + 128).astype(np.uint8).reshape(-1), flat(scale), flat(-minimum), 8, 32)
+        return BlockCodes(q.astype(np.uint8).reshape(-1), flat(scale), flat(-minimum), 8, 32)
     q, scale = _q6_k_parts(b)  # Q6_K
     return BlockCodes((q + 128).astype(np.uint8).reshape(-1), flat(scale), None, 8, 16)
 

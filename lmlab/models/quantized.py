@@ -3,8 +3,10 @@
 One storage form covers every weight-quantisation format lmlab makes or imports (its own
 int8/int4/NF4/GPTQ/AWQ/HQQ/SmoothQuant weights and GGUF's Q8_0, Q4_0, Q4_1, Q4_K, Q5_x, Q6_K):
 integer ``codes`` in ``bits`` bits (4: two per byte, the even column in the low nibble; 8: one
-uint8 each) and, for each run of ``group_size`` values along a row, a float32 ``scale`` and
-``zero``. A weight is ``scale · (code − 2^(bits−1)) + zero``, or ``scale · code_book[code]`` for a
+uint8 each) and, for each run of ``group_size`` values along a row, a ``scale`` (float16 where the
+format stores it so, as GGUF and lmlab's quantizers do; float32 otherwise) and, for asymmetric
+formats, a ``zero`` (the group's offset, GGUF's "min"). A weight is ``scale · (code − 2^(bits−1))``
+(symmetric), ``scale · code + zero`` (asymmetric), or ``scale · code_book[code]`` for a
 non-uniform code book (NF4). An optional ``input_scale`` multiplies the input channels first
 (AWQ's and SmoothQuant's per-channel scaling), and ``act_bits=8`` rounds each input row to int8
 (SmoothQuant's W8A8).
@@ -12,7 +14,7 @@ non-uniform code book (NF4). An optional ``input_scale`` multiplies the input ch
 Kernels (chosen once per layer by ``kernel_for``, by shape and by the CPU's instruction set):
 
 - ``int4pack``: PyTorch's ``_weight_int4pack_mm_for_cpu`` on 4-bit affine codes with groups of
-  32/64/128/256 — reads 4 bits a weight; computes ``(code − 8)·scale + zero`` with bf16 scales.
+  32/64/128/256 — reads 4 bits a weight; computes ``(code − 8)·s + z`` with bf16 s and z.
 - ``int4pack-split``: an 8-bit code ``c`` is ``16·hi + lo``; both nibble planes go through the
   same int4 kernel as one matmul over a doubled input ``[x, x]`` (8 bits a weight, exact in
   the codes, groups of 32+ — GGUF's Q8_0 and group-wise int8).
@@ -126,8 +128,9 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features = in_features, scale.shape[0]
         self.bits, self.group_size, self.act_bits, self.method = bits, group_size, act_bits, method
         self.register_buffer("codes", codes.contiguous())
-        self.register_buffer("scale", scale.float().contiguous())
-        self.register_buffer("zero", None if zero is None else zero.float().contiguous())
+        self.register_buffer("scale", scale.contiguous() if scale.dtype == torch.float16 else scale.float().contiguous())
+        self.register_buffer("zero", None if zero is None else
+                             zero.contiguous() if zero.dtype == torch.float16 else zero.float().contiguous())
         self.register_buffer("code_book", None if code_book is None else code_book.float())
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.register_buffer("input_scale", None if input_scale is None else input_scale.float().contiguous())
@@ -144,6 +147,8 @@ class QuantLinear(nn.Module):
         """The format of this layer (what ``config.json`` records so the directory loads without re-quantizing)."""
         return {"bits": self.bits, "group_size": self.group_size, "in_features": self.in_features,
                 "out_features": self.out_features, "zero": self.zero is not None,
+                "scale_dtype": str(self.scale.dtype).removeprefix("torch."),
+                "zero_dtype": None if self.zero is None else str(self.zero.dtype).removeprefix("torch."),
                 "code_book": self.code_book is not None, "bias": self.bias is not None,
                 "input_scale": self.input_scale is not None, "act_bits": self.act_bits, "method": self.method}
 
@@ -152,7 +157,10 @@ class QuantLinear(nn.Module):
         """A layer of ``spec``'s format with zero-filled tensors, to load saved ones into."""
         n, k, g = spec["out_features"], spec["in_features"], spec["group_size"]
         codes = torch.zeros(n, k // 2 if spec["bits"] == 4 else k, dtype=torch.uint8)
-        return cls(codes, torch.zeros(n, k // g), torch.zeros(n, k // g) if spec["zero"] else None,
+        half = {"float16": torch.float16}
+        scale = torch.zeros(n, k // g, dtype=half.get(spec.get("scale_dtype"), torch.float32))
+        zero = torch.zeros(n, k // g, dtype=half.get(spec.get("zero_dtype"), torch.float32)) if spec["zero"] else None
+        return cls(codes, scale, zero,
                    bits=spec["bits"], group_size=g, in_features=k,
                    code_book=torch.zeros(2 ** spec["bits"]) if spec["code_book"] else None,
                    bias=torch.zeros(n) if spec["bias"] else None,
@@ -167,13 +175,20 @@ class QuantLinear(nn.Module):
         """The float32 weight [N, K] (before ``input_scale``) the codes stand for."""
         codes = self.integer_codes()
         n, k, g = self.out_features, self.in_features, self.group_size
+        scale = self.scale.float()[:, :, None]
         if self.code_book is not None:
-            values = self.code_book[codes.long()].view(n, k // g, g) * self.scale[:, :, None]
+            values = self.code_book[codes.long()].view(n, k // g, g) * scale
+        elif self.zero is None:
+            values = (codes.float() - 2 ** (self.bits - 1)).view(n, k // g, g) * scale
         else:
-            values = (codes.float() - 2 ** (self.bits - 1)).view(n, k // g, g) * self.scale[:, :, None]
-            if self.zero is not None:
-                values = values + self.zero[:, :, None]
+            values = codes.float().view(n, k // g, g) * scale + self.zero.float()[:, :, None]
         return values.reshape(n, k)
+
+    def kernel_zero(self) -> torch.Tensor:
+        """z of ``scale·(code − 2^(bits−1)) + z``, the form the packed kernels take (float32)."""
+        offset = torch.zeros_like(self.scale, dtype=torch.float32) if self.zero is None else \
+            self.zero.float() + 2 ** (self.bits - 1) * self.scale.float()
+        return offset
 
     def storage_bits(self) -> int:
         """Bits this layer's weight takes in memory and on disk: codes, scales, zero points, code book."""
@@ -192,25 +207,24 @@ class QuantLinear(nn.Module):
     def pack(self) -> None:
         """Build the kernel's tensors from the codes (done on the first call; call it before ``torch.compile``)."""
         dtype, n, k = self.compute_dtype, self.out_features, self.in_features
+        scale, zero = self.scale.float(), self.kernel_zero()
         if self.kernel == "int4pack":
-            zero = self.zero if self.zero is not None else torch.zeros_like(self.scale)
             weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpack_nibbles(self.codes).to(torch.int32), 1)
-            scales = torch.stack([self.scale, zero], dim=-1).transpose(0, 1).contiguous().to(dtype)  # [K/G, N, 2]
+            scales = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(dtype)  # [K/G, N, 2]
             self.kernel_tensors = (weight, scales)
-        elif self.kernel == "int4pack-split":  # c·s = (16·hi + lo)·s: hi through scale 16s, lo through s, zero 8s
+        elif self.kernel == "int4pack-split":
             c = self.codes.to(torch.int32)
             planes = torch.cat([c >> 4, c & 15], dim=1)  # [N, 2K]: the hi plane, then the lo plane
             weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(planes, 1)
-            zero = self.zero if self.zero is not None else torch.zeros_like(self.scale)
-            # code − 128 = 16·(hi − 8) + lo: the hi plane is (hi − 8)·16s; the lo plane (lo − 8)·s + 8s + zero
-            hi = torch.stack([16 * self.scale, torch.zeros_like(self.scale)], dim=-1)
-            lo = torch.stack([self.scale, 8 * self.scale + zero], dim=-1)
+            # s·(code − 128) + z = (hi − 8)·16s + [(lo − 8)·s + 8s + z], with code = 16·hi + lo
+            hi = torch.stack([16 * scale, torch.zeros_like(scale)], dim=-1)
+            lo = torch.stack([scale, 8 * scale + zero], dim=-1)
             scales = torch.cat([hi, lo], dim=1).transpose(0, 1).contiguous().to(dtype)  # [2K/G, N, 2]
             self.kernel_tensors = (weight, scales)
         elif self.kernel == "int8pack":
             signed = (self.codes.to(torch.int16) - 128).to(torch.int8).contiguous()
-            zero = None if self.zero is None else self.zero[:, 0].to(dtype)
-            self.kernel_tensors = (signed, self.scale[:, 0].to(dtype)) + ((zero,) if zero is not None else ())
+            offset = (zero[:, 0].to(dtype),) if self.zero is not None else ()
+            self.kernel_tensors = (signed, scale[:, 0].to(dtype)) + offset
         else:
             self.kernel_tensors = ()
         if self.kernel != "dequant" and (n == 0 or k == 0):

@@ -37,9 +37,8 @@ def awq_scales(x: torch.Tensor, weights: list[torch.Tensor], *, bits: int, group
         s = x_mean.pow(i / grid).clamp(min=1e-4)
         s = s / (s.max() * s.min()).sqrt()
         codes, scale, zero = affine_codes(w * s, bits, group_size, symmetric)
-        mid = 2 ** (bits - 1)
-        dq = (codes.float() - mid) * scale[:, :, None] + (0 if zero is None else zero[:, :, None])
-        err = float(((x / s) @ dq.reshape(w.shape).T - reference).pow(2).mean())
+        dq = quant_layer(codes, scale, zero, bits, group_size, None, "awq").dequantize()
+        err = float(((x / s) @ dq.T - reference).pow(2).mean())
         if err < best:
             best, best_s = err, s
     return best_s

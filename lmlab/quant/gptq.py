@@ -31,16 +31,18 @@ def hessian(inputs: torch.Tensor) -> torch.Tensor:
 def _group_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scale and zero [N] of one group of columns w [N, G]."""
     _, scale, zero = affine_codes(w, bits, w.shape[1], symmetric)
-    return scale[:, 0], None if zero is None else zero[:, 0]
+    return scale[:, 0].float(), None if zero is None else zero[:, 0].float()
 
 
 def _quantize_column(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes, dequantized values) of one column under its group's scale and zero."""
-    mid = 2 ** (bits - 1)
-    offset = 0 if zero is None else zero
-    codes = torch.round((w - offset) / scale + mid).clamp(0 if zero is not None else 1, 2 ** bits - 1)
-    return codes, scale * (codes - mid) + offset
+    """(codes, dequantized values) of one column under its group's scale and zero (``affine_codes``' forms)."""
+    if zero is None:
+        mid = 2 ** (bits - 1)
+        codes = torch.round(w / scale).clamp(-(mid - 1), mid - 1) + mid
+        return codes, scale * (codes - mid)
+    codes = torch.round((w - zero) / scale).clamp(0, 2 ** bits - 1)
+    return codes, scale * codes + zero
 
 
 def inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
@@ -67,7 +69,7 @@ def gptq_codes(weight: torch.Tensor, h: torch.Tensor, *, bits: int = 4, group_si
     h[dead, dead] = 1
     w[:, dead] = 0
     groups = k // group_size
-    scales = torch.zeros(n, groups)
+    scales = torch.zeros(n, groups)  # float16 values (affine_codes'), held in float32 for the arithmetic
     zeros = None if symmetric else torch.zeros(n, groups)
     if act_order:  # static groups: every group's scale from the unquantized weight
         for g in range(groups):
@@ -101,7 +103,7 @@ def gptq_codes(weight: torch.Tensor, h: torch.Tensor, *, bits: int = 4, group_si
             err1[:, i] = e
         w[:, i2:] -= err1 @ u[i1:i2, i2:]
     codes = codes[:, torch.argsort(perm)]
-    return codes.to(torch.uint8), scales, zeros
+    return codes.to(torch.uint8), scales.half(), None if zeros is None else zeros.half()
 
 
 def quantize_gptq(weight: torch.Tensor, inputs: torch.Tensor, bias: torch.Tensor | None = None, *,

@@ -1,12 +1,15 @@
 """Calibration-free weight quantizers: absmax / zero-point (int8, int4), NF4 and HQQ.
 
 Each turns a float weight [N, K] into a ``QuantLinear`` (``lmlab.models.quantized``): codes plus a
-float32 scale (and zero point) for every ``group_size`` consecutive values of a row. ``group_size``
+float16 scale (and zero point) for every ``group_size`` consecutive values of a row — stored as GGUF
+stores them, so that equal group sizes mean equal bits per weight (4-bit g32: 4.5 symmetric as
+Q4_0, 5.0 with zero points as Q4_1; 8-bit g32: 8.5 as Q8_0). Codes are rounded against the
+float16-rounded scale. ``group_size``
 equal to K is per output channel; ``per_tensor`` shares one scale across the whole weight.
 
 - absmax (symmetric): s = max|w| / (2^(b−1) − 1), code = round(w / s) — zero maps to zero.
-- zero-point (asymmetric): s = (max − min) / (2^b − 1), code = round((w − min) / s) — the full
-  code range covers [min, max] (better for skewed groups, one more float per group).
+- zero-point (asymmetric): s = (max − min) / (2^b − 1), code = round((w − min) / s), w ≈ s·code + min —
+  the full code range covers [min, max] (better for skewed groups, one more float per group).
 - NF4 (Dettmers et al. 2023, QLoRA): ``lmlab.peft.nf4``'s code book and block absmax, with
   double quantisation of the block scales (the stored scales are the doubly-quantised values).
 - HQQ (Badri & Shaji 2023, Half-Quadratic Quantization): zero-point codes whose zero points are
@@ -37,25 +40,30 @@ def quant_layer(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | N
                        in_features=codes.shape[1], bias=bias, method=method, **extra)
 
 
+def to_half(x: torch.Tensor) -> torch.Tensor:
+    """float16 values of ``x`` (scales: at least the smallest normal float16, so none rounds to 0)."""
+    return x.clamp(min=6.2e-5, max=65504).to(torch.float16)
+
+
 def affine_codes(weight: torch.Tensor, bits: int, group_size: int, symmetric: bool,
                  per_tensor: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(codes [N, K/G, G] in 0..2^bits−1, scale [N, K/G], zero [N, K/G] or None) with
-    weight ≈ scale·(code − 2^(bits−1)) + zero."""
+    """(codes [N, K/G, G] in 0..2^bits−1, float16 scale [N, K/G], float16 zero [N, K/G] or None) with
+    weight ≈ scale·(code − 2^(bits−1)) (symmetric) or scale·code + zero."""
     if bits not in (4, 8):
         raise ConfigError(f"{bits}-bit codes are not implemented", "use 4 or 8 bits")
     w = grouped(weight, group_size)
     mid = 2 ** (bits - 1)
     if symmetric:
         top = w.abs().amax() if per_tensor else w.abs().amax(dim=2)
-        scale = (top / (mid - 1)).clamp(min=1e-12).expand(w.shape[:2]).contiguous()
-        codes = (torch.round(w / scale[:, :, None]).clamp(-(mid - 1), mid - 1) + mid)
+        scale = to_half((top / (mid - 1)).expand(w.shape[:2]).contiguous())
+        codes = torch.round(w / scale.float()[:, :, None]).clamp(-(mid - 1), mid - 1) + mid
         return codes.to(torch.uint8), scale, None
-    low = w.amin() if per_tensor else w.amin(dim=2)
-    high = w.amax() if per_tensor else w.amax(dim=2)
-    scale = ((high - low) / (2 ** bits - 1)).clamp(min=1e-12).expand(w.shape[:2]).contiguous()
-    low = low.expand(w.shape[:2])
-    codes = torch.round((w - low[:, :, None]) / scale[:, :, None]).clamp(0, 2 ** bits - 1)
-    return codes.to(torch.uint8), scale, low + mid * scale  # code·s + low = s·(code − mid) + (low + mid·s)
+    low = (w.amin() if per_tensor else w.amin(dim=2)).expand(w.shape[:2])
+    high = (w.amax() if per_tensor else w.amax(dim=2)).expand(w.shape[:2])
+    zero = low.clamp(-65504, 65504).to(torch.float16)
+    scale = to_half((high - zero.float()) / (2 ** bits - 1))
+    codes = torch.round((w - zero.float()[:, :, None]) / scale.float()[:, :, None]).clamp(0, 2 ** bits - 1)
+    return codes.to(torch.uint8), scale.contiguous(), zero.contiguous()
 
 
 def quantize_affine(weight: torch.Tensor, bias: torch.Tensor | None = None, *, bits: int = 8,
@@ -109,9 +117,7 @@ def hqq_codes(weight: torch.Tensor, bits: int, group_size: int, *, p: float = 0.
         beta *= kappa
     q = torch.round(w * inv + best_z).clamp(0, top)
     scale = (1 / inv).squeeze(2)
-    mid = 2 ** (bits - 1)
-    # (code − z)/inv = s·(code − mid) + s·(mid − z)
-    return q.to(torch.uint8), scale, (scale * (mid - best_z.squeeze(2)))
+    return q.to(torch.uint8), scale, -scale * best_z.squeeze(2)  # (code − z)/inv = s·code − s·z
 
 
 def quantize_hqq(weight: torch.Tensor, bias: torch.Tensor | None = None, *, bits: int = 4,
