@@ -6,7 +6,7 @@ activations (GPTQ, AWQ, SmoothQuant) take calibration token ids and run block by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -52,11 +52,12 @@ ACTIVATION_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def quantize_model(model: nn.Module, method: str = "int8", *, group_size: int | None = None,
-                   calibration: torch.Tensor | None = None, act_order: bool = False, damp: float = 0.01,
-                   alpha: float = 0.5, dtype: str = "float32", head: bool = True) -> nn.Module:
+                   symmetric: bool | None = None, calibration: torch.Tensor | None = None,
+                   act_order: bool = False, damp: float = 0.01, alpha: float = 0.5, dtype: str = "float32",
+                   head: bool = True) -> nn.Module:
     """``model`` with its linear layers quantized by ``method`` (see ``METHODS``), in place; returned.
 
-    ``group_size`` overrides the method's; ``calibration`` [sequences, length] token ids for GPTQ
+    ``group_size`` and ``symmetric`` override the method's; ``calibration`` [sequences, length] token ids for GPTQ
     (``act_order``, ``damp``), AWQ and SmoothQuant (``alpha``); ``dtype`` is the dtype of everything
     that stays float (residual stream, norms, attention, KV cache); ``head=False`` keeps the output
     projection in float.
@@ -64,6 +65,11 @@ def quantize_model(model: nn.Module, method: str = "int8", *, group_size: int | 
     check_choice("method", method, tuple(METHODS))
     check_choice("dtype", dtype, ACTIVATION_DTYPES)
     spec = METHODS[method]
+    if symmetric is not None and symmetric != spec.symmetric:
+        if method in ("nf4", "hqq", "smoothquant", "int8-tensor"):
+            raise ConfigError(f"{method} has no {'symmetric' if symmetric else 'asymmetric'} variant",
+                              "leave the symmetry to the method")
+        spec = replace(spec, symmetric=symmetric)
     if quantized_layers(model):
         raise ConfigError("the model is already quantized", "quantize a freshly loaded float model")
     group = group_size or spec.group_size
