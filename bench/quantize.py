@@ -49,7 +49,7 @@ from lmlab.models.gguf_import import load_gguf  # noqa: E402
 from lmlab.models.quantized import cpu_flags, cpu_isa, kernel_dtype, quantized_layers  # noqa: E402
 from lmlab.quant import quantize_model  # noqa: E402
 from lmlab.quant.calibration import calibration_ids  # noqa: E402
-from lmlab.quant.report import decode_speed, weight_bits  # noqa: E402
+from lmlab.quant.report import decode_speed, text_tokens, weight_bits  # noqa: E402
 from lmlab.tokenizers import smollm2_gguf  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_inference", HERE / "inference.py")
@@ -142,8 +142,7 @@ def main() -> None:
                     "kernel_dtype": str(kernel_dtype()).removeprefix("torch."), "threads": args.threads,
                     "torch": torch.__version__, "loads": [os.getloadavg()[0]]}
     fp32, tok = load_model("smollm2-135m-instruct")
-    text = "\n".join(open_corpus("wikitext-2:test"))
-    ids = tok.encode(text, add_special_tokens=False)[: args.eval_tokens]
+    ids = text_tokens(tok, open_corpus("wikitext-2:test"), args.eval_tokens)
     calib = calibration_ids(tok, open_corpus("wikitext-2:train"), args.calibration_sequences, args.calibration_length)
     ref_logits = lmlab_window_logits(fp32, ids, args.window, args.stride)
     models = {"fp32": fp32, "gguf-Q4_1": load_model("smollm2-135m-instruct", quantized=True)[0]}

@@ -252,3 +252,33 @@ def test_gguf_codes_match_ggml_dequantisation():
                   else scale * codes + parts.zero.astype(np.float32).repeat(g))
         ref = dequantize(raw.reshape(-1), name, n)
         assert np.allclose(values, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max()), name
+
+
+def test_quantize_cli_saves_reports_and_generates(capsys, tmp_path):
+    from lmlab.cli import main
+    from lmlab.models import save_model_dir
+
+    tok = WordLevelTokenizer("char").train([TEXT])
+    save_model_dir(tmp_path / "m", *make(tok.vocab_size).to_state(), tokenizer=tok)
+    (tmp_path / "text.txt").write_text((TEXT + "\n") * 20)
+    assert main(["quantize", "--model", str(tmp_path / "m"), "--method", "gptq", "--group-size", "32",
+                 "--calibration", str(tmp_path / "text.txt"), "--calibration-sequences", "2",
+                 "--calibration-length", "32", "--out", str(tmp_path / "q"), "--report", "--eval",
+                 str(tmp_path / "text.txt"), "--eval-tokens", "300", "--window", "64", "--stride", "32",
+                 "--new-tokens", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bits_per_weight"] == pytest.approx(4 + 32 / 32)  # 4-bit codes, float16 scale and zero per 32
+    assert out["scored_tokens"] == 299 and 0 <= out["kl_divergence"] and 0 <= out["top1_agreement"] <= 1
+    assert out["perplexity"] > 1 and out["decode_tokens_per_s"] > 0 and out["size_mb"] > 0
+    assert main(["generate", "--model", str(tmp_path / "q"), "--prompt", "the", "--greedy",
+                 "--max-new-tokens", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["tokens"]) <= 3
+    assert main(["quantize", "--model", str(tmp_path / "m"), "--method", "awq", "--calibration",
+                 str(tmp_path / "text.txt"), "--out", str(tmp_path / "q2")]) != 0
+    assert "the calibration text has 1700 tokens where 32 sequences of 256 need 8192" in capsys.readouterr().err
+
+
+def test_generate_quant_choices_are_the_calibration_free_methods():
+    from lmlab.cli.generate import WEIGHT_ONLY
+
+    assert set(WEIGHT_ONLY) == {m for m, spec in METHODS.items() if not spec.calibrated}

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_model, save_model_dir
     from ..quant import METHODS, quantize_model
     from ..quant.calibration import calibration_ids
-    from ..quant.report import compare_models, decode_speed, directory_mb, weight_bits
+    from ..quant.report import compare_models, decode_speed, directory_mb, text_tokens, weight_bits
     from .common import emit, status
 
     check_number("--calibration-sequences", args.calibration_sequences, low=1, integer=True)
@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
         quantized, _ = load_model(args.out)  # what a user gets back: the saved codes
         reference, _ = load_model(args.model)
-        text = "\n".join(open_corpus(args.eval))
-        ids = tokenizer.encode(text, add_special_tokens=False)[: args.eval_tokens]
+        ids = text_tokens(tokenizer, open_corpus(args.eval), args.eval_tokens)
         status(args, f"scoring {len(ids)} tokens of {args.eval} with both models")
         result.update(compare_models(reference, quantized, ids, window=args.window, stride=args.stride))
         del reference

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,16 @@ from torch import nn
 from ..core.validate import check_number
 from ..lm import windows
 from ..models.quantized import quantized_layers
+
+
+def text_tokens(tokenizer: Any, lines: Iterable[str], limit: int | None = None) -> list[int]:
+    """Token ids of ``lines`` joined by newlines, reading only as many lines as ``limit`` tokens need."""
+    ids: list[int] = []
+    for line in lines:
+        ids.extend(tokenizer.encode(line + "\n", add_special_tokens=False))
+        if limit is not None and len(ids) >= limit:
+            return ids[:limit]
+    return ids
 
 
 def weight_bits(model: nn.Module) -> dict[str, float]:
