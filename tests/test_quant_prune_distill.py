@@ -89,3 +89,18 @@ def test_student_takes_every_other_teacher_layer():
     assert student.blocks[1].mlp.up.weight.data_ptr() != teacher.blocks[2].mlp.up.weight.data_ptr()
     ids = torch.randint(0, 40, (1, 6))
     assert student(ids)[0].shape == (1, 6, 40)
+
+
+def test_distillation_runs_on_the_trainer(tmp_path):
+    from lmlab.data.loaders import RandomWindows
+    from lmlab.data.shards import TokenArray
+    from lmlab.train.trainer import TrainConfig, train
+
+    teacher = make(0, 4)
+    student = student_from_teacher(teacher)
+    ids = torch.randint(0, 40, (400,), generator=torch.Generator().manual_seed(3)).tolist()
+    source = RandomWindows(TokenArray(ids, 40), batch_size=2, context=16)
+    before = student.blocks[0].mlp.up.weight.detach().clone()
+    train(student, Distillation(teacher), source, TrainConfig(steps=3, lr=1e-3, device="cpu"), tmp_path / "run")
+    assert not torch.equal(before, student.blocks[0].mlp.up.weight)
+    assert torch.equal(teacher.blocks[0].mlp.up.weight, before)  # the teacher is untouched
