@@ -282,3 +282,18 @@ def test_generate_quant_choices_are_the_calibration_free_methods():
     from lmlab.cli.generate import WEIGHT_ONLY
 
     assert set(WEIGHT_ONLY) == {m for m, spec in METHODS.items() if not spec.calibrated}
+
+
+def test_lora_trains_on_a_quantized_base():
+    from lmlab.peft.lora import LoraConfig, wrap_lora
+
+    q = quantize_model(make(), "int4")
+    wrap_lora(q, ["blocks.0.attn.q_proj", "blocks.1.mlp.down"], LoraConfig(r=4))
+    ids = torch.randint(0, 40, (2, 12), generator=gen(11))
+    with torch.no_grad():
+        before = q(ids)[0]
+    q.blocks[0].attn.q_proj.lora_B.data.normal_(generator=gen(12))
+    loss = q(ids)[0].logsumexp(-1).mean()
+    loss.backward()
+    assert q.blocks[1].mlp.down.lora_A.grad is not None
+    assert not torch.allclose(before, q(ids)[0].detach())

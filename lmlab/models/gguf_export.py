@@ -43,8 +43,7 @@ def float_weight(module: torch.nn.Module) -> torch.Tensor:
         if module.act_bits is not None:
             raise ConfigError("a model with quantized activations (SmoothQuant W8A8) cannot be written to GGUF",
                               "export the float model or a weight-only quantized one")
-        w = module.dequantize()
-        return w * module.input_scale[None, :] if module.input_scale is not None else w
+        return module.dequantized_weight()
     return module.weight.detach().float()
 
 

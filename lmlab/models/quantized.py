@@ -184,6 +184,12 @@ class QuantLinear(nn.Module):
             values = codes.float().view(n, k // g, g) * scale + self.zero.float()[:, :, None]
         return values.reshape(n, k)
 
+    def dequantized_weight(self) -> torch.Tensor:
+        """The float32 weight the layer multiplies its input by (``input_scale`` folded in): what a LoRA
+        adapter around this layer (``lmlab.peft.lora.LoraLinear``) or an export reads."""
+        w = self.dequantize()
+        return w * self.input_scale[None, :] if self.input_scale is not None else w
+
     def kernel_zero(self) -> torch.Tensor:
         """z of ``scale·(code − 2^(bits−1)) + z``, the form the packed kernels take (float32)."""
         offset = torch.zeros_like(self.scale, dtype=torch.float32) if self.zero is None else \
@@ -242,12 +248,15 @@ class QuantLinear(nn.Module):
             row_scale = flat.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-8) / 127
             flat = torch.round(flat.float() / row_scale).clamp(-127, 127)
         flat = flat.to(dtype).contiguous()
-        if self.kernel == "int4pack" and x.device.type == "cpu":
+        packed = x.device.type == "cpu" and not (torch.is_grad_enabled() and flat.requires_grad)
+        if not packed:  # the packed kernels have no backward: gradients to the input (LoRA below) need the weight
+            out = F.linear(flat, self.dequantize().to(flat.device, dtype))
+        elif self.kernel == "int4pack":
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.kernel_tensors[0], self.group_size, self.kernel_tensors[1])
-        elif self.kernel == "int4pack-split" and x.device.type == "cpu":
+        elif self.kernel == "int4pack-split":
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(torch.cat([flat, flat], dim=1), self.kernel_tensors[0],
                                                             self.group_size, self.kernel_tensors[1])
-        elif self.kernel == "int8pack" and x.device.type == "cpu":
+        elif self.kernel == "int8pack":
             out = torch.ops.aten._weight_int8pack_mm(flat, self.kernel_tensors[0], self.kernel_tensors[1])
             if len(self.kernel_tensors) == 3:
                 out = out + flat.sum(dim=1, keepdim=True) * self.kernel_tensors[2]
