@@ -116,3 +116,28 @@ def test_export_refuses_what_gguf_cannot_hold(tiny, tmp_path):
     w8a8 = quantize_model(copy.deepcopy(lm), "smoothquant", calibration=torch.randint(0, 100, (2, 16)))
     with pytest.raises(LmlabError, match="SmoothQuant"):
         export_gguf(w8a8, tok, tmp_path / "x.gguf")
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1"])
+def test_kept_blocks_run_as_their_dequantized_weight(tmp_path, name):
+    from lmlab.formats.ggml_quants import BLOCK
+    from lmlab.models.gguf_import import read_quantized
+
+    rng = np.random.default_rng(1)
+    per_block, size = BLOCK[name]
+    rows, cols = 32, 512
+    raw = rng.integers(0, 256, size=(rows * cols // per_block, size), dtype=np.uint8)
+    fields = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q4_K": [0, 2],
+              "Q5_K": [0, 2], "Q6_K": [208]}[name]
+    for off in fields:
+        raw[:, off:off + 2] = rng.normal(0, 0.01, len(raw)).astype(np.float16).view(np.uint8).reshape(-1, 2)
+    path = write_gguf(tmp_path / "k.gguf", {"general.architecture": "llama"}, [("w", (rows, cols), name, raw.reshape(-1))])
+    g = read_gguf(path)
+    layer = read_quantized(g, "w")
+    ref = torch.from_numpy(g.tensor("w").copy())
+    torch.testing.assert_close(layer.dequantize(), ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+    x = torch.randn(3, cols, generator=torch.Generator().manual_seed(0))
+    expect = x @ ref.T
+    assert (layer(x) - expect).abs().max() < 0.02 * expect.abs().max()
+    kernel = {"Q4_0": "int4pack", "Q4_1": "int4pack", "Q4_K": "int4pack", "Q6_K": "dequant"}.get(name, "int4pack-split")
+    assert layer.kernel == kernel
