@@ -99,6 +99,11 @@ def test_export_then_import_gives_the_same_model(tiny, tmp_path, kind, tol):
             torch.testing.assert_close(kept.blocks[1].mlp.down.dequantize(), back.blocks[1].mlp.down.weight,
                                        rtol=1e-6, atol=1e-7)
             assert (kept(ids)[0] - out).abs().max() < 0.02 * out.abs().max()  # bf16 activations in the kernels
+            from lmlab.models import load_model, save_model_dir
+
+            save_model_dir(tmp_path / "kept", *kept.to_state(), tokenizer=back_tok)
+            again, _ = load_model(tmp_path / "kept")  # the GGUF codes saved as safetensors, loaded as they are
+            assert torch.equal(again(ids)[0], kept(ids)[0]) and again.head.method == f"gguf-{kind}"
 
 
 def test_export_refuses_what_gguf_cannot_hold(tiny, tmp_path):
