@@ -82,12 +82,24 @@ class NeuralLM(nn.Module, LanguageModel):
                 **{role: getattr(self, role) for role in SPECIAL_ROLES}}
 
     def to_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        return self.state_config(), unique_tensors(self.state_dict())
+        """(config.json, tensors); quantized layers (``lmlab.models.quantized``) are listed in the config's
+        ``quantization`` entry so that loading rebuilds them without quantizing again."""
+        from .quantized import quantization_config
+
+        config = self.state_config()
+        quantization = quantization_config(self)
+        if quantization:
+            config["quantization"] = quantization
+        return config, unique_tensors(self.state_dict())
 
     @classmethod
     def from_state(cls, config: dict, tensors: dict[str, torch.Tensor], **kwargs: Any) -> NeuralLM:
-        args = {k: v for k, v in config.items() if k != "model_type" and k not in SPECIAL_ROLES}
+        args = {k: v for k, v in config.items() if k not in ("model_type", "quantization") and k not in SPECIAL_ROLES}
         model = cls.from_config(args)
+        if config.get("quantization"):
+            from .quantized import use_quantized_layers
+
+            use_quantized_layers(model, config["quantization"])
         model.set_special_ids({role: config.get(role) for role in SPECIAL_ROLES})
         expected = model.state_dict()
         missing = [k for k in expected if k not in tensors and not model.is_tied(k)]
