@@ -19,8 +19,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..core.errors import DataError
+from ..core.errors import ConfigError, DataError
 from ..core.progress import progress
+from ..core.validate import check_choice
 
 Pair = tuple[int, int]
 
@@ -134,9 +135,28 @@ def learn_bpe(word_counts: dict[str, int], vocab_size: int, *, specials: Iterabl
     return vocab, merges
 
 
+WORDPIECE_SCORES = ("likelihood", "count")
+
+
 def learn_wordpiece(word_counts: dict[str, int], vocab_size: int, *, specials: Iterable[str] = (),
-                    prefix: str = "##", limit_alphabet: int | None = None) -> list[str]:
-    """WordPiece vocabulary: repeatedly merge the pair with the best count(ab) / (count(a)·count(b))."""
+                    prefix: str = "##", limit_alphabet: int | None = None, score: str = "likelihood",
+                    min_frequency: int = 0) -> list[str]:
+    """WordPiece vocabulary: repeatedly merge the pair with the best count(ab) / (count(a)·count(b)).
+
+    ``score="count"`` merges the most frequent pair instead — HF ``tokenizers``' WordPiece trainer,
+    which is its BPE trainer with the ``##`` continuation prefix (``min_frequency`` applies to it).
+    HF numbers the ``##c`` symbols in its hash-map order, so its ties between equally frequent
+    pairs vary from run to run; given the same initial ids (pass them as ``specials``) both
+    learn the same vocabulary.
+    """
+    check_choice("score", score, WORDPIECE_SCORES)
+    if score == "count":
+        vocab, _ = learn_bpe(word_counts, vocab_size, specials=specials, limit_alphabet=limit_alphabet,
+                             min_frequency=min_frequency, prefix=prefix)
+        return vocab
+    if min_frequency:
+        raise ConfigError("min_frequency applies to count-based merges only",
+                          "drop it, or use score='count' (--wordpiece-score count)")
     from . import _merge_kernels
 
     vocab = list(dict.fromkeys(specials))
