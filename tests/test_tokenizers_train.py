@@ -202,3 +202,10 @@ def test_min_frequency_is_refused_where_merges_are_not_count_based():
         train_tokenizer("bpe", ["a b c"], 40, wordpiece_score="count")
     tok = train_tokenizer("wordpiece", ["ab ab ab cd"], 20, wordpiece_score="count", min_frequency=2)
     assert "ab" in tok.get_vocab() and "cd" not in tok.get_vocab()
+
+
+def test_unigram_stops_when_only_characters_are_left():
+    # asking for fewer pieces than there are characters ends with every character (it used to loop forever)
+    words = {"\u2581abcdef": 3, "\u2581fedcba": 2, "\u2581ghij": 1}
+    pieces = learn_unigram(words, 4, seed_size=50)
+    assert {p for p, _ in pieces} == set("".join(words))
