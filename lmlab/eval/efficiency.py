@@ -7,28 +7,23 @@ times after a warm-up; the median of each figure is reported with the machine it
 
 from __future__ import annotations
 
-import os
 import platform
 import statistics
 from collections.abc import Sequence
 
 import torch
 
+from ..core.machine import cpu_info
 from ..core.validate import check_number
 from ..generate.engine import Engine, Request
 from ..lm import LanguageModel
 
 
 def machine_info(lm: LanguageModel | None = None) -> dict:
-    """CPU model, cores, torch version and threads (and the model's device and dtype)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version()}
+    """CPU model, cores, vector ISA, torch version and threads (and the model's device and dtype)."""
+    cpu = cpu_info()
+    info = {"cpu": cpu["cpu"], "cores": cpu["cores"], "isa": cpu["isa"], "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "python": platform.python_version()}
     if lm is not None:
         params = list(lm.parameters()) if isinstance(lm, torch.nn.Module) else []
         info.update(device=str(getattr(lm, "device", "cpu")),
