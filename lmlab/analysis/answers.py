@@ -31,3 +31,27 @@ def extract_answer(text: str, pattern: str, *, last: bool = False) -> str:
 def normalize_number_answer(text: str) -> str:
     """GSM8K's comparison form: no commas, dollar signs or trailing period."""
     return re.sub(r"\.$", "", text.replace(",", "").replace("$", "").strip())
+
+
+#: "The answer is 42." — how chain-of-thought exemplars end (Wei et al. 2022)
+ANSWER_IS = r"answer is[:\s]*\$?\s*(-?[0-9][0-9,]*(?:\.[0-9]+)?)"
+NUMBER = r"-?[0-9][0-9,]*(?:\.[0-9]+)?"
+
+
+def numeric_answer(text: str, *, last: bool = True) -> str:
+    """The numeric answer of a generated text in GSM8K's comparison form: the number after
+    "answer is" when the text says it, else its last (or first) number; "[invalid]" without one."""
+    stated = extract_answer(text, ANSWER_IS)
+    if stated != "[invalid]":
+        return normalize_number_answer(stated)
+    return normalize_number_answer(extract_answer(text, NUMBER, last=last))
+
+
+def same_number(prediction: str, gold: str) -> bool:
+    """Whether two answers are the same number (18 = 18.0 = 18.00), else the same text."""
+    from fractions import Fraction
+
+    try:
+        return Fraction(normalize_number_answer(prediction)) == Fraction(normalize_number_answer(gold))
+    except (ValueError, ZeroDivisionError):
+        return prediction.strip() == gold.strip()

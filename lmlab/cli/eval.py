@@ -285,7 +285,8 @@ def run_passk(args: argparse.Namespace) -> int:
 def register_task(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("task", help="benchmark tasks: ARC, GSM8K, SST-2, LAMBADA-style, or a task spec")
     add_model_options(p)
-    p.add_argument("--tasks", required=True,
+    p.add_argument("task", nargs="?", default=None, help="the task (or tasks, comma-separated); same as --tasks")
+    p.add_argument("--tasks", default=None,
                    help="comma-separated: arc_easy, arc_challenge, gsm8k, sst2, lambada, or task spec .json files")
     p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples per prompt (task default)")
     p.add_argument("--limit", type=int, default=None, help="only the first N items of each task")
@@ -300,6 +301,14 @@ def register_task(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--output", help="also write the full results (with per-item records) to this JSON file")
     p.add_argument("--predictions", help="write multiple-choice items as JSONL {task, logits, label} "
                                          "(input for 'lmlab eval calibration')")
+    g = p.add_argument_group("prompting strategy (lmlab.agents.strategies)")
+    g.add_argument("--strategy", choices=["direct", "cot", "zero-shot-cot", "least-to-most", "self-consistency", "pal"],
+                   default=None, help="answer the items this way (default: the task's own prompt)")
+    g.add_argument("--fewshot-selection", choices=["fixed", "random", "bm25", "dense"], default="fixed",
+                   help="how a strategy picks its few-shot examples (default fixed: the pool's first)")
+    g.add_argument("--samples", type=int, default=5, help="self-consistency: reasoning paths per item (default 5)")
+    g.add_argument("--temperature", type=float, default=0.7, help="self-consistency: sampling temperature (0.7)")
+    g.add_argument("--max-new-tokens", type=int, default=256, help="a strategy's tokens per reasoning (256)")
     add_corpus_options(p)
     add_common(p)
     p.set_defaults(func=run_task)
@@ -317,13 +326,24 @@ def run_task(args: argparse.Namespace) -> int:
         check_number("--limit", args.limit, low=1, integer=True)
     if args.num_fewshot is not None:
         check_number("--num-fewshot", args.num_fewshot, low=0, integer=True)
-    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if (args.task is None) == (args.tasks is None):
+        from ..core.errors import ConfigError
+
+        raise ConfigError("name the tasks once: as the argument or with --tasks", "e.g. lmlab eval task gsm8k ...")
+    names = [t.strip() for t in (args.task or args.tasks).split(",") if t.strip()]
     tasks = [load_task(n, num_fewshot=args.num_fewshot, corpus=args.corpus, min_words=args.min_words) for n in names]
+    strategy = None
+    if args.strategy is not None:
+        from ..agents.strategies import Strategy
+
+        strategy = Strategy(args.strategy, selection=args.fewshot_selection, samples=args.samples,
+                            temperature=args.temperature, max_tokens=args.max_new_tokens, seed=args.seed)
     lm, tokenizer, desc = model_from_args(args)
     runner = RequestRunner(lm, tokenizer, batch_size=args.batch_size, cache_path=args.cache, model_id=desc,
                            start_always=args.start == "always")
-    results = [evaluate_task(t, runner, limit=args.limit, seed=args.seed) for t in tasks]
-    summary = {"model": desc, "start": args.start, "results": {r["task"]: {"n": r["n"], **r["metrics"]} for r in results},
+    results = [evaluate_task(t, runner, limit=args.limit, seed=args.seed, strategy=strategy) for t in tasks]
+    summary = {"model": desc, "start": args.start, "strategy": args.strategy,
+               "results": {r["task"]: {"n": r["n"], **r["metrics"]} for r in results},
                "aggregate": aggregate(results), "requests": dict(runner.calls),
                "config": {r["task"]: r["config"] for r in results}}
     if args.output:
@@ -340,6 +360,8 @@ def run_task(args: argparse.Namespace) -> int:
                 err = r["metrics"].get(f"{name}_stderr")
                 rows.append([r["task"], r["n"], name, f"{value:.4f}", "" if err is None else f"± {err:.4f}"])
     human = table(rows, ["task", "n", "metric", "value", "stderr"]) + f"\nmodel {desc}; requests {runner.calls}"
+    if args.strategy:
+        human += f"; strategy {args.strategy}"
     emit(args, summary, human)
     return 0
 
