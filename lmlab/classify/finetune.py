@@ -65,7 +65,7 @@ class FineTunedClassifier(ClassifierMixin):
                  steps: int | None = None, lr: float = 5e-5, batch_size: int = 32, max_length: int = 64,
                  warmup: float = 0.06, weight_decay: float = 0.01, clip: float = 1.0, dropout: float = 0.1,
                  class_weight: str = "none", sampler: str = "shuffle", run_dir: str | os.PathLike | None = None,
-                 checkpoint_every: int = 100, device: str = "auto", seed: int = 0) -> None:
+                 checkpoint_every: int = 100, device: str = "auto", seed: int = 0, deterministic: bool = True) -> None:
         self.backbone = backbone
         self.pooling = check_choice("pooling", pooling, ("auto",) + POOLINGS)
         self.epochs = int(check_number("epochs", epochs, low=1, integer=True))
@@ -80,7 +80,7 @@ class FineTunedClassifier(ClassifierMixin):
         self.class_weight = check_choice("class_weight", class_weight, CLASS_WEIGHTS)
         self.sampler = check_choice("sampler", sampler, SAMPLERS)
         self.run_dir, self.checkpoint_every = run_dir, int(checkpoint_every)
-        self.device, self.seed = device, seed
+        self.device, self.seed, self.deterministic = device, seed, bool(deterministic)
         self.classes = None
         self.net: ClassifierNet | None = None
         self.tokenizer = None
@@ -118,7 +118,7 @@ class FineTunedClassifier(ClassifierMixin):
         config = TrainConfig(steps=steps, lr=self.lr, schedule="linear", warmup=round(self.warmup * steps),
                              weight_decay=self.weight_decay, beta2=0.999, clip=self.clip, log_every=1,
                              checkpoint_every=self.checkpoint_every if self.run_dir is not None else 0,
-                             device=self.device, seed=self.seed)
+                             device=self.device, seed=self.seed, deterministic=self.deterministic)
         weights = class_weights(y, len(self.classes), self.class_weight) if self.class_weight != "none" else None
         objective = ClassificationLoss(weights)
         if self.run_dir is not None:

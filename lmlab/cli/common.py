@@ -28,6 +28,17 @@ def add_corpus_options(parser: argparse.ArgumentParser) -> None:
                    help="undecodable bytes: stop with an error (default) or replace with U+FFFD")
 
 
+def check_outputs(args: argparse.Namespace, *, files: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, output paths (the options named, when given) that cannot be written."""
+    from ..core.io import check_writable
+
+    for names, directory in ((files, False), (dirs, True)):
+        for name in names:
+            value = getattr(args, name, None)
+            if value:
+                check_writable(value, directory=directory, what=f"--{name.replace('_', '-')}")
+
+
 def open_corpus_arg(args: argparse.Namespace, spec: str):
     from ..data import open_corpus
 
@@ -42,10 +53,11 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True) ->
     g.add_argument("--tokenizer", default=None,
                    help="word, char, or a tokenizer.json / model directory (default: the model's own; word for unigram)")
     g.add_argument("--train", help="training corpus for --model unigram (a file, a directory or NAME:SPLIT)")
-    g.add_argument("--smoothing", default="add-k", help="unigram smoothing: mle or add-k (default add-k)")
-    g.add_argument("--k", type=float, default=1.0, help="add-k constant (default 1 = Laplace)")
-    g.add_argument("--min-count", type=int, default=1, help="vocabulary cut-off for word/char tokenizers")
-    g.add_argument("--save", help="also save the trained model as a directory here")
+    g.add_argument("--smoothing", default=None, help="unigram smoothing: mle or add-k (default add-k)")
+    g.add_argument("--k", type=float, default=None, help="unigram add-k constant, > 0 (default 1 = Laplace)")
+    g.add_argument("--min-count", type=int, default=None,
+                   help="unigram vocabulary cut-off for word/char tokenizers (default 1)")
+    g.add_argument("--save", help="also save the trained unigram model as a directory here")
     g.add_argument("--adapter", help="a fine-tuned adapter directory (lmlab finetune --out) applied to the model")
 
 
@@ -160,32 +172,45 @@ def decoding_from_args(args: argparse.Namespace) -> Any:
         values["early_stopping"] = False
     values["greedy"] = bool(values.get("greedy"))
     return settings_from(values)
+#: the model options that only train a unigram on the fly (refused with any other --model)
+UNIGRAM_OPTIONS = ("train", "smoothing", "k", "min_count", "save")
 
 
 def model_from_args(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(language model, tokenizer, description) as the model options ask."""
     from ..core.errors import ConfigError
+    from ..core.validate import check_number
     from ..lm import check_tokenizer
     from ..models import load_model, save_model_dir
     from ..ngram import UnigramLM
     from ..tokenizers import WordLevelTokenizer, load
 
+    check_outputs(args, dirs=("save",))
     if args.model == "unigram":
         if getattr(args, "adapter", None):
             raise ConfigError("--adapter applies to neural models, not unigram", "leave --adapter out")
         if not args.train:
             raise ConfigError("--model unigram needs a training corpus", "pass --train FILE (or NAME:SPLIT)")
+        smoothing = args.smoothing or "add-k"
+        if smoothing == "mle" and args.k is not None:
+            raise ConfigError("--k applies to --smoothing add-k, not mle", "leave --k out")
+        k = 1.0 if args.k is None else check_number("--k", args.k, low=0.0, low_inclusive=False)
+        min_count = 1 if args.min_count is None else check_number("--min-count", args.min_count, low=1, integer=True)
         train = open_corpus_arg(args, args.train)
         spec = args.tokenizer or "word"
         if spec in ("word", "char"):
-            tokenizer = WordLevelTokenizer(spec, min_count=args.min_count).train(train)
+            tokenizer = WordLevelTokenizer(spec, min_count=min_count).train(train)
         else:
             tokenizer = load(spec)
-        lm = UnigramLM.fit_corpus(train, tokenizer, smoothing=args.smoothing, k=args.k)
+        lm = UnigramLM.fit_corpus(train, tokenizer, smoothing=smoothing, k=k)
         if args.save:
             save_model_dir(args.save, *lm.to_state(), tokenizer=tokenizer)
-        desc = f"unigram ({args.smoothing}{'' if args.smoothing == 'mle' else f', k={args.k:g}'}, {spec} tokens)"
+        desc = f"unigram ({smoothing}{'' if smoothing == 'mle' else f', k={k:g}'}, {spec} tokens)"
         return lm, tokenizer, desc
+    unused = [f"--{name.replace('_', '-')}" for name in UNIGRAM_OPTIONS if getattr(args, name, None) is not None]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)} only apply to --model unigram, not to {args.model}",
+                          "leave them out")
     lm, tokenizer = load_model(args.model)
     if getattr(args, "adapter", None):
         lm = with_adapter(lm, args.adapter)

@@ -9,6 +9,7 @@ from .common import (
     add_common,
     add_corpus_options,
     add_model_options,
+    check_outputs,
     emit,
     model_from_args,
     open_corpus_arg,
@@ -22,9 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ppl = verbs.add_parser("perplexity", help="perplexity, cross-entropy and bits per byte on a corpus")
     add_model_options(ppl)
     ppl.add_argument("--data", required=True, help="evaluation corpus (a file, a directory, or NAME:SPLIT)")
-    ppl.add_argument("--batch-size", type=int, default=64, help="documents scored per batch")
+    ppl.add_argument("--batch-size", type=int, default=64,
+                     help="documents (or windows of a long one) scored at once; memory grows with it (default 64)")
+    ppl.add_argument("--context", type=int, default=None,
+                     help="window length in ids (default: the model's context; a shorter one needs less memory)")
     ppl.add_argument("--stride", type=int, default=None,
-                     help="score documents longer than the model's context in sliding windows moved by this many ids")
+                     help="score documents longer than the context in sliding windows moved by this many ids")
     ppl.add_argument("--per-document", action="store_true", help="also report every document's figures")
     ppl.add_argument("--against", help="a second model (directory or name) to evaluate on the same data")
     add_corpus_options(ppl)
@@ -54,11 +58,12 @@ def run_perplexity(args: argparse.Namespace) -> int:
     check_number("--batch-size", args.batch_size, low=1, integer=True)
     data = open_corpus_arg(args, args.data)
     lm, tokenizer, desc = model_from_args(args)
-    score = evaluate_lm(lm, tokenizer, data, batch_size=args.batch_size, stride=args.stride,
+    score = evaluate_lm(lm, tokenizer, data, batch_size=args.batch_size, stride=args.stride, context=args.context,
                         per_document=args.per_document)
     result = {"model": desc, "data": data.name, **score.as_dict()}
-    if args.stride is not None:
-        result["stride"] = args.stride
+    for name in ("context", "stride"):
+        if getattr(args, name) is not None:
+            result[name] = getattr(args, name)
     if not lm.normalized:
         result["note"] = "the model's scores are not normalised probabilities: perplexity is not a true perplexity"
     human = (f"model         {desc}\n"
@@ -73,7 +78,8 @@ def run_perplexity(args: argparse.Namespace) -> int:
         human += "\nhardest documents (bits/byte): " + ", ".join(f"#{d['index']} {d['bits_per_byte']:.3f}" for d in worst)
     if args.against:
         other_lm, other_tok = load_model(args.against)
-        other = evaluate_lm(other_lm, other_tok, data, batch_size=args.batch_size, stride=args.stride)
+        other = evaluate_lm(other_lm, other_tok, data, batch_size=args.batch_size, stride=args.stride,
+                            context=args.context)
         result["against"] = {"model": str(args.against), **other.as_dict()}
         note = comparability_note(tokenizer, other_tok)
         human += (f"\nagainst       {args.against}: perplexity {other.perplexity:.4f}, "
@@ -197,6 +203,7 @@ def run_calibration(args: argparse.Namespace) -> int:
     )
 
     check_number("--bins", args.bins, low=1, integer=True)
+    check_outputs(args, files=("plot",))
     data = read_predictions(args.predictions)
     conf, hit = data["confidence"], data["correct"]
 
@@ -282,8 +289,22 @@ def run_passk(args: argparse.Namespace) -> int:
 
 
 # --- benchmark tasks ----------------------------------------------------------------------------------
+TASK_SPEC_HELP = """\
+a task spec is a JSON file (paths inside it are relative to it), e.g.
+  {"name": "capitals", "type": "multiple_choice", "data": "capitals.jsonl",
+   "prompt": "Q: What is the capital of {country}?\\nA:", "choices": "options", "gold": "answer",
+   "fewshot_data": "capitals_train.jsonl", "num_fewshot": 3}
+data: JSON Lines, one record a line; prompt: a template of the record's fields; choices: the field
+holding the list of choices; gold: the field holding the right choice's index or text (for "generate",
+the answer). Other keys: target_delimiter (" "), fewshot_delimiter ("\\n\\n"); type "generate":
+until, max_new_tokens, answer_regex, flexible_regex; type "last_word": data is a corpus, min_words.
+The start rule in effect is printed with the results (docs/evaluation.md has the details)."""
+
+
 def register_task(verbs: argparse._SubParsersAction) -> None:
-    p = verbs.add_parser("task", help="benchmark tasks: ARC, GSM8K, SST-2, LAMBADA-style, or a task spec")
+    p = verbs.add_parser("task", help="benchmark tasks: ARC, GSM8K, SST-2, LAMBADA-style, or a task spec",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog=TASK_SPEC_HELP)
     add_model_options(p)
     p.add_argument("task", nargs="?", default=None, help="the task (or tasks, comma-separated); same as --tasks")
     p.add_argument("--tasks", default=None,
@@ -293,9 +314,9 @@ def register_task(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", help="corpus for the lambada task (a file or NAME:SPLIT)")
     p.add_argument("--min-words", type=int, default=None, help="lambada: shortest passage in words (default 10)")
     p.add_argument("--batch-size", type=int, default=16, help="log-likelihood requests per batch")
-    p.add_argument("--start", choices=["always", "empty"], default="always",
-                   help="begin every context with BOS (always, lmlab's protocol) or only an empty one "
-                        "(empty: lm-evaluation-harness's rule, for comparable numbers)")
+    p.add_argument("--start", choices=["always", "empty"], default="empty",
+                   help="begin only an empty context with BOS (empty, the default: lm-evaluation-harness's rule, "
+                        "so the numbers compare with lm-eval's) or every context (always: lmlab's protocol)")
     p.add_argument("--cache", help="JSON file caching log-likelihoods between runs (per model)")
     p.add_argument("--seed", type=int, default=1234, help="few-shot sampling seed (default 1234)")
     p.add_argument("--output", help="also write the full results (with per-item records) to this JSON file")
@@ -315,6 +336,7 @@ def register_task(verbs: argparse._SubParsersAction) -> None:
 
 
 def run_task(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
     from ..core.io import write_json
     from ..core.validate import check_number
     from ..eval.harness import aggregate, evaluate_task
@@ -327,10 +349,11 @@ def run_task(args: argparse.Namespace) -> int:
     if args.num_fewshot is not None:
         check_number("--num-fewshot", args.num_fewshot, low=0, integer=True)
     if (args.task is None) == (args.tasks is None):
-        from ..core.errors import ConfigError
-
         raise ConfigError("name the tasks once: as the argument or with --tasks", "e.g. lmlab eval task gsm8k ...")
     names = [t.strip() for t in (args.task or args.tasks).split(",") if t.strip()]
+    check_outputs(args, files=("cache", "output", "predictions"))
+    if "lambada" not in names and (args.corpus is not None or args.min_words is not None):
+        raise ConfigError("--corpus and --min-words apply to the lambada task", "leave them out for these tasks")
     tasks = [load_task(n, num_fewshot=args.num_fewshot, corpus=args.corpus, min_words=args.min_words) for n in names]
     strategy = None
     if args.strategy is not None:
@@ -359,7 +382,10 @@ def run_task(args: argparse.Namespace) -> int:
             if not name.endswith("_stderr"):
                 err = r["metrics"].get(f"{name}_stderr")
                 rows.append([r["task"], r["n"], name, f"{value:.4f}", "" if err is None else f"± {err:.4f}"])
-    human = table(rows, ["task", "n", "metric", "value", "stderr"]) + f"\nmodel {desc}; requests {runner.calls}"
+    rule = ("BOS only before an empty context (lm-eval's rule)" if args.start == "empty"
+            else "BOS before every context (lmlab's protocol)")
+    human = (table(rows, ["task", "n", "metric", "value", "stderr"])
+             + f"\nmodel {desc}; start: {args.start} — {rule}; requests {runner.calls}")
     if args.strategy:
         human += f"; strategy {args.strategy}"
     emit(args, summary, human)
@@ -389,6 +415,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
     if bool(args.judgements) == bool(args.answers):
         raise ConfigError("pass exactly one of --judgements FILE or --answers FILE (with --model as the judge)")
+    check_outputs(args, files=("save_judgements",))
+    judge_options = ("model", "tokenizer", "adapter", "save_judgements", "train", "smoothing", "k", "min_count", "save")
+    if args.judgements and any(getattr(args, name) is not None for name in judge_options):
+        raise ConfigError("the judge's options (--model, --tokenizer, --save-judgements, …) apply to --answers",
+                          "leave them out with --judgements")
     result: dict = {}
     if args.answers:
         if not args.model:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_common, add_corpus_options, emit, open_corpus_arg, status
+from .common import add_common, add_corpus_options, check_outputs, emit, open_corpus_arg, status
 
 #: settings passed to ``pretrain`` itself (the rest go to the model or the trainer)
 RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing",
             "objective", "mask_rate", "whole_word", "nsp")
-FLAGS = ("nsp", "activation_checkpointing", "compile")  # may be given bare (--nsp = --nsp true)
+FLAGS = ("nsp", "activation_checkpointing", "compile", "deterministic")  # may be given bare (--nsp = --nsp true)
 
 
 def _value(text: str):
@@ -41,16 +41,10 @@ def setting_keys() -> tuple[list[str], list[str]]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..train import FAMILIES
-
     p = sub.add_parser("pretrain", help="train a neural language model (transformer, LSTM/GRU/RNN, feed-forward)",
                        description="Train a neural LM from text into a run directory (RUN/model is the "
                                    "trained model directory). Any model or training setting can be set "
                                    "as --key value, e.g. --d-model 128 --n-layers 4 --lr 1e-3 --steps 2000.")
-    p.add_argument("--family", choices=FAMILIES, default=None,
-                   help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
-                        "rnn, feedforward, rnn-seq2seq (--attention bahdanau|dot|general|none, --copy). --objective "
-                        "mlm|electra (encoders), span|denoise|seq2seq (t5, bart, rnn-seq2seq)")
     p.add_argument("--config", help="a JSON file of settings (the shape of a run's run.json)")
     p.add_argument("--train", help="training corpus (file, directory, NAME:SPLIT or embedded:train)")
     p.add_argument("--valid", help="validation corpus for periodic evaluation")
@@ -72,6 +66,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--target", help="training target file, line-aligned with --source")
     g.add_argument("--valid-source", help="validation source file (with --valid-target)")
     g.add_argument("--valid-target", help="validation target file")
+    add_corpus_options(p)
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def complete(p: argparse.ArgumentParser) -> None:
+    """--family and one --key option per model, training and data setting (they import the library)."""
+    from ..train import FAMILIES
+
+    p.add_argument("--family", choices=FAMILIES, default=None,
+                   help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
+                        "rnn, feedforward, rnn-seq2seq (--attention bahdanau|dot|general|none, --copy). --objective "
+                        "mlm|electra (encoders), span|denoise|seq2seq (t5, bart, rnn-seq2seq)")
     model_keys, train_keys = setting_keys()
     groups = [("model settings", model_keys), ("training settings", train_keys), ("data settings", RUN_KEYS)]
     for title, keys in groups:
@@ -79,27 +86,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         for key in keys:
             g.add_argument(f"--{key.replace('_', '-')}", dest=f"set_{key}", type=_value, default=None,
                            metavar="V", **({"nargs": "?", "const": True} if key in FLAGS else {}))
-    add_corpus_options(p)
-    add_common(p)
-    p.set_defaults(func=run)
 
 
 def collect_settings(args: argparse.Namespace) -> dict:
     """The run's settings: the config file (if any), then command-line overrides on top."""
-    from ..core.errors import ConfigError, InputError
+    from ..core.errors import ConfigError
+    from ..core.io import read_json
     from ..train import read_run
 
     settings: dict = {"model": {}, "training": {}}
     if args.resume:
         settings = read_run(args.resume)
     elif args.config:
-        try:
-            with open(args.config, encoding="utf-8") as fh:
-                settings = {"model": {}, "training": {}, **json.load(fh)}
-        except OSError as exc:
-            raise InputError(f"cannot read --config {args.config}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--config {args.config} is not valid JSON ({exc})") from None
+        given = read_json(args.config, "--config")
+        if not isinstance(given, dict):
+            raise ConfigError(f"--config {args.config} holds a {type(given).__name__}, not a JSON object of settings",
+                              "write the settings as a run.json does: {\"family\": …, \"model\": {…}, \"training\": {…}}")
+        settings = {"model": {}, "training": {}, **given}
     if args.family:
         settings["family"] = args.family
     model_keys, train_keys = setting_keys()
@@ -168,7 +171,12 @@ def run(args: argparse.Namespace) -> int:
     out = args.resume or args.out
     if not out:
         raise ConfigError("no run directory", "pass --out DIR (or --resume DIR)")
+    check_outputs(args, dirs=("out", "resume"))
     paired = settings.get("objective") == "seq2seq"
+    parallel = [f"--{n.replace('_', '-')}" for n in ("pair", "source", "target", "valid_source", "valid_target")
+                if getattr(args, n) is not None]
+    if parallel and not paired:
+        raise ConfigError(f"{', '.join(parallel)} apply to --objective seq2seq", "leave them out, or add --objective seq2seq")
     corpus = parallel_args if paired else _corpus_args
     source_tokenizer = None
     if args.source_tokenizer and not paired:

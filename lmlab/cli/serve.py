@@ -55,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
     from ..serve import Limits, Served, build_app
     from ..serve.guard import access_logger
 
-    for name in ("port", "max_batch", "max_tokens", "max_body_bytes"):
+    check_number("--port", args.port, low=1, high=65535, integer=True)
+    for name in ("max_batch", "max_tokens", "max_body_bytes"):
         check_number(f"--{name.replace('_', '-')}", getattr(args, name), low=1, integer=True)
+    if args.threads is not None:
+        check_number("--threads", args.threads, low=1, integer=True)
     check_number("--max-queue", args.max_queue, low=0, integer=True)
     check_number("--timeout", args.timeout, low=0.0)
     if not is_loopback(args.host) and not args.api_key:

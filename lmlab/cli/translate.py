@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_common, emit, status
+from .common import add_common, check_outputs, emit, status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,12 +57,16 @@ def _source_tokenizer(model_dir: str):
 def run(args: argparse.Namespace) -> int:
     from ..core.errors import ConfigError, InputError, ModelError
     from ..core.io import write_text
+    from ..core.validate import check_number
     from ..data.parallel import language_tag
     from ..generate.translate import alignment, plot_alignment, translate
     from ..models import load_model
     from ..models.rnn_seq2seq import RNNEncoderDecoder
     from ..models.seq2seq import EncoderDecoder
 
+    check_outputs(args, files=("out",))
+    if args.limit is not None:
+        check_number("--limit", args.limit, low=1, integer=True)
     if args.input and args.input_spec:
         raise ConfigError("the input was given twice (INPUT and --input)", "pass one of them")
     spec = args.input or args.input_spec

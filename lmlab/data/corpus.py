@@ -127,6 +127,18 @@ def jsonl_records(path: str | os.PathLike, limit: int | None = None) -> list[tup
     return out
 
 
+def read_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
+    """The JSON objects of a JSON Lines file (blank lines skipped; at most ``limit``), with one clear
+    error for a line that is not a JSON object."""
+    records: list[dict] = []
+    for where, record in jsonl_records(path, limit):
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: a {type(record).__name__}, not a JSON object",
+                            "each line of a JSONL file must be one JSON object")
+        records.append(record)
+    return records
+
+
 def jsonl_file(path: str | os.PathLike, field: str = "text", *, errors: str = "strict") -> Corpus:
     """Documents from the string field ``field`` of each JSON object in a JSONL file."""
     check_choice("errors", errors, ERRORS)

@@ -18,7 +18,6 @@ A spec is a JSON object: ``{"name", "type", "data", "prompt": "Question: {questi
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from ..analysis.answers import FLEXIBLE_NUMBER, extract_answer, normalize_number_answer  # noqa: F401
 from ..core.errors import ConfigError, DataError, InputError
+from ..core.io import read_json
 from ..core.validate import check_choice, check_number
 from ..data import data_root, open_corpus
 from ..data.corpus import text_file
@@ -164,10 +164,10 @@ def load_task(name_or_path: str, *, num_fewshot: int | None = None, corpus: str 
     if not path.exists():
         raise InputError(f"no built-in task or spec file named {name_or_path!r}",
                          f"use one of {', '.join([*BUILTIN, 'lambada'])} or a task spec .json")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+    raw = read_json(path, "task spec")
+    if not isinstance(raw, dict):
+        raise DataError(f"task spec {path} holds a {type(raw).__name__}, not a JSON object",
+                        "write the spec as one JSON object with 'name', 'type' and 'data'")
     known = {f.name for f in fields(TaskSpec)}
     unknown = set(raw) - known
     if unknown:

@@ -18,6 +18,9 @@ from ..core.errors import ModelError
 from ..lm import LanguageModel, State, as_id_tensor
 
 SPECIAL_ROLES = ("bos_id", "eos_id", "pad_id", "unk_id")
+#: ``score`` computes vocabulary-sized logits for at most this many floats at a time (64 MiB in fp32),
+#: so scoring a long window keeps the log-probabilities of its tokens, never all of its logits
+SCORE_LOGITS_BUDGET = 1 << 24
 
 
 def unique_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,12 +71,23 @@ class NeuralLM(nn.Module, LanguageModel):
 
     @torch.no_grad()
     def score(self, ids: torch.Tensor) -> torch.Tensor:
+        """Per-token log-probabilities [B, T-1]. A model that exposes its last-layer states
+        (``hidden_states`` and ``logits``, as a transformer does) is scored a slice of positions at a
+        time, so at most ``SCORE_LOGITS_BUDGET`` logits exist at once, whatever the window's length."""
         ids = as_id_tensor(ids, self.vocab_size, self.device)
         if ids.shape[1] < 2:
             return torch.zeros(ids.shape[0], 0, device=ids.device)
-        logits, _ = self(ids[:, :-1], None)
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        return logprobs.gather(2, ids[:, 1:].unsqueeze(2)).squeeze(2)
+        targets = ids[:, 1:]
+        if not (hasattr(self, "hidden_states") and hasattr(self, "logits")):
+            logits, _ = self(ids[:, :-1], None)
+            return F.log_softmax(logits.float(), dim=-1).gather(2, targets.unsqueeze(2)).squeeze(2)
+        hidden, _ = self.hidden_states(ids[:, :-1])
+        step = max(1, SCORE_LOGITS_BUDGET // (ids.shape[0] * self.vocab_size))
+        out = torch.empty(targets.shape, dtype=torch.float32, device=ids.device)
+        for start in range(0, targets.shape[1], step):
+            logprobs = F.log_softmax(self.logits(hidden[:, start:start + step]).float(), dim=-1)
+            out[:, start:start + step] = logprobs.gather(2, targets[:, start:start + step].unsqueeze(2)).squeeze(2)
+        return out
 
     # --- model directory ---------------------------------------------------------------------
     def state_config(self) -> dict[str, Any]:

@@ -81,10 +81,6 @@ def block_linear_names(model: nn.Module) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def get_module(model: nn.Module, name: str) -> nn.Module:
-    """The sub-module called ``name`` (dotted path)."""
-    return model.get_submodule(name)
-
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` where the sub-module ``name`` was (the parent's attribute or list slot)."""

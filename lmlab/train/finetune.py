@@ -46,6 +46,7 @@ class FinetuneConfig:
     device: str = "auto"
     precision: str = "fp32"
     activation_checkpointing: bool = False
+    deterministic: bool = True  # deterministic kernels: a several-thread run reproduces bit for bit
     eval_rows: int = 32  # rows held out of the data when no eval data is given
     max_rows: int | None = None
     targets: list[str] | None = None
@@ -219,7 +220,8 @@ def finetune(model: str, data: str | os.PathLike, config: FinetuneConfig, *, out
     warmup = config.warmup if config.warmup is not None else config.steps // 10
     train_config = TrainConfig(steps=config.steps, lr=lr, warmup=warmup, min_lr=lr / 10, weight_decay=0.0,
                                seed=config.seed, device=config.device, log_every=1, precision=config.precision,
-                               activation_checkpointing=config.activation_checkpointing)
+                               activation_checkpointing=config.activation_checkpointing,
+                               deterministic=config.deterministic)
     peak: dict[str, float] = {}
 
     def on_step(step: int, loss: float) -> None:  # before the trainer writes its final checkpoint

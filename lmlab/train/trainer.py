@@ -26,6 +26,7 @@ from ..core.device import resolve_device
 from ..core.errors import ConfigError, ModelError
 from ..core.memory import peak_memory_mb
 from ..core.progress import progress
+from ..core.seed import deterministic_algorithms
 from ..core.validate import check_choice, check_keys, check_number
 from ..models.neural import unique_tensors
 from .checkpoint import (
@@ -79,6 +80,7 @@ class TrainConfig:
     log_every: int = 1
     compile: bool = False
     activation_checkpointing: bool = False  # transformers: recompute block activations in the backward pass
+    deterministic: bool = True  # deterministic kernels only (lmlab.core.seed.deterministic_algorithms)
     distributed: str = "auto"
     device: str = "auto"
     seed: int = 1337
@@ -93,6 +95,15 @@ class TrainConfig:
         check_number("decay_factor", self.decay_factor, low=0.0, high=1.0, low_inclusive=False)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_number("weight_decay", self.weight_decay, low=0.0)
+        for name in ("beta1", "beta2"):
+            check_number(name, getattr(self, name), low=0.0, high=1.0, high_inclusive=False)
+        check_number("momentum", self.momentum, low=0.0)
+        check_number("seed", self.seed, low=0, integer=True)
+        for name in ("compile", "activation_checkpointing", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.decay_steps is not None:
+            check_number("decay_steps", self.decay_steps, low=0, integer=True)
         check_number("accumulate", self.accumulate, low=1, integer=True)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("distributed", self.distributed, STRATEGIES)
@@ -172,7 +183,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
         mine = [p for p in params if scales.get(id(p), 1.0) == f]
         groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": config.weight_decay, "lr_scale": f},
                    {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "lr_scale": f}]
-    kwargs = dict(lr=config.lr, betas=(config.beta1, config.beta2))
+    kwargs = dict(lr=config.lr, betas=(float(config.beta1), float(config.beta2)))
     if device.type in ("cuda", "cpu") and not is_sharded(model):
         with contextlib.suppress(RuntimeError, TypeError, ValueError):
             return torch.optim.AdamW(groups, fused=True, **kwargs)
@@ -191,7 +202,8 @@ def train(model: nn.Module, objective: Callable, source: Any, config: TrainConfi
     device = resolve_device(config.device)
     world = init_world(device)
     try:
-        return _train(model, objective, source, config, run_dir, device, world, eval_fn, resume, on_step)
+        with deterministic_algorithms(config.deterministic):
+            return _train(model, objective, source, config, run_dir, device, world, eval_fn, resume, on_step)
     finally:
         close_world(world)
 
