@@ -93,6 +93,22 @@ class Attention(nn.Module):
             out = weights @ v
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
 
+    def weights(self, q: torch.Tensor, k: torch.Tensor, *, allowed: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Explicit attention weights [B, H, T, S] (float32) of queries over keys [B, KV, S, D]: what a
+        KV-cache policy that scores tokens by attention reads, computed only for the queries it asks
+        about (the attention itself stays fused). ``allowed`` [.., T, S] (None: every key) and
+        ``bias`` as in ``attend``."""
+        groups = self.n_heads // self.n_kv_heads
+        if groups > 1:
+            k = k.repeat_interleave(groups, dim=1)
+        scores = self.scores(q, k).float()
+        if bias is not None:
+            scores = scores + bias.float()
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        return torch.softmax(scores, dim=-1)
+
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Explicit attention scores [B, H, T, S] for the configured score function."""
         if self.score == "dot":
