@@ -1,7 +1,8 @@
 """Request bodies of the OpenAI-compatible endpoints, validated by pydantic.
 
 Fields follow the OpenAI API; lmlab's own decoding knobs (``top_k``, ``min_p``,
-``repetition_penalty``, ``beam_size``, ``length_penalty``) are accepted as documented extensions.
+``repetition_penalty``, ``beam_size``, ``length_penalty``, and the KV-cache policy ``kv_policy`` /
+``kv_budget``) are accepted as documented extensions.
 Unknown fields are ignored, as OpenAI-compatible servers do. Here are the fields' types and the
 server's size limits (n, stops, log-probs, beams); the values of decoding settings are checked by
 ``lmlab.generate.settings.DecodingSettings`` — the validator the CLI uses — and a bad one is a 400
@@ -48,6 +49,8 @@ class Decoding(BaseModel):
     repetition_penalty: float | None = None
     beam_size: int | None = Field(default=None, le=MAX_BEAMS)
     length_penalty: float = 1.0
+    kv_policy: str | None = None
+    kv_budget: float | None = None
 
     @field_validator("stop")
     @classmethod
