@@ -113,7 +113,9 @@ def _first(live: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _top(scores: torch.Tensor, candidates: torch.Tensor, n: int) -> torch.Tensor:
-    """The ``n`` highest-scoring candidates along the last dimension (all of them when fewer)."""
+    """The ``n`` highest-scoring candidates along the last dimension (all of them when fewer). Exact ties
+    are broken by ``torch.topk``, as kvpress breaks them, so a choice among tied tokens (Knorm's
+    layer-0 keys of one repeated token, whose norms RoPE leaves equal) may depend on the batch layout."""
     out = torch.zeros_like(candidates)
     if n <= 0:
         return out
