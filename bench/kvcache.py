@@ -18,8 +18,8 @@ Sections (``--sections``, all by default):
   memory the full fp32 cache needed (the capacity ratio).
 
 The machine's load (``os.getloadavg``) is recorded before and after every section; the last line is one
-JSON object. Default sizes are the issue's (tens of minutes on a quiet 2-core machine);
-``--quick`` shrinks every section for a busy one.
+JSON object (``--out`` also writes it after each section). Default sizes are the issue's (tens of
+minutes on a quiet 2-core machine); ``--quick`` shrinks every section for a busy one.
 Run: python bench/kvcache.py [--threads 2] [--quick] [--sections speed,needle,ruler,stream,server]
 """
 
@@ -39,6 +39,7 @@ sys.path.insert(0, str(HERE.parent))  # this checkout's lmlab, not an installed 
 
 import torch  # noqa: E402
 
+from lmlab.core.io import write_json  # noqa: E402
 from lmlab.generate.engine import Engine, Request  # noqa: E402
 from lmlab.generate.settings import DecodingSettings  # noqa: E402
 from lmlab.kvcache import cache_settings  # noqa: E402
@@ -261,6 +262,7 @@ def main() -> None:
     ap.add_argument("--server-context", type=int, default=4096)
     ap.add_argument("--server-new", type=int, default=16)
     ap.add_argument("--plots", default=None, help="directory for the needle heat maps")
+    ap.add_argument("--out", default=None, help="also write the results so far to this JSON file after each section")
     args = ap.parse_args()
     if args.quick:
         args.contexts, args.repeats, args.new = "1024,2048", 1, 16
@@ -306,6 +308,8 @@ def main() -> None:
                            "server": lambda: server(lm, tokenizer, args)}[section]()
         result["load"][section] = {"before": before, "after": load(), "seconds": round(time.perf_counter() - start, 1)}
         log(f"{section} done in {result['load'][section]['seconds']} s")
+        if args.out:
+            write_json(args.out, result)
     print(json.dumps(result))
 
 

@@ -100,9 +100,13 @@ class Attention(nn.Module):
         about (the attention itself stays fused). ``allowed`` [.., T, S] (None: every key) and
         ``bias`` as in ``attend``."""
         groups = self.n_heads // self.n_kv_heads
-        if groups > 1:
-            k = k.repeat_interleave(groups, dim=1)
-        scores = self.scores(q, k).float()
+        if groups > 1 and self.score in ("dot", "scaled_dot"):  # each KV head's query heads in one product
+            b, h, t, d = q.shape
+            scores = (q.reshape(b, self.n_kv_heads, groups * t, d) @ k.transpose(-1, -2)).view(b, h, t, -1).float()
+            if self.score == "scaled_dot":
+                scores = scores / math.sqrt(self.head_dim)
+        else:
+            scores = self.scores(q, k.repeat_interleave(groups, dim=1) if groups > 1 else k).float()
         if bias is not None:
             scores = scores + bias.float()
         if allowed is not None:
