@@ -159,34 +159,26 @@ def speed(lm, tokenizer, hf, args) -> list[dict]:
     return rows
 
 
-def needle(lm, tokenizer, args) -> list[dict]:
+def long_context(task: str, lm, tokenizer, args) -> list[dict]:
+    """Needle accuracy grids (heat maps into ``--plots``) or RULER scores, per ``--long-settings`` entry."""
     from lmlab.data.datasets import embedded_documents
-    from lmlab.eval.longcontext import heat_map, needle_grid
+    from lmlab.eval.longcontext import heat_map, needle_grid, ruler_suite
 
     out = []
     for text in args.long_settings:
-        log(f"needle {text}")
-        result = needle_grid(lm, tokenizer, embedded_documents(), lengths=args.needle_lengths, trials=args.trials,
-                             kv_cache=parse_setting(text), seed=0)
-        if args.plots:
-            Path(args.plots).mkdir(parents=True, exist_ok=True)
-            heat_map(result, str(Path(args.plots) / f"needle_{text.replace('@', '_').replace('+', '_')}.png"))
-        out.append({"setting": text, "accuracy": result["accuracy"], "grid": result["grid"],
-                    "lengths": result["lengths"], "depths": result["depths"], "kv_cache_bytes": result["kv_cache_bytes"]})
-    return out
-
-
-def ruler(lm, tokenizer, args) -> list[dict]:
-    from lmlab.data.datasets import embedded_documents
-    from lmlab.eval.longcontext import ruler_suite
-
-    out = []
-    for text in args.long_settings:
-        log(f"ruler {text}")
-        result = ruler_suite(lm, tokenizer, embedded_documents(), lengths=args.ruler_lengths, samples=args.samples,
-                             kv_cache=parse_setting(text), seed=0)
-        out.append({"setting": text, "score": result["score"], "tasks": result["tasks"],
-                    "by_length": result["by_length"]})
+        log(f"{task} {text}")
+        if task == "needle":
+            result = needle_grid(lm, tokenizer, embedded_documents(), lengths=args.needle_lengths,
+                                 trials=args.trials, kv_cache=parse_setting(text), seed=0)
+            if args.plots:
+                Path(args.plots).mkdir(parents=True, exist_ok=True)
+                heat_map(result, str(Path(args.plots) / f"needle_{text.replace('@', '_').replace('+', '_')}.png"))
+            keep = ("accuracy", "grid", "lengths", "depths", "kv_cache_bytes")
+        else:
+            result = ruler_suite(lm, tokenizer, embedded_documents(), lengths=args.ruler_lengths,
+                                 samples=args.samples, kv_cache=parse_setting(text), seed=0)
+            keep = ("score", "tasks", "by_length", "kv_cache_bytes")
+        out.append({"setting": text, **{k: result[k] for k in keep}})
     return out
 
 
@@ -303,9 +295,12 @@ def main() -> None:
     for section in sections:
         before = load()
         start = time.perf_counter()
-        result[section] = {"speed": lambda: speed(lm, tokenizer, hf, args), "needle": lambda: needle(lm, tokenizer, args),
-                           "ruler": lambda: ruler(lm, tokenizer, args), "stream": lambda: stream(lm, tokenizer, args),
-                           "server": lambda: server(lm, tokenizer, args)}[section]()
+        if section == "speed":
+            result[section] = speed(lm, tokenizer, hf, args)
+        elif section in ("needle", "ruler"):
+            result[section] = long_context(section, lm, tokenizer, args)
+        else:
+            result[section] = {"stream": stream, "server": server}[section](lm, tokenizer, args)
         result["load"][section] = {"before": before, "after": load(), "seconds": round(time.perf_counter() - start, 1)}
         log(f"{section} done in {result['load'][section]['seconds']} s")
         if args.out:

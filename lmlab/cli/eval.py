@@ -253,14 +253,25 @@ def register_passk(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_passk)
 
 
+def number_list(option: str, text: str, convert: type = float) -> list:
+    """Comma-separated numbers of one type (``convert``: int or float); none at all is an error."""
+    from ..core.errors import ConfigError
+
+    what = "integers" if convert is int else "numbers"
+    try:
+        values = [convert(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} must be comma-separated {what}, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} needs {what}, got {text!r}")
+    return values
+
+
 def int_list(option: str, text: str) -> list[int]:
     from ..core.errors import ConfigError
 
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{option} must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
+    values = number_list(option, text, int)
+    if min(values) < 1:
         raise ConfigError(f"{option} needs positive integers, got {text!r}")
     return values
 
@@ -483,18 +494,6 @@ def register_longcontext(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_longcontext)
 
 
-def float_list(option: str, text: str) -> list[float]:
-    from ..core.errors import ConfigError
-
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{option} must be comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise ConfigError(f"{option} is empty", "give at least one number")
-    return values
-
-
 def run_longcontext(args: argparse.Namespace) -> int:
     from ..core.errors import ConfigError
     from ..eval.longcontext import heat_map, needle_grid, ruler_suite, stream_perplexity
@@ -526,7 +525,7 @@ def run_longcontext(args: argparse.Namespace) -> int:
     lengths = int_list("--lengths", args.lengths)
     haystack = [t for t in open_corpus_arg(args, args.haystack)]
     if args.task == "needle":
-        result = needle_grid(lm, tokenizer, haystack, lengths=lengths, depths=float_list("--depths", args.depths),
+        result = needle_grid(lm, tokenizer, haystack, lengths=lengths, depths=number_list("--depths", args.depths),
                              trials=args.trials, kv_cache=kv_cache, seed=args.seed)
         if args.plot:
             result["plot"] = heat_map(result, args.plot)
