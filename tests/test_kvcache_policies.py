@@ -417,6 +417,11 @@ def test_models_and_paths_that_cannot_serve_a_policy_say_so():
              Request(prompt, settings=DecodingSettings(max_new_tokens=2))]
     with pytest.raises(ConfigError, match="different KV quantization"):
         run(make(), mixed)
+    prefixed = make()
+    prefixed.blocks[0].attn.past_prefix = lambda batch: (torch.zeros(batch, 2, 3, 8), torch.zeros(batch, 2, 3, 8))
+    with pytest.raises(ConfigError, match="prefix tuning"):
+        run(prefixed, [prompt], max_new_tokens=2, kv_cache=kv("tova", 8))
+    run(prefixed, [prompt], max_new_tokens=2, kv_cache=kv("knorm", 8))  # no attention weights needed
     odd = TransformerLM(TransformerConfig.from_preset("gpt2", vocab_size=40, d_model=36, n_layers=1,
                                                       n_heads=4)).eval()
     with pytest.raises(ConfigError, match="odd"):
