@@ -149,3 +149,22 @@ def test_server_applies_its_cache_and_each_requests_policy(tiny):
         assert status == 400 and reply["error"]["param"] == "kv_policy"
         status, reply = raw(url, "POST", "/v1/completions", {**body, "kv_policy": "nope"})
         assert status == 400 and "kv policy" in reply["error"]["message"]
+
+
+def test_eval_harness_applies_the_cache_to_generated_answers_and_refuses_it_for_scoring(tiny):
+    from lmlab.core.errors import ConfigError
+    from lmlab.eval.requests import RequestRunner
+
+    lm, tok, _, _ = tiny
+    from lmlab.generate.engine import Engine, Request
+    from lmlab.generate.settings import DecodingSettings
+
+    window = cache_settings("window", 8)
+    runner = RequestRunner(lm, tok, kv_cache=window)
+    context = "the quick brown fox jumps over the lazy dog. pack my box"
+    settings = DecodingSettings(greedy=True, max_new_tokens=12, kv_cache=window)
+    expected = Engine(lm, tok, settings=settings).generate([Request([runner.prefix, *tok.encode(context)])])[0]
+    assert runner.generate_many([context], max_new_tokens=12) == [expected.text]
+    assert expected.stats.kv_cache_bytes < 2 * 2 * 2 * 8 * (len(context) + 13) * 4  # the window, not the context
+    with pytest.raises(ConfigError, match="generated answers"):
+        runner.loglikelihood([["the quick", " brown"]])
