@@ -94,6 +94,58 @@ def add_decoding_options(parser: argparse.ArgumentParser, *, max_new_tokens: int
     q.add_argument("--frequency-penalty", type=float, default=0.0)
     q.add_argument("--presence-penalty", type=float, default=0.0)
     q.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
+    add_kv_options(parser)
+
+
+def add_kv_options(parser: argparse.ArgumentParser) -> None:
+    """The KV-cache flags (``lmlab.kvcache.settings.cache_settings``): a policy with its budget and
+    options, and a quantization of what the cache keeps."""
+    from ..kvcache.settings import POLICY_OPTIONS
+
+    g = parser.add_argument_group("KV cache (policy, budget, quantization)")
+    g.add_argument("--kv-policy", default=None, choices=list(POLICY_OPTIONS),
+                   help="what the cache keeps: full (default), window, streaming (sinks + window, in-cache "
+                        "positions), h2o, snapkv, pyramidkv, tova, knorm")
+    g.add_argument("--kv-budget", type=_budget, default=None,
+                   help="tokens each row keeps per layer and head, or a fraction of the prompt in (0, 1)")
+    g.add_argument("--kv-sinks", type=int, default=None, help="streaming: attention-sink tokens kept (default 4)")
+    g.add_argument("--kv-window", type=int, default=None,
+                   help="streaming: recent tokens kept (default budget - sinks); snapkv/pyramidkv: the "
+                        "observation window (default 32)")
+    g.add_argument("--kv-recent", type=int, default=None, help="h2o: recent tokens kept (default half the budget)")
+    g.add_argument("--kv-normalize", action="store_true", default=None,
+                   help="h2o: rank by mean instead of summed attention (kvpress's ObservedAttentionPress)")
+    g.add_argument("--kv-kernel", type=int, default=None, help="snapkv/pyramidkv: pooling kernel (odd, default 5)")
+    g.add_argument("--kv-beta", type=int, default=None, help="pyramidkv: slope of the layer budgets (default 20)")
+    g.add_argument("--kv-quant", default=None, choices=["int8", "int4"],
+                   help="store the kept keys/values quantized (KIVI; stacks on any policy)")
+    g.add_argument("--kv-key-axis", default=None, choices=["channel", "token"], help="key ranges (default channel)")
+    g.add_argument("--kv-value-axis", default=None, choices=["token", "channel"], help="value ranges (default token)")
+    g.add_argument("--kv-group", type=int, default=None,
+                   help="tokens per per-channel range, and the full-precision residual (default 32)")
+
+
+def _budget(text: str) -> int | float:
+    """--kv-budget: an integer (tokens) or a fraction."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def kv_from_args(args: argparse.Namespace) -> Any:
+    """The ``KVCacheSettings`` the KV-cache flags ask for (None: the plain cache)."""
+    from ..kvcache.settings import cache_settings
+
+    if not hasattr(args, "kv_policy"):
+        return None
+    return cache_settings(args.kv_policy, args.kv_budget, quant=args.kv_quant, key_axis=args.kv_key_axis,
+                          value_axis=args.kv_value_axis, group=args.kv_group, sinks=args.kv_sinks,
+                          window=args.kv_window, recent=args.kv_recent, normalize=args.kv_normalize,
+                          kernel=args.kv_kernel, beta=args.kv_beta)
 
 
 def add_constraint_options(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +223,7 @@ def decoding_from_args(args: argparse.Namespace) -> Any:
     if getattr(args, "no_early_stopping", False):
         values["early_stopping"] = False
     values["greedy"] = bool(values.get("greedy"))
+    values["kv_cache"] = kv_from_args(args)
     return settings_from(values)
 #: the model options that only train a unigram on the fly (refused with any other --model)
 UNIGRAM_OPTIONS = ("train", "smoothing", "k", "min_count", "save")

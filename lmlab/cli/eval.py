@@ -8,9 +8,11 @@ import importlib
 from .common import (
     add_common,
     add_corpus_options,
+    add_kv_options,
     add_model_options,
     check_outputs,
     emit,
+    kv_from_args,
     model_from_args,
     open_corpus_arg,
     table,
@@ -40,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_task(verbs)
     register_compare(verbs)
     register_model_based(verbs)
+    register_longcontext(verbs)
     # other CLI modules add their own metrics under `lmlab eval` by defining register_eval(verbs)
     from . import verb_modules
 
@@ -257,14 +260,25 @@ def register_passk(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_passk)
 
 
+def number_list(option: str, text: str, convert: type = float) -> list:
+    """Comma-separated numbers of one type (``convert``: int or float); none at all is an error."""
+    from ..core.errors import ConfigError
+
+    what = "integers" if convert is int else "numbers"
+    try:
+        values = [convert(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} must be comma-separated {what}, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} needs {what}, got {text!r}")
+    return values
+
+
 def int_list(option: str, text: str) -> list[int]:
     from ..core.errors import ConfigError
 
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{option} must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
+    values = number_list(option, text, int)
+    if min(values) < 1:
         raise ConfigError(f"{option} needs positive integers, got {text!r}")
     return values
 
@@ -330,6 +344,7 @@ def register_task(verbs: argparse._SubParsersAction) -> None:
     g.add_argument("--samples", type=int, default=5, help="self-consistency: reasoning paths per item (default 5)")
     g.add_argument("--temperature", type=float, default=0.7, help="self-consistency: sampling temperature (0.7)")
     g.add_argument("--max-new-tokens", type=int, default=256, help="a strategy's tokens per reasoning (256)")
+    add_kv_options(p)
     add_corpus_options(p)
     add_common(p)
     p.set_defaults(func=run_task)
@@ -361,9 +376,10 @@ def run_task(args: argparse.Namespace) -> int:
 
         strategy = Strategy(args.strategy, selection=args.fewshot_selection, samples=args.samples,
                             temperature=args.temperature, max_tokens=args.max_new_tokens, seed=args.seed)
+    kv_cache = kv_from_args(args)  # bad cache flags fail before the model loads
     lm, tokenizer, desc = model_from_args(args)
     runner = RequestRunner(lm, tokenizer, batch_size=args.batch_size, cache_path=args.cache, model_id=desc,
-                           start_always=args.start == "always")
+                           start_always=args.start == "always", kv_cache=kv_cache)
     results = [evaluate_task(t, runner, limit=args.limit, seed=args.seed, strategy=strategy) for t in tasks]
     summary = {"model": desc, "start": args.start, "strategy": args.strategy,
                "results": {r["task"]: {"n": r["n"], **r["metrics"]} for r in results},
@@ -503,4 +519,77 @@ def run_mauve(args: argparse.Namespace) -> int:
     result.update(encoder=args.encoder, human=len(human_texts), generated=len(generated))
     emit(args, result, f"MAUVE {result['mauve']:.4f} ({result['clusters']} clusters, c = {args.scaling:g}, "
                        f"encoder {args.encoder})")
+    return 0
+
+
+# --- long context: needle in a haystack, RULER-style tasks, perplexity of a long stream ---------------
+def register_longcontext(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("longcontext", help="needle in a haystack, RULER-style tasks or a long stream's perplexity, "
+                                             "under a KV-cache policy and budget")
+    add_model_options(p)
+    p.add_argument("--task", required=True, choices=["needle", "ruler", "stream"])
+    p.add_argument("--lengths", default="1024,2048,4096", help="needle/ruler: context lengths in tokens")
+    p.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="needle: where the needle sits, shares of the filler")
+    p.add_argument("--trials", type=int, default=2, help="needle: needles per cell (default 2)")
+    p.add_argument("--samples", type=int, default=4, help="ruler: samples per task and length (default 4)")
+    p.add_argument("--ruler-tasks", default="multikey,variables,common_words", help="ruler: which tasks")
+    p.add_argument("--haystack", default="embedded",
+                   help="needle/ruler: filler corpus (a file or NAME:SPLIT; default: the embedded corpus)")
+    p.add_argument("--data", default="wikitext-2:test", help="stream: the text, concatenated (default wikitext-2:test)")
+    p.add_argument("--tokens", type=int, default=32768, help="stream: tokens to feed (default 32768)")
+    p.add_argument("--chunk", type=int, default=64, help="stream: tokens per forward pass (default 64)")
+    p.add_argument("--segment", type=int, default=2048, help="stream: tokens per reported perplexity (default 2048)")
+    p.add_argument("--plot", help="needle: save the accuracy grid as a PNG heat map here")
+    p.add_argument("--seed", type=int, default=0)
+    add_kv_options(p)
+    add_corpus_options(p)
+    add_common(p)
+    p.set_defaults(func=run_longcontext)
+
+
+def run_longcontext(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
+    from ..eval.longcontext import heat_map, needle_grid, ruler_suite, stream_perplexity
+
+    kv_cache = kv_from_args(args)  # bad flags fail before the model loads
+    if args.plot and args.task != "needle":
+        raise ConfigError("--plot draws the needle grid", "use it with --task needle")
+    lm, tokenizer, desc = model_from_args(args)
+    if hasattr(lm, "eval"):
+        lm.eval()
+    policy = "full cache" if kv_cache is None else ", ".join(f"{k} {v}" for k, v in kv_cache.to_dict().items())
+    if args.task == "stream":
+        from ..core.validate import check_number
+
+        check_number("--tokens", args.tokens, low=2, integer=True)
+        ids: list[int] = []
+        for text in open_corpus_arg(args, args.data):
+            ids += tokenizer.encode(text)
+            if len(ids) >= args.tokens:
+                break
+        result = stream_perplexity(lm, ids[:args.tokens], kv_cache=kv_cache, chunk=args.chunk, segment=args.segment)
+        result = {"model": desc, "data": args.data, **result}
+        stopped = f" (stopped at the context, {result['stopped_at']} tokens)" if result["stopped_at"] else ""
+        human = (f"{desc}, {policy}: perplexity {result['perplexity']:.3f} over {result['scored']} tokens{stopped}\n"
+                 + table([[f"{s['start']}-{s['end']}", f"{s['perplexity']:.3f}"] for s in result["segments"]],
+                         ["tokens", "perplexity"]))
+        emit(args, result, human)
+        return 0
+    lengths = int_list("--lengths", args.lengths)
+    haystack = [t for t in open_corpus_arg(args, args.haystack)]
+    if args.task == "needle":
+        result = needle_grid(lm, tokenizer, haystack, lengths=lengths, depths=number_list("--depths", args.depths),
+                             trials=args.trials, kv_cache=kv_cache, seed=args.seed)
+        if args.plot:
+            result["plot"] = heat_map(result, args.plot)
+        rows = [[n, *(f"{a:.2f}" for a in row)] for n, row in zip(result["lengths"], result["grid"], strict=True)]
+        human = (f"{desc}, {policy}: needle accuracy {result['accuracy']:.3f}\n"
+                 + table(rows, ["length", *(f"{d:.0%}" for d in result["depths"])]))
+    else:
+        tasks = [t.strip() for t in args.ruler_tasks.split(",") if t.strip()]
+        result = ruler_suite(lm, tokenizer, haystack, lengths=lengths, tasks=tasks, samples=args.samples,
+                             kv_cache=kv_cache, seed=args.seed)
+        human = (f"{desc}, {policy}: RULER score {result['score']:.3f}\n"
+                 + table([[t, f"{s:.3f}"] for t, s in result["tasks"].items()], ["task", "recall"]))
+    emit(args, {"model": desc, **result}, human)
     return 0

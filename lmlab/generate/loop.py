@@ -14,6 +14,11 @@ Requests wait in a queue; each ``turn()``:
    finished, failed and re-ordered rows leave or move with one ``select_state``;
 4. runs **one decode step** (``next_scores``) for all continuing rows together.
 
+A request's ``DecodingSettings.kv_cache`` (``lmlab.kvcache.settings``) is applied around the
+forward passes: the prefill sets the cache up (quantization, what to record about attention),
+and after every pass each request's cache policy evicts its own rows down to its budget — a
+budget per row, whatever the search — so the loop never looks inside the cache.
+
 It talks to models only through the protocol (``lmlab.lm``): n-gram, RNN and transformer models
 run the same loop; a transformer's speed comes from its own ``prefill``/``next_scores`` (one
 padded forward, a preallocated KV cache in ``lmlab.kvcache``). ``Engine`` drives the loop
@@ -33,6 +38,7 @@ import torch
 
 from ..core.errors import ConfigError, InputError, LmlabError
 from ..core.validate import check_choice, check_number
+from ..kvcache.settings import enforce, held_bytes, observe_decoding, prefill_setup
 from ..lm import LanguageModel, State
 from .output import Completion, Event
 from .search import make_search
@@ -149,7 +155,7 @@ class DecodeLoop:
         self.state: State = None  # every running row, in the order of ``running``
         self.scores: torch.Tensor | None = None  # [rows, V] raw next-token scores of the running rows
         self.counters = {"submitted": 0, "completed": 0, "cancelled": 0, "failed": 0, "steps": 0, "tokens": 0,
-                         "peak_batch": 0, "prefill_tokens": 0}
+                         "peak_batch": 0, "prefill_tokens": 0, "kv_cache_bytes": 0}
         self.prefill_seconds = 0.0
 
     # --- requests -----------------------------------------------------------------------------
@@ -157,8 +163,18 @@ class DecodeLoop:
         """A request's settings and fitted prompt, or the LmlabError that says what is wrong with it."""
         settings = request.resolve(default)
         settings.check_for(self.lm.vocab_size)
-        prompt = fit_prompt(request.prompt, settings.max_new_tokens, getattr(self.lm, "context_length", None),
-                            self.on_overflow)
+        context = getattr(self.lm, "context_length", None)
+        kv = settings.kv_cache
+        if kv is not None:
+            kv.check_model(self.lm)
+            if kv.needs_attention and self.step != self.lm.next_scores:
+                raise ConfigError(f"the {kv.policy.name} cache policy reads attention weights, which the compiled "
+                                  "decode step does not record", "leave --compile out or use window, streaming or knorm")
+            if kv.policy.repositions:  # positions stay within the cache: decoding goes past the context
+                context = None
+        prompt = fit_prompt(request.prompt, settings.max_new_tokens, context, self.on_overflow)
+        if kv is not None:
+            kv.budget(len(prompt))
         bad = [i for i in prompt if not 0 <= i < self.lm.vocab_size]
         if bad:
             raise InputError(f"prompt token id {bad[0]} is outside the model's vocabulary [0, {self.lm.vocab_size})",
@@ -255,6 +271,7 @@ class DecodeLoop:
             row_scores, group.state = lm.next_scores(chunk, group.state)
             group.fed += take
             fed += take
+            self._enforce(group.state, [(group, [0])])
             if group.fed == len(group.prompt):
                 self.prefilling.remove(group)
                 fan_out(group, row_scores, group.state)
@@ -271,8 +288,13 @@ class DecodeLoop:
             rows += group.settings.rows
             new.append(group)
         if new:
-            reserve = max(g.settings.max_new_tokens for g in new)
-            batch_scores, state = lm.prefill([g.prompt[:g.fed] for g in new], reserve=reserve)
+            kv = [g.settings.kv_cache for g in new]
+            reserve = max(g.settings.max_new_tokens if c is None else c.reserve(g.settings.max_new_tokens)
+                          for g, c in zip(new, kv, strict=True))
+            setup = prefill_setup(kv)
+            extra = {} if setup is None else {"setup": setup}
+            batch_scores, state = lm.prefill([g.prompt[:g.fed] for g in new], reserve=reserve, **extra)
+            self._enforce(state, [(g, [i]) for i, g in enumerate(new)])
             complete = [i for i, g in enumerate(new) if g.fed == len(g.prompt)]
             for i, group in enumerate(new):
                 if i not in complete:  # the rest of its prompt comes in later turns
@@ -360,5 +382,24 @@ class DecodeLoop:
         if index != list(range(scores.shape[0])):
             self.state = lm.select_state(self.state, torch.tensor(index, dtype=torch.long, device=lm.device))
         fed = torch.tensor(tokens, dtype=torch.long, device=lm.device).unsqueeze(1)
+        kv = [g.settings.kv_cache for g in still]
+        if any(c is not None for c in kv):
+            observe_decoding(self.state, kv)
         scores, self.state = self.step(fed, self.state)
         self.scores = scores.float()
+        offset, rows = 0, []
+        for group in still:
+            rows.append((group, list(range(offset, offset + group.rows))))
+            offset += group.rows
+        self._enforce(self.state, rows)
+
+    def _enforce(self, state: State, groups: list[tuple[Group, list[int]]]) -> None:
+        """After a forward pass: every request with a cache policy evicts its rows (``rows`` in ``state``)
+        down to its budget ('prompt' once its whole prompt is in, else 'step'); the peak bytes held."""
+        requests = [(rows, g.settings.kv_cache, len(g.prompt), "step" if g.fed < len(g.prompt) or g.search else
+                     "prompt") for g, rows in groups if g.settings.kv_cache is not None]
+        if requests:
+            enforce(state, requests)
+        states = {id(s): s for s in (self.state, state, *(g.state for g in self.prefilling))}
+        held = sum(held_bytes(s) for s in states.values())
+        self.counters["kv_cache_bytes"] = max(self.counters["kv_cache_bytes"], held)

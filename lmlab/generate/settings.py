@@ -16,6 +16,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.validate import check_number
+from ..kvcache.settings import KVCacheSettings
 from .processors import Processor, standard_chain
 
 STRATEGIES = ("greedy", "sample", "best_of", "beam", "diverse_beam", "stochastic_beam")
@@ -41,6 +42,8 @@ class DecodingSettings:
     continuations share one prefill; ``best_of`` samples that many and keeps the ``n`` with the
     highest mean log-probability; ``beam_size`` runs beam search (``diverse_groups`` for diverse
     beam search, ``stochastic_beam`` for sampling without replacement) and returns the ``n`` best.
+    ``kv_cache`` (``lmlab.kvcache.settings``: a cache policy with a budget per row, and a KV
+    quantization) decides what the model's KV cache keeps; None keeps everything.
     """
 
     max_new_tokens: int = 128
@@ -72,6 +75,7 @@ class DecodingSettings:
     diversity_penalty: float = 0.5
     stochastic_beam: bool = False
     top_logprobs: int = 0
+    kv_cache: KVCacheSettings | None = None
 
     def __post_init__(self) -> None:
         for name in ("stop", "banned_ids", "processors"):
@@ -179,6 +183,8 @@ class DecodingSettings:
             value = getattr(self, f.name)
             if f.name == "constraint" and value is not None:
                 out[f.name] = repr(value)
+            elif f.name == "kv_cache" and value != f.default:
+                out[f.name] = value.to_dict()
             elif value != f.default and not (f.name == "processors" and not value):
                 out[f.name] = [repr(p) for p in value] if f.name == "processors" else (
                     dict(value) if isinstance(value, Mapping) else list(value) if isinstance(value, tuple) else value)
@@ -222,6 +228,12 @@ def _flag(name: str, value: Any) -> None:
         raise SettingError(name, f"{name} must be true or false, got {value!r}")
 
 
+def _kv_cache(name: str, value: Any) -> None:
+    if not isinstance(value, KVCacheSettings):
+        raise SettingError(name, f"kv_cache must be lmlab.kvcache.KVCacheSettings, got {type(value).__name__}",
+                           "build it with lmlab.kvcache.cache_settings(...)")
+
+
 _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "max_new_tokens": _integer(0),
     "temperature": lambda name, value: check_number(name, value, low=0.0),
@@ -250,6 +262,7 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "diversity_penalty": lambda name, value: check_number(name, value, low=0.0),
     "stochastic_beam": _flag,
     "top_logprobs": _integer(0),
+    "kv_cache": _kv_cache,
 }
 
 
