@@ -44,6 +44,7 @@ def model_dir(path, tok, layers: int, seed: int):
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("decoding-cli")
     tok = WordLevelTokenizer("char").train([TEXT])
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}. {% endfor %}"  # for lmlab chat
     words = WordLevelTokenizer("word").train([TEXT])
     write_arpa(NgramLM.fit_corpus([TEXT], words, order=2, smoothing="wb"), words, root / "words.arpa")
     clf = LogisticRegression(max_iter=100).fit(["good", "great fun", "bad", "awful mess"], ["1", "1", "0", "0"])
@@ -99,3 +100,14 @@ def test_bad_method_flags_are_one_clear_line(capsys, models, flags, match):
     code, out, err = run(capsys, "generate", "--model", models["target"], "--prompt", "the", *flags)
     lines = err.strip().splitlines()
     assert code != 0 and len(lines) == 1 and lines[0].startswith("lmlab: error:") and match in lines[0], err
+
+
+def test_chat_takes_the_method_flags(capsys, models, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("the cat\nthe dog\n"))
+    code, out, err = run(capsys, "chat", "--model", models["target"], "--speculative", models["draft"],
+                         "--max-new-tokens", "8", "--seed", "1", "--json")
+    assert code == 0, err
+    turns = json.loads(out)["turns"]
+    assert len(turns) == 2 and all(t["tokens"] <= 8 for t in turns)

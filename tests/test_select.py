@@ -23,7 +23,7 @@ TOY = ["the cat sat", "the cat sat down", "a cat sat", "dogs run"]
 
 
 def jaccard(hyps, refs):
-    return [len(set(h.split()) & set(r.split())) / len(set(h.split()) | set(r.split())) for h, r in zip(hyps, refs)]
+    return [len(set(h.split()) & set(r.split())) / len(set(h.split()) | set(r.split())) for h, r in zip(hyps, refs, strict=True)]
 
 
 def test_mbr_picks_the_highest_expected_utility_computed_by_hand():
@@ -44,8 +44,8 @@ def test_metric_utilities_equal_sacrebleu():
     hyps, refs = TOY, TOY[::-1]
     chrf = sacrebleu.metrics.CHRF()
     bleu = sacrebleu.metrics.BLEU(effective_order=True)
-    assert utility("chrf")(hyps, refs) == pytest.approx([chrf.sentence_score(h, [r]).score for h, r in zip(hyps, refs)])
-    assert utility("bleu")(hyps, refs) == pytest.approx([bleu.sentence_score(h, [r]).score for h, r in zip(hyps, refs)])
+    assert utility("chrf")(hyps, refs) == pytest.approx([chrf.sentence_score(h, [r]).score for h, r in zip(hyps, refs, strict=True)])
+    assert utility("bleu")(hyps, refs) == pytest.approx([bleu.sentence_score(h, [r]).score for h, r in zip(hyps, refs, strict=True)])
     rouge = utility("rouge")(["the cat sat"], ["the cat sat down"])[0]
     assert rouge == pytest.approx(2 * 1.0 * 0.75 / 1.75)  # LCS 3: precision 3/3, recall 3/4
     chrf_mbr = expected_utilities(TOY, utility("chrf"))

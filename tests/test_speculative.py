@@ -14,7 +14,13 @@ from lmlab.core.errors import ModelError
 from lmlab.generate.engine import Engine, Request
 from lmlab.generate.scheduler import Scheduler
 from lmlab.generate.settings import DecodingSettings, SettingError
-from lmlab.generate.speculative import ModelDraft, PromptLookup, PromptNgram, Speculative, lookup_continuation
+from lmlab.generate.speculative import (
+    ModelDraft,
+    PromptLookup,
+    PromptNgram,
+    Speculative,
+    lookup_continuation,
+)
 from lmlab.lm import check_shared_tokenizer
 from lmlab.models import load_model, save_model_dir
 from lmlab.models.config import TransformerConfig

@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_common, add_decoding_options, add_method_options, decoding_from_args, emit, methods_from_args
+from .common import (
+    add_common,
+    add_decoding_options,
+    add_method_options,
+    decoding_from_args,
+    emit,
+    methods_from_args,
+)
 
 HELP = "commands: /system TEXT, /reset, /settings, /quit"
 
