@@ -3,10 +3,12 @@
 
 Sections (``--only`` picks some; each is bounded by its flags):
 
-* ``lookup`` — an input-grounded task (summarise a SciFact abstract): plain greedy decoding vs prompt
-  lookup speculation (``--lookup-tokens`` drafted, n-grams up to ``--lookup-ngram``), lmlab and
-  ``transformers`` (``prompt_lookup_num_tokens``, ``max_matching_ngram_size``) interleaved per prompt,
-  batch 1. Tokens/s are end to end (prompt included); lmlab's decode-only figure is given too.
+* ``lookup`` — input-grounded tasks on SciFact abstracts (``summarize`` one; ``edit``: correct it and
+  write it out again): plain greedy decoding vs prompt lookup speculation (``--lookup-tokens``
+  drafted, n-grams up to ``--lookup-ngram``: ``transformers``' defaults), lmlab and ``transformers``
+  (``prompt_lookup_num_tokens``, ``max_matching_ngram_size``) interleaved per prompt, batch 1, plus
+  lmlab with adaptive draft length and n-grams of 3 down to 2. Tokens/s are end to end (prompt
+  included); lmlab's decode-only figure is given too.
 * ``draft`` — chat prompts (Self-Instruct seed tasks), plain vs speculative with a draft model
   (``--draft``, made by ``bench/draft_model.py``): lmlab vs ``transformers`` assisted generation with the
   same draft (exported to a Hugging Face directory), ``--draft-tokens`` a step (constant schedule, no
@@ -79,11 +81,16 @@ def read_jsonl(path: Path, limit: int) -> list[dict]:
     return out
 
 
-def grounded_prompts(tok, n: int, words: int = 150) -> list[list[int]]:
+GROUNDED = {"summarize": "Summarize the following passage.\n\n{passage}",
+            "edit": "Correct any errors in the following passage and write it out again.\n\n{passage}"}
+
+
+def grounded_prompts(tok, task: str, n: int, words: int = 150) -> list[list[int]]:
+    """Chat prompts asking SmolLM2 to summarise or to correct a SciFact abstract (its first ``words`` words)."""
     docs = read_jsonl(DATA / "scifact" / "corpus.jsonl", 4 * n)
     docs = [d for d in docs if len(d["text"].split()) >= words][:n]
-    return [chat_prompt(tok, [{"role": "user", "content": "Summarize the following passage.\n\n"
-                               + " ".join(d["text"].split()[:words])}]) for d in docs]
+    return [chat_prompt(tok, [{"role": "user", "content": GROUNDED[task].format(
+        passage=" ".join(d["text"].split()[:words]))}]) for d in docs]
 
 
 def chat_prompts(tok, n: int, skip: int = 0) -> list[list[int]]:
@@ -163,12 +170,19 @@ def hf_smollm2():
 
 # --- sections -------------------------------------------------------------------------------------
 def section_lookup(args, lm, tok, hf) -> dict:
-    prompts = grounded_prompts(tok, args.lookup_prompts)
+    return {task: lookup_task(args, lm, tok, hf, task) for task in args.lookup_tasks}
+
+
+def lookup_task(args, lm, tok, hf, task: str) -> dict:
+    prompts = grounded_prompts(tok, task, args.lookup_prompts)
     engine = Engine(lm, tok)
     plain = DecodingSettings(greedy=True, max_new_tokens=args.max_new_tokens)
     spec = plain.with_(method=Speculative(PromptLookup(max_ngram=args.lookup_ngram), draft_tokens=args.lookup_tokens))
+    tuned = plain.with_(method=Speculative(PromptLookup(max_ngram=3, min_ngram=2), draft_tokens=args.lookup_tokens,
+                                           adaptive=True))
     variants = {"lmlab_plain": lambda p: lmlab_run(engine, p, plain),
-                "lmlab_prompt_lookup": lambda p: lmlab_run(engine, p, spec)}
+                "lmlab_prompt_lookup": lambda p: lmlab_run(engine, p, spec),
+                "lmlab_prompt_lookup_adaptive": lambda p: lmlab_run(engine, p, tuned)}
     if hf is not None:
         variants["hf_plain"] = lambda p: hf_run(hf, p, args.max_new_tokens, tok.eos_id)
         variants["hf_prompt_lookup"] = lambda p: hf_run(hf, p, args.max_new_tokens, tok.eos_id,
@@ -184,6 +198,8 @@ def section_lookup(args, lm, tok, hf) -> dict:
     out["lmlab_speedup"] = v["lmlab_prompt_lookup"]["tokens_per_s"] / v["lmlab_plain"]["tokens_per_s"]
     out["lmlab_decode_speedup"] = (v["lmlab_prompt_lookup"]["decode_tokens_per_s"]
                                    / v["lmlab_plain"]["decode_tokens_per_s"])
+    out["lmlab_adaptive_speedup"] = v["lmlab_prompt_lookup_adaptive"]["tokens_per_s"] / v["lmlab_plain"]["tokens_per_s"]
+    out["lmlab_adaptive_identical_to_plain"] = agreement(runs["lmlab_plain"], runs["lmlab_prompt_lookup_adaptive"])
     if hf is not None:
         out["hf_speedup"] = v["hf_prompt_lookup"]["tokens_per_s"] / v["hf_plain"]["tokens_per_s"]
         out["hf_identical_to_plain"] = agreement(runs["hf_plain"], runs["hf_prompt_lookup"])
@@ -382,6 +398,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--lookup-prompts", type=int, default=6)
+    ap.add_argument("--lookup-tasks", nargs="+", default=list(GROUNDED), choices=list(GROUNDED))
     ap.add_argument("--lookup-tokens", type=int, default=10)
     ap.add_argument("--lookup-ngram", type=int, default=2)
     ap.add_argument("--draft", default=None, help="the draft model directory (bench/draft_model.py)")

@@ -6,10 +6,10 @@ Kim & Rush, 2016) with lmlab's trainer.
    temperature 0, batched through the engine), appended to ``OUT/answers.jsonl`` as chat
    conversations — resumable, so the long part can be stopped and continued.
 2. ``train``: a ``--layers``-layer, ``--d-model`` LLaMA whose embedding (tied to its output layer) starts
-   from SmolLM2's projected onto its top principal components, trained on those conversations with
-   the SFT objective (loss on the answers only) by ``lmlab.train``; saved as a model directory
-   ``OUT/model`` (with SmolLM2's tokenizer) and evaluated by its greedy agreement with SmolLM2 on
-   held-out answers.
+   from SmolLM2's projected onto its top principal components, trained with the SFT objective (loss
+   on the answers only) by ``lmlab.train`` on those conversations (``--repeat`` times) plus
+   ``--alpaca-extra`` Alpaca reference answers to other instructions; saved as a model directory
+   ``OUT/model`` (with SmolLM2's tokenizer); its loss on held-out SmolLM2 answers is reported.
 
 No smaller SmolLM2 ships here, so this is how ``bench/decoding.py`` gets its draft.
 Run: python bench/draft_model.py --out runs/draft [--examples 600] [--steps 1500] [--phase all]
@@ -41,14 +41,19 @@ from lmlab.models.transformer import TransformerLM  # noqa: E402
 DATA = Path(os.environ.get("LMLAB_DATA", HERE.parent.parent / "shared" / "data"))
 
 
-def instructions(limit: int, skip: int = 0) -> list[str]:
-    """Alpaca instructions (with their input, when there is one) as user turns."""
+def alpaca_pairs(limit: int, skip: int = 0) -> list[tuple[str, str]]:
+    """Alpaca (instruction with its input, when there is one; reference answer) pairs."""
     out = []
     with open(DATA / "instructions" / "alpaca_5000.jsonl", encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
-            out.append(row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else ""))
+            out.append((row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else ""), row["output"]))
     return out[skip:skip + limit]
+
+
+def instructions(limit: int, skip: int = 0) -> list[str]:
+    """Alpaca instructions as user turns."""
+    return [q for q, _ in alpaca_pairs(limit, skip)]
 
 
 def generate(out: Path, examples: int, batch: int, max_new: int) -> int:
@@ -97,7 +102,8 @@ def projected_embedding(weight: torch.Tensor, dim: int) -> torch.Tensor:
     return out * (0.02 / out.std())
 
 
-def train(out: Path, steps: int, layers: int, d_model: int, batch: int, seq: int, lr: float, heldout: int) -> dict:
+def train(out: Path, steps: int, layers: int, d_model: int, batch: int, seq: int, lr: float, heldout: int,
+          repeat: int, alpaca_extra: int) -> dict:
     from lmlab.train.sft import SFTBatches, SFTObjective, build_sft_data, sft_loss
     from lmlab.train.trainer import TrainConfig
     from lmlab.train.trainer import train as run_training
@@ -105,6 +111,11 @@ def train(out: Path, steps: int, layers: int, d_model: int, batch: int, seq: int
     target, tok = load_model("smollm2-135m-instruct")
     conversations = [json.loads(line)["messages"] for line in open(out / "answers.jsonl", encoding="utf-8")]
     held, rest = conversations[:heldout], conversations[heldout:]
+    # SmolLM2's own answers, repeated, plus Alpaca's reference answers to instructions it did not answer
+    # (more English for a small model; the distilled answers teach it SmolLM2's style)
+    extra = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+             for q, a in alpaca_pairs(alpaca_extra, skip=len(conversations))]
+    rest = rest * repeat + extra
     torch.manual_seed(0)
     draft = TransformerLM(draft_config(target, layers, d_model),
                           special_ids={k: getattr(target, k) for k in ("bos_id", "eos_id", "pad_id", "unk_id")})
@@ -120,6 +131,7 @@ def train(out: Path, steps: int, layers: int, d_model: int, batch: int, seq: int
     after = sft_loss(draft, eval_batches)
     save_model_dir(out / "model", *draft.to_state(), tokenizer=tok)
     return {"params": sum(p.numel() for p in draft.parameters()), "train_examples": len(rest),
+            "distilled_answers": len(conversations) - heldout, "repeat": repeat, "alpaca_reference_answers": len(extra),
             "train_tokens": data.tokens, "steps": result.steps, "heldout_loss_before": before,
             "heldout_loss_after": after, "model": str(out / "model")}
 
@@ -138,6 +150,8 @@ def main() -> None:
     ap.add_argument("--max-seq-len", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--heldout", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3, help="times SmolLM2's answers appear in the training data")
+    ap.add_argument("--alpaca-extra", type=int, default=2000, help="Alpaca reference answers added")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -147,7 +161,7 @@ def main() -> None:
         result["answers"] = generate(out, args.examples, args.gen_batch, args.max_new_tokens)
     if args.phase in ("train", "all"):
         result.update(train(out, args.steps, args.layers, args.d_model, args.batch_size, args.max_seq_len, args.lr,
-                            args.heldout))
+                            args.heldout, args.repeat, args.alpaca_extra))
     result["load_after"] = os.getloadavg()[0]
     print(json.dumps(result))
 

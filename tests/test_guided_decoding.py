@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_protocol_and_sampling import Markov  # a first-order model over a hand-made table
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.classify import LogisticRegression
@@ -18,34 +19,12 @@ from lmlab.generate.contrastive_search import ContrastiveSearch, degeneration_pe
 from lmlab.generate.engine import Engine, Request
 from lmlab.generate.guided import Contrastive, Fudge, contrastive_scores, fudge_scores
 from lmlab.generate.settings import DecodingSettings
-from lmlab.lm import LanguageModel
 from lmlab.models.config import TransformerConfig
 from lmlab.models.transformer import TransformerLM
 from lmlab.ngram.model import NgramLM
 from lmlab.tokenizers import WordLevelTokenizer
 
 NEG_INF = float("-inf")
-
-
-class Markov(LanguageModel):
-    """p(next | last token) from a table (docs/protocol.md's minimal model)."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        self.table = table.log()
-
-    @property
-    def vocab_size(self) -> int:
-        return self.table.shape[0]
-
-    def initial_state(self, batch_size):
-        return torch.zeros(batch_size, dtype=torch.long)
-
-    def next_logprobs(self, tokens, state):
-        last = tokens[:, -1]
-        return self.table[last], last
-
-    def select_state(self, state, index):
-        return state[index]
 
 
 def tables(vocab: int = 5) -> tuple[torch.Tensor, torch.Tensor]:

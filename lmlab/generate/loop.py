@@ -43,6 +43,7 @@ import torch
 
 from ..core.errors import ConfigError, InputError, LmlabError
 from ..core.validate import check_choice, check_number
+from ..data.loaders import pad_batch
 from ..lm import LanguageModel, State
 from .output import Completion, Event
 from .search import make_search
@@ -419,12 +420,7 @@ class DecodeLoop:
         lm = self.lm
         if drops is not None and any(drops) or any(len(f) > 1 for f in feeds):
             self.state = lm.rewind(self.state, drops or [0] * len(feeds))  # also lets a cache compact its holes
-        width = max(len(f) for f in feeds)
-        ids = torch.zeros(len(feeds), width, dtype=torch.long)
-        mask = torch.zeros(len(feeds), width, dtype=torch.long)
-        for row, fed in enumerate(feeds):
-            ids[row, width - len(fed):] = torch.tensor(fed, dtype=torch.long)
-            mask[row, width - len(fed):] = 1
+        ids, mask = pad_batch(feeds, 0, left=True)
         ids, mask = ids.to(lm.device), None if bool(mask.all()) else mask.to(lm.device)
         if hidden:
             if not hasattr(lm, "next_scores_hidden"):

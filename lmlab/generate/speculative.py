@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from ..core.errors import ConfigError, ModelError
 from ..core.seed import make_generator
 from ..core.validate import check_number
+from ..data.loaders import pad_batch
 from ..lm import LanguageModel, can_rewind
 from .output import Completion, Event, StopStrings, TextRow
 from .processors import Processor, apply
@@ -191,12 +192,7 @@ class ModelDraftSession:
         tails = [t if t else h[-1:] for t, h in zip(tails, histories, strict=True)]
         if any(forget):
             self.state = lm.rewind(self.state, forget)
-        width = max(len(t) for t in tails)
-        ids = torch.zeros(len(tails), width, dtype=torch.long)
-        mask = torch.zeros(len(tails), width, dtype=torch.long)
-        for row, tail in enumerate(tails):
-            ids[row, width - len(tail):] = torch.tensor(tail, dtype=torch.long)
-            mask[row, width - len(tail):] = 1
+        ids, mask = pad_batch(tails, 0, left=True)
         scores, self.state = lm.next_scores_all(ids.to(lm.device), self.state,
                                                 None if bool(mask.all()) else mask.to(lm.device))
         self.scores, self.seen = scores[:, -1].float(), [list(h) for h in histories]
@@ -252,18 +248,25 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 @dataclass(frozen=True)
 class Speculative:
     """Speculative decoding with ``drafter`` (``ModelDraft``, ``PromptNgram``, ``PromptLookup``) proposing
-    ``draft_tokens`` per step (``adaptive``: per row between 1 and ``max_draft_tokens``). Runs greedy or
+    ``draft_tokens`` per step (``adaptive``: per row between 1 and ``max_draft_tokens``, default
+    max(16, draft_tokens)). Runs greedy or
     sampled rows (n of them), with any logits processors; the target must be able to ``rewind``."""
 
     drafter: Any
     draft_tokens: int = 4
     adaptive: bool = False
-    max_draft_tokens: int = 16
+    max_draft_tokens: int | None = None  # None: max(16, draft_tokens)
     name: ClassVar[str] = "speculative"
 
     def __post_init__(self) -> None:
         check_number("draft_tokens", self.draft_tokens, low=1, integer=True)
-        check_number("max_draft_tokens", self.max_draft_tokens, low=self.draft_tokens, integer=True)
+        if self.max_draft_tokens is not None:
+            check_number("max_draft_tokens", self.max_draft_tokens, low=self.draft_tokens, integer=True)
+
+    @property
+    def longest(self) -> int:
+        """The most tokens an adaptive row drafts in one step."""
+        return self.max_draft_tokens if self.max_draft_tokens is not None else max(16, self.draft_tokens)
         if not all(hasattr(self.drafter, a) for a in ("check", "session")):
             raise ConfigError(f"{self.drafter!r} is not a drafter", "use ModelDraft, PromptNgram or PromptLookup")
 
@@ -336,7 +339,7 @@ class SpeculativeSearch:
                 row.drafted += m
                 row.accepted += accepted
                 if self.method.adaptive:
-                    row.length = (min(row.length + 2, self.method.max_draft_tokens) if accepted == m
+                    row.length = (min(row.length + 2, self.method.longest) if accepted == m
                                   else max(1, row.length - 1))
             if not row.text.done:
                 parents.append(r)
