@@ -17,7 +17,8 @@ Sections (``--only`` picks some; each is bounded by its flags):
   continuous-batching loop ``lmlab serve`` runs): aggregate tokens/s plain vs speculative.
 * ``exactness`` — ``--exact-prompts`` chat prompts: speculative greedy (draft model, n-gram on the
   prompt, prompt lookup) equals plain greedy token for token.
-* ``mbr`` — Multi30k de→en test sentences with an lmlab translation model (``--mt-model``): corpus BLEU
+* ``mbr`` — Multi30k de→en test sentences with an lmlab translation model (``--mt-model``: a model
+  directory or an ``lmlab pretrain --objective seq2seq`` run directory, its newest checkpoint): corpus BLEU
   of greedy, beam search and MBR with chrF as utility over ``--mbr-samples`` ε-sampled hypotheses
   (ε = 0.02, Freitag et al., 2023) and over a beam's n-best.
 * ``fudge`` — SST-2: a prefix classifier (logistic regression on TF-IDF of SST-2 training sentences and
@@ -322,6 +323,26 @@ def section_exactness(args, lm, tok, draft) -> dict:
     return out
 
 
+def translation_model(path: Path):
+    """A translation model directory, or the newest checkpoint of an ``lmlab pretrain --objective seq2seq`` run."""
+    from lmlab.models.directory import model_class
+    from lmlab.tokenizers import load
+    from lmlab.train.checkpoint import latest_checkpoint
+
+    if (path / "config.json").exists():
+        model, tok = load_model(path)
+        return model.eval(), tok
+    checkpoint = latest_checkpoint(path)
+    if checkpoint is None:
+        raise SystemExit(f"{path} is neither a model directory nor a run directory with a checkpoint")
+    from safetensors.torch import load_file
+
+    config = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))["model_config"]
+    model = model_class(config["model_type"]).from_state(config, load_file(str(checkpoint / "model.safetensors")))
+    say(f"  translation model: {checkpoint}")
+    return model.eval(), load(path)
+
+
 def section_mbr(args) -> dict:
     from lmlab.eval.bleu import corpus_bleu
     from lmlab.eval.utility import utility
@@ -329,8 +350,7 @@ def section_mbr(args) -> dict:
     from lmlab.generate.select import MBR
     from lmlab.generate.translate import decoder_start, encode_sources, translate
 
-    model, tok = load_model(args.mt_model)
-    model.eval()
+    model, tok = translation_model(Path(args.mt_model))
     src = [line.strip() for line in open(DATA / "multi30k" / "test_2016_flickr.de", encoding="utf-8")][:args.mt_items]
     ref = [line.strip() for line in open(DATA / "multi30k" / "test_2016_flickr.en", encoding="utf-8")][:args.mt_items]
     out: dict = {"model": str(args.mt_model), "items": len(src), "samples": args.mbr_samples}

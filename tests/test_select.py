@@ -91,6 +91,9 @@ def test_selectors_rank_samples_and_beams_inside_the_loop(lm_and_tok):
     assert [o.score for o in outs] == sorted([float(o.text.count("a")) for o in outs], reverse=True)
 
 
-def test_a_selector_needs_several_hypotheses():
+def test_a_selector_needs_several_hypotheses_and_must_be_one():
     with pytest.raises(SettingError, match="best_of"):
         DecodingSettings(select=MBR(jaccard))
+    for field in ("select", "method"):
+        with pytest.raises(SettingError, match=f"{field} must be a"):
+            DecodingSettings(best_of=2, **{field: "mbr"})

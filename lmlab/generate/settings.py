@@ -242,6 +242,17 @@ def _seed(name: str, value: Any) -> None:
         raise SettingError(name, f"seed must be an integer in [-2^63, 2^64), got {value!r}")
 
 
+def _has(*members: str) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        missing = [m for m in members if not hasattr(value, m)]
+        if missing:
+            raise SettingError(name, f"{name} must be a {'decoding method' if name == 'method' else 'selection rule'} "
+                               f"object, got {type(value).__name__} (it lacks {', '.join(missing)})",
+                               "use one from lmlab.generate.speculative/guided/contrastive_search"
+                               if name == "method" else "use one from lmlab.generate.select")
+    return check
+
+
 def _flag(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise SettingError(name, f"{name} must be true or false, got {value!r}")
@@ -275,6 +286,8 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "diversity_penalty": lambda name, value: check_number(name, value, low=0.0),
     "stochastic_beam": _flag,
     "top_logprobs": _integer(0),
+    "method": _has("name", "check", "rows", "check_model", "search"),
+    "select": _has("name", "scores"),
 }
 
 
