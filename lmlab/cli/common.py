@@ -204,6 +204,143 @@ def constrained(settings: Any, spec: tuple[str, Any] | None, lm: Any, tokenizer:
     return settings.with_(constraint=constraint_processor(*spec, tokenizer, ends), stop_ids=tuple(ends))
 
 
+def add_method_options(parser: argparse.ArgumentParser, *, search: bool = True) -> None:
+    """Decoding methods that bring a model or a rule of their own (``lmlab.generate.speculative``, ``guided``,
+    ``contrastive_search``, ``select``); ``search`` adds the sample-then-select rules."""
+    g = parser.add_argument_group("decoding: methods")
+    g.add_argument("--speculative", default=None, metavar="MODEL|ngram|prompt-lookup",
+                   help="speculative decoding with a draft model (a directory or name sharing the tokenizer), an "
+                        "n-gram model trained on the prompt, or prompt lookup")
+    g.add_argument("--draft-tokens", type=int, default=4, help="tokens drafted per step (default 4)")
+    g.add_argument("--adaptive-draft", action="store_true", help="adapt the draft length per row (+2 / -1)")
+    g.add_argument("--lookup-ngram", type=int, default=2, help="prompt lookup: longest n-gram matched (default 2)")
+    g.add_argument("--contrastive-amateur", default=None, metavar="MODEL",
+                   help="contrastive decoding against this amateur model (sharing the tokenizer)")
+    g.add_argument("--alpha", type=float, default=0.1, help="contrastive decoding's plausibility threshold α")
+    g.add_argument("--amateur-temperature", type=float, default=1.0, help="temperature of the amateur's scores")
+    g.add_argument("--penalty-alpha", type=float, default=None,
+                   help="contrastive search with this degeneration penalty α (k from --top-k, default 4)")
+    g.add_argument("--fudge", default=None, metavar="CLASSIFIER",
+                   help="FUDGE: steer toward --fudge-label of this saved classifier (lmlab classify train --out)")
+    g.add_argument("--fudge-label", default=None, help="the label to steer toward (default: the classifier's last)")
+    g.add_argument("--strength", type=float, default=1.0, help="FUDGE's strength λ (0: no steering)")
+    g.add_argument("--fudge-top-k", type=int, default=20, help="candidates FUDGE reweights per step")
+    if search:
+        g.add_argument("--mbr", default=None, choices=["bleu", "chrf", "rouge", "bertscore"],
+                       help="minimum Bayes risk: the hypothesis of highest expected utility under this metric")
+        g.add_argument("--samples", type=int, default=16, help="hypotheses for --mbr (default 16)")
+        g.add_argument("--mbr-evidence", default="sample", choices=["sample", "beam"],
+                       help="--mbr hypotheses: sampled (default) or a beam's n-best")
+        g.add_argument("--self-consistency", type=int, default=None, metavar="N",
+                       help="sample N answers and keep the majority answer (by --answer-task's rules)")
+        g.add_argument("--answer-task", default="gsm8k", help="answer extraction rules for --self-consistency")
+        g.add_argument("--reward", default=None, metavar="CLASSIFIER",
+                       help="with --best-of N: keep the sample the classifier scores highest for --reward-label")
+        g.add_argument("--reward-label", default=None, help="the label --reward scores (default: the classifier's last)")
+
+
+def methods_from_args(args: argparse.Namespace, settings: Any, lm: Any, tokenizer: Any) -> Any:
+    """``settings`` with the method and the selection rule the method flags ask for (models loaded here)."""
+    from ..core.errors import ConfigError
+
+    methods = [flag for flag, value in (("--speculative", args.speculative),
+                                        ("--contrastive-amateur", args.contrastive_amateur),
+                                        ("--penalty-alpha", args.penalty_alpha), ("--fudge", args.fudge))
+               if value is not None]
+    if len(methods) > 1:
+        raise ConfigError(f"{' and '.join(methods)} are two decoding methods", "choose one of them")
+    changes: dict[str, Any] = {}
+    if args.speculative is not None:
+        changes["method"] = speculative_method(args, lm, tokenizer)
+    elif args.contrastive_amateur is not None:
+        from ..generate.guided import Contrastive
+
+        changes["method"] = Contrastive(helper_model("amateur", args.contrastive_amateur, tokenizer), alpha=args.alpha,
+                                        amateur_temperature=args.amateur_temperature)
+    elif args.penalty_alpha is not None:
+        from ..generate.contrastive_search import ContrastiveSearch
+
+        changes["method"] = ContrastiveSearch(args.penalty_alpha, args.top_k or 4)
+    elif args.fudge is not None:
+        from ..classify.guidance import prefix_scorer
+        from ..generate.guided import Fudge
+
+        classifier = load_classifier_arg(args.fudge)
+        label = args.fudge_label if args.fudge_label is not None else str(classifier.classes[-1])
+        changes["method"] = Fudge(prefix_scorer(classifier, tokenizer, label), strength=args.strength,
+                                  top_k=args.fudge_top_k)
+    changes.update(selection_from_args(args, settings))
+    return settings.with_(**changes) if changes else settings
+
+
+def selection_from_args(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+    """The settings --mbr, --self-consistency and --reward change (none without those flags)."""
+    from ..core.errors import ConfigError
+    from ..generate.select import MBR, MajorityVote, Reward
+
+    rules = [flag for flag, value in (("--mbr", getattr(args, "mbr", None)),
+                                      ("--self-consistency", getattr(args, "self_consistency", None)),
+                                      ("--reward", getattr(args, "reward", None))) if value is not None]
+    if not rules:
+        return {}
+    if len(rules) > 1:
+        raise ConfigError(f"{' and '.join(rules)} are two selection rules", "choose one of them")
+    if args.mbr is not None:
+        from ..eval.utility import utility
+
+        if settings.best_of is not None or settings.beam_size is not None:
+            raise ConfigError("--mbr sets its own hypotheses", "give their number with --samples N, not "
+                              "--best-of/--beam-size")
+        rule = MBR(utility(args.mbr), metric=args.mbr)
+        if args.mbr_evidence == "beam":
+            return {"select": rule, "beam_size": args.samples}
+        return {"select": rule, "best_of": args.samples}
+    if args.self_consistency is not None:
+        from ..eval.utility import task_answer
+
+        if settings.best_of is not None or settings.beam_size is not None:
+            raise ConfigError("--self-consistency N sets its own samples", "leave --best-of/--beam-size out")
+        return {"select": MajorityVote(task_answer(args.answer_task)), "best_of": args.self_consistency}
+    from ..classify.guidance import label_reward
+
+    if settings.best_of is None:
+        raise ConfigError("--reward reranks several samples", "add --best-of N")
+    classifier = load_classifier_arg(args.reward)
+    label = args.reward_label if args.reward_label is not None else str(classifier.classes[-1])
+    return {"select": Reward(label_reward(classifier, label))}
+
+
+def speculative_method(args: argparse.Namespace, lm: Any, tokenizer: Any) -> Any:
+    """The speculative method --speculative names (a draft model, 'ngram' or 'prompt-lookup')."""
+    from ..generate.speculative import ModelDraft, PromptLookup, PromptNgram, Speculative
+
+    if args.speculative == "prompt-lookup":
+        drafter = PromptLookup(max_ngram=args.lookup_ngram)
+    elif args.speculative == "ngram":
+        drafter = PromptNgram()
+    else:
+        drafter = ModelDraft(helper_model("draft", args.speculative, tokenizer))
+    return Speculative(drafter, draft_tokens=args.draft_tokens, adaptive=args.adaptive_draft)
+
+
+def helper_model(role: str, spec: str, tokenizer: Any) -> Any:
+    """A draft or amateur model (a directory, a built-in name or an ARPA file) that must share ``tokenizer``."""
+    from ..lm import check_shared_tokenizer
+    from ..models import load_model
+    from ..ngram.files import is_arpa_path, load_ngram
+
+    helper, helper_tokenizer = load_ngram(spec) if is_arpa_path(spec) else load_model(spec)
+    if helper_tokenizer is not None:
+        check_shared_tokenizer(role, helper_tokenizer, tokenizer)
+    return helper.eval() if hasattr(helper, "eval") else helper
+
+
+def load_classifier_arg(path: str) -> Any:
+    from ..classify import load_classifier
+
+    return load_classifier(path)
+
+
 #: argparse names of the decoding flags that are settings under another name
 RENAMED = {"num_samples": "n", "stop_id": "stop_ids"}
 

@@ -96,16 +96,19 @@ class ShuffledRows:
                 (divmod(position, self.n) for position in range(start, start + self.batch_size))]
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into ``ids`` [B, T] and ``mask`` [B, T] (True = real token)."""
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into ``ids`` [B, T] and ``mask`` [B, T] (True = real token); ``left``: left-pad
+    them instead (rows right-aligned, as a decoder continues them)."""
     if not sequences:
         raise DataError("an empty batch cannot be padded")
     length = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
     mask = torch.zeros(len(sequences), length, dtype=torch.bool)
     for row, seq in enumerate(sequences):
-        ids[row, :len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
-        mask[row, :len(seq)] = True
+        at = slice(length - len(seq), length) if left else slice(0, len(seq))
+        ids[row, at] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[row, at] = True
     return ids, mask
 
 

@@ -74,8 +74,10 @@ class Stats:
 
 @dataclass
 class Completion:
-    """One continuation: ids and model log-probs (stop token excluded), text, why it ended, and a
-    strategy's score where one applies (beam score, mean log-prob, Gumbel key)."""
+    """One continuation: ids and model log-probs (stop token excluded), text, why it ended, a
+    strategy's score where one applies (beam score, mean log-prob, Gumbel key, expected utility),
+    and ``info``: what a method measured on the way (speculative decoding's acceptance, the votes
+    of self-consistency)."""
 
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -84,6 +86,7 @@ class Completion:
     prompt_tokens: int = 0
     score: float | None = None
     stats: Stats | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mean_logprob(self) -> float:

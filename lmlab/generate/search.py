@@ -12,6 +12,10 @@ run inside the one loop, on any protocol model, with the same queue, timeouts an
 * ``BeamSearch``: beam search, or diverse beam search (Vijayakumar et al., 2018) with groups.
 * ``StochasticBeamSearch``: sampling without replacement by Gumbel-top-k (Kool et al., 2019).
 
+A ``select`` rule in the settings (``lmlab.generate.select``: MBR, self-consistency, a reward) re-ranks
+the finished hypotheses of best-of-n and the beam searches. A ``method`` in the settings
+(speculative, contrastive, FUDGE) supplies its own strategy (``make_search``).
+
 Processors: sampling and greedy rows apply them to the raw scores (as ``transformers`` applies
 its processors to logits before sampling); beam searches apply them to log-probabilities and
 renormalise (as ``transformers``' beam search does).
@@ -30,6 +34,7 @@ from ..core.errors import ConfigError
 from ..core.seed import make_generator
 from .output import Completion, Event, StopStrings, TextRow
 from .processors import apply
+from .select import rerank
 from .settings import DecodingSettings
 
 NEG_INF = float("-inf")
@@ -150,7 +155,7 @@ class SampleSearch:
             return outs
         for out in outs:
             out.score = out.mean_logprob
-        return sorted(outs, key=lambda c: -c.score)[:self.settings.n]
+        return rerank(sorted(outs, key=lambda c: -c.score), self.settings.select)[:self.settings.n]
 
 
 def _finished_score(total: float, length: int, length_penalty: float) -> float:
@@ -266,7 +271,7 @@ class BeamSearch:
 
     def results(self) -> list[Completion]:
         out = [h for group in self.finished for h in sorted(group, key=lambda h: -h.score)[:self.k]]
-        return sorted(out, key=lambda h: -h.score)[:self.settings.n]
+        return rerank(sorted(out, key=lambda h: -h.score), self.settings.select)[:self.settings.n]
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -359,13 +364,23 @@ class StochasticBeamSearch:
 
     def results(self) -> list[Completion]:
         ordered = [c for _, c in sorted(self.finished, key=lambda kc: -kc[0])]
-        return ordered[:self.settings.n]
+        return rerank(ordered, self.settings.select)[:self.settings.n]
 
 
 SEARCHES = {"greedy": SampleSearch, "sample": SampleSearch, "best_of": SampleSearch, "beam": BeamSearch,
             "diverse_beam": BeamSearch, "stochastic_beam": StochasticBeamSearch}
 
 
-def make_search(settings: DecodingSettings, prompt: Sequence[int], **context: Any):
-    """The strategy object that runs ``settings``' search for one request."""
+def make_search(settings: DecodingSettings, prompt: Sequence[int], *, lm: Any = None, **context: Any):
+    """The strategy object that runs ``settings``' search for one request: the ``method``'s (speculative,
+    contrastive, ...) when the settings name one — it may read ``lm``, the model being decoded —, else
+    the named strategy's."""
+    if settings.method is not None:
+        return settings.method.search(settings, prompt, lm=lm, **context)
     return SEARCHES[settings.strategy](settings, prompt, **context)
+
+
+def base_search(settings: DecodingSettings, prompt: Sequence[int], **context: Any):
+    """The plain strategy (greedy, sampling, beam, ...) of ``settings`` without its method: what a
+    method that reshapes the scores (contrastive decoding, FUDGE) runs underneath."""
+    return SEARCHES[settings.base_strategy](settings, prompt, **context)

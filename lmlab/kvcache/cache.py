@@ -14,7 +14,8 @@ over all keys), ``append(layer, k, v)`` (store, and get everything to attend ove
 ``layer_inputs``, which also applies what cache policies set up — and ``advance(t)``.
 Decoding loops use the row operations: ``select`` (keep, drop, reorder, duplicate rows),
 ``concat`` (several caches into one batch), ``evict`` (drop positions per row: the hook cache
-policies in ``lmlab.kvcache.policies`` use) and ``bytes_held``.
+policies in ``lmlab.kvcache.policies`` use), ``truncate`` (forget each row's last tokens: rejected
+speculative drafts) and ``bytes_held``.
 
 What cache policies add (all optional; a cache without them behaves exactly as described above):
 
@@ -509,6 +510,50 @@ class KVCache:
             self.quant.compacted(self)
         self.observed.pop("window", None)
         self.observed.pop("last", None)
+
+    def truncate(self, drop: Sequence[int] | torch.Tensor) -> None:
+        """Forget each row's last ``drop[i]`` real tokens, as if they had never been fed: speculative
+        decoding takes back the draft tokens the target rejected. Slots no row uses any more are freed
+        from the end; a row that forgets more than another leaves masked slots behind (holes, like
+        left padding), and when holes outnumber real tokens the cache is compacted with ``evict``."""
+        drop = torch.as_tensor(drop, dtype=torch.long).reshape(-1).cpu()
+        if self.quant is not None or self.shift is not None or "live" in self.slot_data or any(self.offsets):
+            raise ConfigError("a cache under an eviction policy or quantization cannot take tokens back",
+                              "run speculative decoding without a KV-cache policy")
+        if drop.numel() != self.batch_size:
+            raise ConfigError(f"drop must give one count per row ({self.batch_size}), got {drop.numel()}",
+                              "pass how many tokens each row forgets")
+        real = self.real_tokens()
+        if bool((drop < 0).any()) or bool((drop > real).any()):
+            raise ConfigError(f"cannot forget {drop.tolist()} tokens of rows holding {real.tolist()}",
+                              "forget at most the tokens each row holds")
+        if not bool(drop.any()):
+            self._compact_holes()
+            return
+        if self.mask is None and bool((drop == drop[0]).all()):  # every slot real, same count: shorten
+            self.length -= int(drop[0])
+            if self.next_position is not None:
+                self.next_position = self.next_position - drop.to(self.next_position.device)
+            return
+        device = self.keys[0].device if self.keys[0] is not None else torch.device("cpu")
+        length = self.length
+        if self.mask is None:
+            self.mask = torch.ones(self.batch_size, self.capacity or length, dtype=torch.bool, device=device)
+        if self.next_position is None:
+            self.next_position = torch.full((self.batch_size,), length, dtype=torch.long, device=device)
+        used = self.mask[:, :length]
+        after = used.flip(1).long().cumsum(1).flip(1)  # real tokens at or after each slot
+        used &= ~(used & (after <= drop.to(device).unsqueeze(1)))
+        self.next_position = self.next_position - drop.to(self.next_position.device)
+        live = used.any(dim=0).nonzero()
+        self.length = int(live[-1]) + 1 if live.numel() else 0
+        self.mask[:, self.length:] = True  # slots beyond the length are free: new tokens set them
+        self._compact_holes()
+
+    def _compact_holes(self) -> None:
+        """Evict the holes when they outnumber the longest row's real tokens."""
+        if self.mask is not None and self.batch_size and self.length > 2 * int(self.real_tokens().max()) + HEADROOM:
+            self.evict(self.mask[:, :self.length])
 
     def bytes_held(self) -> int:
         """Bytes of the tensors this cache holds now (keys, values, per-slot data, masks, positions,

@@ -202,6 +202,32 @@ class TransformerLM(NeuralLM):
         return logits[:, -1].float(), state
 
     @torch.no_grad()
+    def next_scores_all(self, tokens: torch.Tensor, state: KVCache, attention_mask: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, KVCache]:
+        """Logits [B, T, V] after every fed position, in one forward pass (rows left-padded by
+        ``attention_mask``): what speculative decoding verifies drafted tokens with."""
+        scores, _, state = self.next_scores_hidden(tokens, state, attention_mask)
+        return scores, state
+
+    @torch.no_grad()
+    def next_scores_hidden(self, tokens: torch.Tensor, state: KVCache, attention_mask: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, KVCache]:
+        """``next_scores_all`` plus the last layer's states [B, T, d_model] (after the final norm): what
+        contrastive search compares candidates with."""
+        tokens = as_id_tensor(tokens, self.vocab_size, self.device)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(self.device)
+            if bool(attention_mask.bool().all()):
+                attention_mask = None
+        hidden, state = self.hidden_states(tokens, state, attention_mask)
+        return self.logits(hidden).float(), hidden, state
+
+    def rewind(self, state: KVCache, drop) -> KVCache:
+        """Forget each row's last ``drop[i]`` tokens (``KVCache.truncate``)."""
+        state.truncate(drop)
+        return state
+
+    @torch.no_grad()
     def prefill(self, prompts: list[list[int]], reserve: int = 0,
                 setup: Callable[[KVCache], None] | None = None) -> tuple[torch.Tensor, KVCache]:
         """All prompts in one forward pass: left-padded to the longest, masked, into one growable cache
