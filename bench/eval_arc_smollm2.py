@@ -52,6 +52,15 @@ metric_list:
 """
 
 
+def max_loglikelihood_diff(samples: list[dict], items: list[dict]) -> float:
+    """The largest |lm-eval's − lmlab's| per-choice log-likelihood over the same items."""
+    diff = 0.0
+    for sample, item in zip(samples, items, strict=True):
+        peer_lls = [r[0] for r in sample["filtered_resps"]]
+        diff = max(diff, max(abs(a - b) for a, b in zip(peer_lls, item["logits"], strict=True)))
+    return diff
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None, help="first N items of ARC-Easy test (default all)")
@@ -103,10 +112,7 @@ def main() -> None:
         peer_seconds = time.perf_counter() - start
     metrics = peer["results"]["arc_easy_local"]
     samples = sorted(peer["samples"]["arc_easy_local"], key=lambda s: s["doc_id"])
-    max_diff = 0.0
-    for sample, item in zip(samples, ours["items"], strict=True):
-        peer_lls = [r[0] for r in sample["filtered_resps"]]
-        max_diff = max(max_diff, max(abs(a - b) for a, b in zip(peer_lls, item["logits"], strict=True)))
+    max_diff = max_loglikelihood_diff(samples, ours["items"])
     result.update(peer={"acc": metrics["acc,none"], "acc_norm": metrics["acc_norm,none"],
                         "version": lm_eval.__version__},
                   seconds_peer=peer_seconds, items_per_s_peer=len(samples) / peer_seconds,

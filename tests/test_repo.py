@@ -11,10 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = {
     "core": 0,
     "tokenizers": 1, "data": 1, "analysis": 1, "formats": 1,
-    "lm": 2, "ngram": 2, "models": 2, "embeddings": 2,
-    "train": 3, "peft": 3,
+    "lm": 2, "ngram": 2, "models": 2, "embeddings": 2, "kvcache": 2,
+    "train": 3, "peft": 3, "align": 3,
+    "wordalign": 2,
     "generate": 4, "quant": 4,
-    "eval": 5, "retrieval": 5, "classify": 5,
+    "retrieval": 5, "eval": 5, "classify": 5, "agents": 5, "tagging": 5,
     "cli": 6, "serve": 6,
 }
 # "package.module:Name" strings name a class that is imported later (models/directory.py's MODEL_TYPES)

@@ -9,11 +9,9 @@ batches (AdamW, linear warm-up then linear decay, gradient clipping, checkpoints
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,35 +20,13 @@ from torch import nn
 
 from ..core.errors import DataError, ModelError
 from ..core.validate import check_choice, check_number
-from ..embeddings.sentence import MINILM_NAMES
-from ..models.directory import load_model, model_class
-from ..models.encoder import load_hf_bert, minilm_dir
+from ..models.backbone import load_backbone
+from ..models.directory import model_class
 from ..train import TrainConfig, train
 from .base import CLASS_WEIGHTS, ClassifierMixin, class_weights, encode_labels
 from .batches import SAMPLERS, LabeledBatches, pad_rows
 from .heads import POOLINGS, ClassificationHead
 from .objective import ClassificationLoss
-
-
-def load_backbone(backbone: str | os.PathLike | tuple) -> tuple[nn.Module, Any]:
-    """(model with ``hidden_states``, tokenizer) from a name, a directory, or an in-memory pair."""
-    from ..tokenizers import load
-
-    if isinstance(backbone, tuple):
-        lm, tokenizer = backbone
-    elif str(backbone) in MINILM_NAMES:
-        lm, tokenizer = load_hf_bert(minilm_dir()), load(minilm_dir() / "tokenizer.json")
-    elif (Path(backbone) / "config.json").exists() and json.loads(
-            (Path(backbone) / "config.json").read_text(encoding="utf-8")).get("model_type") == "bert":
-        lm, tokenizer = load_hf_bert(backbone), load(Path(backbone) / "tokenizer.json")
-    else:
-        lm, tokenizer = load_model(backbone)
-    if not hasattr(lm, "hidden_states"):
-        raise ModelError(f"the backbone {backbone!r} is a {type(lm).__name__}, which gives no hidden states",
-                         "fine-tune a transformer: minilm, smollm2-135m-instruct or a transformer model directory")
-    if tokenizer is None:
-        raise ModelError(f"the backbone {backbone!r} has no tokenizer.json", "save the model with its tokenizer")
-    return lm, tokenizer
 
 
 class ClassifierNet(nn.Module):

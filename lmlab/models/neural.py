@@ -49,15 +49,25 @@ class NeuralLM(nn.Module, LanguageModel):
         return next(self.parameters()).device
 
     def config_dict(self) -> dict[str, Any]:
-        """The constructor arguments that rebuild this model (JSON-serialisable)."""
-        raise NotImplementedError
+        """The constructor arguments that rebuild this model (JSON-serialisable): by default the
+        ``args`` dict a subclass keeps (the recurrent, feed-forward and RNN encoder–decoder models)."""
+        return dict(self.args)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.args["vocab_size"]
 
     # --- protocol (inference: no autograd graph; training calls forward) ----------------------
     @torch.no_grad()
-    def next_logprobs(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def next_scores(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """The logits [B, V] of the token after ``tokens`` (float32), and the state."""
         tokens = as_id_tensor(tokens, self.vocab_size, self.device)
         logits, state = self(tokens, state)
-        return F.log_softmax(logits[:, -1].float(), dim=-1), state
+        return logits[:, -1].float(), state
+
+    def next_logprobs(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        scores, state = self.next_scores(tokens, state)
+        return F.log_softmax(scores, dim=-1), state
 
     @torch.no_grad()
     def score(self, ids: torch.Tensor) -> torch.Tensor:
@@ -86,12 +96,24 @@ class NeuralLM(nn.Module, LanguageModel):
                 **{role: getattr(self, role) for role in SPECIAL_ROLES}}
 
     def to_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        return self.state_config(), unique_tensors(self.state_dict())
+        """(config.json, tensors); quantized layers (``lmlab.models.quantized``) are listed in the config's
+        ``quantization`` entry so that loading rebuilds them without quantizing again."""
+        from .quantized import quantization_config
+
+        config = self.state_config()
+        quantization = quantization_config(self)
+        if quantization:
+            config["quantization"] = quantization
+        return config, unique_tensors(self.state_dict())
 
     @classmethod
     def from_state(cls, config: dict, tensors: dict[str, torch.Tensor], **kwargs: Any) -> NeuralLM:
-        args = {k: v for k, v in config.items() if k != "model_type" and k not in SPECIAL_ROLES}
+        args = {k: v for k, v in config.items() if k not in ("model_type", "quantization") and k not in SPECIAL_ROLES}
         model = cls.from_config(args)
+        if config.get("quantization"):
+            from .quantized import use_quantized_layers
+
+            use_quantized_layers(model, config["quantization"])
         model.set_special_ids({role: config.get(role) for role in SPECIAL_ROLES})
         expected = model.state_dict()
         missing = [k for k in expected if k not in tensors and not model.is_tied(k)]
