@@ -10,12 +10,13 @@ from .common import add_common, emit, status
 
 #: words and single punctuation marks: "Hut," → "Hut", ","
 WORD_OR_MARK = r"\w+|[^\w\s]"
+#: ``lmlab.wordalign``'s models and symmetrizations, named here so that building the parser imports no
+#: numpy (tests/test_cli.py checks they agree)
+MODELS = ("ibm1", "ibm2")
+SYMMETRIZATIONS = ("intersection", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..wordalign.corpus import MODELS
-    from ..wordalign.symmetrize import SYMMETRIZATIONS
-
     p = sub.add_parser("align-words", help="IBM Model 1/2 word alignment (EM) of parallel text",
                        description="Train IBM Model 1 or 2 by EM on sentence-aligned text and write the "
                                    "translation table t(target | source) and Viterbi word alignments.")
