@@ -348,6 +348,18 @@ def load_classifier_arg(path: str) -> Any:
 RENAMED = {"num_samples": "n", "stop_id": "stop_ids"}
 
 
+def in_flag_terms(exc: Exception, args: argparse.Namespace) -> str:
+    """The message of ``exc``, with the decoding setting it names (a ``SettingError``'s ``setting``:
+    ``n``, ``length_penalty``) written as the flag the user typed (``--num-samples``, ``--length-penalty``)."""
+    import re
+
+    setting = getattr(exc, "setting", None)
+    dest = {v: k for k, v in RENAMED.items()}.get(setting, setting)
+    if not setting or not hasattr(args, dest):
+        return str(exc)
+    return re.sub(rf"(?<![\w-]){re.escape(setting)}(?!\w)", f"--{dest.replace('_', '-')}", str(exc))
+
+
 def decoding_from_args(args: argparse.Namespace) -> Any:
     """The ``DecodingSettings`` the decoding flags ask for (checked by the one validator)."""
     from dataclasses import fields
