@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import add_common, emit, status
+from .common import add_common, check_outputs, emit, status
 
 #: words and single punctuation marks: "Hut," → "Hut", ","
 WORD_OR_MARK = r"\w+|[^\w\s]"
@@ -47,12 +47,13 @@ def run(args: argparse.Namespace) -> int:
     from ..data.parallel import aligned_lines, parallel_corpora
     from ..wordalign.corpus import align_corpus, save_alignment
 
+    check_outputs(args, dirs=("out",))
     if (args.source is None) != (args.target is None):
         raise ConfigError("only one side of the parallel data was given", "pass both --source and --target")
     if args.source is None and args.corpus is None:
         raise ConfigError("no parallel text", "pass a prefix (multi30k:train) or --source FILE --target FILE")
     if args.limit is not None:
-        check_number("limit", args.limit, low=1, integer=True)
+        check_number("--limit", args.limit, low=1, integer=True)
     corpora = (parallel_corpora(args.source, args.target) if args.source is not None
                else parallel_corpora(args.corpus, pair=args.pair))
     sources, targets = aligned_lines(corpora)

@@ -72,6 +72,7 @@ def translate(model, tokenizer, texts: Sequence[str], *, beam_size: int = 1, max
     language by putting its tag before every source; the tokenizer must know the tag."""
     check_number("beam_size", beam_size, low=1, integer=True)
     check_number("batch_size", batch_size, low=1, integer=True)
+    check_number("length_penalty", length_penalty)
     if target_language is not None:
         tag = language_tag(target_language)
         if (source_tokenizer or tokenizer).token_to_id(tag) is None:

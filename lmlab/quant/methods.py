@@ -14,7 +14,7 @@ from torch import nn
 
 from ..core.device import resolve_dtype
 from ..core.errors import ConfigError
-from ..core.validate import check_choice
+from ..core.validate import check_choice, check_number
 from ..models.quantized import QuantLinear, quantized_layers, replace_module
 from .activation_aware import quantize_awq, quantize_smoothquant, shared_input_groups
 from .calibration import blockwise
@@ -64,6 +64,8 @@ def quantize_model(model: nn.Module, method: str = "int8", *, group_size: int | 
     """
     check_choice("method", method, tuple(METHODS))
     check_choice("dtype", dtype, ACTIVATION_DTYPES)
+    check_number("damp", damp, low=0.0)
+    check_number("alpha", alpha, low=0.0, high=1.0)
     spec = METHODS[method]
     if symmetric is not None and symmetric != spec.symmetric:
         if method in ("nf4", "hqq", "smoothquant", "int8-tensor"):
