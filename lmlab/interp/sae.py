@@ -50,13 +50,14 @@ class SAEConfig:
         check_number("d_model", self.d_model, low=1, integer=True)
         check_number("n_features", self.n_features, low=1, integer=True)
         check_choice("sparsity", self.sparsity, SPARSITIES)
-        check_number("k", self.k, low=1, high=self.n_features, integer=True)
-        check_number("l1", self.l1, low=0.0)
-        check_number("resample_every", self.resample_every, low=0, integer=True)
         if self.n_features < self.d_model and not self.allow_undercomplete:
             raise ConfigError(f"a dictionary of {self.n_features} features is smaller than d_model = {self.d_model}: "
                               "it cannot even span the activations, so its features are not a sparse basis",
                               "use at least d_model features (4–32× is usual), or pass --allow-undercomplete")
+        if self.sparsity == "topk":
+            check_number("k", self.k, low=1, high=self.n_features, integer=True)
+        check_number("l1", self.l1, low=0.0)
+        check_number("resample_every", self.resample_every, low=0, integer=True)
 
 
 class SparseAutoencoder(nn.Module):
