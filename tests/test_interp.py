@@ -231,7 +231,7 @@ def test_sae_recovers_a_sparse_dictionary(tmp_path, sparsity):
 def test_sae_refuses_an_undercomplete_dictionary():
     with pytest.raises(ConfigError, match="allow-undercomplete"):
         SAEConfig(32, 16)
-    assert SAEConfig(32, 16, allow_undercomplete=True).n_features == 16
+    assert SAEConfig(32, 16, k=8, allow_undercomplete=True).n_features == 16
 
 
 def test_sae_resamples_dead_features(tmp_path):

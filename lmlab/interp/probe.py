@@ -16,14 +16,14 @@ from ..classify.logistic import fit_logistic
 from ..core.errors import InputError
 from ..core.seed import make_generator
 from ..core.validate import check_number
-from .steering import mean_activation
+from .steering import pooled_activations
 
 
-@torch.no_grad()
-def probe_features(lm: nn.Module, prompts: Sequence[Sequence[int]], layer: int, *, pool: str = "last",
+def probe_features(lm: nn.Module, prompts: Sequence[Sequence[int]], layers: Sequence[int], *, pool: str = "last",
                    site: str = "resid_post") -> torch.Tensor:
-    """One activation row per prompt [N, d_model]: ``site`` at ``layer``, pooled over positions."""
-    return torch.stack([mean_activation(lm, [p], layer, pool=pool, site=site) for p in prompts])
+    """Activation rows [len(layers), N, d_model]: ``site`` at each of ``layers``, one row per prompt
+    pooled over its positions (``lmlab.interp.steering.pooled_activations``)."""
+    return pooled_activations(lm, prompts, [f"blocks.{layer}.{site}" for layer in layers], pool=pool)
 
 
 @dataclass

@@ -18,20 +18,25 @@ POOLS = ("mean", "last")
 
 
 @torch.no_grad()
-def mean_activation(lm: nn.Module, prompts: Sequence[Sequence[int]], layer: int, *, pool: str = "mean",
-                    site: str = "resid_pre") -> torch.Tensor:
-    """The mean over ``prompts`` of each prompt's ``site`` activation at ``layer`` [d_model], pooled over
-    its positions (``mean``) or taken at its last token (``last``)."""
+def pooled_activations(lm: nn.Module, prompts: Sequence[Sequence[int]], names: Sequence[str], *,
+                       pool: str = "mean") -> torch.Tensor:
+    """One row per prompt at each hook point, [len(names), N, d_model]: the activation averaged over
+    the prompt's positions (``mean``) or taken at its last token (``last``)."""
     check_choice("pool", pool, POOLS)
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise InputError("steering needs at least one non-empty prompt on each side", "give prompts with text")
-    name = f"blocks.{layer}.{site}"
+        raise InputError("every prompt needs at least one token, and there must be one", "give prompts with text")
     rows = []
-    for ids in prompts:  # one at a time: no padding enters the mean
-        _, cache = run_with_cache(lm, torch.tensor([list(ids)]), [name])
-        act = cache[name][0].float()
-        rows.append(act.mean(0) if pool == "mean" else act[-1])
-    return torch.stack(rows).mean(0)
+    for ids in prompts:  # one at a time: no padding enters the pooling
+        _, cache = run_with_cache(lm, torch.tensor([list(ids)]), names)
+        acts = torch.stack([cache[name][0].float() for name in names])  # [K, T, D]
+        rows.append(acts.mean(1) if pool == "mean" else acts[:, -1])
+    return torch.stack(rows, dim=1)
+
+
+def mean_activation(lm: nn.Module, prompts: Sequence[Sequence[int]], layer: int, *, pool: str = "mean",
+                    site: str = "resid_pre") -> torch.Tensor:
+    """The mean over ``prompts`` of each prompt's pooled ``site`` activation at ``layer``, [d_model]."""
+    return pooled_activations(lm, prompts, [f"blocks.{layer}.{site}"], pool=pool)[0].mean(0)
 
 
 def steering_vector(lm: nn.Module, positive: Sequence[Sequence[int]], negative: Sequence[Sequence[int]],
