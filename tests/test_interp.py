@@ -1,8 +1,8 @@
 """Interpretability (lmlab.interp) on tiny random models, checked against TransformerLens.
 
-The peer is TransformerLens's own GPT-2-style implementation (its TL-native model under a
-TransformerBridge, TransformerLens ≥ 4); our transformer gets its weights copied, and the cached
-activations, logit lens and a patching experiment must agree within 1e-4.
+The peer is TransformerLens's ``HookedTransformer`` (3.x: the version sae-lens works with), built
+GPT-2-shaped with a random lmlab model's weights copied in; the cached activations, logit lens, a
+patching experiment and a head ablation must agree within 1e-4.
 """
 
 from __future__ import annotations
@@ -30,13 +30,6 @@ from lmlab.models.transformer import TransformerLM
 
 V, D, L, H, T = 97, 32, 3, 4, 7
 
-#: lmlab parameter names of the TL-native model's (after dropping its "._original_component" wrappers)
-TL_TO_LMLAB = [("tok_embed", "embed"), ("pos", "positions"), ("ln_out", "final_norm"), ("ln1", "attn_norm"),
-               ("ln2", "mlp_norm"), ("attn.q.", "attn.q_proj."), ("attn.k.", "attn.k_proj."),
-               ("attn.v.", "attn.v_proj."), ("attn.o.", "attn.o_proj."), ("mlp.fc_in", "mlp.up"),
-               ("mlp.fc_out", "mlp.down"), ("layers.", "blocks.")]
-
-
 def tiny(**kw) -> TransformerLM:
     torch.manual_seed(0)
     return TransformerLM(TransformerConfig.from_preset("gpt2", vocab_size=V, d_model=D, n_layers=L, n_heads=H,
@@ -45,22 +38,30 @@ def tiny(**kw) -> TransformerLM:
 
 @pytest.fixture(scope="module")
 def pair():
-    """(TransformerLens bridge, lmlab model with its weights)."""
-    native = pytest.importorskip("transformer_lens.model_bridge.sources.native")
-    bridge = native.boot(dict(n_layers=L, d_model=D, n_heads=H, d_head=D // H, d_mlp=4 * D, d_vocab=V, n_ctx=32,
-                              act_fn="gelu", normalization_type="LN", positional_embedding_type="standard", seed=3))
-    state = {}
-    for key, value in bridge.original_model.state_dict().items():
-        key = key.replace("._original_component", "")
-        if ".mlp.in." in key or ".mlp.out." in key:  # aliases of fc_in / fc_out
-            continue
-        for theirs, ours in TL_TO_LMLAB:
-            key = key.replace(theirs, ours)
-        state[key] = value
-    assert float(state.pop("head.bias").abs().max()) == 0.0  # lmlab's head has no bias
+    """(TransformerLens HookedTransformer, lmlab model), the peer given the lmlab model's weights."""
+    tl = pytest.importorskip("transformer_lens")
     lm = tiny(tie_embeddings=False)
-    lm.load_state_dict(state)
-    return bridge, lm
+    cfg = tl.HookedTransformerConfig(n_layers=L, d_model=D, n_ctx=32, d_head=D // H, n_heads=H, d_mlp=4 * D,
+                                     d_vocab=V, act_fn="gelu", normalization_type="LN", eps=1e-5)
+    peer = tl.HookedTransformer(cfg).eval()
+    ours = lm.state_dict()
+    theirs = {"embed.W_E": ours["embed.weight"], "pos_embed.W_pos": ours["positions.weight"],
+              "ln_final.w": ours["final_norm.weight"], "ln_final.b": ours["final_norm.bias"],
+              "unembed.W_U": ours["head.weight"].t(), "unembed.b_U": torch.zeros(V)}
+    for i in range(L):
+        b, t = f"blocks.{i}.", f"blocks.{i}."
+        for norm, tl_norm in (("attn_norm", "ln1"), ("mlp_norm", "ln2")):
+            theirs[t + tl_norm + ".w"], theirs[t + tl_norm + ".b"] = ours[b + norm + ".weight"], ours[b + norm + ".bias"]
+        for x in "qkv":
+            theirs[t + f"attn.W_{x.upper()}"] = ours[b + f"attn.{x}_proj.weight"].view(H, D // H, D).transpose(1, 2)
+            theirs[t + f"attn.b_{x.upper()}"] = ours[b + f"attn.{x}_proj.bias"].view(H, D // H)
+        theirs[t + "attn.W_O"] = ours[b + "attn.o_proj.weight"].t().reshape(H, D // H, D)
+        theirs[t + "attn.b_O"] = ours[b + "attn.o_proj.bias"]
+        theirs[t + "mlp.W_in"], theirs[t + "mlp.b_in"] = ours[b + "mlp.up.weight"].t(), ours[b + "mlp.up.bias"]
+        theirs[t + "mlp.W_out"], theirs[t + "mlp.b_out"] = ours[b + "mlp.down.weight"].t(), ours[b + "mlp.down.bias"]
+    missing, _ = peer.load_state_dict({k: v.contiguous() for k, v in theirs.items()}, strict=False)
+    assert not [k for k in missing if not k.endswith(("IGNORE", "mask"))], missing  # buffers only
+    return peer, lm
 
 
 def prompts(seed: int = 1, rows: int = 2) -> torch.Tensor:
@@ -89,7 +90,7 @@ def test_logit_lens_matches_transformer_lens(pair):
     ids = prompts(2)
     _, tl_cache = bridge.run_with_cache(ids)
     streams = [tl_cache["blocks.0.hook_resid_pre"]] + [tl_cache[f"blocks.{i}.hook_resid_post"] for i in range(L)]
-    peer = torch.stack([bridge.unembed(bridge.ln_final(s)) for s in streams])  # TL's own final norm and head
+    peer = torch.stack([bridge.unembed(bridge.ln_final(s)) for s in streams]).detach()  # TL's own final norm and head
     ours = logit_lens(lm, ids)
     assert ours.shape == (L + 1, 2, T, V)
     assert (ours - peer).abs().max() < 1e-4
