@@ -1,7 +1,7 @@
 """Interpretability (lmlab.interp) on tiny random models, checked against TransformerLens.
 
 The peer is TransformerLens's ``HookedTransformer`` (3.x: the version sae-lens works with), built
-GPT-2-shaped with a random lmlab model's weights copied in; the cached activations, logit lens, a
+GPT-2-shaped and LLaMA-shaped with a random lmlab model's weights copied in; the cached activations, logit lens, a
 patching experiment and a head ablation must agree within 1e-4.
 """
 
@@ -36,32 +36,65 @@ def tiny(**kw) -> TransformerLM:
                                                        context_length=32, **kw)).eval()
 
 
-@pytest.fixture(scope="module")
-def pair():
-    """(TransformerLens HookedTransformer, lmlab model), the peer given the lmlab model's weights."""
+def hooked_transformer_with_weights_of(lm: TransformerLM):
+    """TransformerLens's ``HookedTransformer`` of the same shape as ``lm`` (gpt2 or llama preset),
+    holding ``lm``'s weights."""
     tl = pytest.importorskip("transformer_lens")
-    lm = tiny(tie_embeddings=False)
-    cfg = tl.HookedTransformerConfig(n_layers=L, d_model=D, n_ctx=32, d_head=D // H, n_heads=H, d_mlp=4 * D,
-                                     d_vocab=V, act_fn="gelu", normalization_type="LN", eps=1e-5)
-    peer = tl.HookedTransformer(cfg).eval()
+    c = lm.config
+    gpt2 = c.norm == "layernorm"
+    shape = dict(act_fn="gelu", normalization_type="LN") if gpt2 else dict(
+        act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary", rotary_dim=c.head_dim,
+        rotary_base=int(c.rope_theta), rotary_adjacent_pairs=False, gated_mlp=True, final_rms=True,
+        n_key_value_heads=c.n_kv_heads)
+    peer = tl.HookedTransformer(tl.HookedTransformerConfig(
+        n_layers=c.n_layers, d_model=c.d_model, n_ctx=c.context_length, d_head=c.head_dim, n_heads=c.n_heads,
+        d_mlp=c.d_ff, d_vocab=c.vocab_size, eps=c.norm_eps, **shape)).eval()
     ours = lm.state_dict()
-    theirs = {"embed.W_E": ours["embed.weight"], "pos_embed.W_pos": ours["positions.weight"],
-              "ln_final.w": ours["final_norm.weight"], "ln_final.b": ours["final_norm.bias"],
-              "unembed.W_U": ours["head.weight"].t(), "unembed.b_U": torch.zeros(V)}
-    for i in range(L):
-        b, t = f"blocks.{i}.", f"blocks.{i}."
+    kv, dh, d = c.n_kv_heads, c.head_dim, c.d_model
+    theirs = {"embed.W_E": ours["embed.weight"], "unembed.W_U": ours["head.weight"].t(), "ln_final.w": ours["final_norm.weight"]}
+    if gpt2:
+        theirs.update({"pos_embed.W_pos": ours["positions.weight"], "ln_final.b": ours["final_norm.bias"]})
+    for i in range(c.n_layers):
+        b = f"blocks.{i}."
         for norm, tl_norm in (("attn_norm", "ln1"), ("mlp_norm", "ln2")):
-            theirs[t + tl_norm + ".w"], theirs[t + tl_norm + ".b"] = ours[b + norm + ".weight"], ours[b + norm + ".bias"]
-        for x in "qkv":
-            theirs[t + f"attn.W_{x.upper()}"] = ours[b + f"attn.{x}_proj.weight"].view(H, D // H, D).transpose(1, 2)
-            theirs[t + f"attn.b_{x.upper()}"] = ours[b + f"attn.{x}_proj.bias"].view(H, D // H)
-        theirs[t + "attn.W_O"] = ours[b + "attn.o_proj.weight"].t().reshape(H, D // H, D)
-        theirs[t + "attn.b_O"] = ours[b + "attn.o_proj.bias"]
-        theirs[t + "mlp.W_in"], theirs[t + "mlp.b_in"] = ours[b + "mlp.up.weight"].t(), ours[b + "mlp.up.bias"]
-        theirs[t + "mlp.W_out"], theirs[t + "mlp.b_out"] = ours[b + "mlp.down.weight"].t(), ours[b + "mlp.down.bias"]
-    missing, _ = peer.load_state_dict({k: v.contiguous() for k, v in theirs.items()}, strict=False)
-    assert not [k for k in missing if not k.endswith(("IGNORE", "mask"))], missing  # buffers only
-    return peer, lm
+            theirs[b + tl_norm + ".w"] = ours[b + norm + ".weight"]
+            if gpt2:
+                theirs[b + tl_norm + ".b"] = ours[b + norm + ".bias"]
+        for x, heads in (("q", c.n_heads), ("k", kv), ("v", kv)):
+            name = f"attn.W_{x.upper()}" if heads == c.n_heads or gpt2 else f"attn._W_{x.upper()}"
+            theirs[b + name] = ours[b + f"attn.{x}_proj.weight"].view(heads, dh, d).transpose(1, 2)
+            if gpt2:
+                theirs[b + f"attn.b_{x.upper()}"] = ours[b + f"attn.{x}_proj.bias"].view(heads, dh)
+        theirs[b + "attn.W_O"] = ours[b + "attn.o_proj.weight"].t().reshape(c.n_heads, dh, d)
+        theirs[b + "mlp.W_in"], theirs[b + "mlp.W_out"] = ours[b + "mlp.up.weight"].t(), ours[b + "mlp.down.weight"].t()
+        if gpt2:
+            theirs[b + "attn.b_O"], theirs[b + "mlp.b_in"] = ours[b + "attn.o_proj.bias"], ours[b + "mlp.up.bias"]
+            theirs[b + "mlp.b_out"] = ours[b + "mlp.down.bias"]
+        else:
+            theirs[b + "mlp.W_gate"] = ours[b + "mlp.gate.weight"].t()
+    state = peer.state_dict()
+    for key, value in state.items():  # what lmlab has no counterpart of: biases the peer keeps at zero
+        if key not in theirs and (".b_" in key or "._b_" in key or key == "unembed.b_U"):
+            assert float(value.abs().max()) == 0.0, key
+    missing = set(state) - set(theirs)
+    assert all(k.endswith(("IGNORE", "mask", "rotary_sin", "rotary_cos")) or ".b_" in k or "._b_" in k
+               or k == "unembed.b_U" for k in missing), missing
+    peer.load_state_dict({k: v.contiguous() for k, v in theirs.items()}, strict=False)
+    return peer
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def pair(request):
+    """(TransformerLens HookedTransformer, lmlab model): a GPT-2-shaped or a LLaMA-shaped (RoPE,
+    RMSNorm, SwiGLU, grouped-query attention) random lmlab model and the peer holding its weights."""
+    lm = tiny(tie_embeddings=False) if request.param == "gpt2" else tiny_llama()
+    return hooked_transformer_with_weights_of(lm), lm
+
+
+def tiny_llama() -> TransformerLM:
+    torch.manual_seed(0)
+    return TransformerLM(TransformerConfig.from_preset("llama", vocab_size=V, d_model=D, n_layers=L, n_heads=H,
+                                                       n_kv_heads=2, d_ff=64, context_length=32)).eval()
 
 
 def prompts(seed: int = 1, rows: int = 2) -> torch.Tensor:
@@ -174,10 +207,8 @@ def test_unknown_hook_name_lists_the_names():
             lm(prompts())
 
 
-def test_pattern_with_cache_and_gqa_is_causal_and_normalised():
-    torch.manual_seed(0)
-    lm = TransformerLM(TransformerConfig.from_preset("llama", vocab_size=V, d_model=D, n_layers=2, n_heads=4,
-                                                     n_kv_heads=2, context_length=32)).eval()
+def test_pattern_with_gqa_is_causal_and_normalised():
+    lm = tiny_llama()
     _, cache = run_with_cache(lm, prompts(), ["blocks.1.attn_pattern"])
     pattern = cache["blocks.1.attn_pattern"]
     assert pattern.shape == (2, 4, T, T)
