@@ -22,7 +22,7 @@ from lmlab.interp.patching import (
     run_metric,
 )
 from lmlab.interp.probe import fit_probe
-from lmlab.interp.sae import SAEConfig, collect_activations, sae_metrics, top_examples, train_sae
+from lmlab.interp.sae import SAEConfig, collect_activations, top_examples, train_sae
 from lmlab.interp.steering import steering_hooks, steering_vector
 from lmlab.models.config import TransformerConfig
 from lmlab.models.hooks import SITES, hook_names, hooked
