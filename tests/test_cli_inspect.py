@@ -6,7 +6,7 @@ import importlib.metadata
 import json
 
 import pytest
-from sft_tiny import save_tiny, write_jsonl
+from sft_tiny import save_tiny
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.cli import main
@@ -57,11 +57,13 @@ def test_steer_and_probe(capsys, model, tmp_path):
     code, out = run(capsys, "steer", "--model", model, "--positive", "aaaa", "--negative", "bbbb", "--layer", "1",
                     "--scale", "8", "--prompt", "ab", "--max-new-tokens", "4", "--json")
     assert code == 0 and out["vector_norm"] > 0 and isinstance(out["steered"], str)
-    data = write_jsonl(tmp_path / "p.jsonl", [{"text": c * 3 + "x", "label": c in "abc"} for c in "abcdefgh" * 3])
+    data = tmp_path / "p.tsv"
+    data.write_text("".join(f"{c * 3}x\t{c in 'abc'}\n" for c in "abcdefgh" * 3), encoding="utf-8")
     code, out = run(capsys, "probe", "--model", model, "--data", str(data), "--json")
     assert code == 0 and [r["layer"] for r in out["layers"]] == [0, 1] and out["classes"] == ["False", "True"]
-    code, err = run(capsys, "probe", "--model", model, "--data", str(data), "--label-field", "y")
-    assert code == 1 and "no 'y' field" in err
+    assert all(r["n_train"] == 18 and r["n_test"] == 6 for r in out["layers"])
+    code, err = run(capsys, "probe", "--model", model, "--data", str(data), "--max-tokens", "0")
+    assert code == 1 and "--max-tokens" in err
 
 
 def test_sae_trains_and_refuses_undercomplete(capsys, model, tmp_path):

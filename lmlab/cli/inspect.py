@@ -54,9 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     pr = verbs.add_parser("probe", help="linear probes on cached activations, layer by layer")
     _model(pr)
-    pr.add_argument("--data", required=True, help="a JSONL file of {text, label} records")
-    pr.add_argument("--text-field", default="text", help="the text field (default text)")
-    pr.add_argument("--label-field", default="label", help="the label field (default label)")
+    pr.add_argument("--data", required=True, help="NAME:SPLIT (sst2:dev, agnews:test) or a text<TAB>label file")
+    pr.add_argument("--limit", type=int, default=400, help="labelled texts used, from the start (default 400)")
     pr.add_argument("--layer", type=int, action="append", help="a layer to probe (repeatable; default: every layer)")
     pr.add_argument("--pool", choices=("last", "mean"), default="last", help="each text's last token or mean (default last)")
     pr.add_argument("--test-fraction", type=float, default=0.25, help="held-out share of the rows (default 0.25)")
@@ -234,23 +233,21 @@ def run_steer(args: argparse.Namespace) -> int:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    from ..core.errors import DataError
+    from ..classify.data import load_labeled
     from ..core.validate import check_number
-    from ..data.corpus import read_jsonl
     from ..interp.probe import fit_probe, probe_features
 
-    records = read_jsonl(args.data)
-    for field in (args.text_field, args.label_field):
-        missing = [i for i, r in enumerate(records) if field not in r]
-        if missing:
-            raise DataError(f"{args.data}: record {missing[0] + 1} has no {field!r} field",
-                            "give --text-field/--label-field names the records use")
+    check_number("--limit", args.limit, low=2, integer=True)
+    check_number("--max-tokens", args.max_tokens, low=1, integer=True)
+    check_number("--test-fraction", args.test_fraction, low=0.0, high=1.0, high_inclusive=False)
+    check_number("--C", args.C, low=0.0, low_inclusive=False)
+    texts, labels = load_labeled(args.data)
+    texts, labels = texts[:args.limit], labels[:args.limit]
     lm, tokenizer = _load(args)
     layers = args.layer or list(range(len(lm.blocks)))
     for layer in layers:
         check_number("--layer", layer, low=0, high=len(lm.blocks) - 1, integer=True)
-    prompts = [_ids(tokenizer, str(r[args.text_field]), "text", args.max_tokens) for r in records]
-    labels = [r[args.label_field] for r in records]
+    prompts = [_ids(tokenizer, text, "text", args.max_tokens) for text in texts]
     status(args, f"caching {len(prompts)} texts at {len(layers)} layer(s)")
     features = probe_features(lm, prompts, layers, pool=args.pool)
     rows = []
@@ -275,6 +272,8 @@ def run_sae(args: argparse.Namespace) -> int:
     for name in ("steps", "batch_size", "max_texts", "max_tokens"):
         check_number(f"--{name.replace('_', '-')}", getattr(args, name), low=1, integer=True)
     check_number("--show", args.show, low=0, integer=True)
+    check_number("--seed", args.seed, low=0, integer=True)
+    check_number("--lr", args.lr, low=0.0, low_inclusive=False)
     lm, tokenizer = _load(args)
     check_number("--layer", args.layer, low=0, high=len(lm.blocks) - 1, integer=True)
     config = SAEConfig(lm.config.d_model, args.features, sparsity=args.sparsity, k=args.k, l1=args.l1,

@@ -49,6 +49,7 @@ def fit_probe(features: torch.Tensor, labels: Sequence, *, test_fraction: float 
     """Standardise ``features`` [N, D] (statistics of the training rows), fit L2 logistic regression
     (``lmlab.classify.logistic``) on a random ``1 − test_fraction`` of the rows, score both parts."""
     check_number("test_fraction", test_fraction, low=0.0, high=1.0, high_inclusive=False)
+    check_number("C", C, low=0.0, low_inclusive=False)
     if len(labels) != features.shape[0]:
         raise InputError(f"{features.shape[0]} activation rows but {len(labels)} labels", "give one label per prompt")
     classes, y = encode_labels([""] * len(labels), labels)  # (the texts only count the rows)

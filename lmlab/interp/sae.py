@@ -28,8 +28,8 @@ from ..core.errors import ConfigError, InputError
 from ..core.io import atomic_path, read_json, write_json
 from ..core.validate import check_choice, check_number
 from ..data.loaders import ShuffledRows
+from ..models.hooks import hooked
 from ..train.trainer import TrainConfig, train
-from .cache import run_with_cache
 
 SPARSITIES = ("l1", "topk")
 
@@ -155,20 +155,33 @@ class ActivationBatches:
         return {"x": self.activations[self.rows.indices(index, rank, world)]}
 
 
+class _Captured(Exception):
+    """Raised by the capturing hook: the layers after the hook point need not run."""
+
+
 @torch.no_grad()
 def collect_activations(lm: nn.Module, sequences: Sequence[Sequence[int]], name: str, *,
                         skip_first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(activations [N, d_model] float32, where [N, 2] = (sequence, position)) at hook point ``name``
     for every token of ``sequences``; ``skip_first`` leaves out each sequence's first position
-    (an attention sink whose outsized norm would dominate the dictionary)."""
+    (an attention sink whose outsized norm would dominate the dictionary). The forward pass stops at
+    the hook point (the later layers would not change what is kept)."""
     rows, where = [], []
     start = 1 if skip_first else 0
-    for s, ids in enumerate(sequences):
-        if len(ids) <= start:
-            continue
-        _, cache = run_with_cache(lm, torch.tensor([list(ids)]), [name])
-        rows.append(cache[name][0, start:].float().cpu())
-        where += [(s, p) for p in range(start, len(ids))]
+
+    def capture(x: torch.Tensor) -> None:
+        rows.append(x[0, start:].detach().float().cpu())
+        raise _Captured
+
+    with hooked(lm, [(name, capture)]):
+        for s, ids in enumerate(sequences):
+            if len(ids) <= start:
+                continue
+            try:
+                lm(torch.tensor([list(ids)], device=lm.device))
+            except _Captured:
+                pass
+            where += [(s, p) for p in range(start, len(ids))]
     if not rows:
         raise InputError("no activations: every sequence is too short", "give longer texts")
     return torch.cat(rows), torch.tensor(where, dtype=torch.long)
