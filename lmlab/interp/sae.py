@@ -197,6 +197,8 @@ def train_sae(activations: torch.Tensor, config: SAEConfig, run_dir: str | Path,
     torch.manual_seed(seed)
     sae = SparseAutoencoder(config)
     sae.input_scale.fill_(math.sqrt(config.d_model) / float(activations.norm(dim=1).pow(2).mean().sqrt()))
+    with torch.no_grad():  # the decoder bias starts at the data's mean (Bricken et al. take the geometric median):
+        sae.b_dec.copy_(activations.mean(0) * sae.input_scale)  # residual streams have large constant directions
     settings = TrainConfig(steps=steps, lr=lr, schedule="constant", weight_decay=0.0, beta2=0.999, clip=None,
                            seed=seed, device="cpu", log_every=max(1, steps // 50))
     train(sae, SAELoss(), ActivationBatches(activations, batch_size, seed), settings, run_dir)
