@@ -5,7 +5,7 @@ head (the logit lens); ``patching`` moves activations between a clean and a corr
 (activation and path patching, head ablation); ``steering`` adds a difference of mean activations;
 ``probe`` fits linear probes on cached activations; ``sae`` trains sparse autoencoders on the
 residual stream with the one trainer and shows each feature's top-activating examples;
-``plots`` draws attention maps.
+``attention`` draws attention maps.
 """
 
 from .cache import run_with_cache
