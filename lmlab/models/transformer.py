@@ -26,6 +26,7 @@ from ..kvcache import KVCache
 from ..lm import as_id_tensor
 from .attention import Attention
 from .config import TransformerConfig
+from .hooks import HookHandle, add_hook, hook_names
 from .mlm_head import HeadTransform
 from .mlp import MLP
 from .moe import MoE
@@ -63,6 +64,7 @@ class Block(nn.Module):
             self.mlp = MLP(cfg.d_model, cfg.d_ff, cfg.activation, bias=cfg.bias, dropout=cfg.dropout)
         self.moe = bool(cfg.moe_experts)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.pattern_hooks: list[Callable[[torch.Tensor], None]] = []  # lmlab.models.hooks' attn_pattern
 
     def forward(self, x: torch.Tensor, ctx: dict, kv: Callable | None, fused: bool,
                 memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -81,6 +83,8 @@ class Block(nn.Module):
         if self.attn.past_prefix is not None:  # prefix tuning: P keys/values outside the cache, seen by all
             k, v, allowed = with_prefix(self.attn.past_prefix, q.shape[2], k, v, allowed, bias)
             causal = False
+        if self.pattern_hooks:
+            self.show_pattern(q, k, allowed, bias, causal)
         a = self.attn.attend(q, k, v, allowed=allowed, bias=bias, causal=causal, fused=fused)
         x = x + self.dropout(a) if self.pre else self.attn_norm(x + self.dropout(a))
         if self.cross is not None:  # encoder–decoder: attend over the source's (cached) keys/values
@@ -90,6 +94,16 @@ class Block(nn.Module):
             a = self.cross.attend(q, *memory, allowed=ctx["memory_allowed"], bias=None, causal=False, fused=fused)
             x = x + self.dropout(a) if self.pre else self.cross_norm(x + self.dropout(a))
         return x + self.feed_forward(self.mlp_norm(x), ctx) if self.pre else self.mlp_norm(x + self.feed_forward(x, ctx))
+
+    def show_pattern(self, q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None,
+                     bias: torch.Tensor | None, causal: bool) -> None:
+        """Give the attention weights [B, H, T, S] to every ``attn_pattern`` hook (``lmlab.models.hooks``)."""
+        if allowed is None and causal:
+            t, s = q.shape[2], k.shape[2]
+            allowed = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+        pattern = self.attn.weights(q, k, allowed=allowed, bias=bias)
+        for hook in self.pattern_hooks:
+            hook(pattern)
 
     def feed_forward(self, h: torch.Tensor, ctx: dict) -> torch.Tensor:
         """The MLP, or the mixture of experts (which routes by token id for hashing and skips padding)."""
@@ -295,6 +309,14 @@ class TransformerLM(NeuralLM):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Output logits of last-layer states (through BERT's head transform when ``mlm_head``)."""
         return self.head(hidden if self.head_transform is None else self.head_transform(hidden))
+
+    def hook_names(self) -> list[str]:
+        """The named activation sites hooks can read or replace (``lmlab.models.hooks``)."""
+        return hook_names(self)
+
+    def add_hook(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> HookHandle:
+        """Hook ``fn`` on the activation site ``name`` (``blocks.<layer>.<site>``); see ``lmlab.models.hooks``."""
+        return add_hook(self, name, fn)
 
     def hidden_states(self, ids: torch.Tensor, state: KVCache | None = None,
                       attention_mask: torch.Tensor | None = None, *, token_type_ids: torch.Tensor | None = None,
