@@ -26,6 +26,7 @@ from ..kvcache import KVCache
 from ..lm import as_id_tensor
 from .attention import Attention
 from .config import TransformerConfig
+from .long_attention import LongAttention
 from .mlm_head import HeadTransform
 from .mlp import MLP
 from .moe import MoE
@@ -51,6 +52,7 @@ class Block(nn.Module):
         self.attn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
                               dropout=cfg.dropout)
+        self.long = LongAttention(cfg) if cfg.attention != "full" else None
         self.cross_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cross_attention else None
         self.cross = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
                                dropout=cfg.dropout) if cross_attention else None
@@ -74,6 +76,8 @@ class Block(nn.Module):
         if ctx["rope"] is not None:
             q_cos, q_sin = ctx["rope"]
             q, k = apply_rope(q, q_cos, q_sin), apply_rope(k, q_cos, q_sin)
+        if self.long is not None:
+            k = self.long.keys(q, k)
         allowed, bias = ctx["allowed"], ctx["bias"]
         if kv is not None:  # the cache's keys/values, and the mask/bias over the slots this layer holds
             k, v, allowed, bias = kv(q, k, v, allowed, bias, self.attn.weights)
@@ -81,7 +85,14 @@ class Block(nn.Module):
         if self.attn.past_prefix is not None:  # prefix tuning: P keys/values outside the cache, seen by all
             k, v, allowed = with_prefix(self.attn.past_prefix, q.shape[2], k, v, allowed, bias)
             causal = False
-        a = self.attn.attend(q, k, v, allowed=allowed, bias=bias, causal=causal, fused=fused)
+        if self.long is not None:  # a long-sequence variant (lmlab.models.long_attention)
+            if self.attn.past_prefix is not None:
+                raise ModelError(f"prefix tuning does not combine with {self.long.kind} attention",
+                                 "use another PEFT method")
+            a = self.attn.merge(self.long(q, k, v, allowed=allowed, bias=bias, causal=causal, q_slot=ctx["q_slot"],
+                                          k_slot=ctx["k_slot"], dropout=self.attn.dropout if self.training else 0.0))
+        else:
+            a = self.attn.attend(q, k, v, allowed=allowed, bias=bias, causal=causal, fused=fused)
         x = x + self.dropout(a) if self.pre else self.attn_norm(x + self.dropout(a))
         if self.cross is not None:  # encoder–decoder: attend over the source's (cached) keys/values
             h = self.cross_norm(x) if self.pre else x
@@ -185,7 +196,8 @@ class TransformerLM(NeuralLM):
         """RoPE keys [B, KV, S, D] moved by ``delta`` [B, S] positions (rotations compose, so a stored
         key moves exactly; what a cache that closes up positions applies when it reads)."""
         cfg = self.config
-        cos, sin = rope_angles(delta.to(keys.device), cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        cos, sin = rope_angles(delta.to(keys.device), cfg.head_dim, cfg.rope_theta, cfg.rope_scaling,
+                               cfg.rope_scaling_type, cfg.rope_original_context, temperature=False)
         return apply_rope(keys, cos, sin)
 
     def select_state(self, state: KVCache, index: torch.Tensor) -> KVCache:
@@ -378,7 +390,8 @@ class TransformerLM(NeuralLM):
         if cfg.positions == "rope":  # shaped [B, 1, T, D] and cast once for every layer
             dtype = self.embed.weight.dtype if self.embed.weight.is_floating_point() else torch.float32
             rope = tuple(a.unsqueeze(1).to(dtype) for a in
-                         rope_angles(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling))
+                         rope_angles(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling,
+                                     cfg.rope_scaling_type, cfg.rope_original_context))
         allowed = None
         q_slot = torch.arange(past, past + t, device=device)
         k_slot = torch.arange(past + t, device=device)
@@ -401,7 +414,8 @@ class TransformerLM(NeuralLM):
             q_pos = q_slot.unsqueeze(0).float() if mask is None else k_pos[:, past:]
             bias = (alibi_bias(self.alibi, q_pos, k_pos) if cfg.positions == "alibi"
                     else self.relative_bias(q_pos, k_pos))
-        return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0 and allowed is None}
+        return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0 and allowed is None,
+                "q_slot": q_slot, "k_slot": k_slot}
 
 
 def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,41 @@
+"""Adaptive attention span (Sukhbaatar et al. 2019, "Adaptive Attention Span in Transformers").
+
+Each head learns how far back it looks: a span z·S (z ∈ [0, 1], S the largest span) and a soft
+mask m(x) = clamp((R + z·S - x) / R, 0, 1) over the distance x between query and key, with a
+ramp of width R so the span gets a gradient. The attention weights are m·exp(s) renormalised,
+which is softmax(s + log m): the mask enters as an additive bias, so keys beyond R + z·S cost
+nothing and the attention runs on the sliding-window path with window S + R.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def span_mask(distance: torch.Tensor, spans: torch.Tensor, ramp: int) -> torch.Tensor:
+    """m(x) [H, *distance.shape] for distances ``distance`` and spans z·S [H] (in tokens)."""
+    shape = (-1,) + (1,) * distance.dim()
+    return ((ramp + spans.view(shape) - distance.unsqueeze(0).float()) / ramp).clamp(0, 1)
+
+
+class AdaptiveSpan(nn.Module):
+    """The per-head spans (``fraction`` z, clamped to [0, 1], starting at 0) for a largest span S."""
+
+    def __init__(self, n_heads: int, max_span: int, ramp: int) -> None:
+        super().__init__()
+        self.max_span, self.ramp = max_span, ramp
+        self.fraction = nn.Parameter(torch.zeros(n_heads))
+
+    @property
+    def window(self) -> int:
+        """The farthest distance (exclusive) any span can reach."""
+        return self.max_span + self.ramp
+
+    def spans(self) -> torch.Tensor:
+        """Each head's current span z·S in tokens, [H]."""
+        return self.fraction.clamp(0, 1) * self.max_span
+
+    def bias(self, distance: torch.Tensor) -> torch.Tensor:
+        """log m(x) [H, ...]: the additive score bias of the soft mask (-inf beyond the span)."""
+        return span_mask(distance, self.spans(), self.ramp).log()
