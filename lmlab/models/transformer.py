@@ -41,6 +41,7 @@ from .positions import (
     rope_angles,
     sinusoidal,
 )
+from .segment_memory import SegmentMemory
 
 
 class Block(nn.Module):
@@ -280,7 +281,7 @@ class TransformerLM(NeuralLM):
         return step
 
     # --- forward -------------------------------------------------------------------------------
-    def forward(self, ids: torch.Tensor, state: KVCache | None = None,
+    def forward(self, ids: torch.Tensor, state: KVCache | tuple | None = None,
                 attention_mask: torch.Tensor | None = None, last_only: bool = False, *,
                 token_type_ids: torch.Tensor | None = None,
                 prefix_length: torch.Tensor | int | None = None,
@@ -296,13 +297,17 @@ class TransformerLM(NeuralLM):
         its own segment and positions restart at each segment (block-diagonal causal attention);
         ``logits_at`` [B, T] bool computes logits only where it is True, returned as [N, V] in row-major
         order (objectives that score a few positions skip the vocabulary projection of the rest).
+        A model with ``memory_length`` given a memory tuple or None as ``state`` reads ``ids`` as the next
+        segment and returns the next memory (``lmlab.models.segment_memory``); given a cache it decodes.
         """
+        if isinstance(state, tuple) or (state is None and self.config.memory_length):
+            state = SegmentMemory(self, state, ids.shape[0])  # Transformer-XL recurrence (lmlab.models.segment_memory)
         x, cache = self.hidden_states(ids, state, attention_mask, token_type_ids=token_type_ids,
                                       prefix_length=prefix_length, last_only=last_only,
                                       segment_ids=segment_ids)
         if logits_at is not None:
             x = x[logits_at.to(x.device).bool()]
-        return self.logits(x), cache
+        return self.logits(x), cache.tensors() if isinstance(cache, SegmentMemory) else cache
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Output logits of last-layer states (through BERT's head transform when ``mlm_head``)."""
@@ -367,6 +372,8 @@ class TransformerLM(NeuralLM):
                               "(their balancing statistics would count the recomputation)",
                               "train MoE models without activation checkpointing")
         for i, block in enumerate(self.blocks):
+            if isinstance(state, SegmentMemory):
+                state.record(i, x)
             cross = None if memory is None else (memory[0][i], memory[1][i])
             if recompute:  # keeps only the block's input; the backward pass runs the block again (no cache kept)
                 x = checkpoint(block, x, ctx, None, self.fused, cross, use_reentrant=False)
