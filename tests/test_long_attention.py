@@ -14,7 +14,12 @@ from lmlab.models.linformer import linformer_attention
 from lmlab.models.lsh_attention import SELF_SCORE, hash_buckets, lsh_attention
 from lmlab.models.nystrom import iterative_pinv, nystrom_attention
 from lmlab.models.rope_scaling import rope_frequencies
-from lmlab.models.sparse_attention import strided_attention, strided_pattern, window_attention, window_pattern
+from lmlab.models.sparse_attention import (
+    strided_attention,
+    strided_pattern,
+    window_attention,
+    window_pattern,
+)
 from lmlab.models.transformer import TransformerLM
 
 
@@ -64,6 +69,8 @@ def test_adaptive_span_mask_by_hand_and_its_attention():
     expected = (e / e.sum(-1, keepdim=True)) @ v
     got = window_attention(q, k, v, span.window, 0.3, distance_bias=span.bias)
     assert torch.allclose(got, expected, atol=1e-5)
+    got.sum().backward()  # the span gets a finite gradient through the ramp (none beyond it)
+    assert torch.isfinite(span.fraction.grad).all() and span.fraction.grad[1] != 0
     # a span covering the whole sequence is ordinary causal attention
     with torch.no_grad():
         span.fraction.fill_(1.0)
@@ -143,18 +150,6 @@ def test_nystrom_matches_transformers_nystromformer():
         q, k, v = (lin(x).view(1, 16, 1, 16).transpose(1, 2) for lin in (peer.query, peer.key, peer.value))
         got = nystrom_attention(q, k, v, 4, 1 / math.sqrt(16)).transpose(1, 2).reshape(1, 16, 16)
     assert torch.allclose(got, expected, atol=1e-5)
-
-
-def _hf_rope(kind, factor, original, head_dim=16, theta=10000.0, max_positions=None):
-    from transformers import LlamaConfig
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
-    params = {"rope_type": kind, "factor": factor, "rope_theta": theta}
-    if kind == "yarn":
-        params["original_max_position_embeddings"] = original
-    cfg = LlamaConfig(hidden_size=head_dim * 2, num_attention_heads=2, max_position_embeddings=max_positions or original,
-                      rope_parameters=params)
-    return ROPE_INIT_FUNCTIONS[kind]
 
 
 def test_yarn_frequencies_match_transformers():

@@ -38,4 +38,6 @@ class AdaptiveSpan(nn.Module):
 
     def bias(self, distance: torch.Tensor) -> torch.Tensor:
         """log m(x) [H, ...]: the additive score bias of the soft mask (-inf beyond the span)."""
-        return span_mask(distance, self.spans(), self.ramp).log()
+        mask = span_mask(distance, self.spans(), self.ramp)
+        # log of a clamped value where m > 0, so m = 0 gives -inf without a 0·∞ gradient
+        return torch.where(mask > 0, mask.clamp(min=1e-30).log(), float("-inf"))
