@@ -300,3 +300,31 @@ def test_segment_memory_trains_with_carried_state():
 def test_bad_long_attention_settings_are_refused(switches, message):
     with pytest.raises(ConfigError, match=message):
         TransformerConfig.from_preset("llama", **TINY, **switches)
+
+
+def test_yarn_llama_matches_transformers_both_ways(tmp_path):
+    """A YaRN-extended LLaMA saved by transformers loads with the same logits (past the original context)."""
+    import transformers
+
+    from lmlab.models import load_model
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
+                                                    "original_max_position_embeddings": 16})
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    lm, _ = load_model(tmp_path)
+    assert (lm.config.rope_scaling_type, lm.config.rope_scaling, lm.config.rope_original_context) == ("yarn", 4.0, 16)
+    ids = torch.randint(0, 40, (2, 50))
+    with torch.no_grad():
+        assert (lm(ids)[0] - hf(ids).logits).abs().max() < 1e-4
+    from lmlab.models.hf_import import export_hf_dir
+
+    export_hf_dir(lm, tmp_path / "again")
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "again").eval()
+    with torch.no_grad():
+        assert (again(ids).logits - hf(ids).logits).abs().max() < 1e-5
+    with pytest.raises(ModelError, match="no transformers"):
+        export_hf_dir(TransformerLM(TransformerConfig.from_preset("llama", **TINY, attention="strided")), tmp_path / "x")
