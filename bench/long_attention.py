@@ -79,13 +79,14 @@ def one_run(name: str, context: int, steps: int, tokens_per_step: int, window: i
     family, settings = variant_settings(name, context, window)
     batch = max(tokens_per_step // context, 1)
     training = dict(steps=steps, lr=2e-3, warmup=max(steps // 10, 1), device="cpu", log_every=max(steps // 10, 1))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as tmp:
         result = pretrain(family, train, tokenizer, Path(tmp) / name, model=settings, training=training, valid=valid,
                           batch_size=batch, context=context, eval_batches=4,
                           objective="mlm" if name in ENCODER else "causal")
     entry = {"valid_loss": result.valid_loss, "train_loss": result.train.final_loss,
              "step_seconds": result.train.seconds / steps, "batch": batch,
-             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_training_mb": before,
              "scores_per_head": scores_per_head(name, context, window)}
     if name == "transformer_xl":
         entry.update(xl_memory_gain(result.model, tokenizer, text[cut:cut + 20000], context))

@@ -79,6 +79,23 @@ def test_adaptive_span_mask_by_hand_and_its_attention():
     assert torch.allclose(window_attention(q, k, v, span.window, 0.3, distance_bias=span.bias), full, atol=1e-5)
 
 
+def test_adaptive_span_penalty_and_clamp_reach_the_trainer():
+    from lmlab.train.trainer import TrainingHooks
+
+    model = TransformerLM(TransformerConfig.from_preset("llama", **TINY, attention="adaptive_span", attention_window=10,
+                                                        adaptive_span_loss=0.5))
+    hooks = TrainingHooks(model)
+    spans = [block.long.span for block in model.blocks]
+    assert hooks.losses == spans
+    with torch.no_grad():
+        spans[0].fraction.copy_(torch.tensor([0.2, 0.4, 1.5, -0.3]))
+    # λ·S·mean(z) = 0.5 · 10 · 0.45 (layer 1's spans are 0)
+    assert float(hooks.add_auxiliary_losses(torch.zeros(())).detach()) == pytest.approx(2.25)
+    hooks.after_optimizer_step()
+    assert spans[0].fraction.tolist() == pytest.approx([0.2, 0.4, 1.0, 0.0])
+    assert hooks.stats()["mean_span"]["blocks.0.long.span"] == pytest.approx(4.0)
+
+
 def _lsh_reference(q, k, v, rotations, chunk, scale):
     """Dense LSH attention: per round, the keys of the same bucket, earlier or equal, whose sorted
     chunk is the query's or the one before (self only as a last resort); rounds by logsumexp."""

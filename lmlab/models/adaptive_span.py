@@ -5,6 +5,10 @@ mask m(x) = clamp((R + z·S - x) / R, 0, 1) over the distance x between query an
 ramp of width R so the span gets a gradient. The attention weights are m·exp(s) renormalised,
 which is softmax(s + log m): the mask enters as an additive bias, so keys beyond R + z·S cost
 nothing and the attention runs on the sliding-window path with window S + R.
+
+Training adds the paper's L1 penalty λ·S·mean(z) to the loss and clamps z to [0, 1] after every
+optimizer step (the trainer's hooks ``auxiliary_loss`` / ``after_optimizer_step``); the mean span
+is logged (``training_stats``).
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ def span_mask(distance: torch.Tensor, spans: torch.Tensor, ramp: int) -> torch.T
 class AdaptiveSpan(nn.Module):
     """The per-head spans (``fraction`` z, clamped to [0, 1], starting at 0) for a largest span S."""
 
-    def __init__(self, n_heads: int, max_span: int, ramp: int) -> None:
+    def __init__(self, n_heads: int, max_span: int, ramp: int, loss_weight: float = 2e-6) -> None:
         super().__init__()
-        self.max_span, self.ramp = max_span, ramp
+        self.max_span, self.ramp, self.loss_weight = max_span, ramp, loss_weight
         self.fraction = nn.Parameter(torch.zeros(n_heads))
 
     @property
@@ -41,3 +45,15 @@ class AdaptiveSpan(nn.Module):
         mask = span_mask(distance, self.spans(), self.ramp)
         # log of a clamped value where m > 0, so m = 0 gives -inf without a 0·∞ gradient
         return torch.where(mask > 0, mask.clamp(min=1e-30).log(), float("-inf"))
+
+    # --- the trainer's hooks (``lmlab.train.trainer.TrainingHooks``) -----------------------------
+    def auxiliary_loss(self) -> torch.Tensor:
+        """λ·S·mean(z): the span penalty that makes each head look no farther than it needs."""
+        return self.loss_weight * self.max_span * self.fraction.mean()
+
+    def after_optimizer_step(self) -> None:
+        with torch.no_grad():
+            self.fraction.clamp_(0, 1)
+
+    def training_stats(self) -> dict:
+        return {"mean_span": float(self.spans().mean())}

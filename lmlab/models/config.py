@@ -85,6 +85,7 @@ class TransformerConfig:
     linformer_k: int = 64  # linformer: length keys and values are projected to
     nystrom_landmarks: int = 32  # nystrom: landmarks (segment means) of queries and keys
     adaptive_span_ramp: int = 32  # adaptive_span: width of the soft mask's ramp
+    adaptive_span_loss: float = 2e-6  # adaptive_span: weight λ of the L1 penalty on the spans
     memory_length: int = 0  # > 0: Transformer-XL segment recurrence over this many previous layer inputs
     compressed_memory: int = 0  # > 0: compressive memory of this many slots (needs memory_length)
     compression_rate: int = 3  # compressive memory: old memories mean-pooled this many to one
@@ -151,6 +152,7 @@ class TransformerConfig:
                      "compression_rate"):
             check_number(name, getattr(self, name), low=1, integer=True)
         check_number("lsh_buckets", self.lsh_buckets, low=2, integer=True)
+        check_number("adaptive_span_loss", self.adaptive_span_loss, low=0.0)
         if self.lsh_buckets % 2:
             raise ConfigError(f"lsh_buckets = {self.lsh_buckets} is odd (random rotations give ± pairs)",
                               "use an even number of buckets")

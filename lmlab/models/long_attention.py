@@ -41,7 +41,7 @@ class LongAttention(nn.Module):
         self.lsh = (LSHAttention(cfg.n_heads, cfg.head_dim, cfg.lsh_buckets, cfg.lsh_rounds, cfg.attention_window)
                     if self.kind == "lsh" else None)
         self.linformer = Linformer(cfg.context_length, cfg.linformer_k) if self.kind == "linformer" else None
-        self.span = (AdaptiveSpan(cfg.n_heads, cfg.attention_window, cfg.adaptive_span_ramp)
+        self.span = (AdaptiveSpan(cfg.n_heads, cfg.attention_window, cfg.adaptive_span_ramp, cfg.adaptive_span_loss)
                      if self.kind == "adaptive_span" else None)
 
     def keys(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
