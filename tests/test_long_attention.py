@@ -202,6 +202,25 @@ def test_ntk_scaling_matches_transformers_dynamic_ntk_where_they_coincide():
 TINY = dict(vocab_size=40, d_model=32, n_layers=2, n_heads=4, context_length=64)
 
 
+def test_extend_context_in_place_equals_the_extended_config():
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig.from_preset("llama", **TINY)).eval()
+    built = TransformerLM(TransformerConfig.from_preset("llama", **{**TINY, "context_length": 256}, rope_scaling=4.0,
+                                                        rope_scaling_type="yarn", rope_original_context=64)).eval()
+    built.load_state_dict(model.state_dict())
+    ids = torch.randint(0, 40, (1, 150))
+    model.extend_context(4, "yarn")
+    assert model.context_length == 256 and model.config.rope_original_context == 64
+    with torch.no_grad():
+        assert torch.equal(model(ids)[0], built(ids)[0])
+    with pytest.raises(ModelError, match="already extended"):
+        model.extend_context(2)
+    with pytest.raises(ConfigError, match="factor"):
+        TransformerLM(TransformerConfig.from_preset("llama", **TINY)).extend_context(1.0)
+    with pytest.raises(ModelError, match="learned positions"):
+        TransformerLM(TransformerConfig.from_preset("gpt2", **TINY)).extend_context(2)
+
+
 @pytest.mark.parametrize("switches", [
     dict(attention="sliding_window", attention_window=6), dict(attention="strided", attention_window=4),
     dict(attention="adaptive_span", attention_window=6, adaptive_span_ramp=3),

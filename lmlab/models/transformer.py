@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..core.errors import ConfigError, ModelError
+from ..core.validate import check_number
 from ..kvcache import KVCache
 from ..lm import as_id_tensor
 from .attention import Attention
@@ -200,6 +201,22 @@ class TransformerLM(NeuralLM):
         cos, sin = rope_angles(delta.to(keys.device), cfg.head_dim, cfg.rope_theta, cfg.rope_scaling,
                                cfg.rope_scaling_type, cfg.rope_original_context, temperature=False)
         return apply_rope(keys, cos, sin)
+
+    def extend_context(self, factor: float, kind: str = "yarn") -> None:
+        """Read ``factor`` (> 1) times the trained context, in place, by RoPE scaling ``kind`` (linear,
+        ntk or yarn: ``lmlab.models.rope_scaling``); the context length grows by the factor."""
+        cfg = self.config
+        check_number("context-extension factor", factor, low=1.0, low_inclusive=False)
+        if cfg.positions != "rope":
+            raise ModelError(f"context extension rescales RoPE; this model has {cfg.positions} positions",
+                             "extend a RoPE model (llama preset, SmolLM2)")
+        if cfg.rope_scaling != 1.0:
+            raise ModelError(f"this model is already extended ({cfg.rope_scaling_type} ×{cfg.rope_scaling})",
+                             "extend the original model once")
+        self.config = TransformerConfig.from_dict({
+            **cfg.to_dict(), "rope_scaling": float(factor), "rope_scaling_type": kind,
+            "rope_original_context": cfg.context_length, "context_length": int(cfg.context_length * factor)})
+        self.context_length = self.config.context_length
 
     def select_state(self, state: KVCache, index: torch.Tensor) -> KVCache:
         return state.select(index)
