@@ -5,7 +5,8 @@ Transformer-XL segment memory) a small LLaMA-style character LM is pretrained wi
 same steps and tokens per step (batch = tokens_per_step / context); the encoder variants (linformer,
 nystrom) are BERT-style encoders trained with the masked-LM objective against a full-attention encoder.
 Each run happens in its own process, so its peak resident memory is its own. Reported per run:
-validation loss, step time, peak RSS, and attention scores per head and sequence (the size of the score
+validation loss, step time (the median training step, and the run's seconds per step with its
+evaluation), peak RSS, and attention scores per head and sequence (the size of the score
 matrices each variant forms: the memory the variant saves, exactly). Then Transformer-XL's validation
 loss read with its memory carried across segments vs reset at every segment (it evaluates beyond its
 segment length), and the approximation error of LSH, Linformer and Nyström attention against full
@@ -84,8 +85,11 @@ def one_run(name: str, context: int, steps: int, tokens_per_step: int, window: i
         result = pretrain(family, train, tokenizer, Path(tmp) / name, model=settings, training=training, valid=valid,
                           batch_size=batch, context=context, eval_batches=4,
                           objective="mlm" if name in ENCODER else "causal")
+        records = [json.loads(line) for line in (Path(tmp) / name / "metrics.jsonl").read_text().splitlines()]
+        step_ms = sorted(r["ms_per_step"] for r in records if "ms_per_step" in r)
     entry = {"valid_loss": result.valid_loss, "train_loss": result.train.final_loss,
-             "step_seconds": result.train.seconds / steps, "batch": batch,
+             "seconds_per_step_with_eval": result.train.seconds / steps, "batch": batch,
+             "median_step_ms": step_ms[len(step_ms) // 2] if step_ms else None,
              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_training_mb": before,
              "scores_per_head": scores_per_head(name, context, window)}
     if name == "transformer_xl":
