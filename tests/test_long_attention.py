@@ -244,6 +244,24 @@ def test_decoding_with_a_cache_equals_the_whole_sequence_pass(switches):
     assert torch.allclose(whole, torch.cat(parts, 1), atol=1e-5)
 
 
+@pytest.mark.parametrize("switches", [dict(attention="strided", attention_window=4),
+                                      dict(attention="sliding_window", attention_window=5),
+                                      dict(attention="adaptive_span", attention_window=5, adaptive_span_ramp=2)])
+def test_a_left_padded_row_computes_what_it_computes_alone(switches):
+    """Patterns count in each row's positions, so batching with padding changes nothing."""
+    from lmlab.generate.engine import Engine, Request
+
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig.from_preset("llama", **TINY, **switches)).eval()
+    prompts = [[3, 5, 7, 9, 11, 2, 4, 6, 8, 10, 12], [1, 2, 3, 4]]  # 7 pad slots: not a whole block
+    engine = Engine(model, None, greedy=True)
+    together = engine.generate([Request(p, max_new_tokens=9) for p in prompts])
+    alone = [engine.generate([Request(p, max_new_tokens=9)])[0] for p in prompts]
+    assert [c.ids for c in together] == [c.ids for c in alone]
+    for c, a in zip(together, alone, strict=True):
+        assert torch.allclose(torch.tensor(c.logprobs), torch.tensor(a.logprobs), atol=1e-4)
+
+
 @pytest.mark.parametrize("switches", [dict(attention="linformer", linformer_k=8), dict(attention="nystrom")])
 def test_encoder_variants_run_and_count_their_parameters(switches):
     torch.manual_seed(0)

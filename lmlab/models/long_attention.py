@@ -50,9 +50,11 @@ class LongAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, allowed: torch.Tensor | None,
                 bias: torch.Tensor | None, causal: bool, q_slot: torch.Tensor, k_slot: torch.Tensor,
-                dropout: float = 0.0) -> torch.Tensor:
+                row_positions: tuple[torch.Tensor, torch.Tensor] | None = None, dropout: float = 0.0) -> torch.Tensor:
         """Attention output [B, H, T, D] of queries [B, H, T, D] over keys/values [B, KV, S, D];
-        ``allowed``/``bias``/``causal`` as in ``Attention.attend``; slots number queries and keys."""
+        ``allowed``/``bias``/``causal`` as in ``Attention.attend``; slots number queries and keys;
+        ``row_positions`` (queries [B, T], keys [B, S]) are each row's positions where padding moves
+        them off the slots (the strided pattern's blocks are counted in positions)."""
         groups = q.shape[1] // k.shape[1]
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
@@ -77,6 +79,9 @@ class LongAttention(nn.Module):
         q_slot = q_slot.to(q.device)
         if kind == "sliding_window":
             pattern = window_pattern(q_slot, k_slot, self.window)
+        elif kind == "strided" and row_positions is not None:
+            q_pos, k_pos = (p.to(q.device) for p in row_positions)
+            pattern = strided_pattern(q_pos.unsqueeze(-1), k_pos[:, -k.shape[2]:].unsqueeze(-2), self.window).unsqueeze(1)
         elif kind == "strided":
             pattern = strided_pattern(q_slot, k_slot, self.window)
         else:

@@ -30,8 +30,9 @@ def window_pattern(q_slot: torch.Tensor, k_slot: torch.Tensor, window: int) -> t
 
 
 def strided_pattern(q_slot: torch.Tensor, k_slot: torch.Tensor, block: int) -> torch.Tensor:
-    """[T, S] True where query i may see key j ≤ i: same block of ``block`` slots, or j ends a block."""
-    q, k = q_slot.unsqueeze(1), k_slot.unsqueeze(0)
+    """[T, S] True where query i may see key j ≤ i: same block of ``block`` slots, or j ends a block
+    (1-D slots [T], [S]; or already broadcastable ones, e.g. [B, T, 1] and [B, 1, S] → [B, T, S])."""
+    q, k = (q_slot.unsqueeze(1), k_slot.unsqueeze(0)) if q_slot.dim() == 1 else (q_slot, k_slot)
     return (k <= q) & ((q // block == k // block) | (k % block == block - 1))
 
 

@@ -92,7 +92,8 @@ class Block(nn.Module):
                 raise ModelError(f"prefix tuning does not combine with {self.long.kind} attention",
                                  "use another PEFT method")
             a = self.attn.merge(self.long(q, k, v, allowed=allowed, bias=bias, causal=causal, q_slot=ctx["q_slot"],
-                                          k_slot=ctx["k_slot"], dropout=self.attn.dropout if self.training else 0.0))
+                                          k_slot=ctx["k_slot"], row_positions=ctx["row_positions"],
+                                          dropout=self.attn.dropout if self.training else 0.0))
         else:
             a = self.attn.attend(q, k, v, allowed=allowed, bias=bias, causal=causal, fused=fused)
         x = x + self.dropout(a) if self.pre else self.attn_norm(x + self.dropout(a))
@@ -438,8 +439,12 @@ class TransformerLM(NeuralLM):
             q_pos = q_slot.unsqueeze(0).float() if mask is None else k_pos[:, past:]
             bias = (alibi_bias(self.alibi, q_pos, k_pos) if cfg.positions == "alibi"
                     else self.relative_bias(q_pos, k_pos))
+        rows = None  # each row's own query/key positions where padding moves them off the slots
+        if cfg.attention == "strided" and mask is not None:
+            k_pos = mask.long().cumsum(1) - 1
+            rows = (k_pos[:, past:], k_pos)
         return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0 and allowed is None,
-                "q_slot": q_slot, "k_slot": k_slot}
+                "q_slot": q_slot, "k_slot": k_slot, "row_positions": rows}
 
 
 def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
