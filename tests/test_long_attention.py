@@ -347,6 +347,7 @@ def test_segment_memory_trains_with_carried_state():
     (dict(memory_length=8, positions="learned"), "relative positions"),
     (dict(compressed_memory=4), "needs memory_length"),
     (dict(rope_scaling=0.5), "does not extend"),
+    (dict(rope_scaling=float("nan"), rope_scaling_type="yarn"), "finite"),
     (dict(rope_scaling=1.0, rope_scaling_type="yarn"), "above 1"),
     (dict(rope_scaling=2.0, rope_scaling_type="longrope"), "rope_scaling_type"),
     (dict(attention_window=0, attention="sliding_window"), "attention_window"),

@@ -56,4 +56,4 @@ class AdaptiveSpan(nn.Module):
             self.fraction.clamp_(0, 1)
 
     def training_stats(self) -> dict:
-        return {"mean_span": float(self.spans().mean())}
+        return {"mean_span": float(self.spans().detach().mean())}

@@ -110,6 +110,7 @@ class TransformerConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_choice("rope_scaling_type", self.rope_scaling_type, ROPE_SCALINGS)
+        check_number("rope_scaling", self.rope_scaling, low=0.0, low_inclusive=False)  # finite, positive
         if self.rope_scaling < 1 or (self.rope_scaling == 1 and self.rope_scaling_type != "linear"):
             raise ConfigError(f"rope_scaling = {self.rope_scaling} does not extend the context "
                               f"({self.rope_scaling_type} scaling needs a factor above 1)",
