@@ -6,7 +6,7 @@ user-visible result: after LoRA SFT the model answers in a fixed format it did n
     python bench/finetune.py --methods full lora --precisions fp32 bf16   # the LoRA/full ratios
     python bench/finetune.py --task format         # format-following rate before / after LoRA
 
-Methods: each runs ``python -m lmlab finetune ... --json`` in its own subprocess (2 threads), so
+Methods: each runs the library recipe ``lmlab.train.finetune.finetune`` in its own process (2 threads), so
 peak memory (the process's RSS high-water mark during the training steps) is not shared; the same
 Alpaca rows, steps, batch and sequence length for all. Reported per method: trainable parameters,
 tokens/s over the optimizer steps, measured peak memory next to the predicted one, and the
@@ -16,8 +16,8 @@ at equal precision and, with ``--precisions fp32 bf16``, also LoRA in bf16 (froz
 bf16, the usual LoRA recipe) against full fine-tuning in fp32.
 
 Format task: "What is A plus B?" must be answered as ``ANSWER: <number>``; train and held-out
-prompts use disjoint number pairs. The base model and the LoRA-tuned model (``lmlab generate
---adapter``, greedy, through the engine) answer the held-out prompts; reported: the share of
+prompts use disjoint number pairs. The base model and the LoRA-tuned model (with the adapter,
+greedy, through the engine) answer the held-out prompts; reported: the share of
 replies in the exact format, and the share that are also correct.
 """
 
@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,14 +40,51 @@ ALPACA = Path(os.environ.get("LMLAB_DATA", ROOT.parent / "shared" / "data")) / "
 FORMAT = re.compile(r"^ANSWER: (\d+)$")
 
 
-def lmlab(*args: str) -> dict:
-    """Run ``python -m lmlab ARGS --json --quiet`` in a fresh 2-thread process; its JSON result."""
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-m", "lmlab", *args, "--json", "--quiet"], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"lmlab {' '.join(args[:3])} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def _in_child(job, args, kwargs, results) -> None:
+    import torch
+
+    from lmlab.core.progress import set_quiet
+
+    torch.set_num_threads(2)
+    set_quiet(True)
+    try:
+        results.put(("ok", job(*args, **kwargs)))
+    except Exception as exc:  # handed back to the parent, which stops the bench with it
+        results.put(("error", repr(exc)))
+
+
+def isolated(job, *args, **kwargs):
+    """``job(*args, **kwargs)`` in a fresh 2-thread process (so peak memory is the job's own); its result."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_in_child, args=(job, args, kwargs, results))
+    process.start()
+    status, value = results.get()
+    process.join()
+    if status != "ok":
+        raise SystemExit(f"{job.__name__} failed: {value}")
+    return value
+
+
+def finetune_job(model: str, data: Path, out: Path, eval_data: Path, **config) -> dict:
+    from lmlab.train.finetune import FinetuneConfig, finetune
+
+    return finetune(model, data, FinetuneConfig(**config), out=out, eval_data=eval_data)
+
+
+def answers_job(model: str, questions: list[str], adapter: Path | None = None) -> list[str]:
+    """Greedy chat answers (12 tokens at most) of the model, with the adapter if given."""
+    from lmlab.generate.chat_template import chat_prompt
+    from lmlab.generate.engine import Engine, Request
+    from lmlab.models import load_model
+    from lmlab.peft import load_adapter
+
+    lm, tokenizer = load_model(model)
+    if adapter is not None:
+        load_adapter(lm, adapter)
+    prompts = [chat_prompt(tokenizer, [{"role": "user", "content": q}]) for q in questions]
+    outs = Engine(lm.eval(), tokenizer, greedy=True).generate([Request(p, max_new_tokens=12) for p in prompts])
+    return [o.text for o in outs]
 
 
 def methods_bench(args: argparse.Namespace, work: Path) -> dict:
@@ -60,10 +97,9 @@ def methods_bench(args: argparse.Namespace, work: Path) -> dict:
         for method in args.methods:
             name = method if precision == "fp32" else f"{method}_{precision}"
             start = time.perf_counter()
-            r = lmlab("finetune", "--model", args.model, "--method", method, "--data", str(train), "--eval-data",
-                      str(held_out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                      "--max-seq-len", str(args.max_seq_len), "--out", str(work / name), "--seed", "0",
-                      "--precision", precision, *(["--activation-checkpointing"] if args.activation_checkpointing else []))
+            r = isolated(finetune_job, args.model, train, work / name, held_out, method=method, steps=args.steps,
+                         batch_size=args.batch_size, max_seq_len=args.max_seq_len, seed=0, precision=precision,
+                         activation_checkpointing=args.activation_checkpointing)
             results[name] = {k: r[k] for k in ("trainable_params", "trainable_percent", "tokens_per_s",
                                                "peak_memory_bytes", "eval_loss_before", "eval_loss_after", "lr")}
             results[name]["predicted_memory_bytes"] = r["predicted_memory_bytes"]["total"]
@@ -93,8 +129,8 @@ def format_rows(pairs: list[tuple[int, int]]) -> list[dict]:
                           {"role": "assistant", "content": f"ANSWER: {a + b}"}]} for a, b in pairs]
 
 
-def follow_rates(result: dict, pairs: list[tuple[int, int]]) -> dict:
-    texts = [s["text"].strip() for s in result["samples"]]
+def follow_rates(answers: list[str], pairs: list[tuple[int, int]]) -> dict:
+    texts = [t.strip() for t in answers]
     matches = [FORMAT.match(t) for t in texts]
     correct = [m is not None and int(m.group(1)) == a + b for m, (a, b) in zip(matches, pairs, strict=True)]
     return {"format_rate": sum(m is not None for m in matches) / len(texts), "correct_rate": sum(correct) / len(texts),
@@ -108,16 +144,12 @@ def format_task(args: argparse.Namespace, work: Path) -> dict:
     (work / "fmt_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in format_rows(train)), encoding="utf-8")
     (work / "fmt_eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in format_rows(held_out)),
                                          encoding="utf-8")
-    prompts = work / "fmt_prompts.txt"
-    prompts.write_text("".join(f"What is {a} plus {b}?\n" for a, b in held_out), encoding="utf-8")
-    common = ("generate", "--model", args.model, "--prompts-file", str(prompts), "--chat", "--greedy",
-              "--max-new-tokens", "12")
-    before = follow_rates(lmlab(*common), held_out)
+    questions = [f"What is {a} plus {b}?" for a, b in held_out]
+    before = follow_rates(isolated(answers_job, args.model, questions), held_out)
     print(json.dumps({"before": before}), file=sys.stderr, flush=True)
-    tuned = lmlab("finetune", "--model", args.model, "--method", "lora", "--data", str(work / "fmt_train.jsonl"),
-                  "--eval-data", str(work / "fmt_eval.jsonl"), "--steps", str(args.format_steps), "--batch-size", "2",
-                  "--max-seq-len", "128", "--lr", "2e-3", "--out", str(work / "fmt_lora"))
-    after = follow_rates(lmlab(*common, "--adapter", str(work / "fmt_lora")), held_out)
+    tuned = isolated(finetune_job, args.model, work / "fmt_train.jsonl", work / "fmt_lora", work / "fmt_eval.jsonl",
+                     method="lora", steps=args.format_steps, batch_size=2, max_seq_len=128, lr=2e-3)
+    after = follow_rates(isolated(answers_job, args.model, questions, work / "fmt_lora"), held_out)
     return {"task": "answer 'What is A plus B?' as 'ANSWER: <A+B>'", "train_prompts": len(train),
             "heldout_prompts": len(held_out), "lora_steps": args.format_steps,
             "eval_loss_before": tuned["eval_loss_before"], "eval_loss_after": tuned["eval_loss_after"],

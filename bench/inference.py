@@ -33,9 +33,10 @@ sys.path.insert(0, str(HERE.parent))  # this checkout's lmlab, not an installed 
 
 import torch  # noqa: E402
 
+from lmlab.core.memory import peak_memory_mb, reset_peak_memory  # noqa: E402
 from lmlab.generate import BanTokens  # noqa: E402
 from lmlab.generate.chat_template import chat_prompt  # noqa: E402
-from lmlab.generate.engine import Engine, Request, peak_memory_mb, reset_peak_memory  # noqa: E402
+from lmlab.generate.engine import Engine, Request  # noqa: E402
 from lmlab.models import load_model  # noqa: E402
 from lmlab.tokenizers import smollm2_gguf  # noqa: E402
 

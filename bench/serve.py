@@ -5,7 +5,11 @@ batches, in process, no HTTP) on the same weights.
 The server runs as ``python -m lmlab serve --threads N`` in a subprocess; each client thread sends
 ``--requests`` streaming chat requests one after another through the official ``openai`` client
 (greedy, EOS banned with ``logit_bias`` so every answer is exactly ``--new-tokens`` long).
-Aggregate tokens/s = all completion tokens / wall time. The target: 16 clients ≥ 4× one client.
+Aggregate tokens/s = all completion tokens / wall time. Time to first token of a burst: the median
+over each client's first request, which all arrive at once. Targets: 16 clients ≥ 5× one client's
+aggregate tokens/s, and the 16-client burst's median time to first token ≤ 10× one client's
+(prompts are prefilled first come, first served, several per forward pass: an ideal queue gives
+about 8.5×).
 Greedy answers to the same question must be identical at every concurrency (rows batched with
 others compute what they would alone). The server is stopped before transformers is timed.
 The last line is one JSON object. Run: python bench/serve.py [--threads 2] [--new-tokens 64]
@@ -93,7 +97,7 @@ def drive(url: str, clients: int, requests: int, new: int, bias: dict) -> dict:
         for r in range(requests):
             out = one_request(client, QUESTIONS[(c + r * clients) % len(QUESTIONS)], new, bias)
             with lock:
-                results.append(out)
+                results.append({**out, "round": r})
 
     threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
     start = time.perf_counter()
@@ -106,6 +110,7 @@ def drive(url: str, clients: int, requests: int, new: int, bias: dict) -> dict:
     return {"clients": clients, "requests": len(results), "completion_tokens": tokens, "wall_s": round(wall, 3),
             "aggregate_tokens_per_s": round(tokens / wall, 3),
             "median_ttft_s": round(statistics.median(r["ttft_s"] for r in results), 3),
+            "burst_median_ttft_s": round(statistics.median(r["ttft_s"] for r in results if r["round"] == 0), 3),
             "median_latency_s": round(statistics.median(r["latency_s"] for r in results), 3),
             "answers": {r["question"]: r["text"] for r in results}}
 
@@ -171,9 +176,12 @@ def main() -> None:
     result = {"server": {f"clients_{r['clients']}": {k: v for k, v in r.items() if k != "answers"} for r in runs}}
     for r in runs:
         result["server"][f"clients_{r['clients']}"]["ratio_to_1_client"] = round(r["aggregate_tokens_per_s"] / base, 3)
+        result["server"][f"clients_{r['clients']}"]["burst_ttft_ratio_to_1_client"] = round(
+            r["burst_median_ttft_s"] / runs[0]["burst_median_ttft_s"], 3)
     result["greedy_answers_identical_across_concurrency"] = identical
-    result["target_16_clients_at_least_4x"] = (
-        result["server"].get("clients_16", {}).get("ratio_to_1_client", 0) >= 4.0)
+    top = result["server"].get("clients_16", {})
+    result["target_16_clients_at_least_5x"] = top.get("ratio_to_1_client", 0) >= 5.0
+    result["target_burst_ttft_at_most_10x"] = 0 < top.get("burst_ttft_ratio_to_1_client", 99) <= 10.0
     if not args.no_peer:
         peer = transformers_batches([1, max(levels)], args.new_tokens, args.threads)
         result["transformers_generate"] = peer
@@ -183,7 +191,7 @@ def main() -> None:
         result["ratio_server_1_client_to_transformers_batch_1"] = round(
             base / peer["batch_1"]["aggregate_tokens_per_s"], 3)
     result["settings"] = {"threads": args.threads, "new_tokens": args.new_tokens, "requests_per_client": args.requests,
-                          "torch": torch.__version__, "log": str(log)}
+                          "torch": torch.__version__, "log": str(log), "load_average": os.getloadavg()}
     print(json.dumps(result))
 
 

@@ -8,17 +8,16 @@ import time
 
 import pytest
 import torch
+from tiny_lm import TEXT, tiny_transformer
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.core.errors import LmlabError
 from lmlab.generate import standard_chain
 from lmlab.generate.engine import Engine, Request
-from lmlab.generate.scheduler import QueueFull, RequestTimeout, Sampling, Scheduler
-from lmlab.models.config import TransformerConfig
-from lmlab.models.transformer import TransformerLM
+from lmlab.generate.scheduler import QueueFull, RequestTimeout, Scheduler
+from lmlab.generate.settings import DecodingSettings
 from lmlab.tokenizers import WordLevelTokenizer
 
-TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!"
 PROMPTS = ["the quick", "a", "pack my box with", "lazy dog. ", "jugs", "five dozen liquor", "x",
            "brown fox jumps over"]
 
@@ -26,18 +25,6 @@ PROMPTS = ["the quick", "a", "pack my box with", "lazy dog. ", "jugs", "five doz
 @pytest.fixture(scope="module")
 def tok():
     return WordLevelTokenizer("char").train([TEXT])
-
-
-def make(tok, preset="llama", context_length=64):
-    torch.manual_seed(0)
-    args = dict(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                context_length=context_length)
-    if preset != "llama":
-        args.pop("n_kv_heads")
-    lm = TransformerLM(TransformerConfig.from_preset(preset, **args)).eval()
-    with torch.no_grad():  # sharp logits: greedy paths are not near-ties
-        lm.head.weight.mul_(40)
-    return lm
 
 
 def slowed(lm, seconds=0.01):
@@ -56,23 +43,32 @@ def requests(tok, n=8):
     return [Request(tok.encode(p), max_new_tokens=5 + 3 * i, stop_ids=[]) for i, p in enumerate(PROMPTS[:n])]
 
 
+GREEDY = DecodingSettings(greedy=True)
+
+
+def settings(r, **kw):
+    """A request's limits as full settings (with ``kw`` on top)."""
+    return Request(r.prompt, settings=DecodingSettings(max_new_tokens=r.max_new_tokens, stop=tuple(r.stop),
+                                                       stop_ids=r.stop_ids, seed=r.seed, **kw))
+
+
 def assert_batched_equals_alone(lm, tok, reqs):
     """Greedy continuations submitted all at once equal the engine's, one request at a time."""
     alone = [Engine(lm, tok, greedy=True).generate([r])[0].ids for r in reqs]
-    with Scheduler(lm, tok) as scheduler:
-        handles = [scheduler.submit(r, Sampling(greedy=True)) for r in reqs]
+    with Scheduler(lm, tok, settings=GREEDY) as scheduler:
+        handles = [scheduler.submit(r) for r in reqs]
         assert [h.result(timeout=60).ids for h in handles] == alone
 
 
 @pytest.mark.parametrize("preset", ["llama", "gpt2"])  # rotary and learned positions
 def test_rows_joining_and_leaving_compute_what_they_would_alone(tok, preset):
-    lm = make(tok, preset)
+    lm = tiny_transformer(tok, preset)
     reqs = requests(tok)
     alone = [Engine(lm, tok, greedy=True).generate([r])[0] for r in reqs]
-    with Scheduler(lm, tok, max_batch=4) as scheduler:
+    with Scheduler(lm, tok, max_batch=4, settings=GREEDY) as scheduler:
         handles = []
         for r in reqs:  # staggered: rows join a batch already decoding, and leave at different steps
-            handles.append(scheduler.submit(r, Sampling(greedy=True)))
+            handles.append(scheduler.submit(r))
             time.sleep(0.003)
         outs = [h.result(timeout=60) for h in handles]
         load = scheduler.load()
@@ -80,48 +76,48 @@ def test_rows_joining_and_leaving_compute_what_they_would_alone(tok, preset):
     assert [o.text for o in outs] == [a.text for a in alone]
     assert [len(o.ids) for o in outs] == [r.max_new_tokens for r in reqs]
     assert 1 < load["peak_batch"] <= 4 and load["completed"] == 8 and load["running"] == 0
-    assert scheduler._cache is None  # every row left: the KV cache is freed
+    assert scheduler.loop.state is None  # every row left: the KV cache is freed
 
 
 def test_long_runs_repack_the_cache_and_stay_exact(tok):
-    lm = make(tok, context_length=256)
+    lm = tiny_transformer(tok, context_length=256)
     reqs = [Request(tok.encode(p), max_new_tokens=150 - 20 * i, stop_ids=[]) for i, p in enumerate(PROMPTS[:4])]
     assert_batched_equals_alone(lm, tok, reqs)
 
 
 def test_seeded_sampling_with_processors_matches_the_engine(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     chain = standard_chain(temperature=0.8, top_k=5, frequency_penalty=0.5)
     reqs = [Request(tok.encode(p), max_new_tokens=12, seed=7 + i, stop_ids=[]) for i, p in enumerate(PROMPTS[:3])]
     expected = [Engine(lm, tok, processors=chain).generate([r])[0].ids for r in reqs]
     with Scheduler(lm, tok) as scheduler:
-        handles = [scheduler.submit(r, Sampling(processors=chain)) for r in reqs]
-        greedy = scheduler.submit(Request(tok.encode("the"), max_new_tokens=12, stop_ids=[]), Sampling(greedy=True))
+        handles = [scheduler.submit(settings(r, processors=tuple(chain))) for r in reqs]
+        greedy = scheduler.submit(settings(Request(tok.encode("the"), max_new_tokens=12, stop_ids=[]), greedy=True))
         assert [h.result(timeout=60).ids for h in handles] == expected
         assert greedy.result(timeout=60).ids == Engine(lm, tok, greedy=True).generate(
             [Request(tok.encode("the"), max_new_tokens=12, stop_ids=[])])[0].ids
 
 
 def test_events_stream_the_text_and_stops_end_a_row(tok):
-    lm = make(tok)
-    with Scheduler(lm, tok) as scheduler:
-        free = scheduler.generate(Request(tok.encode("the"), max_new_tokens=20, stop_ids=[]), Sampling(greedy=True))
+    lm = tiny_transformer(tok)
+    with Scheduler(lm, tok, settings=GREEDY) as scheduler:
+        free = scheduler.generate(Request(tok.encode("the"), max_new_tokens=20, stop_ids=[]))
         stop = free.text[3:5]
-        handle = scheduler.submit(Request(tok.encode("the"), max_new_tokens=20, stop=[stop], stop_ids=[]),
-                                  Sampling(greedy=True, top_logprobs=3))
+        handle = scheduler.submit(settings(Request(tok.encode("the"), max_new_tokens=20, stop=[stop], stop_ids=[]),
+                                           greedy=True, top_logprobs=3))
         events = list(handle)
-    assert events[-1].done and events[-1].completion.finish_reason == "stop"
+    assert events[-1].done and events[-1].completions[0].finish_reason == "stop"
     text = "".join(e.text for e in events)
-    assert text == free.text[:free.text.find(stop)] == events[-1].completion.text
+    assert text == free.text[:free.text.find(stop)] == events[-1].completions[0].text
     tokens = [e for e in events if e.token is not None]
     assert all(len(e.top) == 3 and e.top[0][1] >= e.logprob - 1e-6 for e in tokens)
 
 
 def test_cancel_frees_the_row_at_once(tok):
-    lm = slowed(make(tok))
-    with Scheduler(lm, tok) as scheduler:
-        long = scheduler.submit(Request(tok.encode("the"), max_new_tokens=60, stop_ids=[]), Sampling(greedy=True))
-        short = scheduler.submit(Request(tok.encode("a"), max_new_tokens=30, stop_ids=[]), Sampling(greedy=True))
+    lm = slowed(tiny_transformer(tok))
+    with Scheduler(lm, tok, settings=GREEDY) as scheduler:
+        long = scheduler.submit(Request(tok.encode("the"), max_new_tokens=60, stop_ids=[]))
+        short = scheduler.submit(Request(tok.encode("a"), max_new_tokens=30, stop_ids=[]))
         time.sleep(0.05)
         long.cancel()
         out = long.result(timeout=10)
@@ -131,11 +127,11 @@ def test_cancel_frees_the_row_at_once(tok):
 
 
 def test_queue_full_timeout_and_bad_requests(tok):
-    lm = slowed(make(tok))
-    with Scheduler(lm, tok, max_batch=1, max_queue=1) as scheduler:
-        first = scheduler.submit(Request(tok.encode("the"), max_new_tokens=40, stop_ids=[]), Sampling(greedy=True))
+    lm = slowed(tiny_transformer(tok))
+    with Scheduler(lm, tok, max_batch=1, max_queue=1, settings=GREEDY) as scheduler:
+        first = scheduler.submit(Request(tok.encode("the"), max_new_tokens=40, stop_ids=[]))
         time.sleep(0.05)
-        second = scheduler.submit(Request(tok.encode("a"), max_new_tokens=3, stop_ids=[]), Sampling(greedy=True))
+        second = scheduler.submit(Request(tok.encode("a"), max_new_tokens=3, stop_ids=[]))
         with pytest.raises(QueueFull):
             scheduler.submit(Request(tok.encode("a"), max_new_tokens=3, stop_ids=[]))
         with pytest.raises(LmlabError, match="context"):
@@ -149,11 +145,12 @@ def test_queue_full_timeout_and_bad_requests(tok):
 
 
 def test_a_failing_row_leaves_the_others_alone(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     banned = standard_chain(banned_ids=list(range(tok.vocab_size)))  # removes every token: that row fails
     with Scheduler(lm, tok) as scheduler:
-        good = scheduler.submit(Request(tok.encode("the"), max_new_tokens=10, stop_ids=[]), Sampling(greedy=True))
-        bad = scheduler.submit(Request(tok.encode("the"), max_new_tokens=10, stop_ids=[]), Sampling(processors=banned))
+        good = scheduler.submit(settings(Request(tok.encode("the"), max_new_tokens=10, stop_ids=[]), greedy=True))
+        bad = scheduler.submit(settings(Request(tok.encode("the"), max_new_tokens=10, stop_ids=[]),
+                                        processors=tuple(banned)))
         with pytest.raises(LmlabError, match="removed every token"):
             bad.result(timeout=30)
         assert len(good.result(timeout=30).ids) == 10
@@ -169,13 +166,13 @@ def test_any_protocol_model_is_scheduled_row_by_row(tok):
 
 
 def test_many_threads_submit_at_once(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     reqs = requests(tok) * 3
     alone = {tuple(r.prompt): Engine(lm, tok, greedy=True).generate([r])[0].ids for r in reqs}
     results = []
-    with Scheduler(lm, tok, max_batch=8) as scheduler:
+    with Scheduler(lm, tok, max_batch=8, settings=GREEDY) as scheduler:
         def client(r):
-            results.append((tuple(r.prompt), scheduler.generate(r, Sampling(greedy=True)).ids))
+            results.append((tuple(r.prompt), scheduler.generate(r).ids))
 
         threads = [threading.Thread(target=client, args=(r,)) for r in reqs]
         for t in threads:

@@ -16,8 +16,6 @@ import pytest
 import torch
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
 from lmlab.generate.chat_template import chat_prompt  # noqa: E402
@@ -199,7 +197,7 @@ def test_the_web_page_is_served(server):
 
 # --- errors ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value", [
-    ("temperature", 3), ("top_p", 0), ("n", 0), ("n", 99), ("max_tokens", 0), ("max_tokens", 65),
+    ("temperature", -1), ("top_p", 0), ("n", 0), ("n", 99), ("max_tokens", 0), ("max_tokens", 65),
     ("presence_penalty", 2.5), ("frequency_penalty", "a lot"), ("stop", ["a", "b", "c", "d", "e"]),
     ("logit_bias", {"x": 1}), ("logit_bias", {"999999": 1}), ("messages", []), ("top_logprobs", 3),
     ("seed", "seven"), ("top_k", 0), ("stream", "maybe"), ("beam_size", 0), ("min_p", 2),
@@ -429,3 +427,78 @@ def test_streamed_choices_equal_the_whole_answer(client):
                 finishes[c.index] = c.finish_reason
     assert texts == [c.text for c in whole.choices]
     assert finishes == {c.index: c.finish_reason for c in whole.choices}
+
+
+# --- the one decoding loop behind the server ------------------------------------------------------
+def _completions_concurrently(url, prompts, **fields):
+    """Texts of one completion per prompt, requested by as many threads at once."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    texts = [None] * len(prompts)
+
+    def run(i):
+        texts[i] = client.completions.create(model="m", prompt=prompts[i], **fields).choices[0].text
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return texts, client
+
+
+@pytest.mark.parametrize("kind", ["ngram", "lstm"])
+def test_ngram_and_lstm_models_are_batched_like_transformers(kind):
+    from lmlab.models.recurrent import RecurrentLM
+    from lmlab.ngram import NgramLM
+
+    corpus = [TEXT, "the lazy dog jumps over the quick fox .", "pack my box with the fox"]
+    if kind == "ngram":
+        tok = WordLevelTokenizer("word").train(corpus)
+        lm = NgramLM.fit_corpus(corpus, tok, order=3, smoothing="kn")
+    else:
+        tok = WordLevelTokenizer("char").train(corpus)
+        torch.manual_seed(0)
+        lm = RecurrentLM(tok.vocab_size, d_embed=16, d_hidden=16).eval()
+    prompts = ["the quick", "the lazy dog", "pack my", "the", "fox jumps over", "the box"]
+    fields = dict(max_tokens=6, temperature=0.8, seed=3)
+    with background(create_app(lm, tok, model_id="m", max_batch=8)) as url:
+        together, client = _completions_concurrently(url, prompts, **fields)
+        alone = [client.completions.create(model="m", prompt=p, **fields).choices[0].text for p in prompts]
+        peak = raw(url, "GET", "/health")[1]["peak_batch"]
+    assert together == alone and peak >= 2
+
+
+def test_beam_requests_share_the_queue_limit_and_the_time_limit(tiny):
+    lm, tok = make_tiny(slow=0.02)
+    app = create_app(lm, tok, model_id="tiny", max_batch=4, max_queue=0, limits=Limits(max_tokens=100, timeout_s=5))
+    beam = {"model": "tiny", "prompt": "the", "max_tokens": 60, "beam_size": 4}
+    with background(app) as url:
+        conn, response = _open_stream(url, {"model": "tiny", "messages": HELLO, "max_tokens": 100, "stream": True})
+        _wait_for(url, lambda h: h["running"] == 1)
+        status, body = raw(url, "POST", "/v1/completions", beam)  # 4 rows do not fit beside the running one
+        assert status == 429 and body["error"]["type"] == "rate_limit_error"
+        conn.close()
+        _wait_for(url, lambda h: h["running"] == 0)
+    app = create_app(lm, tok, model_id="tiny", limits=Limits(max_tokens=100, timeout_s=0.2))
+    with background(app) as url:
+        status, body = raw(url, "POST", "/v1/completions", beam)
+        assert status == 504 and body["error"]["code"] == "timeout"
+
+
+@pytest.mark.parametrize("field, flag, value", [
+    ("top_p", "--top-p", 1.5), ("temperature", "--temperature", -1), ("top_k", "--top-k", 0),
+    ("min_p", "--min-p", 2), ("repetition_penalty", "--repetition-penalty", 0), ("beam_size", "--beam-size", 0),
+    ("frequency_penalty", "--frequency-penalty", 3), ("presence_penalty", "--presence-penalty", -3),
+])
+def test_a_bad_setting_gets_the_same_message_from_the_cli_and_the_server(client, tiny, tmp_path, capsys, field,
+                                                                          flag, value):
+    from lmlab.cli import main
+    from lmlab.models import save_model_dir
+
+    save_model_dir(tmp_path / "m", *tiny[0].to_state(), tokenizer=tiny[1])
+    assert main(["generate", "--model", str(tmp_path / "m"), "--prompt", "the", flag, str(value)]) != 0
+    cli_message = capsys.readouterr().err.strip().splitlines()[-1]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="tiny", prompt="the", max_tokens=4, extra_body={field: value})
+    assert err.value.body["param"] == field
+    assert err.value.body["message"] in cli_message and field in cli_message

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..core.errors import ConfigError
 from .stopwords import stopword_list
-from .tokenize import PATTERNS, _compiled
+from .tokenize import PATTERNS, compiled_pattern
 
 STEMMERS = ("none", "porter")
 
@@ -40,7 +40,7 @@ class Analyzer:
     stemmer: str = "none"
 
     def __post_init__(self) -> None:
-        self._regex = _compiled(PATTERNS.get(self.pattern, self.pattern))
+        self._regex = compiled_pattern(PATTERNS.get(self.pattern, self.pattern))
         self._stop = stopword_list(self.stopwords)
         self._stem = stemmer_function(self.stemmer)
         self._stem_cache: dict[str, str] = {}

@@ -15,7 +15,7 @@ PATTERNS = {"word": WORD_PATTERN, "sklearn": SKLEARN_PATTERN}
 
 
 @lru_cache(maxsize=32)
-def _compiled(pattern: str) -> re.Pattern:
+def compiled_pattern(pattern: str) -> re.Pattern:
     try:
         return re.compile(pattern)
     except re.error as exc:
@@ -27,4 +27,4 @@ def word_tokens(text: str, pattern: str = WORD_PATTERN, lowercase: bool = True) 
     """The words of ``text`` (matches of ``pattern``), lowercased unless told not to."""
     if lowercase:
         text = text.lower()
-    return _compiled(PATTERNS.get(pattern, pattern)).findall(text)
+    return compiled_pattern(PATTERNS.get(pattern, pattern)).findall(text)

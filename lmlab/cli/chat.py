@@ -11,7 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_common, emit
+from .common import (
+    add_common,
+    add_constraint_options,
+    add_decoding_options,
+    add_method_options,
+    constrained,
+    constraint_from_args,
+    decoding_from_args,
+    emit,
+    methods_from_args,
+)
 
 HELP = "commands: /system TEXT, /reset, /settings, /quit"
 
@@ -21,14 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="smollm2-135m-instruct", help="a chat model: directory or built-in name")
     p.add_argument("--adapter", default=None, help="a fine-tuned adapter directory (lmlab finetune --out)")
     p.add_argument("--system", default=None, help="system prompt (default: the template's own)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus mass in (0, 1]")
-    p.add_argument("--min-p", type=float, default=None)
-    p.add_argument("--repetition-penalty", type=float, default=None)
+    add_decoding_options(p, max_new_tokens=256, temperature=0.7, top_p=0.9, search=False)
+    add_constraint_options(p)
+    add_method_options(p, search=False)
     p.add_argument("--dtype", default="float32", help="weights dtype: float32 or bfloat16")
     p.add_argument("--quant", default=None, choices=["int8"],
                    help="weight-only int8 matmuls (bf16 inputs; the rest stays in --dtype)")
@@ -40,27 +45,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.validate import check_number
-    from ..generate import standard_chain
     from ..generate.chat_template import chat_prompt
     from ..generate.engine import Engine, Request
     from ..models import load_model
     from .common import status, with_adapter
 
-    check_number("--temperature", args.temperature, low=0.0)
-    greedy = args.greedy or args.temperature == 0
-    processors = standard_chain(temperature=1.0 if greedy else args.temperature, top_k=args.top_k,
-                                top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty)
+    settings = decoding_from_args(args)
+    spec = constraint_from_args(args)
     status(args, f"loading {args.model} ...")
     lm, tokenizer = load_model(args.model, dtype=args.dtype) if args.model in _named() else load_model(args.model)
+    settings = constrained(settings, spec, lm, tokenizer)
     if args.adapter:
         lm = with_adapter(lm, args.adapter)
     if args.quant:
         from .generate import quantize_args
 
         lm = quantize_args(lm, args.model, args.quant, args.dtype)
-    engine = Engine(lm, tokenizer, processors=processors, greedy=greedy, on_overflow=args.on_overflow,
-                    compile=args.compile)
+    settings = methods_from_args(args, settings, lm, tokenizer)
+    engine = Engine(lm, tokenizer, on_overflow=args.on_overflow, compile=args.compile)
     system, history, turns = args.system, [], []
     interactive = sys.stdin.isatty() and not args.json
     if interactive:
@@ -87,19 +89,17 @@ def run(args: argparse.Namespace) -> int:
                 system, history = rest.strip() or None, []
                 status(args, f"(system prompt {'set' if system else 'cleared'}; history cleared)")
             elif command == "/settings":
-                settings = {"model": args.model, "quant": args.quant, "greedy": greedy, "temperature": args.temperature,
-                            "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
-                            "repetition_penalty": args.repetition_penalty, "max_new_tokens": args.max_new_tokens,
-                            "system": system, "turns_in_history": len(history) // 2}
-                print("\n".join(f"{k}: {v}" for k, v in settings.items()), file=sys.stderr)
+                shown = {"model": args.model, "quant": args.quant, "strategy": settings.strategy,
+                         **settings.to_dict(), "system": system, "turns_in_history": len(history) // 2}
+                print("\n".join(f"{k}: {v}" for k, v in shown.items()), file=sys.stderr)
             else:
                 print(f"unknown command {command}; {HELP}", file=sys.stderr)
             continue
         messages = ([{"role": "system", "content": system}] if system else []) + history + \
             [{"role": "user", "content": line}]
         prompt = chat_prompt(tokenizer, messages)
-        seed = None if args.seed is None else args.seed + turn
-        request = Request(prompt, max_new_tokens=args.max_new_tokens, seed=seed)
+        seed = None if settings.seed is None else settings.seed + turn
+        request = Request(prompt, settings=settings.with_(seed=seed))
         on_text = (lambda _, piece: print(piece, end="", flush=True)) if stream else None
         completion = engine.generate([request], on_text=on_text)[0]
         if stream:

@@ -54,11 +54,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     import time
+    from pathlib import Path
 
     from ..core.errors import ConfigError
+    from ..core.io import check_writable
+    from ..core.validate import check_number
     from ..tokenizers import WordLevelTokenizer
     from ..tokenizers.trainers import train_tokenizer
 
+    check_number("--min-frequency", args.min_frequency, low=0, integer=True)
+    out = Path(args.out)
+    check_writable(out, directory=out.is_dir() or out.suffix != ".json", what="--out")
     corpus = open_corpus_arg(args, args.corpus)
     status(args, f"training a {args.kind} tokenizer (vocab {args.vocab_size}) on {args.corpus}")
     start = time.perf_counter()
@@ -138,9 +144,12 @@ def run_info(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from itertools import islice
 
+    from ..core.validate import check_number
     from ..tokenizers import load
     from ..tokenizers.stats import tokenizer_stats
 
+    if args.limit is not None:
+        check_number("--limit", args.limit, low=1, integer=True)
     corpus = open_corpus_arg(args, args.corpus)
     rows = []
     for spec in args.tokenizers:

@@ -1,6 +1,8 @@
 """Parallel text for encoder–decoders: line-aligned source/target corpora, and padded pair batches.
 
-``parallel_corpora`` opens two line-aligned files (blank lines kept, so line i of one is line i
+``both_directions`` turns one pair of languages into a multilingual corpus (Johnson et al., 2017):
+every pair in both directions, each source led by the target language's tag (``<2en>``), so one
+model translates either way. ``parallel_corpora`` opens two line-aligned files (blank lines kept, so line i of one is line i
 of the other) from explicit paths, or from one prefix and a language pair: ``multi30k:train`` with
 ``de-en`` is the registered splits ``train.de`` → ``train.en``; a path prefix ``data/train`` with
 ``de-en`` is ``data/train.de`` → ``data/train.en`` (fairseq's layout). ``PairBatches`` turns
@@ -18,8 +20,8 @@ import torch
 
 from ..core.errors import ConfigError, DataError, InputError
 from ..core.validate import check_number
-from .corpus import Corpus, text_file
-from .loaders import _rows, pad_batch
+from .corpus import Corpus, from_texts, text_file
+from .loaders import pad_batch, rank_rows
 
 
 def split_pair(pair: str) -> tuple[str, str]:
@@ -56,6 +58,32 @@ def parallel_corpora(source: str | os.PathLike, target: str | os.PathLike | None
     return aligned_text(source), aligned_text(target)
 
 
+def aligned_lines(corpora: tuple[Corpus, Corpus]) -> tuple[list[str], list[str]]:
+    """Both sides of a parallel corpus as lists of lines, refused when their line counts differ."""
+    sources, targets = (list(side) for side in corpora)
+    if len(sources) != len(targets):
+        raise DataError(f"the parallel files are not aligned: {corpora[0].name} has {len(sources)} lines, "
+                        f"{corpora[1].name} has {len(targets)}",
+                        "pass line-aligned files: line i of one must translate line i of the other")
+    return sources, targets
+
+
+def language_tag(language: str) -> str:
+    """The token that asks a multilingual model for ``language``: ``<2en>`` (a special token of its tokenizer)."""
+    return f"<2{language}>"
+
+
+def both_directions(corpora: tuple[Corpus, Corpus], pair: str) -> tuple[Corpus, Corpus]:
+    """(sources, targets) with every pair of ``corpora`` (languages ``pair``, e.g. de-en) twice: forwards
+    with ``<2en>`` before the source, and backwards with ``<2de>`` before the target-side text."""
+    src_lang, tgt_lang = split_pair(pair)
+    sources, targets = aligned_lines(corpora)
+    forward = [f"{language_tag(tgt_lang)} {s}" for s in sources]
+    backward = [f"{language_tag(src_lang)} {t}" for t in targets]
+    name = f"{corpora[0].name}+{corpora[1].name}"
+    return from_texts(forward + backward, f"{name}:sources"), from_texts(targets + sources, f"{name}:targets")
+
+
 class PairBatches:
     """Batches of ``batch_size`` (source, target) id rows: each pass over the pairs is shuffled by
     (seed, pass), sorted by length within pools of ``batch_size × pool_factor`` rows so padding is
@@ -86,7 +114,7 @@ class PairBatches:
 
     def batch(self, step: int, rank: int = 0, world: int = 1) -> dict:
         rows = self._pass_plan(step // self.per_pass)[step % self.per_pass]
-        return self._padded([self.pairs[rows[r]] for r in _rows(self.batch_size, rank, world) if r < len(rows)])
+        return self._padded([self.pairs[rows[r]] for r in rank_rows(self.batch_size, rank, world) if r < len(rows)])
 
     def _padded(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict:
         (src, src_mask), (tgt, tgt_mask) = (pad_batch([p[side] for p in pairs], self.pad_id) for side in (0, 1))

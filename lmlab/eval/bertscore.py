@@ -55,6 +55,11 @@ def greedy_match(cand: tuple[list[str], np.ndarray], ref: tuple[list[str], np.nd
     return PRF(precision, recall, f1(precision, recall))
 
 
+def signature(encoder: str, idf: bool) -> str:
+    """What a BERTScore figure was computed with, sacrebleu-style (lmlab does not rescale with a baseline)."""
+    return f"encoder:{encoder}|idf:{'yes' if idf else 'no'}|rescaled:no"
+
+
 def bert_score(candidates: Sequence[str], references: Sequence[str], encoder: TokenEncoder, *,
                idf: bool = False) -> dict:
     """Per-pair and mean BERTScore precision, recall and F1 of ``candidates`` against ``references``."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.errors import ConfigError, InputError, MissingDependencyError
+from ..core.errors import ConfigError, DataError, InputError, MissingDependencyError
 from ..core.io import atomic_path
 from ..core.validate import check_choice, check_number
 
@@ -204,3 +204,31 @@ def reliability_diagram(confidences: Sequence[float], correct: Sequence[float], 
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return str(path)
+
+
+def read_predictions(path: str) -> dict:
+    """A JSONL file of predictions as arrays: per record 'logits' or 'probs' with a 'label' (then
+    ``logits`` — log-probabilities stand in for them —, ``labels``, ``confidence``, ``correct``), or
+    'confidence' and 'correct' only."""
+    from .records import read_jsonl
+
+    records = read_jsonl(path)
+    if not records:
+        raise DataError(f"{path} has no predictions")
+    if all("confidence" in r and "correct" in r for r in records):
+        return {"confidence": np.array([float(r["confidence"]) for r in records]),
+                "correct": np.array([float(bool(r["correct"])) for r in records])}
+    key = "logits" if all("logits" in r for r in records) else "probs"
+    if not all(key in r and "label" in r for r in records):
+        raise DataError(f"{path}: every record needs 'logits' or 'probs' and 'label', or 'confidence' and 'correct'")
+    widths = {len(r[key]) for r in records}
+    if len(widths) != 1:
+        raise DataError(f"{path}: records have different numbers of classes {sorted(widths)}",
+                        "give every record the same classes")
+    values = np.array([r[key] for r in records], dtype=np.float64)
+    labels = np.array([int(r["label"]) for r in records])
+    if labels.min() < 0 or labels.max() >= values.shape[1]:
+        raise DataError(f"{path}: a label is outside 0..{values.shape[1] - 1}")
+    logits = values if key == "logits" else logits_from_probs(values)
+    conf, hit = confidences_from_probs(softmax(logits), labels)
+    return {"logits": logits, "labels": labels, "confidence": conf, "correct": hit}

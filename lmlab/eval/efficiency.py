@@ -10,12 +10,14 @@ from __future__ import annotations
 import platform
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from ..core.machine import cpu_info
 from ..core.validate import check_number
 from ..generate.engine import Engine, Request
+from ..generate.settings import DecodingSettings
 from ..lm import LanguageModel
 
 
@@ -57,17 +59,20 @@ def _figures(completions: list, batch_size: int) -> dict:
             "prefill_tokens_per_s": prompt / prefill if prefill > 0 else 0.0,
             "decode_tokens_per_s": decode_rate, "decode_tokens_per_s_per_request": decode_rate / batch_size,
             "throughput_tokens_per_s": generated / total if total > 0 else 0.0,
-            "total_s": total, "peak_memory_mb": max(peaks) if peaks else None}
+            "total_s": total, "peak_memory_mb": max(peaks) if peaks else None,
+            "kv_cache_bytes": max(s.kv_cache_bytes for s in calls)}
 
 
 def measure_generation(lm: LanguageModel, *, batch_sizes: Sequence[int] = (1, 4, 8), prompt_tokens: int = 128,
-                       new_tokens: int = 64, repeats: int = 3, warmup: int = 1, seed: int = 0) -> list[dict]:
-    """Per batch size, the median time to first token, prefill and decode tokens/s, throughput, peak memory."""
+                       new_tokens: int = 64, repeats: int = 3, warmup: int = 1, seed: int = 0,
+                       kv_cache: Any = None) -> list[dict]:
+    """Per batch size, the median time to first token, prefill and decode tokens/s, throughput, peak memory
+    and the most KV-cache bytes held (``kv_cache``: a ``lmlab.kvcache.KVCacheSettings`` for every request)."""
     check_number("prompt_tokens", prompt_tokens, low=1, integer=True)
     check_number("new_tokens", new_tokens, low=1, integer=True)
     check_number("repeats", repeats, low=1, integer=True)
     check_number("warmup", warmup, low=0, integer=True)
-    engine = Engine(lm, None, greedy=True)
+    engine = Engine(lm, None, settings=DecodingSettings(greedy=True, kv_cache=kv_cache))
     rows = []
     for b in batch_sizes:
         check_number("batch size", b, low=1, integer=True)
@@ -80,6 +85,7 @@ def measure_generation(lm: LanguageModel, *, batch_sizes: Sequence[int] = (1, 4,
         row = {"batch_size": b}
         for key in timed[0]:
             values = [r[key] for r in timed if r[key] is not None]
-            row[key] = statistics.median(values) if key != "peak_memory_mb" else (max(values) if values else None)
+            row[key] = (statistics.median(values) if key not in ("peak_memory_mb", "kv_cache_bytes")
+                        else (max(values) if values else None))
         rows.append(row)
     return rows

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .mlp import _ACT
+from .mlp import ACTIVATION_FUNCTIONS
 from .norms import make_norm
 
 
@@ -16,7 +16,7 @@ class HeadTransform(nn.Module):
     def __init__(self, dim: int, activation: str, norm: str, eps: float, bias: bool = True) -> None:
         super().__init__()
         self.dense = nn.Linear(dim, dim, bias=bias)
-        self.act = _ACT["gelu" if activation == "swiglu" else activation]
+        self.act = ACTIVATION_FUNCTIONS["gelu" if activation == "swiglu" else activation]
         self.norm = make_norm(norm, dim, eps, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,8 @@ from torch import nn
 from .layout import packed_outputs
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
-_ACT = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu,
-        "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}  # GPT-2's "gelu_new"
+ACTIVATION_FUNCTIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu,
+                        "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}  # GPT-2's "gelu_new"
 
 
 class MLP(nn.Module):
@@ -30,5 +30,5 @@ class MLP(nn.Module):
             gate, up = packed_outputs(x, (self.gate, self.up), self.packed) or (self.gate(x), self.up(x))
             h = F.silu(gate) * up
         else:
-            h = _ACT[self.activation](self.up(x))
+            h = ACTIVATION_FUNCTIONS[self.activation](self.up(x))
         return self.dropout(self.down(h))

@@ -304,6 +304,18 @@ class MoE(nn.Module):
             self.balance_bias += self.bias_update_rate * torch.sign(self.pending_load.mean() - self.pending_load)
         self.pending_load.zero_()
 
+    # --- the trainer's hooks (``lmlab.train.trainer.TrainingHooks``) -----------------------------
+    def auxiliary_loss(self) -> torch.Tensor:
+        """The balancing and router z losses of the last forward, added to the objective's loss."""
+        return self.aux_loss
+
+    def after_optimizer_step(self) -> None:
+        self.update_balance_bias()
+
+    def training_stats(self) -> dict:
+        """Logged by the trainer as ``expert_load`` (per layer), then reset."""
+        return {"expert_load": self.load_stats(reset=True)}
+
     def load_stats(self, reset: bool = True) -> dict:
         """Per-expert load since the last reset, for the trainer to log: each expert's share of
         the computed (token, expert) pairs, max and min share over uniform, dropped tokens."""

@@ -48,13 +48,6 @@ class RecurrentLM(NeuralLM):
         if tie_embeddings:
             self.head.weight = self.embed.weight
 
-    def config_dict(self) -> dict[str, Any]:
-        return dict(self.args)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.args["vocab_size"]
-
     def initial_state(self, batch_size: int) -> Any:
         shape = (self.args["n_layers"], batch_size, self.args["d_hidden"])
         h = torch.zeros(shape, device=self.device)
@@ -64,6 +57,12 @@ class RecurrentLM(NeuralLM):
         if isinstance(state, tuple):
             return tuple(s.index_select(1, index.to(s.device)) for s in state)
         return state.index_select(1, index.to(state.device))
+
+    def concat_states(self, states: list[Any]) -> Any:
+        """Hidden states are [layers, B, hidden]: rows join along dimension 1."""
+        if isinstance(states[0], tuple):
+            return tuple(torch.cat([s[i] for s in states], dim=1) for i in range(len(states[0])))
+        return torch.cat(states, dim=1)
 
     def forward(self, ids: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """Logits [B, T, V] and the hidden state after ``ids`` [B, T]."""

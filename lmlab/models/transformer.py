@@ -13,7 +13,8 @@ mutated by every call, so branch it with ``select_state``, which copies).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -21,6 +22,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..core.errors import ConfigError, ModelError
+from ..kvcache import KVCache
+from ..lm import as_id_tensor
 from .attention import Attention
 from .config import TransformerConfig
 from .mlm_head import HeadTransform
@@ -37,26 +40,6 @@ from .positions import (
     rope_angles,
     sinusoidal,
 )
-
-
-@dataclass
-class KVCache:
-    """Keys and values of every layer for the tokens seen so far, plus padding and positions."""
-
-    keys: list[torch.Tensor | None]
-    values: list[torch.Tensor | None]
-    mask: torch.Tensor | None = None  # [B, S] bool, True = real token; None = no padding seen
-    next_position: torch.Tensor | None = None  # [B] position id of each row's next token
-    length: int = 0
-    batch_size: int = 0
-    capacity: int = 0  # > 0: keys/values/mask are preallocated [B, ·, capacity, ·] buffers filled up to length
-
-    def select(self, index: torch.Tensor) -> KVCache:
-        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.index_select(0, index.to(t.device))
-
-        return KVCache([pick(k) for k in self.keys], [pick(v) for v in self.values], pick(self.mask),
-                       pick(self.next_position), self.length, int(index.numel()), self.capacity)
 
 
 class Block(nn.Module):
@@ -81,27 +64,24 @@ class Block(nn.Module):
         self.moe = bool(cfg.moe_experts)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, ctx: dict, past: tuple | None, fused: bool,
-                memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple]:
+    def forward(self, x: torch.Tensor, ctx: dict, kv: Callable | None, fused: bool,
+                memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The layer's output; ``kv(q, k, v, allowed, bias, weights)`` stores the new keys/values and
+        returns every key/value to attend over with their mask and bias (a cache's ``layer_inputs``),
+        None attends over the new ones only."""
         h = self.attn_norm(x) if self.pre else x
         q, k, v = self.attn.project(h)
         if ctx["rope"] is not None:
             q_cos, q_sin = ctx["rope"]
             q, k = apply_rope(q, q_cos, q_sin), apply_rope(k, q_cos, q_sin)
-        if ctx["static"]:
-            start, end = ctx["past"], ctx["past"] + k.shape[2]
-            past[0][:, :, start:end], past[1][:, :, start:end] = k, v
-            kept, (k, v) = past, (past[0][:, :, :end], past[1][:, :, :end])
-        elif past is not None and past[0] is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-            kept = (k, v)
-        else:
-            kept = (k, v)
-        allowed, causal = ctx["allowed"], ctx["causal"]
+        allowed, bias = ctx["allowed"], ctx["bias"]
+        if kv is not None:  # the cache's keys/values, and the mask/bias over the slots this layer holds
+            k, v, allowed, bias = kv(q, k, v, allowed, bias, self.attn.weights)
+        causal = ctx["causal"] and allowed is None
         if self.attn.past_prefix is not None:  # prefix tuning: P keys/values outside the cache, seen by all
-            k, v, allowed = with_prefix(self.attn.past_prefix, q.shape[2], k, v, allowed, ctx["bias"])
+            k, v, allowed = with_prefix(self.attn.past_prefix, q.shape[2], k, v, allowed, bias)
             causal = False
-        a = self.attn.attend(q, k, v, allowed=allowed, bias=ctx["bias"], causal=causal, fused=fused)
+        a = self.attn.attend(q, k, v, allowed=allowed, bias=bias, causal=causal, fused=fused)
         x = x + self.dropout(a) if self.pre else self.attn_norm(x + self.dropout(a))
         if self.cross is not None:  # encoder–decoder: attend over the source's (cached) keys/values
             h = self.cross_norm(x) if self.pre else x
@@ -109,8 +89,7 @@ class Block(nn.Module):
             q = self.cross.q_proj(h).view(b, t, self.cross.n_heads, self.cross.head_dim).transpose(1, 2)
             a = self.cross.attend(q, *memory, allowed=ctx["memory_allowed"], bias=None, causal=False, fused=fused)
             x = x + self.dropout(a) if self.pre else self.cross_norm(x + self.dropout(a))
-        x = x + self.feed_forward(self.mlp_norm(x), ctx) if self.pre else self.mlp_norm(x + self.feed_forward(x, ctx))
-        return x, kept
+        return x + self.feed_forward(self.mlp_norm(x), ctx) if self.pre else self.mlp_norm(x + self.feed_forward(x, ctx))
 
     def feed_forward(self, h: torch.Tensor, ctx: dict) -> torch.Tensor:
         """The MLP, or the mixture of experts (which routes by token id for hashing and skips padding)."""
@@ -191,21 +170,102 @@ class TransformerLM(NeuralLM):
         return self.config.vocab_size
 
     # --- state ---------------------------------------------------------------------------------
-    def initial_state(self, batch_size: int, capacity: int | None = None) -> KVCache:
-        """An empty cache; with ``capacity``, preallocated for that many tokens (a static cache)."""
-        n = self.config.n_layers
+    def initial_state(self, batch_size: int, capacity: int | None = None, growable: bool = False) -> KVCache:
+        """An empty cache; with ``capacity``, preallocated for that many tokens (a static cache, which
+        reallocates when full if ``growable``)."""
         if capacity and getattr(self.embed, "enabled", False):  # a prompt-tuning embedding's soft tokens
             capacity += self.embed.n_tokens
-        if not capacity:
-            return KVCache([None] * n, [None] * n, batch_size=batch_size)
-        cfg, p = self.config, self.embed.weight
-        shape = (batch_size, cfg.n_kv_heads, capacity, cfg.head_dim)
-        return KVCache([torch.empty(shape, dtype=p.dtype, device=p.device) for _ in range(n)],
-                       [torch.empty(shape, dtype=p.dtype, device=p.device) for _ in range(n)],
-                       batch_size=batch_size, capacity=capacity)
+        scheme = self.config.positions
+        positions = "rotary" if scheme == "rope" else "relative" if scheme in ("alibi", "relative_bias", "none") \
+            else "absolute"
+        return KVCache(self.config.n_layers, batch_size, capacity=capacity or 0, growable=growable,
+                       positions=positions, rotate=self.rotate_keys if scheme == "rope" else None)
+
+    def rotate_keys(self, keys: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """RoPE keys [B, KV, S, D] moved by ``delta`` [B, S] positions (rotations compose, so a stored
+        key moves exactly; what a cache that closes up positions applies when it reads)."""
+        cfg = self.config
+        cos, sin = rope_angles(delta.to(keys.device), cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        return apply_rope(keys, cos, sin)
 
     def select_state(self, state: KVCache, index: torch.Tensor) -> KVCache:
         return state.select(index)
+
+    def concat_states(self, states: list[KVCache]) -> KVCache:
+        return KVCache.concat(states)
+
+    @torch.no_grad()
+    def next_scores(self, tokens: torch.Tensor, state: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """Logits [B, V] of the token after ``tokens`` (only the last position reaches the output head)."""
+        tokens = as_id_tensor(tokens, self.vocab_size, self.device)
+        logits, state = self(tokens, state, last_only=True)
+        return logits[:, -1].float(), state
+
+    @torch.no_grad()
+    def next_scores_all(self, tokens: torch.Tensor, state: KVCache, attention_mask: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, KVCache]:
+        """Logits [B, T, V] after every fed position, in one forward pass (rows left-padded by
+        ``attention_mask``): what speculative decoding verifies drafted tokens with."""
+        scores, _, state = self.next_scores_hidden(tokens, state, attention_mask)
+        return scores, state
+
+    @torch.no_grad()
+    def next_scores_hidden(self, tokens: torch.Tensor, state: KVCache, attention_mask: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, KVCache]:
+        """``next_scores_all`` plus the last layer's states [B, T, d_model] (after the final norm): what
+        contrastive search compares candidates with."""
+        tokens = as_id_tensor(tokens, self.vocab_size, self.device)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(self.device)
+            if bool(attention_mask.bool().all()):
+                attention_mask = None
+        hidden, state = self.hidden_states(tokens, state, attention_mask)
+        return self.logits(hidden).float(), hidden, state
+
+    def rewind(self, state: KVCache, drop) -> KVCache:
+        """Forget each row's last ``drop[i]`` tokens (``KVCache.truncate``)."""
+        state.truncate(drop)
+        return state
+
+    @torch.no_grad()
+    def prefill(self, prompts: list[list[int]], reserve: int = 0,
+                setup: Callable[[KVCache], None] | None = None) -> tuple[torch.Tensor, KVCache]:
+        """All prompts in one forward pass: left-padded to the longest, masked, into one growable cache
+        with room for ``reserve`` more tokens (``setup(cache)`` first); the logits [N, V] after each prompt."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ModelError("every prompt needs at least one token", "start it with the tokenizer's BOS id")
+        width = max(len(p) for p in prompts)
+        ids = torch.zeros(len(prompts), width, dtype=torch.long)
+        mask = torch.zeros(len(prompts), width, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
+            mask[row, width - len(prompt):] = 1
+        ids = as_id_tensor(ids, self.vocab_size, self.device)
+        state = self.initial_state(len(prompts), capacity=width + max(reserve, 1), growable=True)
+        if setup is not None:
+            setup(state)
+        logits, state = self(ids, state, attention_mask=None if bool(mask.all()) else mask.to(self.device),
+                             last_only=True)
+        return logits[:, -1].float(), state
+
+    def compiled_step(self) -> Callable[[torch.Tensor, KVCache], tuple[torch.Tensor, KVCache]]:
+        """``next_scores`` for decoding with the forward pass under ``torch.compile`` (inductor; the
+        cache length is a dynamic size so the growing cache does not recompile every step)."""
+        try:
+            import torch._inductor  # noqa: F401
+        except ImportError as err:
+            from ..core.errors import MissingDependencyError
+
+            raise MissingDependencyError("torch.compile's inductor backend is not available here",
+                                         "leave compile (--compile) out") from err
+        compiled = torch.compile(self, dynamic=True)
+
+        @torch.no_grad()
+        def step(tokens: torch.Tensor, state: KVCache) -> tuple[torch.Tensor, KVCache]:
+            logits, state = compiled(tokens, state, last_only=True)
+            return logits[:, -1].float(), state
+
+        return step
 
     # --- forward -------------------------------------------------------------------------------
     def forward(self, ids: torch.Tensor, state: KVCache | None = None,
@@ -268,36 +328,13 @@ class TransformerLM(NeuralLM):
         if cfg.positions == "learned" and past + t > cfg.context_length:
             raise ModelError(f"a context of {past + t} tokens is longer than the {cfg.context_length} "
                              "positions this model learned", "use a sliding window (--stride) or shorter inputs")
-        if state.capacity and past + t > state.capacity:
-            raise ModelError(f"the static cache holds {state.capacity} tokens, {past + t} were fed",
-                             "allocate the cache with a larger capacity")
-        mask = state.mask
-        if attention_mask is not None or mask is not None:
-            new = (torch.ones(b, t, dtype=torch.bool, device=ids.device) if attention_mask is None
-                   else attention_mask.to(ids.device).bool())
-            if state.capacity:
-                if mask is None:
-                    mask = torch.ones(b, state.capacity, dtype=torch.bool, device=ids.device)
-                mask[:, past:past + t] = new
-            else:
-                old = mask if mask is not None else torch.ones(b, past, dtype=torch.bool, device=ids.device)
-                mask = torch.cat([old, new], dim=1)
-            start = state.next_position if state.next_position is not None else torch.full(
-                (b,), past, dtype=torch.long, device=ids.device)
-            positions = start.unsqueeze(1) + new.long().cumsum(1) - new.long()
-            positions = positions.clamp(min=0)
-            next_position = positions[:, -1] + new[:, -1].long()
-        else:
-            positions = torch.arange(past, past + t, device=ids.device).unsqueeze(0).expand(b, t)
-            next_position = None
+        positions, mask = state.begin(t, attention_mask, ids.device)
         if segment_ids is not None:
             if past:
                 raise ModelError("segment_ids (packed sequences) need an empty cache", "pack only for training")
             segment_ids = segment_ids.to(ids.device)
             positions = segment_positions(segment_ids)
-        ctx = self._context(positions, None if mask is None else mask[:, :past + t], past, t, ids.device,
-                            prefix_length, segment_ids)
-        ctx.update(static=bool(state.capacity), past=past)
+        ctx = self._context(positions, mask, past, t, ids.device, prefix_length, segment_ids)
         if cfg.scale_embeddings:
             x = x * math.sqrt(cfg.d_model)
         if cfg.positions == "learned":
@@ -312,7 +349,6 @@ class TransformerLM(NeuralLM):
         ctx["token_ids"], ctx["token_mask"] = ids, None if mask is None else mask[:, past:past + t]
         if memory is not None:
             ctx["memory_allowed"] = None if memory[2] is None else memory[2].bool().view(b, 1, 1, -1)
-        keys, values = [], []
         recompute = self.activation_checkpointing and torch.is_grad_enabled() and not past and not state.capacity
         if recompute and cfg.moe_experts:
             raise ConfigError("activation checkpointing does not combine with mixture-of-experts layers "
@@ -320,19 +356,18 @@ class TransformerLM(NeuralLM):
                               "train MoE models without activation checkpointing")
         for i, block in enumerate(self.blocks):
             cross = None if memory is None else (memory[0][i], memory[1][i])
-            past_i = (state.keys[i], state.values[i])
-            if recompute:  # keeps only the block's input; the backward pass runs the block again
-                x, (k, v) = checkpoint(block, x, ctx, past_i, self.fused, cross, use_reentrant=False)
+            if recompute:  # keeps only the block's input; the backward pass runs the block again (no cache kept)
+                x = checkpoint(block, x, ctx, None, self.fused, cross, use_reentrant=False)
             else:
-                x, (k, v) = block(x, ctx, past_i, self.fused, cross)
-            keys.append(k)
-            values.append(v)
+                x = block(x, ctx, partial(state.layer_inputs, i), self.fused, cross)
+        if not recompute:
+            state.advance(t)
         x = x[:, soft:]
         if last_only:
             x = x[:, -1:]
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return x, KVCache(keys, values, mask, next_position, past + t, b, state.capacity)
+        return x, state
 
     def _context(self, positions: torch.Tensor, mask: torch.Tensor | None, past: int, t: int,
                  device: torch.device, prefix_length: torch.Tensor | int | None = None,

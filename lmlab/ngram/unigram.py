@@ -92,6 +92,9 @@ class UnigramLM(LanguageModel):
     def select_state(self, state: State, index: torch.Tensor) -> State:
         return int(index.numel())
 
+    def concat_states(self, states: list[State]) -> State:
+        return sum(states)
+
     def score(self, ids: torch.Tensor) -> torch.Tensor:
         ids = as_id_tensor(ids, self.vocab_size)
         return self.logprobs[ids[:, 1:]]

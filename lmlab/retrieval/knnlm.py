@@ -126,21 +126,28 @@ class KNNLM(LanguageModel):
         return probs.log()
 
     def initial_state(self, batch_size: int) -> State:
-        return self.base.initial_state(batch_size), torch.zeros(batch_size, 0, dtype=torch.long)
+        """The base model's state and each row's ids so far (a list: rows may differ in length)."""
+        return self.base.initial_state(batch_size), [torch.zeros(0, dtype=torch.long)] * batch_size
 
     def next_logprobs(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         # the encoder re-reads the whole prefix each step: simple and exact for any encoder
         tokens = as_id_tensor(tokens, self.vocab_size)
         base_state, history = state
         base_lp, base_state = self.base.next_logprobs(tokens, base_state)
-        history = torch.cat([history, tokens.cpu()], 1)
+        history = [torch.cat([h, row]) for h, row in zip(history, tokens.cpu(), strict=True)]
         with torch.no_grad():
-            contexts = self.encode_contexts(history)[:, -1]
+            if len({len(h) for h in history}) == 1:
+                contexts = self.encode_contexts(torch.stack(history))[:, -1]
+            else:
+                contexts = torch.cat([self.encode_contexts(h.unsqueeze(0))[:, -1] for h in history])
         return self._mix(base_lp.cpu(), self.knn_logprobs(contexts)), (base_state, history)
 
     def select_state(self, state: State, index: torch.Tensor) -> State:
         base_state, history = state
-        return self.base.select_state(base_state, index), history[index.cpu()]
+        return self.base.select_state(base_state, index), [history[i] for i in index.tolist()]
+
+    def concat_states(self, states: list[State]) -> State:
+        return (self.base.concat_states([s[0] for s in states]), [h for s in states for h in s[1]])
 
     def score(self, ids: torch.Tensor) -> torch.Tensor:
         """All positions at once: one encoder pass, one batched neighbour search."""

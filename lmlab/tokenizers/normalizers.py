@@ -22,12 +22,6 @@ _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700,
                (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 
 
-def is_cjk(ch: str) -> bool:
-    """BERT's definition of a CJK ideograph (padded with spaces by its basic tokenizer)."""
-    cp = ord(ch)
-    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
-
-
 class _CharTable(dict):
     """A ``str.translate`` table filled on demand: ``rule(c)`` says what character c becomes
     (a string, or None to drop it), computed once per distinct character."""

@@ -100,6 +100,7 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, *, min_fre
                           f"{'(likelihood score)' if kind == 'wordpiece' else ''}".strip(),
                           "drop --min-frequency, or use a BPE kind or --wordpiece-score count")
     vocab_size = int(check_number("vocab_size", vocab_size, low=1, integer=True))
+    check_number("min_frequency", min_frequency, low=0, integer=True)
     spec = PIPELINES[kind]
     roles = dict(spec["specials"] if special_tokens is None else special_tokens)
     specials = list(dict.fromkeys(roles.values()))
