@@ -111,7 +111,7 @@ def _read_fast(raw: bytes) -> tuple[list[str], dict] | None:
     end_at = raw.find(b"\\end\\", data_at) if data_at >= 0 else -1
     if end_at < 0:
         return None
-    marks = [(m.start(), m.end(), int(m.group(1))) for m in _SECTION_BYTES.finditer(raw, data_at, end_at)]
+    marks = _section_marks(raw, data_at, end_at)
     try:
         header = raw[data_at:marks[0][0] if marks else end_at].decode("ascii").split("\n")[1:]
     except UnicodeDecodeError:
@@ -146,6 +146,20 @@ def _read_fast(raw: bytes) -> tuple[list[str], dict] | None:
             return None
         sections[n] = (_natural(probs), grams, _natural(bows))
     return words, sections
+
+
+def _section_marks(raw: bytes, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """(start, end, N) of every ``\\N-grams:`` line in ``raw[lo:hi]``: what ``_SECTION_BYTES.finditer``
+    finds, looking only where a line starts with a backslash (a regular expression over the whole
+    file takes longer than parsing it)."""
+    marks = []
+    at = raw.find(b"\n\\", lo, hi)
+    while at >= 0:
+        m = _SECTION_BYTES.match(raw, at + 1, hi)
+        if m:
+            marks.append((m.start(), m.end(), int(m.group(1))))
+        at = raw.find(b"\n\\", at + 1, hi)
+    return marks
 
 
 def _read_text(raw: bytes, p: Path) -> tuple[list[str], dict]:
