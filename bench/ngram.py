@@ -80,9 +80,10 @@ def interleaved(tools: dict, rounds: int) -> list[dict]:
 
 
 def in_process_seconds(fn) -> dict:
-    start = time.perf_counter()
+    """Wall and CPU seconds of ``fn()`` in this process."""
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
-    return {"seconds": time.perf_counter() - start}
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
 
 
 def prepare_text(src: Path, dst: Path) -> Path:
@@ -178,11 +179,14 @@ def bench_loading(lm: NgramLM, tok, arpa: Path, ref_arpa: Path | None, directory
     measured = interleaved(tools, rounds)
     row = {"arpa_loaded": "lmplz's" if ref_arpa else "lmlab's", "arpa_mb": round(source.stat().st_size / 1e6, 1),
            "load_rounds_load": [m["load"] for m in measured],
-           "arpa_load_seconds": medians(measured, "lmlab_arpa")["seconds"],
-           "directory_load_seconds": medians(measured, "lmlab_directory")["seconds"]}
+           "arpa_load": medians(measured, "lmlab_arpa"), "directory_load": medians(measured, "lmlab_directory")}
+    row["arpa_load_seconds"], row["directory_load_seconds"] = row["arpa_load"]["seconds"], row["directory_load"]["seconds"]
     if "kenlm_arpa" in tools:
-        row["kenlm_arpa_load_seconds"] = medians(measured, "kenlm_arpa")["seconds"]
+        row["kenlm_arpa_load"] = medians(measured, "kenlm_arpa")
+        row["kenlm_arpa_load_seconds"] = row["kenlm_arpa_load"]["seconds"]
         row["arpa_load_ratio_vs_kenlm"] = round(row["arpa_load_seconds"] / row["kenlm_arpa_load_seconds"], 3)
+        row["arpa_load_cpu_ratio_vs_kenlm"] = round(row["arpa_load"]["cpu_seconds"]
+                                                    / row["kenlm_arpa_load"]["cpu_seconds"], 3)
         row["directory_load_ratio_vs_kenlm_arpa"] = round(row["directory_load_seconds"]
                                                           / row["kenlm_arpa_load_seconds"], 3)
     return row
