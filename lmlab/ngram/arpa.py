@@ -57,19 +57,25 @@ def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
     out = Path(path)
     with atomic_write(out, "wb") as fh:
         fh.write(("\\data\\\n" + "".join(f"ngram {n}={size}\n" for n, size in enumerate(sizes, 1))).encode())
-        grams = unigram_rows[:, None]  # the ids of each n-gram, built up one order at a time
+        text, spans = np.empty(0, dtype=np.uint8), np.zeros((lm.vocab_size, 2), dtype=np.int64)
         for n in progress(range(1, lm.order + 1), desc="writing ARPA", unit="order"):
             rows = unigram_rows if n == 1 else slice(None)
-            if n > 1:
+            if n == 1:
+                prefix, word = np.full(len(unigram_rows), -1, dtype=np.int64), unigram_rows
+            else:
                 prefix, word = np.divmod(lm.keys[n - 1], lm.vocab_size)
-                grams = np.hstack([grams[prefix] if n > 2 else prefix[:, None], word[:, None]])
             probs = _log10(lm.logprobs[n - 1][rows])
             if n == 1 and lm.bos_id is not None:
                 probs[unigram_rows == lm.bos_id] = LOG_ZERO
             bows = _log10(lm.logbows[n - 1][rows])
             fh.write(f"\n\\{n}-grams:\n".encode())
-            fh.write(_arpa_kernels.format_section(probs, np.ascontiguousarray(grams), bows, n < lm.order,
-                                                  vocab_bytes, vocab_offsets))
+            text, written = _arpa_kernels.format_section(probs, prefix, word, bows, n < lm.order, vocab_bytes,
+                                                         vocab_offsets, text, spans)
+            fh.write(text)
+            if n == 1:  # order 2 names its prefixes by id; the padding id has no line
+                spans[unigram_rows] = written
+            else:
+                spans = written
         fh.write(b"\n\\end\\\n")
     return out
 
