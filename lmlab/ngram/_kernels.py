@@ -1,5 +1,5 @@
-"""numba kernels for n-gram tables: linear-time sorting of small integer keys, and lookups of
-ascending queries in a sorted table by one merge pass.
+"""numba kernels for n-gram tables: linear-time sorting of small integer keys, lookups of
+ascending queries in a sorted table by one merge pass, and counting order n from order n-1.
 
 Imported lazily (numba loads in a few tenths of a second). Word ids and table rows are small
 non-negative integers, so a counting sort (one pass to count, one to place) orders them in
@@ -52,15 +52,16 @@ def lexicographic_order(columns, n_buckets):
 
 
 @njit(cache=True)
-def ascending_lookup(keys, queries):
-    """Row of each query in the sorted ``keys`` or -1, for queries that ascend (negative ones,
-    anywhere, are never found): one merge pass over both."""
-    out = np.full(queries.shape[0], -1, dtype=np.int64)
+def extend_rows(keys, rows, grams, perm, j, vocab_size):
+    """Rows in ``keys`` (the sorted packed keys of order j + 1) of the first j + 1 words of the
+    n-grams ``grams[perm]``, given ``rows``, the rows of their first j words (-1: none, never
+    found). ``perm`` sorts the n-grams by their words, so the queries ascend: one merge pass."""
+    out = np.full(rows.shape[0], -1, dtype=np.int64)
     k = 0
-    for i in range(queries.shape[0]):
-        q = queries[i]
-        if q < 0:
+    for i in range(rows.shape[0]):
+        if rows[i] < 0:
             continue
+        q = rows[i] * vocab_size + grams[perm[i], j]
         while k < keys.shape[0] and keys[k] < q:
             k += 1
         if k < keys.shape[0] and keys[k] == q:

@@ -283,16 +283,16 @@ def _build(words: list[str], sections: dict, path: Path, smoothing: str) -> tupl
         # in word order (how lmlab writes them; lmplz lists them by their last words) the prefix lookups
         # below ascend, and the keys come out sorted
         by_words = _kernels.lexicographic_order(grams, V)
-        grams, probs, bows = grams[by_words], probs[by_words], bows[by_words]
-        row = grams[:, 0]
+        row = grams[by_words, 0]
         for j in range(1, n - 1):
-            row = _kernels.ascending_lookup(keys[j], np.where(row >= 0, row * V + grams[:, j], -1))
+            row = _kernels.extend_rows(keys[j], row, grams, by_words, j, V)
         missing = np.flatnonzero(row < 0)
         if len(missing):
-            bad = " ".join(words[i] for i in grams[missing[0]])
+            bad = " ".join(words[i] for i in grams[by_words[missing[0]]])
             raise DataError(f"{path}: the {n}-gram '{bad}' has no entry for its first {n - 1} words",
                             "every n-gram's prefix must be listed (ARPA files from KenLM/SRILM are)")
-        packed = row * V + grams[:, -1]
+        packed = row * V + grams[by_words, -1]
+        probs, bows = probs[by_words], bows[by_words]
         if len(packed) > 1 and (np.diff(packed) == 0).any():
             raise DataError(f"{path}: an {n}-gram is listed twice", "the ARPA file is malformed")
         keys.append(packed)
