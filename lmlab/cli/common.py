@@ -97,16 +97,13 @@ def add_decoding_options(parser: argparse.ArgumentParser, *, max_new_tokens: int
     add_kv_options(parser)
 
 
-#: ``--kv-policy`` choices: the policies of ``lmlab.kvcache.settings.POLICY_OPTIONS``, named here so that
-#: building the parser imports no torch (tests/test_cli.py checks the two agree)
-KV_POLICIES = ("full", "window", "streaming", "h2o", "snapkv", "pyramidkv", "tova", "knorm")
-
-
 def add_kv_options(parser: argparse.ArgumentParser) -> None:
     """The KV-cache flags (``lmlab.kvcache.settings.cache_settings``): a policy with its budget and
     options, and a quantization of what the cache keeps."""
+    from ..kvcache.options import POLICY_OPTIONS  # no torch: every verb's parser is built at start
+
     g = parser.add_argument_group("KV cache (policy, budget, quantization)")
-    g.add_argument("--kv-policy", default=None, choices=KV_POLICIES,
+    g.add_argument("--kv-policy", default=None, choices=list(POLICY_OPTIONS),
                    help="what the cache keeps: full (default), window, streaming (sinks + window, in-cache "
                         "positions), h2o, snapkv, pyramidkv, tova, knorm")
     g.add_argument("--kv-budget", type=_budget, default=None,

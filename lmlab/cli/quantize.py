@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-#: ``--method`` choices that need calibration text; with ``lmlab.cli.generate.WEIGHT_ONLY`` these are
-#: ``lmlab.quant.METHODS``, named here so that building the parser imports no torch (tests/test_cli.py)
-CALIBRATED = ("gptq", "awq", "smoothquant")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     from .common import add_common
-    from .generate import WEIGHT_ONLY
 
     p = sub.add_parser("quantize", help="quantize a model (int8/int4/NF4/HQQ/GPTQ/AWQ/SmoothQuant or a GGUF's "
                                         "own blocks) into a model directory, with a quality and speed report")
     p.add_argument("--model", required=True, help="a model directory or a built-in model name")
-    p.add_argument("--method", required=True, choices=[*WEIGHT_ONLY, *CALIBRATED, "gguf"],
-                   help="quantization method; gguf keeps a GGUF model's own block codes (Q4_1, Q8_0, ...)")
     p.add_argument("--out", required=True, help="directory to write the quantized model to")
     p.add_argument("--group-size", type=int, default=None, help="values per scale (default: the method's)")
     p.add_argument("--no-head", action="store_true", help="keep the output projection in float")
@@ -39,6 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--new-tokens", type=int, default=None, help="--report's decode length (default 128)")
     add_common(p)
     p.set_defaults(func=run)
+
+
+def complete(p: argparse.ArgumentParser) -> None:
+    """--method, whose choices come from ``lmlab.quant`` (it imports torch)."""
+    from ..quant import METHODS
+
+    p.add_argument("--method", required=True, choices=[*METHODS, "gguf"],
+                   help="quantization method; gguf keeps a GGUF model's own block codes (Q4_1, Q8_0, ...)")
 
 
 def run(args: argparse.Namespace) -> int:
