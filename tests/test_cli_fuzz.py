@@ -71,6 +71,15 @@ BASE: dict[str, list] = {
     "finetune": ["--model", "{chat_model}", "--method", "lora", "--data", "{conversations}", "--eval-rows", "2",
                  "--steps", "1", "--batch-size", "2", "--max-seq-len", "32", "--out", "{out}/ft"],
     "generate": ["--model", "{chat_model}", "--prompt", "the", "--max-new-tokens", "2"],
+    "inspect attention": ["--model", "{chat_model}", "--prompt", "the cat", "--layer", "0", "--out", "{out}/att.png"],
+    "inspect logit-lens": ["--model", "{chat_model}", "--prompt", "the cat", "--top", "2"],
+    "inspect patch": ["--model", "{chat_model}", "--clean", "a cat", "--corrupted", "a dog", "--right", "s",
+                      "--wrong", "a"],
+    "inspect steer": ["--model", "{chat_model}", "--positive", "good", "--negative", "bad", "--layer", "1",
+                      "--prompt", "the", "--max-new-tokens", "2"],
+    "inspect probe": ["--model", "{chat_model}", "--data", "{labelled}", "--limit", "20", "--layer", "1"],
+    "inspect sae": ["--model", "{chat_model}", "--data", "{corpus}", "--layer", "1", "--features", "32", "--k", "4",
+                    "--steps", "1", "--batch-size", "8", "--max-texts", "4", "--show", "1", "--out", "{out}/sae"],
     "ngram train": [("corpus", "{corpus}"), "-o", "{out}/m.arpa", "--order", "2", "--smoothing", "wb"],
     "ngram eval": [("model", "{arpa}"), ("corpus", "{corpus}")],
     "ngram generate": [("model", "{arpa}"), "--max-new-tokens", "3"],
@@ -120,7 +129,8 @@ TEXT_ARGS = {"--prompt", "--system", "--stop", "--question", "--text", "--host",
              "--chunk", "--cite", "texts", "question", "words", "a", "b", "c", "text", "--negative-words",
              "--cache@eval retrieval", "task@agent run", "--base-url", "--tools", "--allow-fetch", "--instructions",
              "--first-tool", "--answer-pattern", "--block-topics", "--reward", "--format-regex", "--regex",
-             "--fudge-label", "--reward-label", "--answer-task", "--ruler-tasks", "--column", "--target-language"}
+             "--fudge-label", "--reward-label", "--answer-task", "--ruler-tasks", "--column", "--target-language",
+             "--clean", "--corrupted", "--right", "--wrong", "--sender", "--positive", "--negative"}
 # comma-separated numbers: fed a negative and a non-number
 NUMBER_LISTS = {"--lengths", "--depths", "--batch-sizes"}
 # a positional that is the same as an option of the base command line: dropped from it when the positional is fuzzed
