@@ -16,7 +16,13 @@ from lmlab.core.errors import ConfigError, DataError
 from lmlab.models.config import TransformerConfig
 from lmlab.models.transformer import TransformerLM
 from lmlab.tokenizers import WordLevelTokenizer
-from lmlab.train.contrastive import SentenceBatches, SentenceEmbedder, info_nce, simcse, with_dropout
+from lmlab.train.contrastive import (
+    SentenceBatches,
+    SentenceEmbedder,
+    info_nce,
+    simcse,
+    with_dropout,
+)
 
 
 class Given(torch.nn.Module):
