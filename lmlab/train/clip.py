@@ -5,7 +5,6 @@ loss over the batch (``lmlab.train.contrastive.info_nce``), a ``DualEncoder`` (`
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +13,7 @@ from torch import nn
 
 from ..core.errors import DataError
 from ..core.validate import check_number
-from ..data.loaders import pad_batch
+from ..data.loaders import pad_batch, shuffled_batch
 from ..models.vision import DualEncoder
 from .contrastive import info_nce
 from .trainer import TrainConfig, TrainResult, train
@@ -43,13 +42,9 @@ class ImageTextBatches:
             raise DataError(f"{len(images)} pairs are fewer than one batch of {batch_size}", "lower the batch size")
         self.images, self.captions, self.batch_size = images, [list(c) for c in captions], batch_size
         self.pad_id, self.seed = pad_id, seed
-        self.per_pass = len(images) // batch_size
 
     def batch(self, index: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
-        epoch, k = divmod(index * world + rank, self.per_pass)
-        order = list(range(len(self.images)))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-        picked = order[k * self.batch_size:(k + 1) * self.batch_size]
+        picked = shuffled_batch(len(self.images), self.batch_size, index * world + rank, self.seed)
         ids, mask = pad_batch([self.captions[i] for i in picked], self.pad_id)
         return {"images": self.images[picked], "ids": ids, "mask": mask}
 

@@ -16,7 +16,6 @@ pooling) and ``simcse`` runs them through ``lmlab.train.train``.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch import nn
 
 from ..core.errors import ConfigError, DataError
 from ..core.validate import check_choice, check_number
-from ..data.loaders import pad_batch
+from ..data.loaders import pad_batch, shuffled_batch
 from ..models.encoder import POOLINGS, pool
 from ..models.transformer import TransformerLM
 from .trainer import TrainConfig, TrainResult, train
@@ -112,23 +111,14 @@ class SentenceBatches:
         self.rows = self._encode(tokenizer, texts, max_length)
         self.positives = None if positives is None else self._encode(tokenizer, list(positives), max_length)
         self.per_pass = len(texts) // batch_size
-        self._orders: dict[int, list[int]] = {}
 
     @staticmethod
     def _encode(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
         enc = tokenizer.batch_encode(texts, add_special_tokens=True, max_length=max_length)
         return [ids[:sum(mask)] for ids, mask in zip(enc.ids, enc.attention_mask, strict=True)]
 
-    def _order(self, epoch: int) -> list[int]:
-        if epoch not in self._orders:
-            order = list(range(len(self.rows)))
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-            self._orders = {epoch: order}
-        return self._orders[epoch]
-
     def batch(self, index: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
-        epoch, k = divmod(index * world + rank, self.per_pass)
-        picked = self._order(epoch)[k * self.batch_size:(k + 1) * self.batch_size]
+        picked = shuffled_batch(len(self.rows), self.batch_size, index * world + rank, self.seed)
         ids, mask = pad_batch([self.rows[i] for i in picked], self.pad_id)
         out = {"ids": ids, "mask": mask}
         if self.positives is not None:
