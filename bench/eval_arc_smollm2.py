@@ -9,7 +9,7 @@ task (same prompt, choices and target) on the shared test split; both zero-shot,
 start a context with BOS only when it is empty (lm-eval's rule). Reported: acc and acc_norm
 of each, their differences in points, the largest per-choice log-likelihood difference and
 items/s of each. The full split is the default. The last line is one JSON object.
-Run: LMLAB_DATA=/work/shared/data nice -n 10 python bench/eval_arc_smollm2.py [--limit N] [--threads T]
+Run: LMLAB_DATA=../shared/data nice -n 10 python bench/eval_arc_smollm2.py [--limit N] [--threads T]
 """
 
 from __future__ import annotations

@@ -16,6 +16,12 @@ once against it. The full contract is in ``docs/protocol.md``; in short:
   models), what decoding's logits processors see; ``prefill(prompts)`` — feed several prompts
   of any lengths from the empty state into one batch state. Both have generic defaults that
   models override for speed (the transformer: one padded forward into a preallocated cache);
+* ``next_scores_all(tokens, state, attention_mask)`` — the scores after *every* fed position
+  [B, T, V] (rows may be left-padded: ``attention_mask`` marks real tokens), and
+  ``rewind(state, drop)`` — forget each row's last ``drop[i]`` tokens: together they let
+  speculative decoding verify several drafted tokens in one forward pass and take back the
+  rejected ones. ``next_scores_all`` has a generic default; ``rewind`` only where the state can
+  forget (the transformer's KV cache; ``can_rewind`` tells);
 * ``score(ids)`` — log p(ids[:, t] | ids[:, :t]) for t = 1 … T-1 as [B, T-1]. The default
   here feeds one token at a time through ``next_logprobs``; models override it for speed.
 """
@@ -81,17 +87,56 @@ class LanguageModel(ABC):
         on neural models, log-probabilities on count models); ``log_softmax`` gives ``next_logprobs``."""
         return self.next_logprobs(tokens, state)
 
-    def prefill(self, prompts: Sequence[Sequence[int]], reserve: int = 0) -> tuple[torch.Tensor, State]:
+    def prefill(self, prompts: Sequence[Sequence[int]], reserve: int = 0,
+                setup: Any = None) -> tuple[torch.Tensor, State]:
         """Feed each prompt (ids, any lengths ≥ 1) from the empty state: the next-token scores [N, V]
         and one state holding the N rows. ``reserve`` says how many tokens will follow (a hint
-        for preallocating caches). The default runs the prompts one by one."""
+        for preallocating caches); ``setup(state)``, if given, prepares each fresh state before a
+        token goes in (KV-cache policies choose storage and observations there). The default runs
+        the prompts one by one."""
         scores, states = [], []
         for prompt in prompts:
             ids = as_id_tensor(list(prompt), self.vocab_size, self.device)
-            row, state = self.next_scores(ids, self.initial_state(1))
+            state = self.initial_state(1)
+            if setup is not None:
+                setup(state)
+            row, state = self.next_scores(ids, state)
             scores.append(row.float())
             states.append(state)
         return torch.cat(scores), states[0] if len(states) == 1 else self.concat_states(states)
+
+    def next_scores_all(self, tokens: torch.Tensor, state: State, attention_mask: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, State]:
+        """Feed ``tokens`` [B, T] and return the unnormalised scores after every position [B, T, V] and the
+        state. Rows may be left-padded: ``attention_mask`` [B, T] (1 real, 0 padding; None: all real)
+        says which tokens are fed; the scores at padded positions are undefined. The default feeds
+        one position at a time (row by row when there is padding); models override it with one
+        forward pass (the transformer)."""
+        tokens = as_id_tensor(tokens, self.vocab_size, self.device)
+        if attention_mask is None or bool(attention_mask.bool().all()):
+            out = []
+            for t in range(tokens.shape[1]):
+                scores, state = self.next_scores(tokens[:, t:t + 1], state)
+                out.append(scores)
+            return torch.stack(out, dim=1), state
+        real = attention_mask.bool().to(tokens.device)
+        rows, states = [], []
+        for i in range(tokens.shape[0]):
+            row_state = self.select_state(state, torch.tensor([i], dtype=torch.long, device=self.device))
+            fed = tokens[i, real[i]].view(1, -1)
+            scores, row_state = self.next_scores_all(fed, row_state)
+            pad = scores.new_full((1, tokens.shape[1] - fed.shape[1], scores.shape[-1]), float("nan"))
+            rows.append(torch.cat([pad, scores], dim=1))
+            states.append(row_state)
+        return torch.cat(rows), states[0] if len(states) == 1 else self.concat_states(states)
+
+    def rewind(self, state: State, drop: Sequence[int]) -> State:
+        """The state with each row's last ``drop[i]`` tokens forgotten, as if they had never been fed
+        (speculative decoding takes back rejected draft tokens). The default refuses: a state that
+        only summarises the past (an RNN's hidden vector, an n-gram history) cannot forget; models
+        whose state can (the transformer's KV cache) override it."""
+        raise ModelError(f"a {type(self).__name__}'s state cannot forget tokens it has read",
+                         "use a transformer model here (its KV cache can be rewound)")
 
     def score(self, ids: torch.Tensor) -> torch.Tensor:
         """Per-token log-probabilities [B, T-1] of ``ids[:, 1:]`` given their prefixes.
@@ -110,6 +155,11 @@ class LanguageModel(ABC):
             if t < length - 1:
                 logprobs, state = self.next_logprobs(ids[:, t:t + 1], state)
         return out
+
+
+def can_rewind(lm: LanguageModel) -> bool:
+    """Whether ``lm`` overrides ``rewind`` (its state can forget its last tokens)."""
+    return type(lm).rewind is not LanguageModel.rewind
 
 
 def concat_rows(states: list) -> Any:
@@ -151,6 +201,20 @@ def check_tokenizer(lm: LanguageModel, tokenizer: Any) -> None:
         if mine is not None and theirs is not None and mine != theirs:
             raise ModelError(f"the model and the tokenizer disagree on {role[:-3]} (model {mine}, tokenizer {theirs})",
                              "use the tokenizer saved with the model")
+
+
+def check_shared_tokenizer(role: str, tokenizer: Any, target_tokenizer: Any) -> None:
+    """Raise ModelError unless ``tokenizer`` (of a draft or amateur model) maps every id to the same token
+    as the target's: helper models of speculative and contrastive decoding read the target's ids."""
+    mine, theirs = tokenizer.vocab_size, target_tokenizer.vocab_size
+    if mine != theirs:
+        raise ModelError(f"the {role} model's tokenizer has {mine} ids and the target's {theirs}: they do not share "
+                         "a tokenizer", f"use a {role} model trained with the target's tokenizer")
+    for i in range(theirs):
+        if tokenizer.id_to_token(i) != target_tokenizer.id_to_token(i):
+            raise ModelError(f"the {role} model's tokenizer maps id {i} to {tokenizer.id_to_token(i)!r}, the target's "
+                             f"to {target_tokenizer.id_to_token(i)!r}: they do not share a tokenizer",
+                             f"use a {role} model trained with the target's tokenizer")
 
 
 def windows(length: int, context: int, stride: int) -> list[tuple[int, int, int]]:

@@ -50,6 +50,7 @@ def test_knnlm_lowers_wikitext2_perplexity_of_its_base(no_progress):
     from tests.conftest import need_data
 
     need_data("wikitext-2", "train.txt")
+    need_data("wikitext-2", "test.txt")
     train = list(itertools.islice(iter(open_corpus("wikitext-2:train")), 150))
     test = list(itertools.islice(iter(open_corpus("wikitext-2:test")), 15))
     tok = WordLevelTokenizer("word", min_count=2).train(train)

@@ -28,20 +28,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..analysis.answers import extract_answer, normalize_number_answer, numeric_answer, same_number
 from ..core.errors import ConfigError, DataError
 from ..core.progress import progress
 from ..core.validate import check_choice, check_number
 from ..eval.harness import score_multiple_choice
-from ..eval.tasks import (
-    Task,
-    choices_of,
-    extract_answer,
-    normalize_number_answer,
-    numeric_answer,
-    render,
-    same_number,
-    target_text,
-)
+from ..eval.tasks import Task, choices_of, render, target_text
 from .fewshot import ExampleSelector
 from .models import Generation, LocalModel
 from .templates import PromptTemplate

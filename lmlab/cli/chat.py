@@ -15,10 +15,12 @@ from .common import (
     add_common,
     add_constraint_options,
     add_decoding_options,
+    add_method_options,
     constrained,
     constraint_from_args,
     decoding_from_args,
     emit,
+    methods_from_args,
 )
 
 HELP = "commands: /system TEXT, /reset, /settings, /quit"
@@ -31,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", default=None, help="system prompt (default: the template's own)")
     add_decoding_options(p, max_new_tokens=256, temperature=0.7, top_p=0.9, search=False)
     add_constraint_options(p)
+    add_method_options(p, search=False)
     p.add_argument("--dtype", default="float32", help="weights dtype: float32 or bfloat16")
     p.add_argument("--quant", default=None, choices=["int8"],
                    help="weight-only int8 matmuls (bf16 inputs; the rest stays in --dtype)")
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         from .generate import quantize_args
 
         lm = quantize_args(lm, args.model, args.quant, args.dtype)
+    settings = methods_from_args(args, settings, lm, tokenizer)
     engine = Engine(lm, tokenizer, on_overflow=args.on_overflow, compile=args.compile)
     system, history, turns = args.system, [], []
     interactive = sys.stdin.isatty() and not args.json

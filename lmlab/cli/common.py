@@ -28,6 +28,17 @@ def add_corpus_options(parser: argparse.ArgumentParser) -> None:
                    help="undecodable bytes: stop with an error (default) or replace with U+FFFD")
 
 
+def check_outputs(args: argparse.Namespace, *, files: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, output paths (the options named, when given) that cannot be written."""
+    from ..core.io import check_writable
+
+    for names, directory in ((files, False), (dirs, True)):
+        for name in names:
+            value = getattr(args, name, None)
+            if value:
+                check_writable(value, directory=directory, what=f"--{name.replace('_', '-')}")
+
+
 def open_corpus_arg(args: argparse.Namespace, spec: str):
     from ..data import open_corpus
 
@@ -42,10 +53,11 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True) ->
     g.add_argument("--tokenizer", default=None,
                    help="word, char, or a tokenizer.json / model directory (default: the model's own; word for unigram)")
     g.add_argument("--train", help="training corpus for --model unigram (a file, a directory or NAME:SPLIT)")
-    g.add_argument("--smoothing", default="add-k", help="unigram smoothing: mle or add-k (default add-k)")
-    g.add_argument("--k", type=float, default=1.0, help="add-k constant (default 1 = Laplace)")
-    g.add_argument("--min-count", type=int, default=1, help="vocabulary cut-off for word/char tokenizers")
-    g.add_argument("--save", help="also save the trained model as a directory here")
+    g.add_argument("--smoothing", default=None, help="unigram smoothing: mle or add-k (default add-k)")
+    g.add_argument("--k", type=float, default=None, help="unigram add-k constant, > 0 (default 1 = Laplace)")
+    g.add_argument("--min-count", type=int, default=None,
+                   help="unigram vocabulary cut-off for word/char tokenizers (default 1)")
+    g.add_argument("--save", help="also save the trained unigram model as a directory here")
     g.add_argument("--adapter", help="a fine-tuned adapter directory (lmlab finetune --out) applied to the model")
 
 
@@ -82,6 +94,58 @@ def add_decoding_options(parser: argparse.ArgumentParser, *, max_new_tokens: int
     q.add_argument("--frequency-penalty", type=float, default=0.0)
     q.add_argument("--presence-penalty", type=float, default=0.0)
     q.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
+    add_kv_options(parser)
+
+
+def add_kv_options(parser: argparse.ArgumentParser) -> None:
+    """The KV-cache flags (``lmlab.kvcache.settings.cache_settings``): a policy with its budget and
+    options, and a quantization of what the cache keeps."""
+    from ..kvcache.settings import POLICY_OPTIONS
+
+    g = parser.add_argument_group("KV cache (policy, budget, quantization)")
+    g.add_argument("--kv-policy", default=None, choices=list(POLICY_OPTIONS),
+                   help="what the cache keeps: full (default), window, streaming (sinks + window, in-cache "
+                        "positions), h2o, snapkv, pyramidkv, tova, knorm")
+    g.add_argument("--kv-budget", type=_budget, default=None,
+                   help="tokens each row keeps per layer and head, or a fraction of the prompt in (0, 1)")
+    g.add_argument("--kv-sinks", type=int, default=None, help="streaming: attention-sink tokens kept (default 4)")
+    g.add_argument("--kv-window", type=int, default=None,
+                   help="streaming: recent tokens kept (default budget - sinks); snapkv/pyramidkv: the "
+                        "observation window (default 32)")
+    g.add_argument("--kv-recent", type=int, default=None, help="h2o: recent tokens kept (default half the budget)")
+    g.add_argument("--kv-normalize", action="store_true", default=None,
+                   help="h2o: rank by mean instead of summed attention (kvpress's ObservedAttentionPress)")
+    g.add_argument("--kv-kernel", type=int, default=None, help="snapkv/pyramidkv: pooling kernel (odd, default 5)")
+    g.add_argument("--kv-beta", type=int, default=None, help="pyramidkv: slope of the layer budgets (default 20)")
+    g.add_argument("--kv-quant", default=None, choices=["int8", "int4"],
+                   help="store the kept keys/values quantized (KIVI; stacks on any policy)")
+    g.add_argument("--kv-key-axis", default=None, choices=["channel", "token"], help="key ranges (default channel)")
+    g.add_argument("--kv-value-axis", default=None, choices=["token", "channel"], help="value ranges (default token)")
+    g.add_argument("--kv-group", type=int, default=None,
+                   help="tokens per per-channel range, and the full-precision residual (default 32)")
+
+
+def _budget(text: str) -> int | float:
+    """--kv-budget: an integer (tokens) or a fraction."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def kv_from_args(args: argparse.Namespace) -> Any:
+    """The ``KVCacheSettings`` the KV-cache flags ask for (None: the plain cache)."""
+    from ..kvcache.settings import cache_settings
+
+    if not hasattr(args, "kv_policy"):
+        return None
+    return cache_settings(args.kv_policy, args.kv_budget, quant=args.kv_quant, key_axis=args.kv_key_axis,
+                          value_axis=args.kv_value_axis, group=args.kv_group, sinks=args.kv_sinks,
+                          window=args.kv_window, recent=args.kv_recent, normalize=args.kv_normalize,
+                          kernel=args.kv_kernel, beta=args.kv_beta)
 
 
 def add_constraint_options(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +204,143 @@ def constrained(settings: Any, spec: tuple[str, Any] | None, lm: Any, tokenizer:
     return settings.with_(constraint=constraint_processor(*spec, tokenizer, ends), stop_ids=tuple(ends))
 
 
+def add_method_options(parser: argparse.ArgumentParser, *, search: bool = True) -> None:
+    """Decoding methods that bring a model or a rule of their own (``lmlab.generate.speculative``, ``guided``,
+    ``contrastive_search``, ``select``); ``search`` adds the sample-then-select rules."""
+    g = parser.add_argument_group("decoding: methods")
+    g.add_argument("--speculative", default=None, metavar="MODEL|ngram|prompt-lookup",
+                   help="speculative decoding with a draft model (a directory or name sharing the tokenizer), an "
+                        "n-gram model trained on the prompt, or prompt lookup")
+    g.add_argument("--draft-tokens", type=int, default=4, help="tokens drafted per step (default 4)")
+    g.add_argument("--adaptive-draft", action="store_true", help="adapt the draft length per row (+2 / -1)")
+    g.add_argument("--lookup-ngram", type=int, default=2, help="prompt lookup: longest n-gram matched (default 2)")
+    g.add_argument("--contrastive-amateur", default=None, metavar="MODEL",
+                   help="contrastive decoding against this amateur model (sharing the tokenizer)")
+    g.add_argument("--alpha", type=float, default=0.1, help="contrastive decoding's plausibility threshold α")
+    g.add_argument("--amateur-temperature", type=float, default=1.0, help="temperature of the amateur's scores")
+    g.add_argument("--penalty-alpha", type=float, default=None,
+                   help="contrastive search with this degeneration penalty α (k from --top-k, default 4)")
+    g.add_argument("--fudge", default=None, metavar="CLASSIFIER",
+                   help="FUDGE: steer toward --fudge-label of this saved classifier (lmlab classify train --out)")
+    g.add_argument("--fudge-label", default=None, help="the label to steer toward (default: the classifier's last)")
+    g.add_argument("--strength", type=float, default=1.0, help="FUDGE's strength λ (0: no steering)")
+    g.add_argument("--fudge-top-k", type=int, default=20, help="candidates FUDGE reweights per step")
+    if search:
+        g.add_argument("--mbr", default=None, choices=["bleu", "chrf", "rouge", "bertscore"],
+                       help="minimum Bayes risk: the hypothesis of highest expected utility under this metric")
+        g.add_argument("--samples", type=int, default=16, help="hypotheses for --mbr (default 16)")
+        g.add_argument("--mbr-evidence", default="sample", choices=["sample", "beam"],
+                       help="--mbr hypotheses: sampled (default) or a beam's n-best")
+        g.add_argument("--self-consistency", type=int, default=None, metavar="N",
+                       help="sample N answers and keep the majority answer (by --answer-task's rules)")
+        g.add_argument("--answer-task", default="gsm8k", help="answer extraction rules for --self-consistency")
+        g.add_argument("--reward", default=None, metavar="CLASSIFIER",
+                       help="with --best-of N: keep the sample the classifier scores highest for --reward-label")
+        g.add_argument("--reward-label", default=None, help="the label --reward scores (default: the classifier's last)")
+
+
+def methods_from_args(args: argparse.Namespace, settings: Any, lm: Any, tokenizer: Any) -> Any:
+    """``settings`` with the method and the selection rule the method flags ask for (models loaded here)."""
+    from ..core.errors import ConfigError
+
+    methods = [flag for flag, value in (("--speculative", args.speculative),
+                                        ("--contrastive-amateur", args.contrastive_amateur),
+                                        ("--penalty-alpha", args.penalty_alpha), ("--fudge", args.fudge))
+               if value is not None]
+    if len(methods) > 1:
+        raise ConfigError(f"{' and '.join(methods)} are two decoding methods", "choose one of them")
+    changes: dict[str, Any] = {}
+    if args.speculative is not None:
+        changes["method"] = speculative_method(args, lm, tokenizer)
+    elif args.contrastive_amateur is not None:
+        from ..generate.guided import Contrastive
+
+        changes["method"] = Contrastive(helper_model("amateur", args.contrastive_amateur, tokenizer), alpha=args.alpha,
+                                        amateur_temperature=args.amateur_temperature)
+    elif args.penalty_alpha is not None:
+        from ..generate.contrastive_search import ContrastiveSearch
+
+        changes["method"] = ContrastiveSearch(args.penalty_alpha, args.top_k or 4)
+    elif args.fudge is not None:
+        from ..classify.guidance import prefix_scorer
+        from ..generate.guided import Fudge
+
+        classifier = load_classifier_arg(args.fudge)
+        label = args.fudge_label if args.fudge_label is not None else str(classifier.classes[-1])
+        changes["method"] = Fudge(prefix_scorer(classifier, tokenizer, label), strength=args.strength,
+                                  top_k=args.fudge_top_k)
+    changes.update(selection_from_args(args, settings))
+    return settings.with_(**changes) if changes else settings
+
+
+def selection_from_args(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+    """The settings --mbr, --self-consistency and --reward change (none without those flags)."""
+    from ..core.errors import ConfigError
+    from ..generate.select import MBR, MajorityVote, Reward
+
+    rules = [flag for flag, value in (("--mbr", getattr(args, "mbr", None)),
+                                      ("--self-consistency", getattr(args, "self_consistency", None)),
+                                      ("--reward", getattr(args, "reward", None))) if value is not None]
+    if not rules:
+        return {}
+    if len(rules) > 1:
+        raise ConfigError(f"{' and '.join(rules)} are two selection rules", "choose one of them")
+    if args.mbr is not None:
+        from ..eval.utility import utility
+
+        if settings.best_of is not None or settings.beam_size is not None:
+            raise ConfigError("--mbr sets its own hypotheses", "give their number with --samples N, not "
+                              "--best-of/--beam-size")
+        rule = MBR(utility(args.mbr), metric=args.mbr)
+        if args.mbr_evidence == "beam":
+            return {"select": rule, "beam_size": args.samples}
+        return {"select": rule, "best_of": args.samples}
+    if args.self_consistency is not None:
+        from ..eval.utility import task_answer
+
+        if settings.best_of is not None or settings.beam_size is not None:
+            raise ConfigError("--self-consistency N sets its own samples", "leave --best-of/--beam-size out")
+        return {"select": MajorityVote(task_answer(args.answer_task)), "best_of": args.self_consistency}
+    from ..classify.guidance import label_reward
+
+    if settings.best_of is None:
+        raise ConfigError("--reward reranks several samples", "add --best-of N")
+    classifier = load_classifier_arg(args.reward)
+    label = args.reward_label if args.reward_label is not None else str(classifier.classes[-1])
+    return {"select": Reward(label_reward(classifier, label))}
+
+
+def speculative_method(args: argparse.Namespace, lm: Any, tokenizer: Any) -> Any:
+    """The speculative method --speculative names (a draft model, 'ngram' or 'prompt-lookup')."""
+    from ..generate.speculative import ModelDraft, PromptLookup, PromptNgram, Speculative
+
+    if args.speculative == "prompt-lookup":
+        drafter = PromptLookup(max_ngram=args.lookup_ngram)
+    elif args.speculative == "ngram":
+        drafter = PromptNgram()
+    else:
+        drafter = ModelDraft(helper_model("draft", args.speculative, tokenizer))
+    return Speculative(drafter, draft_tokens=args.draft_tokens, adaptive=args.adaptive_draft)
+
+
+def helper_model(role: str, spec: str, tokenizer: Any) -> Any:
+    """A draft or amateur model (a directory, a built-in name or an ARPA file) that must share ``tokenizer``."""
+    from ..lm import check_shared_tokenizer
+    from ..models import load_model
+    from ..ngram.files import is_arpa_path, load_ngram
+
+    helper, helper_tokenizer = load_ngram(spec) if is_arpa_path(spec) else load_model(spec)
+    if helper_tokenizer is not None:
+        check_shared_tokenizer(role, helper_tokenizer, tokenizer)
+    return helper.eval() if hasattr(helper, "eval") else helper
+
+
+def load_classifier_arg(path: str) -> Any:
+    from ..classify import load_classifier
+
+    return load_classifier(path)
+
+
 #: argparse names of the decoding flags that are settings under another name
 RENAMED = {"num_samples": "n", "stop_id": "stop_ids"}
 
@@ -159,33 +360,47 @@ def decoding_from_args(args: argparse.Namespace) -> Any:
     if getattr(args, "no_early_stopping", False):
         values["early_stopping"] = False
     values["greedy"] = bool(values.get("greedy"))
+    values["kv_cache"] = kv_from_args(args)
     return settings_from(values)
+#: the model options that only train a unigram on the fly (refused with any other --model)
+UNIGRAM_OPTIONS = ("train", "smoothing", "k", "min_count", "save")
 
 
 def model_from_args(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(language model, tokenizer, description) as the model options ask."""
     from ..core.errors import ConfigError
+    from ..core.validate import check_number
     from ..lm import check_tokenizer
     from ..models import load_model, save_model_dir
     from ..ngram import UnigramLM
     from ..tokenizers import WordLevelTokenizer, load
 
+    check_outputs(args, dirs=("save",))
     if args.model == "unigram":
         if getattr(args, "adapter", None):
             raise ConfigError("--adapter applies to neural models, not unigram", "leave --adapter out")
         if not args.train:
             raise ConfigError("--model unigram needs a training corpus", "pass --train FILE (or NAME:SPLIT)")
+        smoothing = args.smoothing or "add-k"
+        if smoothing == "mle" and args.k is not None:
+            raise ConfigError("--k applies to --smoothing add-k, not mle", "leave --k out")
+        k = 1.0 if args.k is None else check_number("--k", args.k, low=0.0, low_inclusive=False)
+        min_count = 1 if args.min_count is None else check_number("--min-count", args.min_count, low=1, integer=True)
         train = open_corpus_arg(args, args.train)
         spec = args.tokenizer or "word"
         if spec in ("word", "char"):
-            tokenizer = WordLevelTokenizer(spec, min_count=args.min_count).train(train)
+            tokenizer = WordLevelTokenizer(spec, min_count=min_count).train(train)
         else:
             tokenizer = load(spec)
-        lm = UnigramLM.fit_corpus(train, tokenizer, smoothing=args.smoothing, k=args.k)
+        lm = UnigramLM.fit_corpus(train, tokenizer, smoothing=smoothing, k=k)
         if args.save:
             save_model_dir(args.save, *lm.to_state(), tokenizer=tokenizer)
-        desc = f"unigram ({args.smoothing}{'' if args.smoothing == 'mle' else f', k={args.k:g}'}, {spec} tokens)"
+        desc = f"unigram ({smoothing}{'' if smoothing == 'mle' else f', k={k:g}'}, {spec} tokens)"
         return lm, tokenizer, desc
+    unused = [f"--{name.replace('_', '-')}" for name in UNIGRAM_OPTIONS if getattr(args, name, None) is not None]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)} only apply to --model unigram, not to {args.model}",
+                          "leave them out")
     lm, tokenizer = load_model(args.model)
     if getattr(args, "adapter", None):
         lm = with_adapter(lm, args.adapter)
@@ -206,6 +421,16 @@ def with_adapter(lm: Any, path: str) -> Any:
         raise ConfigError(f"--adapter applies to neural models, not a {type(lm).__name__}", "leave --adapter out")
     load_adapter(lm, path)
     return lm.eval()
+
+
+def input_lines(texts: list[str], path: str | None) -> list[str]:
+    """The texts given as arguments, then the lines of ``path`` ('-' = stdin), blank lines dropped."""
+    lines = list(texts)
+    if path:
+        fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+        with fh:
+            lines += [line.rstrip("\n") for line in fh]
+    return [line for line in lines if line.strip()]
 
 
 def _clean(obj: Any) -> Any:

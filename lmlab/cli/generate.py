@@ -9,14 +9,20 @@ from .common import (
     add_constraint_options,
     add_corpus_options,
     add_decoding_options,
+    add_method_options,
     add_model_options,
     constrained,
     constraint_from_args,
     decoding_from_args,
     emit,
+    methods_from_args,
     model_from_args,
     status,
 )
+
+#: ``--quant`` methods (those of ``lmlab.quant.METHODS`` that need no calibration text)
+WEIGHT_ONLY = ("int8", "int8-tensor", "int8-group", "int8-zeropoint", "int8-zeropoint-group", "int4",
+               "int4-zeropoint", "nf4", "hqq")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,11 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--on-overflow", default="error", choices=["error", "truncate"],
                    help="a prompt too long for the context: stop with an error, or keep its last tokens")
     g.add_argument("--dtype", default=None, help="weights dtype of a neural model: float32, bfloat16, float16")
-    g.add_argument("--quant", default=None, choices=["int8"],
-                   help="weight-only int8 matmuls (bf16 inputs; the rest stays in --dtype, default float32)")
+    g.add_argument("--quant", default=None, choices=WEIGHT_ONLY,
+                   help="quantize the weights on load (calibration-free methods; the rest stays in --dtype, "
+                        "default float32); for GPTQ/AWQ/SmoothQuant save a model with `lmlab quantize`")
     g.add_argument("--compile", action="store_true", help="torch.compile the transformer's decode step")
     add_decoding_options(p)
     add_constraint_options(p)
+    add_method_options(p)
     add_corpus_options(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -44,14 +52,13 @@ def run(args: argparse.Namespace) -> int:
     """Every strategy through the engine: one batch of prompts, streamed to a terminal, timed."""
     import sys
 
+    from ..core.errors import ConfigError
     from ..generate.engine import Engine, Request
 
     settings = decoding_from_args(args)  # bad settings and constraints fail before the model loads
     spec = constraint_from_args(args)
     lm, tokenizer, desc = model_from_args(args)
     settings = constrained(settings, spec, lm, tokenizer)
-    from ..core.errors import ConfigError
-
     if args.dtype:
         from ..core.device import resolve_dtype
 
@@ -60,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         lm = lm.to(resolve_dtype(args.dtype))
     if args.quant:
         lm = quantize_args(lm, desc, args.quant, args.dtype)
+    settings = methods_from_args(args, settings, lm, tokenizer)
     prompts = [prompt_ids(tokenizer, text, args) for text in prompt_texts(args)]
     requests = [Request(p, settings=settings) for p in prompts]
     rows = len(prompts) * settings.rows
@@ -70,16 +78,21 @@ def run(args: argparse.Namespace) -> int:
     outs = engine.generate(requests, on_text=on_text)
     stats = outs[0].stats.to_dict()
     samples = [{"text": c.text, "tokens": c.ids, "logprobs": c.logprobs, "finish_reason": c.finish_reason,
-                "prompt_tokens": c.prompt_tokens, **({"score": c.score} if c.score is not None else {})}
-               for c in outs]
+                "prompt_tokens": c.prompt_tokens, **({"score": c.score} if c.score is not None else {}),
+                **({"info": c.info} if c.info else {})} for c in outs]
     result = {"model": desc, "prompt": args.prompt, "strategy": settings.strategy, "settings": settings.to_dict(),
-              "processors": [repr(p) for p in settings.chain()], **samples[0], **stats, "samples": samples}
+              "processors": [repr(p) for p in settings.chain()], **samples[0], **stats, **outs[0].info,
+              "samples": samples}
     human = "\n".join(f"[{i + 1}] {s['text']}" for i, s in enumerate(samples)) if len(samples) > 1 else samples[0]["text"]
     if live:
         print()
         human = ""
     timing = (f"prefill {stats['prefill_tokens_per_s']:.1f} tok/s, decode {stats['decode_tokens_per_s']:.1f} tok/s, "
               f"first token {stats['time_to_first_token_s']:.3f} s")
+    if "acceptance_rate" in outs[0].info:
+        drafted = sum(c.info["draft_tokens"] for c in outs)
+        accepted = sum(c.info["accepted_tokens"] for c in outs)
+        timing += f", {accepted}/{drafted} drafted tokens accepted"
     status(args, timing)
     if human or args.json:
         emit(args, result, human)
@@ -87,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def quantize_args(lm, desc: str, scheme: str, dtype: str | None):
-    """``lm`` with int8 weights (``--quant``); a model without Linear layers is a clear error."""
+    """``lm`` with quantized weights (``--quant``); a model without Linear layers is a clear error."""
     from ..core.errors import ConfigError
     from ..quant import quantize_model
 

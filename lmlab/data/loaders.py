@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..core.errors import ConfigError, DataError
+from ..core.seed import make_generator
 from ..core.validate import check_number
 
 
@@ -70,16 +71,44 @@ class ContiguousStream:
         return {"input": ids[:, :-1], "target": ids[:, 1:], "reset": window == 0}
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into ``ids`` [B, T] and ``mask`` [B, T] (True = real token)."""
+class ShuffledRows:
+    """Which of ``n`` items make batch ``index``: passes over the items one after another, each in a
+    fresh permutation seeded by ``seed + pass`` (or in order), so a batch is a pure function of its index."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True) -> None:
+        check_number("batch_size", batch_size, low=1, integer=True)
+        if n < 1:
+            raise DataError("there are no rows to draw batches from", "give at least one example")
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self._orders: dict[int, list[int]] = {}
+
+    def order(self, epoch: int) -> list[int]:
+        """The item order of pass ``epoch`` (the latest pass is cached)."""
+        if epoch not in self._orders:
+            self._orders = {epoch: torch.randperm(self.n, generator=make_generator(self.seed + epoch)).tolist()
+                            if self.shuffle else list(range(self.n))}
+        return self._orders[epoch]
+
+    def indices(self, index: int, rank: int = 0, world: int = 1) -> list[int]:
+        """Item indices of batch ``index`` for process ``rank`` of ``world`` (each its own rows)."""
+        start = (index * world + rank) * self.batch_size
+        return [self.order(epoch)[at] for epoch, at in
+                (divmod(position, self.n) for position in range(start, start + self.batch_size))]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into ``ids`` [B, T] and ``mask`` [B, T] (True = real token); ``left``: left-pad
+    them instead (rows right-aligned, as a decoder continues them)."""
     if not sequences:
         raise DataError("an empty batch cannot be padded")
     length = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
     mask = torch.zeros(len(sequences), length, dtype=torch.bool)
     for row, seq in enumerate(sequences):
-        ids[row, :len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
-        mask[row, :len(seq)] = True
+        at = slice(length - len(seq), length) if left else slice(0, len(seq))
+        ids[row, at] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[row, at] = True
     return ids, mask
 
 

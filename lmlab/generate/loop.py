@@ -14,6 +14,21 @@ Requests wait in a queue; each ``turn()``:
    finished, failed and re-ordered rows leave or move with one ``select_state``;
 4. runs **one decode step** (``next_scores``) for all continuing rows together.
 
+A request's ``DecodingSettings.kv_cache`` (``lmlab.kvcache.settings``) is applied around the
+forward passes: the prefill sets the cache up (quantization, what to record about attention),
+and after every pass each request's cache policy evicts its own rows down to its budget — a
+budget per row, whatever the search — so the loop never looks inside the cache.
+
+Several tokens per row (speculative decoding): a strategy may answer each continuing row with a
+*list* of tokens to feed, and with how many of the row's last tokens to forget first
+(``(parents, feeds, drops)``). The loop then rewinds the rows (``rewind``), feeds every row's
+tokens right-aligned in one forward pass (shorter rows left-padded under a mask,
+``next_scores_all``) and, at the next step, hands a strategy that lists ``"positions"`` in its
+``reads`` the scores after each fed position ([k, T, V], right-aligned); rows accept different
+numbers of tokens per step, beside ordinary rows. A strategy that lists ``"hidden"`` also gets the
+last layer's state after its rows' last token (``next_scores_hidden``; contrastive search). When
+every row feeds one token and nobody reads more, the step is the plain one-token step.
+
 It talks to models only through the protocol (``lmlab.lm``): n-gram, RNN and transformer models
 run the same loop; a transformer's speed comes from its own ``prefill``/``next_scores`` (one
 padded forward, a preallocated KV cache in ``lmlab.kvcache``). ``Engine`` drives the loop
@@ -33,6 +48,8 @@ import torch
 
 from ..core.errors import ConfigError, InputError, LmlabError
 from ..core.validate import check_choice, check_number
+from ..data.loaders import pad_batch
+from ..kvcache.settings import enforce, held_bytes, observe_decoding, prefill_setup
 from ..lm import LanguageModel, State
 from .output import Completion, Event
 from .search import make_search
@@ -124,6 +141,14 @@ class Group:
         return self.deadline is not None and time.monotonic() > self.deadline
 
 
+def apart(a: Group, b: Group) -> bool:
+    """Whether two requests cannot share a batch: a method that feeds or takes back several tokens per
+    row (speculative decoding, contrastive search) never runs beside a KV-cache policy, whose eviction
+    follows one token per row."""
+    return ((a.settings.method is not None and b.settings.kv_cache is not None)
+            or (a.settings.kv_cache is not None and b.settings.method is not None))
+
+
 class DecodeLoop:
     """The step loop over one model (see the module docstring). Not thread-safe: one driver at a time.
 
@@ -148,8 +173,10 @@ class DecodeLoop:
         self.running: list[Group] = []
         self.state: State = None  # every running row, in the order of ``running``
         self.scores: torch.Tensor | None = None  # [rows, V] raw next-token scores of the running rows
+        self.positions: torch.Tensor | None = None  # [rows, T, V] after each fed position (several fed)
+        self.hidden: torch.Tensor | None = None  # [rows, d] last-layer states (a strategy reads "hidden")
         self.counters = {"submitted": 0, "completed": 0, "cancelled": 0, "failed": 0, "steps": 0, "tokens": 0,
-                         "peak_batch": 0, "prefill_tokens": 0}
+                         "peak_batch": 0, "prefill_tokens": 0, "kv_cache_bytes": 0}
         self.prefill_seconds = 0.0
 
     # --- requests -----------------------------------------------------------------------------
@@ -157,8 +184,24 @@ class DecodeLoop:
         """A request's settings and fitted prompt, or the LmlabError that says what is wrong with it."""
         settings = request.resolve(default)
         settings.check_for(self.lm.vocab_size)
-        prompt = fit_prompt(request.prompt, settings.max_new_tokens, getattr(self.lm, "context_length", None),
-                            self.on_overflow)
+        if settings.method is not None:
+            settings.method.check_model(self.lm)
+        context = getattr(self.lm, "context_length", None)
+        kv = settings.kv_cache
+        if kv is not None and settings.method is not None:
+            raise ConfigError(f"the {settings.method.name} method and a KV-cache policy cannot run together (the "
+                              "method feeds or takes back several tokens per row, which eviction does not follow)",
+                              "drop the cache policy (--kv-policy/--kv-quant) or the method")
+        if kv is not None:
+            kv.check_model(self.lm)
+            if kv.needs_attention and self.step != self.lm.next_scores:
+                raise ConfigError(f"the {kv.policy.name} cache policy reads attention weights, which the compiled "
+                                  "decode step does not record", "leave --compile out or use window, streaming or knorm")
+            if kv.policy.repositions:  # positions stay within the cache: decoding goes past the context
+                context = None
+        prompt = fit_prompt(request.prompt, settings.max_new_tokens, context, self.on_overflow)
+        if kv is not None:
+            kv.budget(len(prompt))
         bad = [i for i in prompt if not 0 <= i < self.lm.vocab_size]
         if bad:
             raise InputError(f"prompt token id {bad[0]} is outside the model's vocabulary [0, {self.lm.vocab_size})",
@@ -201,7 +244,7 @@ class DecodeLoop:
         for group in [*self.running, *self.prefilling, *self.waiting]:
             self._end(group, "error", error)
         self.running, self.prefilling, self.waiting = [], [], deque()
-        self.state, self.scores = None, None
+        self.state, self.scores, self.positions, self.hidden = None, None, None, None
 
     def _drop_stopped(self) -> None:
         for queue_ in (self.waiting, self.prefilling):
@@ -255,6 +298,7 @@ class DecodeLoop:
             row_scores, group.state = lm.next_scores(chunk, group.state)
             group.fed += take
             fed += take
+            self._enforce(group.state, [(group, [0])])
             if group.fed == len(group.prompt):
                 self.prefilling.remove(group)
                 fan_out(group, row_scores, group.state)
@@ -265,14 +309,21 @@ class DecodeLoop:
             group = self.waiting[0]
             if self.max_rows is not None and rows + group.settings.rows > self.max_rows and (rows or new):
                 break  # wait for running rows to finish
+            if any(apart(group, other) for other in (*self.running, *self.prefilling, *groups, *new)):
+                break  # wait until the batch holds no request it cannot run beside
             self.waiting.popleft()
             group.fed = int(min(len(group.prompt), budget - fed))
             fed += group.fed
             rows += group.settings.rows
             new.append(group)
         if new:
-            reserve = max(g.settings.max_new_tokens for g in new)
-            batch_scores, state = lm.prefill([g.prompt[:g.fed] for g in new], reserve=reserve)
+            kv = [g.settings.kv_cache for g in new]
+            reserve = max(g.settings.max_new_tokens if c is None else c.reserve(g.settings.max_new_tokens)
+                          for g, c in zip(new, kv, strict=True))
+            setup = prefill_setup(kv)
+            extra = {} if setup is None else {"setup": setup}
+            batch_scores, state = lm.prefill([g.prompt[:g.fed] for g in new], reserve=reserve, **extra)
+            self._enforce(state, [(g, [i]) for i, g in enumerate(new)])
             complete = [i for i, g in enumerate(new) if g.fed == len(g.prompt)]
             for i, group in enumerate(new):
                 if i not in complete:  # the rest of its prompt comes in later turns
@@ -297,7 +348,7 @@ class DecodeLoop:
         lm = self.lm
         for group in groups:
             group.search = make_search(group.settings, group.prompt, eos_id=lm.eos_id, tokenizer=self.tokenizer,
-                                       device=scores.device, emit=group.emit)
+                                       device=scores.device, emit=group.emit, lm=lm)
             group.rows = group.settings.rows
         if any(g.settings.max_new_tokens == 0 for g in groups):  # prompt only (scoring): done already
             keep, offset = [], 0
@@ -314,6 +365,11 @@ class DecodeLoop:
             state, scores = lm.select_state(state, index), scores[index.to(scores.device)]
         self.state = state if self.state is None else lm.concat_states([self.state, state])
         self.scores = scores if self.scores is None else torch.cat([self.scores, scores])
+        if self.positions is not None:  # new rows fed one token (their prompt's last): right-aligned
+            self.positions = torch.cat([self.positions, scores.unsqueeze(1).expand(-1, self.positions.shape[1], -1)])
+        if self.hidden is not None:  # prefill keeps no hidden states; nobody reads them at the first step
+            self.hidden = torch.cat([self.hidden, self.hidden.new_zeros(scores.shape[0], self.hidden.shape[1])])
+        self.scores = scores if self.scores is None else torch.cat([self.scores, scores])
         self.running.extend(groups)
         self.counters["peak_batch"] = max(self.counters["peak_batch"], self.running_rows)
 
@@ -322,7 +378,10 @@ class DecodeLoop:
         scores = self.scores
         best, lse = scores.argmax(dim=-1), scores.logsumexp(dim=-1)
         index: list[int] = []
-        tokens: list[int] = []
+        tokens: list[int] = []  # one token per continuing row (the usual step) ...
+        feeds: list[list[int]] | None = None  # ... or, once a strategy feeds lists, every row's tokens
+        drops: list[int] | None = None  # tokens each continuing row forgets first (None: none)
+        hidden = False
         still: list[Group] = []
         offset = 0
         now = time.perf_counter()
@@ -333,32 +392,99 @@ class DecodeLoop:
             if group.cancelled or group.expired():
                 self._end_stopped(group)
                 continue
+            reads = getattr(group.search, "reads", ())
             try:
-                parents, chosen = group.search.step(scores[rows], best[rows], lse[rows])
+                step = group.search.step(scores[rows], best[rows], lse[rows], **(self._extra(reads, rows) if reads else {}))
             except LmlabError as exc:
                 self._end(group, "error", exc)
                 continue
             except Exception as exc:  # this request's bug (a decoder, a listener) must not end the others
                 self._end(group, "error", LmlabError(f"generation failed: {exc!r}"))
                 continue
+            parents, chosen = step[0], step[1]
             if group.first_token_s is None:
                 group.first_token_s = now
             self.counters["tokens"] += k
             if not parents:
                 self._end(group, "completed")
                 continue
+            if "positions" in reads:  # this strategy feeds lists of tokens and may forget some
+                if feeds is None:
+                    feeds = [[t] for t in tokens]
+                feeds += chosen
+                if len(step) > 2:
+                    drops = (drops or [0] * len(index)) + list(step[2])
+            elif feeds is not None:
+                feeds += [[t] for t in chosen]
+            else:
+                tokens += chosen
+            if drops is not None and len(drops) < len(index) + len(parents):
+                drops += [0] * (len(index) + len(parents) - len(drops))
+            hidden = hidden or "hidden" in reads
             index += [rows.start + p for p in parents]
-            tokens += chosen
             group.rows = len(parents)
             still.append(group)
         self.counters["steps"] += 1
         self.running = still
         if not still:
-            self.state, self.scores = None, None
+            self.state, self.scores, self.positions, self.hidden = None, None, None, None
             return
         lm = self.lm
         if index != list(range(scores.shape[0])):
             self.state = lm.select_state(self.state, torch.tensor(index, dtype=torch.long, device=lm.device))
-        fed = torch.tensor(tokens, dtype=torch.long, device=lm.device).unsqueeze(1)
-        scores, self.state = self.step(fed, self.state)
-        self.scores = scores.float()
+        if feeds is not None and all(len(f) == 1 for f in feeds) and not (drops and any(drops)):
+            tokens, feeds = [f[0] for f in feeds], None
+        if feeds is None and not hidden:  # the usual step: one token per row
+            fed = torch.tensor(tokens, dtype=torch.long, device=lm.device).unsqueeze(1)
+            kv = [g.settings.kv_cache for g in still]
+            if any(c is not None for c in kv):
+                observe_decoding(self.state, kv)
+            scores, self.state = self.step(fed, self.state)
+            self.scores, self.positions, self.hidden = scores.float(), None, None
+        else:  # no request here has a cache policy (admission keeps them apart)
+            self._feed_many(feeds if feeds is not None else [[t] for t in tokens], drops, hidden)
+        offset, rows = 0, []
+        for group in still:
+            rows.append((group, list(range(offset, offset + group.rows))))
+            offset += group.rows
+        self._enforce(self.state, rows)
+
+    def _enforce(self, state: State, groups: list[tuple[Group, list[int]]]) -> None:
+        """After a forward pass: every request with a cache policy evicts its rows (``rows`` in ``state``)
+        down to its budget ('prompt' once its whole prompt is in, else 'step'); the peak bytes held."""
+        requests = [(rows, g.settings.kv_cache, len(g.prompt), "step" if g.fed < len(g.prompt) or g.search else
+                     "prompt") for g, rows in groups if g.settings.kv_cache is not None]
+        if requests:
+            enforce(state, requests)
+        states = {id(s): s for s in (self.state, state, *(g.state for g in self.prefilling))}
+        held = sum(held_bytes(s) for s in states.values())
+        self.counters["kv_cache_bytes"] = max(self.counters["kv_cache_bytes"], held)
+
+    def _extra(self, reads: Sequence[str], rows: slice) -> dict[str, torch.Tensor | None]:
+        """What a strategy reads beyond its rows' scores: "positions" (scores after each fed position,
+        right-aligned) and "hidden" (last-layer states after the last one; None right after prefill)."""
+        extra: dict[str, torch.Tensor | None] = {}
+        if "positions" in reads:
+            extra["positions"] = (self.positions[rows] if self.positions is not None
+                                  else self.scores[rows].unsqueeze(1))
+        if "hidden" in reads:
+            extra["hidden"] = self.hidden[rows] if self.hidden is not None else None
+        return extra
+
+    def _feed_many(self, feeds: list[list[int]], drops: list[int] | None, hidden: bool) -> None:
+        """Forget what rows take back, then feed every row's tokens right-aligned in one forward pass."""
+        lm = self.lm
+        if drops is not None and any(drops) or any(len(f) > 1 for f in feeds):
+            self.state = lm.rewind(self.state, drops or [0] * len(feeds))  # also lets a cache compact its holes
+        ids, mask = pad_batch(feeds, 0, left=True)
+        ids, mask = ids.to(lm.device), None if bool(mask.all()) else mask.to(lm.device)
+        if hidden:
+            if not hasattr(lm, "next_scores_hidden"):
+                raise ConfigError(f"a {type(lm).__name__} gives no hidden states", "use a transformer model")
+            positions, states, self.state = lm.next_scores_hidden(ids, self.state, mask)
+            self.hidden = states[:, -1].float()
+        else:
+            positions, self.state = lm.next_scores_all(ids, self.state, mask)
+            self.hidden = None
+        self.positions = positions.float()
+        self.scores = self.positions[:, -1]

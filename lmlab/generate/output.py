@@ -53,6 +53,7 @@ class Stats:
     decode_s: float = 0.0
     decode_tokens: int = 0  # generated tokens after each request's first
     peak_memory_mb: float | None = None
+    kv_cache_bytes: int = 0  # the most bytes of KV-cache tensors held at once (0: the model keeps none)
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -67,13 +68,16 @@ class Stats:
         return {"prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
                 "prefill_s": self.prefill_s, "time_to_first_token_s": self.time_to_first_token_s,
                 "decode_s": self.decode_s, "prefill_tokens_per_s": self.prefill_tokens_per_s,
-                "decode_tokens_per_s": self.decode_tokens_per_s, "peak_memory_mb": self.peak_memory_mb}
+                "decode_tokens_per_s": self.decode_tokens_per_s, "peak_memory_mb": self.peak_memory_mb,
+                "kv_cache_bytes": self.kv_cache_bytes}
 
 
 @dataclass
 class Completion:
-    """One continuation: ids and model log-probs (stop token excluded), text, why it ended, and a
-    strategy's score where one applies (beam score, mean log-prob, Gumbel key)."""
+    """One continuation: ids and model log-probs (stop token excluded), text, why it ended, a
+    strategy's score where one applies (beam score, mean log-prob, Gumbel key, expected utility),
+    and ``info``: what a method measured on the way (speculative decoding's acceptance, the votes
+    of self-consistency)."""
 
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -82,6 +86,7 @@ class Completion:
     prompt_tokens: int = 0
     score: float | None = None
     stats: Stats | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mean_logprob(self) -> float:

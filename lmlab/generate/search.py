@@ -12,6 +12,10 @@ run inside the one loop, on any protocol model, with the same queue, timeouts an
 * ``BeamSearch``: beam search, or diverse beam search (Vijayakumar et al., 2018) with groups.
 * ``StochasticBeamSearch``: sampling without replacement by Gumbel-top-k (Kool et al., 2019).
 
+A ``select`` rule in the settings (``lmlab.generate.select``: MBR, self-consistency, a reward) re-ranks
+the finished hypotheses of best-of-n and the beam searches. A ``method`` in the settings
+(speculative, contrastive, FUDGE) supplies its own strategy (``make_search``).
+
 Processors: sampling and greedy rows apply them to the raw scores (as ``transformers`` applies
 its processors to logits before sampling); beam searches apply them to log-probabilities and
 renormalise (as ``transformers``' beam search does).
@@ -30,6 +34,7 @@ from ..core.errors import ConfigError
 from ..core.seed import make_generator
 from .output import Completion, Event, StopStrings, TextRow
 from .processors import apply
+from .select import rerank
 from .settings import DecodingSettings
 
 NEG_INF = float("-inf")
@@ -74,11 +79,13 @@ def stop_set(eos_id: int | None, stop_ids: Sequence[int] | None) -> set[int]:
     return {eos_id} if eos_id is not None else set()
 
 
-def decoded_text(tokenizer: Any, ids: list[int], stops: StopStrings) -> tuple[str, bool]:
-    """A finished hypothesis's text, cut at its first stop string (and whether one cut it)."""
-    if tokenizer is None:
-        return "", False
-    return stops.cut(tokenizer.decode(ids, skip_special_tokens=True))
+def hypothesis(tokenizer: Any, stops: StopStrings, prompt_tokens: int, ids: list[int], logprobs: list[float],
+               reason: str, score: float) -> Completion:
+    """A finished beam hypothesis as a completion, its text cut at its first stop string (which then
+    becomes its finish reason)."""
+    text, cut = ("", False) if tokenizer is None else stops.cut(tokenizer.decode(list(ids), skip_special_tokens=True))
+    return Completion(ids=list(ids), logprobs=list(logprobs), text=text, finish_reason="stop" if cut else reason,
+                      prompt_tokens=prompt_tokens, score=score)
 
 
 class SampleSearch:
@@ -148,7 +155,7 @@ class SampleSearch:
             return outs
         for out in outs:
             out.score = out.mean_logprob
-        return sorted(outs, key=lambda c: -c.score)[:self.settings.n]
+        return rerank(sorted(outs, key=lambda c: -c.score), self.settings.select)[:self.settings.n]
 
 
 def _finished_score(total: float, length: int, length_penalty: float) -> float:
@@ -257,16 +264,14 @@ class BeamSearch:
         return _finished_score(best_live, self.steps + 2, self.settings.length_penalty) <= worst_kept
 
     def _hypothesis(self, ids: list[int], lps: list[float], reason: str, score: float) -> Completion:
-        text, cut = decoded_text(self.tokenizer, list(ids), self.strings)
-        return Completion(ids=list(ids), logprobs=list(lps), text=text, finish_reason="stop" if cut else reason,
-                          prompt_tokens=self.prompt_tokens, score=score)
+        return hypothesis(self.tokenizer, self.strings, self.prompt_tokens, ids, lps, reason, score)
 
     def finish(self, reason: str) -> list[str]:
         return []
 
     def results(self) -> list[Completion]:
         out = [h for group in self.finished for h in sorted(group, key=lambda h: -h.score)[:self.k]]
-        return sorted(out, key=lambda h: -h.score)[:self.settings.n]
+        return rerank(sorted(out, key=lambda h: -h.score), self.settings.select)[:self.settings.n]
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -352,22 +357,30 @@ class StochasticBeamSearch:
         return parents, fed
 
     def _hypothesis(self, ids: list[int], lps: list[float], reason: str, score: float) -> Completion:
-        text, cut = decoded_text(self.tokenizer, list(ids), self.strings)
-        return Completion(ids=list(ids), logprobs=list(lps), text=text, finish_reason="stop" if cut else reason,
-                          prompt_tokens=self.prompt_tokens, score=score)
+        return hypothesis(self.tokenizer, self.strings, self.prompt_tokens, ids, lps, reason, score)
 
     def finish(self, reason: str) -> list[str]:
         return []
 
     def results(self) -> list[Completion]:
         ordered = [c for _, c in sorted(self.finished, key=lambda kc: -kc[0])]
-        return ordered[:self.settings.n]
+        return rerank(ordered, self.settings.select)[:self.settings.n]
 
 
 SEARCHES = {"greedy": SampleSearch, "sample": SampleSearch, "best_of": SampleSearch, "beam": BeamSearch,
             "diverse_beam": BeamSearch, "stochastic_beam": StochasticBeamSearch}
 
 
-def make_search(settings: DecodingSettings, prompt: Sequence[int], **context: Any):
-    """The strategy object that runs ``settings``' search for one request."""
+def make_search(settings: DecodingSettings, prompt: Sequence[int], *, lm: Any = None, **context: Any):
+    """The strategy object that runs ``settings``' search for one request: the ``method``'s (speculative,
+    contrastive, ...) when the settings name one — it may read ``lm``, the model being decoded —, else
+    the named strategy's."""
+    if settings.method is not None:
+        return settings.method.search(settings, prompt, lm=lm, **context)
     return SEARCHES[settings.strategy](settings, prompt, **context)
+
+
+def base_search(settings: DecodingSettings, prompt: Sequence[int], **context: Any):
+    """The plain strategy (greedy, sampling, beam, ...) of ``settings`` without its method: what a
+    method that reshapes the scores (contrastive decoding, FUDGE) runs underneath."""
+    return SEARCHES[settings.base_strategy](settings, prompt, **context)

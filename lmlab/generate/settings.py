@@ -5,6 +5,14 @@ serve``) — and validated here, so a bad value gets the same message, naming th
 every surface. ``chain()`` turns the settings into the logits-processor chain
 (``lmlab.generate.processors``); ``strategy`` names the search (greedy, sample, best-of,
 beam, diverse or stochastic beam) that ``lmlab.generate.search`` runs.
+
+Two fields take objects that bring their own parameters: ``method`` — a decoding method that runs
+its own search over the plain one (speculative decoding, contrastive decoding and search, FUDGE;
+``lmlab.generate.speculative`` / ``guided``) — and ``select``, which ranks the finished hypotheses
+of best-of-n or beam search (MBR, self-consistency, a reward; ``lmlab.generate.select``). A method
+object has ``name``, ``check(settings)`` (raise ``SettingError`` for combinations it cannot run),
+``rows(settings)``, ``check_model(lm)`` and ``search(settings, prompt, lm=..., **context)``; a
+selector has ``name`` and ``scores(completions) -> list[float]`` (higher is better).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.validate import check_number
+from ..kvcache.settings import KVCacheSettings
 from .processors import Processor, standard_chain
 
 STRATEGIES = ("greedy", "sample", "best_of", "beam", "diverse_beam", "stochastic_beam")
@@ -41,6 +50,8 @@ class DecodingSettings:
     continuations share one prefill; ``best_of`` samples that many and keeps the ``n`` with the
     highest mean log-probability; ``beam_size`` runs beam search (``diverse_groups`` for diverse
     beam search, ``stochastic_beam`` for sampling without replacement) and returns the ``n`` best.
+    ``kv_cache`` (``lmlab.kvcache.settings``: a cache policy with a budget per row, and a KV
+    quantization) decides what the model's KV cache keeps; None keeps everything.
     """
 
     max_new_tokens: int = 128
@@ -72,6 +83,9 @@ class DecodingSettings:
     diversity_penalty: float = 0.5
     stochastic_beam: bool = False
     top_logprobs: int = 0
+    kv_cache: KVCacheSettings | None = None
+    method: Any = None
+    select: Any = None
 
     def __post_init__(self) -> None:
         for name in ("stop", "banned_ids", "processors"):
@@ -114,6 +128,12 @@ class DecodingSettings:
         if self.best_of is not None and self.best_of < self.n:
             raise SettingError("best_of", f"best_of = {self.best_of} is smaller than n = {self.n}",
                                "sample at least as many as you keep")
+        if self.select is not None and self.base_strategy not in ("best_of", "beam", "diverse_beam", "stochastic_beam"):
+            raise SettingError("select", f"{getattr(self.select, 'name', 'a selector')} chooses among several "
+                               "hypotheses, and this request makes one", "sample several (best_of N) or run a beam "
+                               "search (beam_size N)")
+        if self.method is not None:
+            self.method.check(self)
 
     # --- what the search needs ----------------------------------------------------------------
     @property
@@ -123,6 +143,12 @@ class DecodingSettings:
 
     @property
     def strategy(self) -> str:
+        """The search that runs: the method's name, else the plain strategy (``base_strategy``)."""
+        return self.method.name if self.method is not None else self.base_strategy
+
+    @property
+    def base_strategy(self) -> str:
+        """Greedy, sample, best-of or a beam search, as the plain settings ask (methods run over it)."""
         if self.diverse_groups is not None:
             return "diverse_beam"
         if self.stochastic_beam:
@@ -145,7 +171,12 @@ class DecodingSettings:
     @property
     def rows(self) -> int:
         """Batch rows the request occupies after its one prefill."""
-        if self.strategy in ("beam", "diverse_beam", "stochastic_beam"):
+        return self.method.rows(self) if self.method is not None else self.base_rows
+
+    @property
+    def base_rows(self) -> int:
+        """The rows of the plain strategy (n samples, best-of, beams)."""
+        if self.base_strategy in ("beam", "diverse_beam", "stochastic_beam"):
             return self.beams
         return self.best_of if self.best_of is not None else self.n
 
@@ -178,6 +209,10 @@ class DecodingSettings:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "constraint" and value is not None:
+                out[f.name] = repr(value)
+            elif f.name == "kv_cache" and value != f.default:
+                out[f.name] = value.to_dict()
+            elif f.name in ("method", "select") and value is not None:
                 out[f.name] = repr(value)
             elif value != f.default and not (f.name == "processors" and not value):
                 out[f.name] = [repr(p) for p in value] if f.name == "processors" else (
@@ -217,9 +252,26 @@ def _seed(name: str, value: Any) -> None:
         raise SettingError(name, f"seed must be an integer in [-2^63, 2^64), got {value!r}")
 
 
+def _has(*members: str) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        missing = [m for m in members if not hasattr(value, m)]
+        if missing:
+            raise SettingError(name, f"{name} must be a {'decoding method' if name == 'method' else 'selection rule'} "
+                               f"object, got {type(value).__name__} (it lacks {', '.join(missing)})",
+                               "use one from lmlab.generate.speculative/guided/contrastive_search"
+                               if name == "method" else "use one from lmlab.generate.select")
+    return check
+
+
 def _flag(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise SettingError(name, f"{name} must be true or false, got {value!r}")
+
+
+def _kv_cache(name: str, value: Any) -> None:
+    if not isinstance(value, KVCacheSettings):
+        raise SettingError(name, f"kv_cache must be lmlab.kvcache.KVCacheSettings, got {type(value).__name__}",
+                           "build it with lmlab.kvcache.cache_settings(...)")
 
 
 _CHECKS: dict[str, Callable[[str, Any], None]] = {
@@ -250,6 +302,9 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "diversity_penalty": lambda name, value: check_number(name, value, low=0.0),
     "stochastic_beam": _flag,
     "top_logprobs": _integer(0),
+    "kv_cache": _kv_cache,
+    "method": _has("name", "check", "rows", "check_model", "search"),
+    "select": _has("name", "scores"),
 }
 
 

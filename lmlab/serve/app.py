@@ -84,13 +84,16 @@ class Served:
     encoder_id: str = "all-MiniLM-L6-v2"
     scheduler: Scheduler | None = None
     final: dict[str, int] = field(default_factory=dict)
+    kv_cache: Any = None  # lmlab.kvcache.KVCacheSettings every request's cache starts from (None: keep all)
 
 
 def create_app(lm: Any, tokenizer: Any, *, model_id: str, limits: Limits | None = None, max_batch: int = 16,
                max_queue: int = 64, api_key: str | None = None, encoder: Any = None,
-               encoder_id: str = "all-MiniLM-L6-v2") -> Any:
-    """The ASGI app serving ``lm`` as ``model_id`` (and ``encoder``, a SentenceEncoder, for embeddings)."""
-    served = Served(lm, tokenizer, model_id, limits or Limits(), max_batch, max_queue, encoder, encoder_id)
+               encoder_id: str = "all-MiniLM-L6-v2", kv_cache: Any = None) -> Any:
+    """The ASGI app serving ``lm`` as ``model_id`` (and ``encoder``, a SentenceEncoder, for embeddings);
+    ``kv_cache`` (``lmlab.kvcache.KVCacheSettings``) is the cache policy and quantization of every request."""
+    served = Served(lm, tokenizer, model_id, limits or Limits(), max_batch, max_queue, encoder, encoder_id,
+                    kv_cache=kv_cache)
     return build_app(served, api_key=api_key)
 
 
@@ -387,19 +390,46 @@ def _check_model(served: Served, name: str) -> None:
 FIELD_OF = {"max_new_tokens": "max_tokens"}
 
 
-def decoding_settings(body: Decoding, max_new: int, top: int | None, constraint: Any = None) -> DecodingSettings:
-    """The request's decoding fields as settings (the one validator: a bad value is a 400 naming the field)."""
+def decoding_settings(body: Decoding, max_new: int, top: int | None, constraint: Any = None,
+                      kv_cache: Any = None) -> DecodingSettings:
+    """The request's decoding fields as settings (the one validator: a bad value is a 400 naming the field);
+    ``kv_cache`` is the request's cache settings (``request_cache``)."""
     bias = None if body.logit_bias is None else {int(k): v for k, v in body.logit_bias.items()}
     values = dict(max_new_tokens=max_new, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
                   min_p=body.min_p, repetition_penalty=body.repetition_penalty,
                   frequency_penalty=body.frequency_penalty, presence_penalty=body.presence_penalty,
                   logit_bias=bias, stop=tuple(body.stop), seed=body.seed, n=body.n,
                   best_of=getattr(body, "best_of", None), beam_size=body.beam_size,
-                  length_penalty=body.length_penalty, top_logprobs=top or 0, constraint=constraint)
+                  length_penalty=body.length_penalty, top_logprobs=top or 0, constraint=constraint,
+                  kv_cache=kv_cache)
     try:
         return settings_from(values)
     except SettingError as exc:
         raise ApiError(400, str(exc), field_of(exc.setting, body)) from None
+
+
+def request_cache(body: Decoding, server: Any) -> Any:
+    """The cache settings of a request: the server's, with ``kv_policy``/``kv_budget`` replacing its policy
+    (keeping the server's quantization, and its policy options when the policy is the same)."""
+    if body.kv_policy is None and body.kv_budget is None:
+        return server
+    from dataclasses import fields
+
+    from ..kvcache.settings import POLICY_OPTIONS, KVCacheSettings, cache_settings
+
+    policy = server.policy if server is not None else None
+    name = body.kv_policy or (policy.name if policy is not None else "full")
+    budget = body.kv_budget if body.kv_budget is not None else getattr(policy, "budget", None)
+    options = {}
+    if policy is not None and policy.name == name:
+        options = {f.name: getattr(policy, f.name) for f in fields(policy) if f.name in POLICY_OPTIONS[name]}
+    field_name = "kv_policy" if body.kv_policy is not None else "kv_budget"
+    try:
+        chosen = cache_settings(name, budget, **options)
+    except LmlabError as exc:
+        raise ApiError(400, str(exc), field_name) from None
+    quantization = server.quantization if server is not None else None
+    return KVCacheSettings(chosen.policy, quantization)
 
 
 def field_of(setting: str, body: Decoding) -> str:
@@ -418,12 +448,15 @@ def _plan(served: Served, body: Decoding, prompt: list[int], max_new: int | None
     if max_new is not None and max_new > limits.max_tokens:
         name = field_of("max_new_tokens", body)
         raise ApiError(400, f"{name} is {max_new}, this server allows at most {limits.max_tokens}", name)
+    kv = request_cache(body, served.kv_cache)
+    if kv is not None and kv.policy.repositions:  # positions stay within the cache: no context to run out of
+        context = None
     room = None if context is None else context - len(prompt)
     if room is not None and room < 1:
         raise ApiError(400, f"the prompt has {len(prompt)} tokens, the model's context is {context}", field_name)
     if max_new is None:
         max_new = limits.max_tokens if room is None else min(limits.max_tokens, room)
-    return Request(prompt, settings=decoding_settings(body, max_new, top, constraint))
+    return Request(prompt, settings=decoding_settings(body, max_new, top, constraint, kv))
 
 
 async def _generate(served: Served, request: HttpRequest, body: Decoding, prompts: list[list[int]], *, chat: bool,

@@ -1,7 +1,8 @@
 """Request bodies of the OpenAI-compatible endpoints, validated by pydantic.
 
 Fields follow the OpenAI API; lmlab's own decoding knobs (``top_k``, ``min_p``,
-``repetition_penalty``, ``beam_size``, ``length_penalty``) are accepted as documented extensions.
+``repetition_penalty``, ``beam_size``, ``length_penalty``, and the KV-cache policy ``kv_policy`` /
+``kv_budget``) are accepted as documented extensions.
 A field lmlab does not implement is refused (400 naming it), never ignored: a client that relies
 on it must not get an answer that silently lacks it. Here are the fields' types and the
 server's size limits (n, stops, log-probs, beams); the values of decoding settings are checked by
@@ -53,6 +54,8 @@ class Decoding(Strict):
     repetition_penalty: float | None = None
     beam_size: int | None = Field(default=None, ge=1, le=MAX_BEAMS)
     length_penalty: float = 1.0
+    kv_policy: str | None = None
+    kv_budget: float | None = None
 
     @field_validator("stop")
     @classmethod
