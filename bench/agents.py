@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lmlab.agents import Agent, Defenses, EndpointModel, LocalModel, run, run_many  # noqa: E402
 from lmlab.agents.problems import arithmetic_problems, write_problem_task  # noqa: E402
 from lmlab.agents.tools import calculator_tool, call_tool  # noqa: E402
-from lmlab.eval.tasks import numeric_answer, same_number  # noqa: E402
+from lmlab.analysis.answers import numeric_answer, same_number  # noqa: E402
 
 EXAMPLES = [
     "Question: A school has 1320 students. Each student buys 12 pencils. How many pencils do they buy?\n"

@@ -12,13 +12,14 @@ from agents_scripted import ScriptedModel
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.agents.fewshot import ExampleSelector
-from lmlab.agents.problems import arithmetic_problems, write_problem_task
+from lmlab.agents.problems import write_problem_task
 from lmlab.agents.strategies import Strategy, vote, worked_solution
 from lmlab.agents.templates import PromptTemplate
+from lmlab.analysis.answers import numeric_answer, same_number
 from lmlab.core.errors import ConfigError
 from lmlab.eval.harness import evaluate_task
 from lmlab.eval.requests import RequestRunner
-from lmlab.eval.tasks import load_task, numeric_answer, same_number
+from lmlab.eval.tasks import load_task
 from tests.test_cli import run
 
 
