@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lmlab.agents import Agent, Defenses, EndpointModel, LocalModel, run, run_many  # noqa: E402
 from lmlab.agents.problems import arithmetic_problems, write_problem_task  # noqa: E402
-from lmlab.agents.tools import calculator_tool, call_tool  # noqa: E402
+from lmlab.agents.tools import calculator_tool, openai_agents_tool  # noqa: E402
 from lmlab.analysis.answers import numeric_answer, same_number  # noqa: E402
 
 EXAMPLES = [
@@ -127,13 +127,7 @@ async def _sdk_runs(base_url: str, items: list[dict], max_tokens: int) -> list[s
 
     sdk.set_tracing_disabled(True)
 
-    ours = calculator_tool()
-
-    async def invoke(ctx, arguments: str) -> str:
-        return call_tool(ours, arguments).observation  # the same tool, schema and errors as lmlab's agent
-
-    calculator = sdk.FunctionTool(name=ours.name, description=ours.description, params_json_schema=ours.parameters,
-                                  on_invoke_tool=invoke, strict_json_schema=False)
+    calculator = openai_agents_tool(calculator_tool())  # the same tool, schema and errors as lmlab's agent
 
     client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=3600)
     model = sdk.OpenAIChatCompletionsModel(model="smollm2", openai_client=client)
