@@ -17,7 +17,8 @@ Sections (``--sections``, all by default):
   (calculator as a function tool, the first call forced, then the model answers) next to lmlab's
   own loop against the same server in OpenAI tool-call mode, on the same tool-use items.
 
-Run: ``python bench/agents.py`` (``--gsm8k 16 --arc 24 --arith 24 --samples 3``). Prints progress
+Run: ``nice -n 10 python bench/agents.py`` (``--gsm8k 16 --arc 24 --arith 24 --samples 3``; ``--sections`` to run
+one part). Prints progress
 on stderr; the last line is one JSON object with every rate, the machine load and the seconds.
 """
 
@@ -110,8 +111,9 @@ def injection(args, model) -> dict:
     from lmlab.agents.suite import cases, run_suite
 
     out = {}
-    for label, kwargs in (("without_defenses", {"defended": False}), ("with_defenses", {"defended": True}),
-                          ("clean_with_defenses", {"defended": True, "clean": True})):
+    configs = [("without_defenses", {"defended": False}), ("with_defenses", {"defended": True}),
+               ("clean_with_defenses", {"defended": True, "clean": True})]
+    for label, kwargs in configs[:2] if args.no_clean else configs:
         start = time.perf_counter()
         chosen = cases()[:args.suite_cases] if args.suite_cases else None
         result = run_suite(model, max_steps=3, max_tokens=args.suite_tokens, selected=chosen, **kwargs)
@@ -188,8 +190,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=160, help="tokens per reasoning")
     parser.add_argument("--suite-tokens", type=int, default=64, help="tokens per agent step (suite, frameworks)")
     parser.add_argument("--suite-cases", type=int, default=None, help="only the first N injection cases (all 36)")
+    parser.add_argument("--no-clean", action="store_true", help="skip the suite's clean copies (benign success "
+                        "without injections)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--trace-dir", default=None, help="where the example trace goes (default: a temp folder)")
     args = parser.parse_args()
     import torch

@@ -121,7 +121,7 @@ def calculator_tool() -> Tool:
     """Exact arithmetic on numbers with + - * / ( ) (``lmlab.agents.calculator``)."""
     return Tool("calculator", "Evaluate an arithmetic expression exactly, e.g. 4827 * 356 - 12.",
                 {"type": "object", "properties": {"expression": {"type": "string",
-                                                                 "pattern": r"^[0-9+*/(). -]{1,160}$"}},
+                                                                 "pattern": r"^[0-9+*/(). -]{1,80}$"}},
                  "required": ["expression"], "additionalProperties": False},
                 lambda expression: calculate(expression))
 
