@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# this file is named agents.py: its folder must not shadow the Agents SDK's package ``agents``
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lmlab.agents import Agent, Defenses, EndpointModel, LocalModel, run, run_many  # noqa: E402
@@ -113,7 +115,7 @@ def injection(args, model) -> dict:
     out = {}
     configs = [("without_defenses", {"defended": False}), ("with_defenses", {"defended": True}),
                ("clean_with_defenses", {"defended": True, "clean": True})]
-    for label, kwargs in configs[:2] if args.no_clean else configs:
+    for label, kwargs in [c for c in configs if c[0] in args.suite_runs]:
         start = time.perf_counter()
         chosen = cases()[:args.suite_cases] if args.suite_cases else None
         result = run_suite(model, max_steps=3, max_tokens=args.suite_tokens, selected=chosen, **kwargs)
@@ -190,8 +192,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=160, help="tokens per reasoning")
     parser.add_argument("--suite-tokens", type=int, default=64, help="tokens per agent step (suite, frameworks)")
     parser.add_argument("--suite-cases", type=int, default=None, help="only the first N injection cases (all 36)")
-    parser.add_argument("--no-clean", action="store_true", help="skip the suite's clean copies (benign success "
-                        "without injections)")
+    parser.add_argument("--suite-runs", nargs="+", default=["without_defenses", "with_defenses", "clean_with_defenses"],
+                        choices=["without_defenses", "with_defenses", "clean_with_defenses"],
+                        help="which suite runs (default all three; clean: the cases without their injections)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--trace-dir", default=None, help="where the example trace goes (default: a temp folder)")
