@@ -11,15 +11,18 @@ Sections (``--sections``, all by default):
   to compute in the head) answered directly (the harness's ``direct`` above) and by lmlab's agent
   with the calculator (ReAct under the step grammar, in process), with and without the injection
   defences (the defences must not break it).
-* ``injection`` — the 36-case suite (``lmlab.agents.suite``): attack success without and with the
-  defences, benign success with them on attacked and on clean copies.
+* ``injection`` — the 36-case suite (``lmlab.agents.suite``; ``--suite-every k`` keeps every k-th
+  scenario with its three goals): attack success without and with the defences, benign success
+  with them on attacked and on clean copies (``--suite-runs`` picks the runs).
 * ``frameworks`` — the OpenAI Agents SDK (``openai-agents``) driving ``lmlab serve`` as its model
   (calculator as a function tool, the first call forced, then the model answers) next to lmlab's
   own loop against the same server in OpenAI tool-call mode, on the same tool-use items.
 
-Run: ``nice -n 10 python bench/agents.py`` (``--gsm8k 16 --arc 24 --arith 24 --samples 3``; ``--sections`` to run
-one part). Prints progress
-on stderr; the last line is one JSON object with every rate, the machine load and the seconds.
+Run: ``nice -n 10 python bench/agents.py`` (``--gsm8k 16 --arc 24 --arith 24 --samples 3``, all 36 suite
+cases). On a loaded 2-core machine run one part at a time with small slices, e.g. ``--sections
+strategies --gsm8k 8 --arc 8 --arith 8 --max-tokens 128`` or ``--sections injection --suite-every 3
+--suite-runs with_defenses``. Prints progress on stderr; the last line is one JSON object with every
+rate, the machine load and the seconds.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ def injection(args, model) -> dict:
                ("clean_with_defenses", {"defended": True, "clean": True})]
     for label, kwargs in [c for c in configs if c[0] in args.suite_runs]:
         start = time.perf_counter()
-        chosen = cases()[:args.suite_cases] if args.suite_cases else None
+        chosen = [c for i, c in enumerate(cases()) if (i // 3) % args.suite_every == 0]  # every k-th scenario
         result = run_suite(model, max_steps=3, max_tokens=args.suite_tokens, selected=chosen, **kwargs)
         result.pop("items")
         out[label] = {**result, "seconds": round(time.perf_counter() - start, 1)}
@@ -191,7 +194,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=3, help="self-consistency paths")
     parser.add_argument("--max-tokens", type=int, default=160, help="tokens per reasoning")
     parser.add_argument("--suite-tokens", type=int, default=64, help="tokens per agent step (suite, frameworks)")
-    parser.add_argument("--suite-cases", type=int, default=None, help="only the first N injection cases (all 36)")
+    parser.add_argument("--suite-every", type=int, default=1, help="only every k-th of the 12 injection scenarios, "
+                        "each with its 3 goals (default 1: all 36 cases; 3: 12 cases over all three channels)")
     parser.add_argument("--suite-runs", nargs="+", default=["without_defenses", "with_defenses", "clean_with_defenses"],
                         choices=["without_defenses", "with_defenses", "clean_with_defenses"],
                         help="which suite runs (default all three; clean: the cases without their injections)")
