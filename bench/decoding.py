@@ -402,12 +402,18 @@ def section_fudge(args, lm, tok) -> dict:
         requests = [Request([tok.start_id, *tok.encode(o)], settings=settings) for o in openings]
         start = time.perf_counter()
         outs = engine.generate(requests)
+        seconds = time.perf_counter() - start
         full = [openings[i // args.fudge_samples] + outs[i].text for i in range(len(outs))]
         positive = label_probabilities(judge, full, judge.classes.index("1"))
+        total = count = 0.0
+        for i, o in enumerate(outs):  # SmolLM2's own log-probability of each continuation (fluency)
+            prompt = requests[i // args.fudge_samples].prompt
+            if o.ids:
+                total += float(lm.score(torch.tensor([list(prompt) + o.ids]))[0, len(prompt) - 1:].sum())
+                count += len(o.ids)
         out[f"strength_{strength:g}"] = {
             "judged_positive": float((positive > 0.5).mean()), "mean_p_positive": float(positive.mean()),
-            "mean_logprob": float(sum(sum(o.logprobs) for o in outs) / max(1, sum(len(o.logprobs) for o in outs))),
-            "seconds": time.perf_counter() - start, "example": full[0]}
+            "smollm2_mean_logprob": total / max(count, 1), "seconds": seconds, "example": full[0]}
         say(f"  fudge λ={strength}: {out[f'strength_{strength:g}']['judged_positive']:.2f} judged positive")
     return out
 
