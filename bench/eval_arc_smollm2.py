@@ -9,7 +9,7 @@ task (same prompt, choices and target) on the shared test split; both zero-shot,
 start a context with BOS only when it is empty (lm-eval's rule). Reported: acc and acc_norm
 of each, their differences in points, the largest per-choice log-likelihood difference and
 items/s of each. The full split is the default. The last line is one JSON object.
-Run: LMLAB_DATA=/work/shared/data nice -n 10 python bench/eval_arc_smollm2.py [--limit N] [--threads T]
+Run: LMLAB_DATA=../shared/data nice -n 10 python bench/eval_arc_smollm2.py [--limit N] [--threads T]
 """
 
 from __future__ import annotations
@@ -50,6 +50,15 @@ metric_list:
     aggregation: mean
     higher_is_better: true
 """
+
+
+def max_loglikelihood_diff(samples: list[dict], items: list[dict]) -> float:
+    """The largest |lm-eval's − lmlab's| per-choice log-likelihood over the same items."""
+    diff = 0.0
+    for sample, item in zip(samples, items, strict=True):
+        peer_lls = [r[0] for r in sample["filtered_resps"]]
+        diff = max(diff, max(abs(a - b) for a, b in zip(peer_lls, item["logits"], strict=True)))
+    return diff
 
 
 def main() -> None:
@@ -103,10 +112,7 @@ def main() -> None:
         peer_seconds = time.perf_counter() - start
     metrics = peer["results"]["arc_easy_local"]
     samples = sorted(peer["samples"]["arc_easy_local"], key=lambda s: s["doc_id"])
-    max_diff = 0.0
-    for sample, item in zip(samples, ours["items"], strict=True):
-        peer_lls = [r[0] for r in sample["filtered_resps"]]
-        max_diff = max(max_diff, max(abs(a - b) for a, b in zip(peer_lls, item["logits"], strict=True)))
+    max_diff = max_loglikelihood_diff(samples, ours["items"])
     result.update(peer={"acc": metrics["acc,none"], "acc_norm": metrics["acc_norm,none"],
                         "version": lm_eval.__version__},
                   seconds_peer=peer_seconds, items_per_s_peer=len(samples) / peer_seconds,

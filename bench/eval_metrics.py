@@ -4,7 +4,7 @@ BLEU and chrF/chrF++ against sacrebleu, ROUGE against rouge-score (both on Multi
 2016, the German source copied as a baseline translation), the Porter stemmer against
 NLTK's on WikiText-2's vocabulary. Each figure is the median of three runs, caches
 cleared; the last line printed is one JSON object with our/peer time ratios.
-Run: LMLAB_DATA=/work/shared/data python bench/eval_metrics.py
+Run: LMLAB_DATA=../shared/data python bench/eval_metrics.py
 """
 
 from __future__ import annotations

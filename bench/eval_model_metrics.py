@@ -10,7 +10,7 @@ model trained on WikiText-2 train (same length). Features are lmlab's MiniLM sen
 vectors for both systems, so ``mauve-text`` (faiss k-means) and lmlab differ only in the
 quantisation; the frontier and area are also compared on the very same histograms.
 The last line is one JSON object.
-Run: LMLAB_DATA=/work/shared/data nice -n 10 python bench/eval_model_metrics.py [--threads 2] [--mauve-texts 150]
+Run: LMLAB_DATA=../shared/data nice -n 10 python bench/eval_model_metrics.py [--threads 2] [--mauve-texts 150]
 """
 
 from __future__ import annotations

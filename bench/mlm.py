@@ -9,7 +9,7 @@ BertForMaskedLM trained on the very same batches and masks; then ELECTRA vs MLM 
    FLOPs as the MLM run (6 · matmul parameters per token, generator + discriminator), then both
    encoders as frozen features for a linear probe (logistic regression on mean-pooled states)
    on 2000 SST-2 train sentences, accuracy on the 872 dev sentences.
-Run: LMLAB_DATA=/work/shared/data python bench/mlm.py [--steps 300]; the last line is one JSON object.
+Run: LMLAB_DATA=../shared/data python bench/mlm.py [--steps 300]; the last line is one JSON object.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ d_ff), a top-1 MoE with ``--experts`` experts of width d_ff (so each token compu
 MLP parameters as in the dense model) with the Switch balancing loss, and the same MoE with no
 balancing. Reported: validation loss, training tokens/s (ratio to dense, measured in this run),
 the final per-expert load (max / min share over uniform) and a PNG of expert load over training.
-Run: LMLAB_DATA=/work/shared/data python bench/moe.py [--steps 200] [--plot docs/moe_load.png];
+Run: LMLAB_DATA=../shared/data python bench/moe.py [--steps 200] [--plot PNG] (default
+bench-out/moe_load.png; ``--plot docs/moe_load.png`` replaces the figure of docs/encoders.md);
 the last line is one JSON object.
 """
 
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--plot", default="docs/moe_load.png")
+    parser.add_argument("--plot", default="bench-out/moe_load.png")
     args = parser.parse_args()
     torch.set_num_threads(2)
     text = (data_root() / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")

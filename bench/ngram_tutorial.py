@@ -2,14 +2,16 @@
 
 Counts PTB's training text once at order 7, then estimates every smoothing from the same
 counts (an order-n model uses the first n orders), scores PTB's test set (with </s>) and
-draws docs/ngram_perplexity.png. Jelinek-Mercer fits its weights on PTB's validation set.
-Prints JSON; the last line is one JSON object.
+draws the perplexity-against-order plot (``--plot``, default bench-out/ngram_perplexity.png;
+``--plot docs/ngram_perplexity.png`` replaces the figure of docs/ngram.md). Jelinek-Mercer fits its
+weights on PTB's validation set. Prints JSON; the last line is one JSON object.
 
-    python bench/ngram_tutorial.py    # LMLAB_DATA must point at the shared data
+    LMLAB_DATA=../shared/data python bench/ngram_tutorial.py [--plot PNG] [SMOOTHING ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -43,6 +45,10 @@ def test_perplexity(lm: NgramLM, ids: np.ndarray, mask: np.ndarray) -> float:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("smoothings", nargs="*", default=list(SMOOTHINGS), help="estimators of the table (default all)")
+    parser.add_argument("--plot", default="bench-out/ngram_perplexity.png", help="where to draw the plot")
+    args = parser.parse_args()
     train, valid, test = open_corpus("ptb:train"), open_corpus("ptb:valid"), open_corpus("ptb:test")
     tok = WordLevelTokenizer("word").train(train)
     start = time.perf_counter()
@@ -53,7 +59,7 @@ def main() -> int:
 
     lambdas = {n: fit_jm_lambdas(train, tok, n, valid) for n in TABLE_ORDERS}
     table: dict = {}
-    for smoothing in SMOOTHINGS if len(sys.argv) < 2 else sys.argv[1:]:
+    for smoothing in args.smoothings:
         for n in TABLE_ORDERS:
             options = {"lambdas": lambdas[n]} if smoothing == "jm" else {}
             start = time.perf_counter()
@@ -71,7 +77,7 @@ def main() -> int:
             except DataError:  # e.g. modified KN's discounts cannot be estimated from raw unigram counts
                 value = None
             curves.setdefault(s, []).append(value)
-    plot(curves)
+    plot(curves, args.plot)
     table = {k: {o: {**v, "perplexity": v["perplexity"] if math.isfinite(v["perplexity"]) else "inf"}
                  for o, v in rows.items()} for k, rows in table.items()}
     print(json.dumps({"count_seconds_order7": count_seconds, "jm_lambdas": lambdas, "table": table,
@@ -79,7 +85,7 @@ def main() -> int:
     return 0
 
 
-def plot(curves: dict[str, list[float]]) -> None:
+def plot(curves: dict[str, list[float]], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,7 +103,7 @@ def plot(curves: dict[str, list[float]]) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(REPO / "docs" / "ngram_perplexity.png") as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
 
 

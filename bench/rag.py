@@ -76,6 +76,7 @@ def main() -> None:
     result = {"model": args.model, "chunks": chunks, "k": args.k, "min_coverage": args.min_coverage,
               "questions": n, "absent_questions": len(absent),
               "retrieval_hit_rate": rate(lambda r: r["retrieved_answer_source"]),
+              "citations_written_by_model": rate(lambda r: r["cited_by"] == "model"),
               "cites_answer_source_free": rate(lambda r: r["cites_answer_source"] and r["cited_by"] == "model"),
               "cites_answer_source_model": rate(lambda r: r["cites_answer_source"]),
               "cites_answer_source_overlap_fallback": rate(lambda r: r["overlap_cites_answer_source"]),

@@ -9,7 +9,7 @@ BLEU on the 2016 test set with lmlab's BLEU, next to the copy-the-source baselin
 5. peer model (``--peer``): ``transformers``' ``BartForConditionalGeneration`` of the same shape
    trained on the very same batches with the same optimizer and schedule (median target tokens/s
    per step, as ours from metrics.jsonl) and, when it runs every step, greedy-decoded and scored.
-Run: LMLAB_DATA=/work/shared/data python bench/seq2seq.py [--steps 600]; the last line is one JSON object
+Run: LMLAB_DATA=../shared/data python bench/seq2seq.py [--steps 600]; the last line is one JSON object
 (``--from-run RUN`` evaluates a finished run instead of training one).
 """
 

@@ -1,14 +1,20 @@
 """Benchmark: training time and encoding throughput of lmlab's tokenizers against their peers.
 
-On WikiText-2 train: training time of BPE (▁), byte-level BPE, WordPiece and Unigram at each
+On WikiText-2 train: training time (text in, tokenizer out) of BPE (▁), byte-level BPE,
+WordPiece (likelihood score; ``wordpiece-count``: HF's count-based variant) and Unigram at each
 vocabulary size against HF ``tokenizers`` (one thread) and ``sentencepiece`` (BPE, Unigram; one
-thread); encoding throughput (MB/s) of the trained byte-level BPE against HF ``tokenizers``
-(one thread, batched) and ``tiktoken`` built offline from the same ranks. Peers are measured
-in the same run; ratios are ours / theirs for time and ours / theirs for throughput. Also the
-quality table: tokens per byte (and per word) on WikiText-2 test of each algorithm at the
-first vocabulary size, next to SmolLM2's tokenizer. The last line printed is one JSON object.
+thread), in ``--rounds`` interleaved rounds (ours, HF, sentencepiece, ours, …) after one
+warm-up training of every kind (numba kernels load from their cache then). Each row gives the
+median wall and CPU seconds of each tool and ``ratio_vs_hf`` = our median / HF's median (wall;
+``ratio_vs_hf_cpu`` on CPU time, steadier on a shared machine), with the load average of each
+round. Then encoding throughput (MB/s) of the trained byte-level BPE against HF ``tokenizers``
+(one thread, batched) and ``tiktoken`` built offline from the same ranks, and the quality
+table: tokens per byte (and per word) on WikiText-2 test of each algorithm at the first
+vocabulary size, next to SmolLM2's tokenizer. The CPU model and ISA come first. One JSON line
+per trainer; the last line printed is one JSON object with everything.
 
-    python bench/tokenization.py [--sizes 8000 32000] [--kinds bpe byte-bpe wordpiece unigram] [--lines N]
+    python bench/tokenization.py [--sizes 8000 32000] [--kinds bpe byte-bpe wordpiece wordpiece-count unigram]
+                                 [--rounds 3] [--lines N]
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +35,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
+from lmlab.core.machine import cpu_info  # noqa: E402
 from lmlab.core.progress import set_quiet  # noqa: E402
 from lmlab.data import data_root  # noqa: E402
 from lmlab.tokenizers import load  # noqa: E402
@@ -43,7 +51,21 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
-def hf_train(kind: str, lines: list[str], vocab_size: int) -> float:
+def timed_cpu(fn) -> tuple[object, float, float]:
+    """(result, wall seconds, CPU seconds of this process)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def ours_train(kind: str, lines: list[str], vocab_size: int):
+    if kind == "wordpiece-count":
+        return train_tokenizer("wordpiece", lines, vocab_size, wordpiece_score="count")
+    return train_tokenizer(kind, lines, vocab_size)
+
+
+def hf_train(kind: str, lines: list[str], vocab_size: int) -> tuple[float, float]:
+    """HF tokenizers' training (wall, CPU seconds); both WordPiece kinds compare with its WordPiece trainer."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     if kind == "byte-bpe":
@@ -56,7 +78,7 @@ def hf_train(kind: str, lines: list[str], vocab_size: int) -> float:
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
                                       show_progress=False)
-    elif kind == "wordpiece":
+    elif kind in ("wordpiece", "wordpiece-count"):
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -68,11 +90,11 @@ def hf_train(kind: str, lines: list[str], vocab_size: int) -> float:
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         trainer = trainers.UnigramTrainer(vocab_size=vocab_size, show_progress=False, unk_token="<unk>",
                                           special_tokens=["<unk>", "<s>", "</s>", "<pad>"])
-    _, seconds = timed(lambda: tok.train_from_iterator(lines, trainer))
-    return seconds
+    _, wall, cpu = timed_cpu(lambda: tok.train_from_iterator(lines, trainer))
+    return wall, cpu
 
 
-def spm_train(kind: str, path: Path, vocab_size: int, workdir: str) -> float | None:
+def spm_train(kind: str, path: Path, vocab_size: int, workdir: str) -> tuple[float, float] | None:
     try:
         import sentencepiece as spm
     except ImportError:
@@ -83,11 +105,26 @@ def spm_train(kind: str, path: Path, vocab_size: int, workdir: str) -> float | N
                 model_type=kind, num_threads=1, character_coverage=1.0, minloglevel=2, hard_vocab_limit=False,
                 max_sentence_length=100000)
     try:
-        _, seconds = timed(lambda: spm.SentencePieceTrainer.train(**args))
+        _, wall, cpu = timed_cpu(lambda: spm.SentencePieceTrainer.train(**args))
     except RuntimeError as exc:  # e.g. vocabulary larger than the corpus allows
         print(f"sentencepiece {kind} {vocab_size}: {exc}", file=sys.stderr)
         return None
-    return seconds
+    return wall, cpu
+
+
+def median_row(kind: str, size: int, rounds: list[dict]) -> dict:
+    """Medians over the interleaved rounds, and our ratios against each peer."""
+    row: dict = {"kind": kind, "vocab_size": size, "rounds": len(rounds),
+                 "load_per_round": [r["load"] for r in rounds]}
+    for tool in ("ours", "hf_tokenizers", "sentencepiece"):
+        if tool in rounds[0]:
+            row[f"{tool}_s"] = statistics.median(r[tool][0] for r in rounds)
+            row[f"{tool}_cpu_s"] = statistics.median(r[tool][1] for r in rounds)
+    for tool, name in (("hf_tokenizers", "hf"), ("sentencepiece", "sentencepiece")):
+        if f"{tool}_s" in row:
+            row[f"ratio_vs_{name}"] = row["ours_s"] / row[f"{tool}_s"]
+            row[f"ratio_vs_{name}_cpu"] = row["ours_cpu_s"] / row[f"{tool}_cpu_s"]
+    return row
 
 
 def encode_throughput(tok_path: Path, lines: list[str], n_bytes: int) -> dict:
@@ -120,42 +157,56 @@ def encode_throughput(tok_path: Path, lines: list[str], n_bytes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8000, 32000])
-    parser.add_argument("--kinds", nargs="+", default=["bpe", "byte-bpe", "wordpiece", "unigram"])
+    parser.add_argument("--kinds", nargs="+", default=["bpe", "byte-bpe", "wordpiece", "wordpiece-count", "unigram"])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per row (median)")
     parser.add_argument("--lines", type=int, default=None, help="use only the first N lines of train")
     args = parser.parse_args()
     set_quiet(True)
+    machine = cpu_info()
+    print(json.dumps({"machine": machine}), file=sys.stderr, flush=True)
     path = data_root() / "wikitext-2" / "train.txt"
     lines = path.read_text(encoding="utf-8").splitlines()
     if args.lines:
         lines = lines[:args.lines]
     n_bytes = sum(len(t.encode("utf-8")) for t in lines)
     test = (data_root() / "wikitext-2" / "test.txt").read_text(encoding="utf-8").splitlines()
-    result: dict = {"corpus": f"wikitext-2 train ({len(lines)} lines, {n_bytes / 1e6:.1f} MB)", "training": [],
-                    "quality_on_test": [],
-                    "note": "HF tokenizers with TOKENIZERS_PARALLELISM=false (1 thread); sentencepiece num_threads=1"}
+    result: dict = {"machine": machine, "corpus": f"wikitext-2 train ({len(lines)} lines, {n_bytes / 1e6:.1f} MB)",
+                    "training": [], "quality_on_test": [],
+                    "note": "HF tokenizers with TOKENIZERS_PARALLELISM=false (1 thread); sentencepiece num_threads=1; "
+                            f"medians of {args.rounds} interleaved rounds after a warm-up of every kind"}
+    try:
+        import tokenizers  # noqa: F401
+        have_hf = True
+    except ImportError:
+        have_hf = False
+    for kind in args.kinds:  # warm-up: numba kernels compile (first run ever) or load from their cache
+        ours_train(kind, lines[:200], 300)
     with tempfile.TemporaryDirectory() as workdir:
         corpus_file = Path(workdir) / "train.txt"
         corpus_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         encode_path = None
         for size in args.sizes:
             for kind in args.kinds:
-                tok, ours_s = timed(lambda: train_tokenizer(kind, lines, size))  # noqa: B023
-                row = {"kind": kind, "vocab_size": size, "ours_s": ours_s}
+                rounds = []
+                for _ in range(args.rounds):
+                    measured: dict = {"load": round(os.getloadavg()[0], 2)}
+                    tok, wall, cpu = timed_cpu(lambda: ours_train(kind, lines, size))  # noqa: B023
+                    measured["ours"] = (wall, cpu)
+                    if have_hf:
+                        measured["hf_tokenizers"] = hf_train(kind, lines, size)
+                    spm = spm_train(kind, corpus_file, size, workdir)
+                    if spm is not None:
+                        measured["sentencepiece"] = spm
+                    rounds.append(measured)
+                row = median_row(kind, size, rounds)
+                if not have_hf:
+                    row["hf_tokenizers_s"] = "not installed: not measured"
                 saved = tok.save(Path(workdir) / f"{kind}_{size}.json")
                 if kind == "byte-bpe" and encode_path is None:
                     encode_path = saved
                 if size == args.sizes[0]:
                     result["quality_on_test"].append({"tokenizer": f"{kind} {size}", **tokenizer_stats(tok, test)})
-                try:
-                    row["hf_tokenizers_s"] = hf_train(kind, lines, size)
-                    row["ratio_vs_hf"] = ours_s / row["hf_tokenizers_s"]
-                except ImportError:
-                    row["hf_tokenizers_s"] = "not installed: not measured"
-                spm_s = spm_train(kind, corpus_file, size, workdir)
-                if spm_s is not None:
-                    row["sentencepiece_s"] = spm_s
-                    row["ratio_vs_sentencepiece"] = ours_s / spm_s
-                print(json.dumps(row), file=sys.stderr, flush=True)
+                print(json.dumps(row), flush=True)
                 result["training"].append(row)
         if encode_path is not None:
             result["encode_byte_bpe"] = {"tokenizer": encode_path.name, **encode_throughput(encode_path, lines, n_bytes)}

@@ -1,7 +1,8 @@
 """lmlab — a language-model laboratory: tokenizers, language models, decoding, evaluation, serving.
 
-Layers (lower never import higher): core → tokenizers/data → lm/ngram/models/kvcache →
-train/peft/align → generate/quant → retrieval/eval/classify/agents → cli/serve.
+Layers (lower never import higher; the README's "Layout" and tests/test_repo.py say the same):
+core → tokenizers/data/analysis/formats → lm/ngram/models/embeddings/kvcache/wordalign →
+train/peft/align → generate/quant → retrieval/eval/classify/agents/tagging → cli/serve.
 """
 
 __version__ = "0.1.0"

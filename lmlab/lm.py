@@ -87,14 +87,20 @@ class LanguageModel(ABC):
         on neural models, log-probabilities on count models); ``log_softmax`` gives ``next_logprobs``."""
         return self.next_logprobs(tokens, state)
 
-    def prefill(self, prompts: Sequence[Sequence[int]], reserve: int = 0) -> tuple[torch.Tensor, State]:
+    def prefill(self, prompts: Sequence[Sequence[int]], reserve: int = 0,
+                setup: Any = None) -> tuple[torch.Tensor, State]:
         """Feed each prompt (ids, any lengths ≥ 1) from the empty state: the next-token scores [N, V]
         and one state holding the N rows. ``reserve`` says how many tokens will follow (a hint
-        for preallocating caches). The default runs the prompts one by one."""
+        for preallocating caches); ``setup(state)``, if given, prepares each fresh state before a
+        token goes in (KV-cache policies choose storage and observations there). The default runs
+        the prompts one by one."""
         scores, states = [], []
         for prompt in prompts:
             ids = as_id_tensor(list(prompt), self.vocab_size, self.device)
-            row, state = self.next_scores(ids, self.initial_state(1))
+            state = self.initial_state(1)
+            if setup is not None:
+                setup(state)
+            row, state = self.next_scores(ids, state)
             scores.append(row.float())
             states.append(state)
         return torch.cat(scores), states[0] if len(states) == 1 else self.concat_states(states)

@@ -48,7 +48,6 @@ def test_analyzer_rejects_bad_settings_and_input():
 
 
 def test_porter_stemming_plugs_into_the_analyzer():
-    pytest.importorskip("lmlab.analysis.porter")  # written by the evaluation work; skip until it lands
     a = Analyzer(stemmer="porter")
     assert a("The cats were running connections") == ["cat", "were", "run", "connect"]
     assert Analyzer.from_dict(a.to_dict())("ponies") == ["poni"]

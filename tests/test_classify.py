@@ -121,7 +121,6 @@ def test_fnv1a_is_fasttexts_hash():
 
 
 def test_fasttext_style_learns(no_progress):
-    pytest.importorskip("numba")
     model = FastTextClassifier(dim=8, epochs=50, lr=0.5, buckets=1000).fit(TEXTS, LABELS)
     assert model.score(TEXTS, LABELS) == 1.0
     proba = model.predict_proba(["great fun", "boring mess"])
@@ -149,8 +148,6 @@ def test_hand_computed_metrics():
                                   lambda: CBOWClassifier(dim=4, epochs=2),
                                   lambda: FastTextClassifier(dim=4, buckets=100)])
 def test_save_and_load_give_the_same_predictions(tmp_path, make, no_progress):
-    if isinstance(make(), FastTextClassifier):
-        pytest.importorskip("numba")
     model = make().fit(TEXTS, LABELS)
     save_classifier(tmp_path / "m", model)
     back = load_classifier(tmp_path / "m")
@@ -192,6 +189,7 @@ def test_labelled_data_sets_read():
 @pytest.mark.slow
 def test_agnews_logistic_regression_is_close_to_scikit_learn():
     need_data("agnews", "train_subset_10k.tsv")
+    need_data("agnews", "test.csv")
     lin = pytest.importorskip("sklearn.linear_model")
     xt, yt = load_labeled("agnews:train")
     xt, yt = xt[:1500], yt[:1500]

@@ -288,7 +288,7 @@ def test_minilm_fine_tunes_a_few_steps_on_sst2(tmp_path, no_progress):
     from lmlab.classify import load_labeled
     from tests.conftest import need_data
 
-    need_data("sst2")
+    need_data("sst2", "dev.tsv")
     texts, labels = load_labeled("sst2:dev")
     clf = FineTunedClassifier("minilm", steps=3, batch_size=8, max_length=32, lr=5e-5, device="cpu")
     clf.fit(texts[:48], labels[:48])

@@ -13,6 +13,7 @@ from lmlab.data import (
     open_corpus,
     text_file,
 )
+from tests.conftest import need_data
 
 
 def test_lines_blocks_and_file_units(tmp_path):
@@ -83,9 +84,8 @@ def test_dataset_registry_lists_every_set():
     assert all(row["path"].startswith(str(data_root())) for row in list_datasets())
 
 
-def test_named_split(shared_data):
-    if not (shared_data / "ptb").exists():
-        pytest.skip("PTB not present")
+def test_named_split():
+    need_data("ptb", "ptb.valid.txt")
     first = next(iter(open_corpus("ptb:valid")))
     assert first.split()[:3] == ["consumers", "may", "want"]
     with pytest.raises(Exception, match="no split 'dev'"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from decoding_reference import reference_continuation
+from tiny_lm import TEXT, tiny_transformer
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.core.errors import ConfigError, LmlabError
@@ -16,11 +17,7 @@ from lmlab.generate.loop import DecodeLoop
 from lmlab.generate.processors import NoRepeatNgram, RepetitionPenalty
 from lmlab.generate.settings import DecodingSettings, SettingError
 from lmlab.kvcache import KVCache
-from lmlab.models.config import TransformerConfig
-from lmlab.models.transformer import TransformerLM
 from lmlab.tokenizers import WordLevelTokenizer
-
-TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!"
 
 
 @pytest.fixture(scope="module")
@@ -28,22 +25,10 @@ def tok():
     return WordLevelTokenizer("char").train([TEXT])
 
 
-def make(tok, preset="llama", context_length=128):
-    torch.manual_seed(0)
-    args = dict(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                context_length=context_length)
-    if preset != "llama":
-        args.pop("n_kv_heads")
-    lm = TransformerLM(TransformerConfig.from_preset(preset, **args)).eval()
-    with torch.no_grad():  # sharp logits: greedy paths are not near-ties
-        lm.head.weight.mul_(40)
-    return lm
-
-
 # --- the cache ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("preset", ["llama", "gpt2"])
 def test_concatenated_and_selected_caches_continue_exactly(tok, preset):
-    lm = make(tok, preset)
+    lm = tiny_transformer(tok, preset, context_length=128)
     prompts = [tok.encode("the quick brown"), tok.encode("a"), tok.encode("pack my")]
     alone = []
     for p in prompts:  # each prompt alone: its next three tokens' logits, fed greedily
@@ -73,7 +58,7 @@ def test_concatenated_and_selected_caches_continue_exactly(tok, preset):
 
 
 def test_evicting_positions_equals_masking_them(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok, context_length=128)
     ids = torch.tensor([tok.encode("the quick brown fox")])
     nxt = torch.tensor([[tok.encode("j")[0]]])
     _, evicted = lm.next_scores(ids, lm.initial_state(1, capacity=32, growable=True))
@@ -126,7 +111,7 @@ def test_strategies_and_their_combinations():
 
 # --- the loop ------------------------------------------------------------------------------------
 def test_waiting_prompts_are_prefilled_in_one_forward_and_n_rows_share_it(tok, monkeypatch):
-    lm = make(tok)
+    lm = tiny_transformer(tok, context_length=128)
     calls = []
     prefill = lm.prefill
     monkeypatch.setattr(lm, "prefill", lambda prompts, reserve=0: calls.append(len(prompts)) or prefill(prompts, reserve))
@@ -149,7 +134,7 @@ def test_waiting_prompts_are_prefilled_in_one_forward_and_n_rows_share_it(tok, m
 
 
 def test_chunked_prefill_equals_one_forward(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok, context_length=128)
     long, short = tok.encode("pack my box with five dozen liquor jugs"), tok.encode("the")
     greedy = DecodingSettings(greedy=True, max_new_tokens=8, stop_ids=())
     expected = [reference_continuation(lm, p, 8)[0] for p in (long, short)]
@@ -166,7 +151,7 @@ def test_chunked_prefill_equals_one_forward(tok):
 
 
 def test_beams_and_samples_share_one_batch(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok, context_length=128)
     beam = DecodingSettings(beam_size=3, n=2, max_new_tokens=6, stop_ids=())
     sample = DecodingSettings(top_k=5, seed=4, max_new_tokens=9, stop_ids=())
     best = DecodingSettings(best_of=4, n=2, seed=2, max_new_tokens=5, stop_ids=())
@@ -185,7 +170,7 @@ def test_beams_and_samples_share_one_batch(tok):
 
 
 def test_repetition_penalty_and_ngram_blocking_act_on_raw_logits(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok, context_length=128)
     prompt = tok.encode("the quick brown fox jumps over the lazy dog")
     chain = [RepetitionPenalty(1.3), NoRepeatNgram(3)]
     out = Engine(lm, tok, processors=chain, greedy=True).generate([Request(prompt, max_new_tokens=20, stop_ids=[])])[0]
@@ -196,7 +181,7 @@ def test_repetition_penalty_and_ngram_blocking_act_on_raw_logits(tok):
 
 
 def test_zero_new_tokens_only_prefills(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok, context_length=128)
     out = Engine(lm, tok).generate([Request(tok.encode("the"), settings=DecodingSettings(max_new_tokens=0, n=2))])
     assert [c.ids for c in out] == [[], []]
 
@@ -221,7 +206,7 @@ def test_every_protocol_model_runs_through_the_loop(tok):
 
 
 def test_a_failing_request_leaves_the_batch_alone(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok, context_length=128)
     everything = tuple(range(tok.vocab_size))
     loop = DecodeLoop(lm, tok)
     events = {}

@@ -112,7 +112,7 @@ def test_minilm_matches_sentence_transformers(no_progress):
     hidden, mask, ids = sentence_encoder("minilm").token_states(batch)
     assert features["input_ids"].tolist() == ids
     keep = mask.bool()
-    assert (token_embeddings[keep] - hidden[keep]).abs().max() < 1e-4
+    assert (token_embeddings[keep] - hidden[keep]).abs().max() < 1e-5  # 2.7e-6 measured
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from decoding_reference import reference_continuation
+from tiny_lm import TEXT, tiny_transformer
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.core.errors import LmlabError
@@ -15,11 +16,7 @@ from lmlab.generate import TopK, sample, standard_chain
 from lmlab.generate.chat_template import chat_prompt, render_chat
 from lmlab.generate.engine import Engine, Request
 from lmlab.generate.output import StopStrings, TextRow
-from lmlab.models.config import TransformerConfig
-from lmlab.models.transformer import TransformerLM
 from lmlab.tokenizers import WordLevelTokenizer
-
-TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!"
 
 
 @pytest.fixture(scope="module")
@@ -27,21 +24,9 @@ def tok():
     return WordLevelTokenizer("char").train([TEXT])
 
 
-def make(tok, preset="llama", seed=0, **kw):
-    torch.manual_seed(seed)
-    args = dict(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, context_length=64)
-    args.update(kw)
-    if preset != "llama":
-        args.pop("n_kv_heads")
-    lm = TransformerLM(TransformerConfig.from_preset(preset, **args)).eval()
-    with torch.no_grad():  # sharper logits than the 0.02 init, so greedy paths are not ties
-        lm.head.weight.mul_(40)
-    return lm
-
-
 @pytest.mark.parametrize("preset", ["llama", "gpt2"])
 def test_static_cache_equals_concatenating_cache(tok, preset):
-    lm = make(tok, preset)
+    lm = tiny_transformer(tok, preset)
     ids = torch.randint(0, tok.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[1, :3] = 0
@@ -58,14 +43,14 @@ def test_static_cache_equals_concatenating_cache(tok, preset):
 
 
 def test_static_cache_overflow_is_an_error(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     state = lm.initial_state(1, capacity=4)
     with pytest.raises(LmlabError, match="static cache"):
         lm(torch.zeros(1, 5, dtype=torch.long), state)
 
 
 def test_greedy_engine_equals_an_uncached_reference(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     prompt = tok.encode("the quick")
     out = Engine(lm, tok, greedy=True).generate([Request(prompt, max_new_tokens=12, stop_ids=[])])[0]
     ids, logprobs = reference_continuation(lm, prompt, 12)
@@ -78,7 +63,7 @@ def test_greedy_engine_equals_an_uncached_reference(tok):
 def test_decode_layout_restrides_in_place_and_keeps_outputs(tok, preset):
     from lmlab.models.layout import column_major_linears, decode_layout
 
-    lm = make(tok, preset)
+    lm = tiny_transformer(tok, preset)
     ids = torch.randint(0, tok.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
     before, _ = lm(ids)
     params = dict(lm.named_parameters())
@@ -110,15 +95,15 @@ def test_decode_layout_restrides_in_place_and_keeps_outputs(tok, preset):
         attn.packed = None
         fresh, _ = lm(ids)
     assert torch.equal(stale, fresh)
-    assert column_major_linears(make(tok, preset).to(torch.bfloat16)) == 0  # float32 only
-    kept = make(tok, preset)
+    assert column_major_linears(tiny_transformer(tok, preset).to(torch.bfloat16)) == 0  # float32 only
+    kept = tiny_transformer(tok, preset)
     Engine(kept, tok, decode_layout=False)
     assert all(m.weight.is_contiguous() for m in kept.modules() if isinstance(m, torch.nn.Linear))
 
 
 @pytest.mark.parametrize("greedy", [True, False])
 def test_batched_with_padding_equals_one_by_one(tok, greedy):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     chain = [] if greedy else standard_chain(temperature=0.9, top_k=8, repetition_penalty=1.3)
     engine = Engine(lm, tok, processors=chain, greedy=greedy)
     requests = [Request(tok.encode(p), max_new_tokens=n, stop_ids=[], seed=s)
@@ -131,7 +116,7 @@ def test_batched_with_padding_equals_one_by_one(tok, greedy):
 
 
 def test_seeded_sampling_matches_an_uncached_reference(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     prompt = tok.encode("the lazy")
     chain = [TopK(5)]
     ours = Engine(lm, tok, processors=chain).generate([Request(prompt, max_new_tokens=10, stop_ids=[], seed=7)])[0]
@@ -142,7 +127,7 @@ def test_seeded_sampling_matches_an_uncached_reference(tok):
 
 
 def test_top_k_one_equals_greedy(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     prompt = tok.encode("five dozen")
     a = Engine(lm, tok, processors=[TopK(1)]).generate([Request(prompt, max_new_tokens=8, stop_ids=[], seed=3)])[0]
     b = Engine(lm, tok, greedy=True).generate([Request(prompt, max_new_tokens=8, stop_ids=[])])[0]
@@ -150,7 +135,7 @@ def test_top_k_one_equals_greedy(tok):
 
 
 def test_stop_ids_and_stop_strings(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     prompt = tok.encode("the quick")
     free = Engine(lm, tok, greedy=True).generate([Request(prompt, max_new_tokens=16, stop_ids=[])])[0]
     first = free.ids[3]
@@ -163,7 +148,7 @@ def test_stop_ids_and_stop_strings(tok):
 
 
 def test_stream_pieces_join_to_the_text_and_never_show_a_stop(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     prompt = tok.encode("over the")
     engine = Engine(lm, tok, greedy=True)
     free = engine.generate([Request(prompt, max_new_tokens=20, stop_ids=[])])[0]
@@ -194,7 +179,7 @@ def test_stream_pieces_are_whole_characters():
 
 
 def test_context_overflow_error_or_truncation(tok):
-    lm = make(tok, context_length=16)
+    lm = tiny_transformer(tok, context_length=16)
     prompt = tok.encode("the quick brown fox")
     with pytest.raises(LmlabError, match="context of 16"):
         Engine(lm, tok, greedy=True).generate([Request(prompt, max_new_tokens=4)])
@@ -217,7 +202,7 @@ def test_any_protocol_model_runs_through_the_engine(tok):
 
 
 def test_stats_are_reported(tok):
-    out = Engine(make(tok), tok, greedy=True).generate([Request(tok.encode("the"), max_new_tokens=5, stop_ids=[])])[0]
+    out = Engine(tiny_transformer(tok), tok, greedy=True).generate([Request(tok.encode("the"), max_new_tokens=5, stop_ids=[])])[0]
     s = out.stats.to_dict()
     assert s["prompt_tokens"] == 3 and s["generated_tokens"] == 5
     assert s["prefill_tokens_per_s"] > 0 and s["decode_tokens_per_s"] > 0 and s["time_to_first_token_s"] > 0
@@ -263,7 +248,7 @@ def test_bad_decoding_settings_are_one_clear_error(capsys, tmp_path):
     from lmlab.models import save_model_dir
 
     t = WordLevelTokenizer("char").train([TEXT])
-    save_model_dir(tmp_path / "m", *make(t).to_state(), tokenizer=t)
+    save_model_dir(tmp_path / "m", *tiny_transformer(t).to_state(), tokenizer=t)
     for flag, value, match in (("--top-p", "1.5", "top_p"), ("--top-p", "0", "top_p"),
                                ("--temperature", "-1", "temperature")):
         code = main(["generate", "--model", str(tmp_path / "m"), "--prompt", "the", flag, value])
@@ -275,7 +260,7 @@ def test_generate_cli_json_has_timing(capsys, tmp_path):
     from lmlab.models import save_model_dir
 
     t = WordLevelTokenizer("char").train([TEXT])
-    save_model_dir(tmp_path / "m", *make(t).to_state(), tokenizer=t)
+    save_model_dir(tmp_path / "m", *tiny_transformer(t).to_state(), tokenizer=t)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the quick\na lazy dog\n")
     assert main(["generate", "--model", str(tmp_path / "m"), "--prompts-file", str(prompts), "--greedy",
@@ -294,7 +279,7 @@ def test_chat_cli_piped_keeps_history_and_commands(capsys, monkeypatch, tmp_path
     t = WordLevelTokenizer("char").train([TEXT + "<>|_/"])
     t.chat_template = "{% for m in messages %}<{{ m['role'] }}|{{ m['content'] }}>{% endfor %}" \
         "{% if add_generation_prompt %}<assistant|{% endif %}"
-    lm = make(t)
+    lm = tiny_transformer(t)
     monkeypatch.setattr("lmlab.models.load_model", lambda *a, **k: (lm, t))
     monkeypatch.setattr("sys.stdin", io.StringIO("the fox\n/settings\n/system be lazy\nover the dog\n/reset\nhi\n"))
     assert main(["chat", "--model", str(tmp_path), "--greedy", "--max-new-tokens", "4", "--json"]) == 0

@@ -14,7 +14,6 @@ from lmlab.models.transformer import TransformerLM
 
 @pytest.mark.slow
 def test_compiled_decoding_gives_the_same_greedy_tokens():
-    pytest.importorskip("torch._inductor")
     torch.manual_seed(0)
     lm = TransformerLM(TransformerConfig.from_preset("llama", vocab_size=40, d_model=32, n_layers=2, n_heads=4,
                                                      n_kv_heads=2, context_length=64)).eval()

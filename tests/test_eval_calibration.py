@@ -97,7 +97,6 @@ def test_temperature_scaling_recovers_the_temperature_and_never_raises_nll():
 
 
 def test_reliability_diagram_png(tmp_path):
-    pytest.importorskip("matplotlib")
     path = tmp_path / "rel.png"
     reliability_diagram([0.2, 0.6, 0.9, 0.95], [0, 1, 1, 0], str(path), n_bins=5)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

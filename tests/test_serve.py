@@ -16,8 +16,6 @@ import pytest
 import torch
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
 from lmlab.generate.chat_template import chat_prompt  # noqa: E402

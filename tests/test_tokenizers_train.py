@@ -169,3 +169,43 @@ def test_sample_encode_is_reproducible_and_decodes_to_the_text():
     assert a == tok.sample_encode("the cat sat", alpha=0.5, seed=3)
     assert tok.decode(a) == "the cat sat"
     assert len({tuple(tok.sample_encode("the cat sat", alpha=0.1, seed=s)) for s in range(20)}) > 1
+
+
+def test_count_wordpiece_learns_hf_tokenizers_vocabulary(wikitext):
+    # HF's WordPiece trainer is its BPE trainer with "##": it numbers the ##-symbols in hash-map order, so
+    # its ties (and vocabulary) vary between runs; started from HF's initial ids, ours must learn its vocabulary
+    hf = pytest.importorskip("tokenizers")
+    from lmlab.tokenizers.trainers import PIPELINES, count_words
+
+    train, _ = wikitext
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    ref = hf.Tokenizer(hf.models.WordPiece(unk_token="[UNK]"))
+    ref.normalizer = hf.normalizers.BertNormalizer(lowercase=True)
+    ref.pre_tokenizer = hf.pre_tokenizers.BertPreTokenizer()
+    ref.train_from_iterator(train, hf.trainers.WordPieceTrainer(vocab_size=700, special_tokens=specials,
+                                                                show_progress=False))
+    vocab = json.loads(ref.to_str())["model"]["vocab"]
+    theirs = sorted(vocab, key=vocab.get)
+    n_initial = next(i for i, t in enumerate(theirs) if t not in specials and len(t.removeprefix("##")) > 1)
+    counts = count_words(train, PIPELINES["wordpiece"]["normalizer"], PIPELINES["wordpiece"]["pre_tokenizer"])
+    assert learn_wordpiece(counts, 700, specials=theirs[:n_initial], score="count") == theirs
+    ours = train_tokenizer("wordpiece", train, 700, wordpiece_score="count")
+    assert ours.vocab_size == 700 and set(ours.get_vocab()) != set(learn_wordpiece(counts, 700, specials=specials))
+
+
+def test_min_frequency_is_refused_where_merges_are_not_count_based():
+    with pytest.raises(ConfigError, match="min_frequency"):
+        train_tokenizer("wordpiece", ["a b c"], 40, min_frequency=2)
+    with pytest.raises(ConfigError, match="min_frequency"):
+        train_tokenizer("unigram", ["a b c"], 40, min_frequency=2)
+    with pytest.raises(ConfigError, match="wordpiece_score"):
+        train_tokenizer("bpe", ["a b c"], 40, wordpiece_score="count")
+    tok = train_tokenizer("wordpiece", ["ab ab ab cd"], 20, wordpiece_score="count", min_frequency=2)
+    assert "ab" in tok.get_vocab() and "cd" not in tok.get_vocab()
+
+
+def test_unigram_stops_when_only_characters_are_left():
+    # asking for fewer pieces than there are characters ends with every character (it used to loop forever)
+    words = {"\u2581abcdef": 3, "\u2581fedcba": 2, "\u2581ghij": 1}
+    pieces = learn_unigram(words, 4, seed_size=50)
+    assert {p for p, _ in pieces} == set("".join(words))

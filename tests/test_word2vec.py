@@ -10,9 +10,8 @@ import torch
 from lmlab.core.errors import ConfigError, DataError
 from lmlab.data import from_texts
 from lmlab.embeddings import Word2VecConfig, build_vocab, encode, huffman_codes, train_word2vec
+from lmlab.embeddings import _kernels as kernels
 from lmlab.embeddings.word2vec import _jobs, keep_probabilities, noise_table
-
-kernels = pytest.importorskip("lmlab.embeddings._kernels", exc_type=ImportError)
 
 
 # --- Huffman tree ---------------------------------------------------------------------------

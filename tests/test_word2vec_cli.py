@@ -6,8 +6,6 @@ import pytest
 
 from lmlab.cli import main
 
-pytest.importorskip("numba")
-
 
 def run(capsys, *argv):
     code = main(list(argv))
@@ -36,7 +34,6 @@ def test_word2vec_train_similar_analogy_plot(capsys, corpus, tmp_path):
         assert code == 0 and len(json.loads(out)["neighbours"]) == 3
     code, out, _ = run(capsys, "word2vec", "analogy", "--vectors", str(out_dir), "cat", "dog", "car", "--json")
     assert code == 0 and json.loads(out)["answers"][0][0] not in ("cat", "dog", "car")
-    pytest.importorskip("matplotlib")
     png = tmp_path / "p.png"
     code, _, _ = run(capsys, "word2vec", "plot", "--vectors", str(out_dir), "--out", str(png), "cat", "dog", "car", "road")
     assert code == 0 and png.read_bytes()[:4] == b"\x89PNG"
@@ -71,12 +68,17 @@ def test_classify_train_eval_predict(capsys, tmp_path):
     rows = [("a great fun film", "pos"), ("great acting and story", "pos"), ("dull boring mess", "neg"),
             ("a boring slow film", "neg")] * 5
     data.write_text("\n".join(f"{t}\t{y}" for t, y in rows) + "\n")
-    for kind in ("logistic", "naive-bayes", "fasttext", "cbow"):
+    settings = {"logistic": [], "naive-bayes": [], "fasttext": ["--buckets", "1000", "--epochs", "20"],
+                "cbow": ["--epochs", "20"]}
+    for kind, extra in settings.items():
         model = tmp_path / kind
         code, out, _ = run(capsys, "classify", "train", "--data", str(data), "--out", str(model), "--kind", kind,
-                           "--eval", str(data), "--buckets", "1000", "--epochs", "20", "--json")
+                           "--eval", str(data), *extra, "--json")
         assert code == 0, kind
         assert json.loads(out)["eval"]["accuracy"] >= 0.75
+    code, _, err = run(capsys, "classify", "train", "--data", str(data), "--out", str(tmp_path / "x"),
+                       "--kind", "logistic", "--buckets", "1000")
+    assert code == 1 and "--buckets does not apply to --kind logistic" in err
     code, out, _ = run(capsys, "classify", "eval", "--model", str(tmp_path / "logistic"), "--data", str(data), "--json")
     result = json.loads(out)
     assert code == 0 and result["accuracy"] == 1.0 and result["confusion_matrix"] == [[10, 0], [0, 10]]

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..core.errors import ConfigError, DataError, InputError
-from ..data import data_root
+from ..data import data_root, text_file
 
 # name → split → (file, reader)
 LABELED = {
@@ -22,18 +22,16 @@ def read_tsv(path: str | os.PathLike, header: bool | None = None) -> tuple[list[
     if not path.is_file():
         raise InputError(f"file not found: {path}", "pass a text<TAB>label file or NAME:SPLIT (sst2:train, agnews:test)")
     texts, labels = [], []
-    with open(path, encoding="utf-8", newline="") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if lineno == 1 and (header or (header is None and line.lower().split("\t")[-1] == "label")):
-                continue
-            if not line.strip():
-                continue
-            text, tab, label = line.rpartition("\t")
-            if not tab:
-                raise DataError(f"{path}:{lineno}: no tab between text and label", "each line must be text<TAB>label")
-            texts.append(text)
-            labels.append(label.strip())
+    for lineno, line in enumerate(text_file(path, keep_blank=True), 1):
+        if lineno == 1 and (header or (header is None and line.lower().split("\t")[-1] == "label")):
+            continue
+        if not line.strip():
+            continue
+        text, tab, label = line.rpartition("\t")
+        if not tab:
+            raise DataError(f"{path}:{lineno}: no tab between text and label", "each line must be text<TAB>label")
+        texts.append(text)
+        labels.append(label.strip())
     if not texts:
         raise DataError(f"{path} has no labelled rows")
     return texts, labels

@@ -9,11 +9,9 @@ batches (AdamW, linear warm-up then linear decay, gradient clipping, checkpoints
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,35 +20,13 @@ from torch import nn
 
 from ..core.errors import DataError, ModelError
 from ..core.validate import check_choice, check_number
-from ..embeddings.sentence import MINILM_NAMES
-from ..models.directory import load_model, model_class
-from ..models.encoder import load_hf_bert, minilm_dir
+from ..models.backbone import load_backbone
+from ..models.directory import model_class
 from ..train import TrainConfig, train
 from .base import CLASS_WEIGHTS, ClassifierMixin, class_weights, encode_labels
 from .batches import SAMPLERS, LabeledBatches, pad_rows
 from .heads import POOLINGS, ClassificationHead
 from .objective import ClassificationLoss
-
-
-def load_backbone(backbone: str | os.PathLike | tuple) -> tuple[nn.Module, Any]:
-    """(model with ``hidden_states``, tokenizer) from a name, a directory, or an in-memory pair."""
-    from ..tokenizers import load
-
-    if isinstance(backbone, tuple):
-        lm, tokenizer = backbone
-    elif str(backbone) in MINILM_NAMES:
-        lm, tokenizer = load_hf_bert(minilm_dir()), load(minilm_dir() / "tokenizer.json")
-    elif (Path(backbone) / "config.json").exists() and json.loads(
-            (Path(backbone) / "config.json").read_text(encoding="utf-8")).get("model_type") == "bert":
-        lm, tokenizer = load_hf_bert(backbone), load(Path(backbone) / "tokenizer.json")
-    else:
-        lm, tokenizer = load_model(backbone)
-    if not hasattr(lm, "hidden_states"):
-        raise ModelError(f"the backbone {backbone!r} is a {type(lm).__name__}, which gives no hidden states",
-                         "fine-tune a transformer: minilm, smollm2-135m-instruct or a transformer model directory")
-    if tokenizer is None:
-        raise ModelError(f"the backbone {backbone!r} has no tokenizer.json", "save the model with its tokenizer")
-    return lm, tokenizer
 
 
 class ClassifierNet(nn.Module):
@@ -89,7 +65,7 @@ class FineTunedClassifier(ClassifierMixin):
                  steps: int | None = None, lr: float = 5e-5, batch_size: int = 32, max_length: int = 64,
                  warmup: float = 0.06, weight_decay: float = 0.01, clip: float = 1.0, dropout: float = 0.1,
                  class_weight: str = "none", sampler: str = "shuffle", run_dir: str | os.PathLike | None = None,
-                 checkpoint_every: int = 100, device: str = "auto", seed: int = 0) -> None:
+                 checkpoint_every: int = 100, device: str = "auto", seed: int = 0, deterministic: bool = True) -> None:
         self.backbone = backbone
         self.pooling = check_choice("pooling", pooling, ("auto",) + POOLINGS)
         self.epochs = int(check_number("epochs", epochs, low=1, integer=True))
@@ -104,7 +80,7 @@ class FineTunedClassifier(ClassifierMixin):
         self.class_weight = check_choice("class_weight", class_weight, CLASS_WEIGHTS)
         self.sampler = check_choice("sampler", sampler, SAMPLERS)
         self.run_dir, self.checkpoint_every = run_dir, int(checkpoint_every)
-        self.device, self.seed = device, seed
+        self.device, self.seed, self.deterministic = device, seed, bool(deterministic)
         self.classes = None
         self.net: ClassifierNet | None = None
         self.tokenizer = None
@@ -142,7 +118,7 @@ class FineTunedClassifier(ClassifierMixin):
         config = TrainConfig(steps=steps, lr=self.lr, schedule="linear", warmup=round(self.warmup * steps),
                              weight_decay=self.weight_decay, beta2=0.999, clip=self.clip, log_every=1,
                              checkpoint_every=self.checkpoint_every if self.run_dir is not None else 0,
-                             device=self.device, seed=self.seed)
+                             device=self.device, seed=self.seed, deterministic=self.deterministic)
         weights = class_weights(y, len(self.classes), self.class_weight) if self.class_weight != "none" else None
         objective = ClassificationLoss(weights)
         if self.run_dir is not None:

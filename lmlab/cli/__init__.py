@@ -1,8 +1,11 @@
 """The ``lmlab`` command line: a thin layer that parses arguments and calls the library.
 
 Each verb lives in its own module of this package with a ``register(subparsers)``
-function; modules are found automatically (a new verb is a new file). Errors print one line
-(``lmlab: error: …``) and exit 1; ``--debug`` shows the traceback.
+function; modules are found automatically (a new verb is a new file). Registering imports nothing
+heavy (the run functions import torch and the rest), so ``--help`` starts fast; a verb whose options
+can only be listed by importing the library (``pretrain``'s every model and training setting) adds
+them in ``complete(parser)``, called only when that verb is on the command line. Errors print one
+line (``lmlab: error: …``) and exit 1; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -19,16 +22,25 @@ def verb_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "common" and not m.name.startswith("_"))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command tree; given the command line ``argv``, only the verb it names is completed
+    (see the module docstring), else every verb is."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(prog="lmlab", description="lmlab — a language-model laboratory.")
     parser.add_argument("--version", action="version", version=f"lmlab {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    named = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     for name in verb_modules():
         module = importlib.import_module(f"{__name__}.{name}")
-        if hasattr(module, "register"):  # a module may only add metrics under `lmlab eval`
-            module.register(sub)
+        if not hasattr(module, "register"):  # a module may only add metrics under `lmlab eval`
+            continue
+        before = set(sub.choices)
+        module.register(sub)
+        if hasattr(module, "complete"):
+            for verb in set(sub.choices) - before:
+                if argv is None or verb == named:
+                    module.complete(sub.choices[verb])
     return parser
 
 
@@ -36,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..core.errors import LmlabError
     from ..core.progress import set_quiet
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     debug = getattr(args, "debug", False)
     set_quiet(getattr(args, "quiet", False))
     try:

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_common, emit, status, table
+from .common import add_common, check_outputs, emit, status, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +71,7 @@ def run_merge(args: argparse.Namespace) -> int:
     from ..peft import load_adapter, merge_and_unload
     from ..peft.record import RECORD_ATTR, record_of
 
+    check_outputs(args, dirs=("out",))
     status(args, f"loading {args.model} ...")
     lm, tokenizer = load_model(args.model)
     if not hasattr(lm, "to_state"):

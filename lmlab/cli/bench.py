@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_common, emit, status, table
+from .common import add_common, add_kv_options, emit, kv_from_args, status, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: where the model loads)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's setting)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
+    add_kv_options(p)
     add_common(p)
     p.set_defaults(func=run_bench)
 
@@ -35,6 +36,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from .eval import int_list
 
     batch_sizes = int_list("--batch-sizes", args.batch_sizes)
+    kv_cache = kv_from_args(args)
     if args.threads is not None:
         torch.set_num_threads(check_number("--threads", args.threads, low=1, integer=True))
     status(args, f"loading {args.model}")
@@ -51,11 +53,13 @@ def run_bench(args: argparse.Namespace) -> int:
         lm.eval()
     settings = {"model": str(args.model), "batch_sizes": batch_sizes, "prompt_tokens": args.prompt_tokens,
                 "new_tokens": args.new_tokens, "repeats": args.repeats, "warmup": args.warmup,
-                "decoding": "greedy, end-of-sequence ignored", "seed": args.seed}
+                "decoding": "greedy, end-of-sequence ignored", "seed": args.seed,
+                **({"kv_cache": kv_cache.to_dict()} if kv_cache is not None else {})}
     machine = machine_info(lm)
     status(args, f"timing batch sizes {batch_sizes} on {machine['cpu']}")
     rows = measure_generation(lm, batch_sizes=batch_sizes, prompt_tokens=args.prompt_tokens,
-                              new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup, seed=args.seed)
+                              new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup, seed=args.seed,
+                              kv_cache=kv_cache)
     result = {"machine": machine, "settings": settings, "results": rows}
 
     def mb(value: float | None) -> str:
@@ -67,8 +71,9 @@ def run_bench(args: argparse.Namespace) -> int:
              f"median of {args.repeats} after {args.warmup} warm-up",
              table([[r["batch_size"], f"{r['time_to_first_token_s'] * 1000:.1f}", f"{r['prefill_tokens_per_s']:.1f}",
                      f"{r['decode_tokens_per_s']:.1f}", f"{r['decode_tokens_per_s_per_request']:.1f}",
-                     f"{r['throughput_tokens_per_s']:.1f}", mb(r["peak_memory_mb"])] for r in rows],
+                     f"{r['throughput_tokens_per_s']:.1f}", mb(r["peak_memory_mb"]),
+                     f"{r['kv_cache_bytes'] / 2 ** 20:.1f}"] for r in rows],
                    ["batch", "TTFT ms", "prefill tok/s", "decode tok/s", "per request", "throughput tok/s",
-                    "peak MB"])]
+                    "peak MB", "KV MiB"])]
     emit(args, result, "\n".join(lines))
     return 0

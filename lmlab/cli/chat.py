@@ -13,8 +13,11 @@ import sys
 
 from .common import (
     add_common,
+    add_constraint_options,
     add_decoding_options,
     add_method_options,
+    constrained,
+    constraint_from_args,
     decoding_from_args,
     emit,
     methods_from_args,
@@ -29,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapter", default=None, help="a fine-tuned adapter directory (lmlab finetune --out)")
     p.add_argument("--system", default=None, help="system prompt (default: the template's own)")
     add_decoding_options(p, max_new_tokens=256, temperature=0.7, top_p=0.9, search=False)
+    add_constraint_options(p)
     add_method_options(p, search=False)
     p.add_argument("--dtype", default="float32", help="weights dtype: float32 or bfloat16")
     p.add_argument("--quant", default=None, choices=["int8"],
@@ -47,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from .common import status, with_adapter
 
     settings = decoding_from_args(args)
+    spec = constraint_from_args(args)
     status(args, f"loading {args.model} ...")
     lm, tokenizer = load_model(args.model, dtype=args.dtype) if args.model in _named() else load_model(args.model)
+    settings = constrained(settings, spec, lm, tokenizer)
     if args.adapter:
         lm = with_adapter(lm, args.adapter)
     if args.quant:

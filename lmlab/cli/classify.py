@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from .common import add_common, emit, status, table
+from .common import add_common, check_outputs, emit, input_lines, status, table
 
 KINDS = ["logistic", "naive-bayes", "cbow", "fasttext", "finetune"]
 DEFAULT_LR = {"cbow": 1e-2, "fasttext": 0.1, "finetune": 5e-5}
@@ -23,31 +22,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--eval", dest="eval_data", help="also report metrics on this labelled set")
     t.add_argument("--class-weight", default="none", choices=["none", "balanced"])
     g = t.add_argument_group("logistic / naive Bayes")
-    g.add_argument("--weighting", default="tfidf", choices=["tfidf", "count", "binary"], help="logistic features")
-    g.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (logistic)")
-    g.add_argument("--alpha", type=float, default=1.0, help="additive smoothing (naive Bayes)")
+    g.add_argument("--weighting", choices=["tfidf", "count", "binary"], help="logistic features (default tfidf)")
+    g.add_argument("--C", type=float, help="inverse L2 strength, > 0 (logistic; default 1)")
+    g.add_argument("--alpha", type=float, help="additive smoothing, > 0 (naive Bayes; default 1)")
     g = t.add_argument_group("cbow / fasttext / finetune")
-    g.add_argument("--dim", type=int, default=None, help="embedding size (default: 100 cbow, 10 fasttext)")
-    g.add_argument("--epochs", type=int, default=None, help="passes over the data (default: 5, finetune 1)")
-    g.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-2 cbow, 0.1 fasttext, "
-                   "5e-5 finetune)")
-    g.add_argument("--sampler", default="shuffle", choices=["shuffle", "balanced"],
-                   help="cbow / finetune: shuffled batches or class-balanced draws")
+    g.add_argument("--dim", type=int, help="embedding size (default: 100 cbow, 10 fasttext)")
+    g.add_argument("--epochs", type=int, help="passes over the data (default: 5, finetune 1)")
+    g.add_argument("--lr", type=float, help="learning rate (default: 1e-2 cbow, 0.1 fasttext, 5e-5 finetune)")
+    g.add_argument("--sampler", choices=["shuffle", "balanced"],
+                   help="cbow / finetune: shuffled batches (default) or class-balanced draws")
     g.add_argument("--vectors", help="cbow: initialise embeddings from these word vectors")
-    g.add_argument("--word-ngrams", type=int, default=2, help="fasttext: longest hashed word n-gram")
-    g.add_argument("--buckets", type=int, default=2_000_000, help="fasttext: hash buckets")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--word-ngrams", type=int, help="fasttext: longest hashed word n-gram (default 2)")
+    g.add_argument("--buckets", type=int, help="fasttext: hash buckets (default 2,000,000)")
+    g.add_argument("--seed", type=int, help="cbow / fasttext / finetune (default 0)")
     g = t.add_argument_group("finetune (a transformer + classification head on the trainer)")
-    g.add_argument("--backbone", default="minilm",
-                   help="minilm, smollm2-135m-instruct, or a model directory (lmlab or Hugging Face BERT)")
-    g.add_argument("--pooling", default="auto", choices=["auto", "mean", "last"],
-                   help="auto: mean for encoders, last token for causal decoders")
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--max-length", type=int, default=64, help="tokens kept per text")
-    g.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs passes)")
-    g.add_argument("--warmup", type=float, default=0.06, help="warm-up share of the steps")
+    g.add_argument("--backbone",
+                   help="minilm (default), smollm2-135m-instruct, or a model directory (lmlab or Hugging Face BERT)")
+    g.add_argument("--pooling", choices=["auto", "mean", "last"],
+                   help="auto (default): mean for encoders, last token for causal decoders")
+    g.add_argument("--batch-size", type=int, help="texts per step (default 32)")
+    g.add_argument("--max-length", type=int, help="tokens kept per text (default 64)")
+    g.add_argument("--steps", type=int, help="optimizer steps (default: --epochs passes)")
+    g.add_argument("--warmup", type=float, help="warm-up share of the steps, in [0, 1) (default 0.06)")
     g.add_argument("--run-dir", help="checkpoints here; training again with the same run dir resumes")
-    g.add_argument("--device", default="auto")
+    g.add_argument("--device", help="finetune: cpu, cuda, … (default auto)")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="finetune: deterministic kernels only, so a run on several threads reproduces bit for bit "
+                        "(same thread count; default on, --no-deterministic allows the others)")
     add_common(t)
     t.set_defaults(func=run_train)
 
@@ -69,7 +70,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=run_predict)
 
 
+#: the kind-specific options of `classify train`: the kinds that use each and its default (None: by kind)
+KIND_OPTIONS = {
+    "weighting": (("logistic",), "tfidf"), "C": (("logistic",), 1.0), "alpha": (("naive-bayes",), 1.0),
+    "dim": (("cbow", "fasttext"), None), "epochs": (("cbow", "fasttext", "finetune"), None),
+    "lr": (("cbow", "fasttext", "finetune"), None), "sampler": (("cbow", "finetune"), "shuffle"),
+    "vectors": (("cbow",), None), "word_ngrams": (("fasttext",), 2), "buckets": (("fasttext",), 2_000_000),
+    "seed": (("cbow", "fasttext", "finetune"), 0), "backbone": (("finetune",), "minilm"),
+    "pooling": (("finetune",), "auto"), "batch_size": (("finetune",), 32), "max_length": (("finetune",), 64),
+    "steps": (("finetune",), None), "warmup": (("finetune",), 0.06), "run_dir": (("finetune",), None),
+    "device": (("finetune",), "auto"), "deterministic": (("finetune",), True),
+}
+#: (low, integer) bounds of the numeric ones; learning rate, C and alpha must be above 0
+POSITIVE = ("C", "alpha", "lr")
+AT_LEAST_ONE = ("dim", "epochs", "word_ngrams", "buckets", "batch_size", "max_length", "steps")
+
+
+def kind_settings(args: argparse.Namespace) -> None:
+    """Refuse kind-specific options the chosen --kind does not use, check the numbers, fill in defaults."""
+    from ..core.errors import ConfigError
+    from ..core.validate import check_number
+
+    for name, (kinds, default) in KIND_OPTIONS.items():
+        flag = f"--{name.replace('_', '-')}"
+        value = getattr(args, name)
+        if value is None:
+            setattr(args, name, default)
+            continue
+        if args.kind not in kinds:
+            raise ConfigError(f"{flag} does not apply to --kind {args.kind}", f"it is for {' / '.join(kinds)}; leave it out")
+        if name in POSITIVE:
+            check_number(flag, value, low=0.0, low_inclusive=False)
+        elif name in AT_LEAST_ONE:
+            check_number(flag, value, low=1, integer=True)
+        elif name == "seed":
+            check_number(flag, value, low=0, integer=True)
+        elif name == "warmup":
+            check_number(flag, value, low=0.0, high=1.0, high_inclusive=False)
+
+
 def build(args: argparse.Namespace):
+    """The untrained classifier the options ask for (after ``kind_settings``)."""
     from ..classify import (
         CBOWClassifier,
         FastTextClassifier,
@@ -83,7 +124,8 @@ def build(args: argparse.Namespace):
         return FineTunedClassifier(args.backbone, pooling=args.pooling, epochs=args.epochs or 1, steps=args.steps,
                                    lr=lr, batch_size=args.batch_size, max_length=args.max_length,
                                    warmup=args.warmup, class_weight=args.class_weight, sampler=args.sampler,
-                                   run_dir=args.run_dir, device=args.device, seed=args.seed)
+                                   run_dir=args.run_dir, device=args.device, seed=args.seed,
+                                   deterministic=args.deterministic)
     epochs = args.epochs or 5
     if args.kind == "logistic":
         return LogisticRegression(C=args.C, weighting=args.weighting, class_weight=args.class_weight)
@@ -112,6 +154,8 @@ def _report_text(rep: dict) -> str:
 def run_train(args: argparse.Namespace) -> int:
     from ..classify import load_labeled, report, save_classifier
 
+    kind_settings(args)
+    check_outputs(args, dirs=("out", "run_dir"))
     texts, labels = load_labeled(args.data)
     model = build(args)
     status(args, f"training {args.kind} on {len(texts)} texts from {args.data}")
@@ -150,6 +194,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if (args.held_out or args.reliability) and not args.calibration:
         raise ConfigError("--held-out and --reliability belong to --calibration", "add --calibration")
+    check_outputs(args, files=("reliability",))
     model = load_classifier(args.model)
     texts, labels = load_labeled(args.data)
     rep = report(labels, model.predict(texts))
@@ -170,11 +215,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..classify import load_classifier
     from ..core.errors import ConfigError
 
-    texts = list(args.texts)
-    if args.input:
-        fh = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
-        with fh:
-            texts += [line.rstrip("\n") for line in fh if line.strip()]
+    texts = input_lines(args.texts, args.input)
     if not texts:
         raise ConfigError("no texts to classify", "pass texts as arguments or --input FILE")
     model = load_classifier(args.model)

@@ -28,6 +28,17 @@ def add_corpus_options(parser: argparse.ArgumentParser) -> None:
                    help="undecodable bytes: stop with an error (default) or replace with U+FFFD")
 
 
+def check_outputs(args: argparse.Namespace, *, files: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, output paths (the options named, when given) that cannot be written."""
+    from ..core.io import check_writable
+
+    for names, directory in ((files, False), (dirs, True)):
+        for name in names:
+            value = getattr(args, name, None)
+            if value:
+                check_writable(value, directory=directory, what=f"--{name.replace('_', '-')}")
+
+
 def open_corpus_arg(args: argparse.Namespace, spec: str):
     from ..data import open_corpus
 
@@ -42,10 +53,11 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True) ->
     g.add_argument("--tokenizer", default=None,
                    help="word, char, or a tokenizer.json / model directory (default: the model's own; word for unigram)")
     g.add_argument("--train", help="training corpus for --model unigram (a file, a directory or NAME:SPLIT)")
-    g.add_argument("--smoothing", default="add-k", help="unigram smoothing: mle or add-k (default add-k)")
-    g.add_argument("--k", type=float, default=1.0, help="add-k constant (default 1 = Laplace)")
-    g.add_argument("--min-count", type=int, default=1, help="vocabulary cut-off for word/char tokenizers")
-    g.add_argument("--save", help="also save the trained model as a directory here")
+    g.add_argument("--smoothing", default=None, help="unigram smoothing: mle or add-k (default add-k)")
+    g.add_argument("--k", type=float, default=None, help="unigram add-k constant, > 0 (default 1 = Laplace)")
+    g.add_argument("--min-count", type=int, default=None,
+                   help="unigram vocabulary cut-off for word/char tokenizers (default 1)")
+    g.add_argument("--save", help="also save the trained unigram model as a directory here")
     g.add_argument("--adapter", help="a fine-tuned adapter directory (lmlab finetune --out) applied to the model")
 
 
@@ -82,6 +94,114 @@ def add_decoding_options(parser: argparse.ArgumentParser, *, max_new_tokens: int
     q.add_argument("--frequency-penalty", type=float, default=0.0)
     q.add_argument("--presence-penalty", type=float, default=0.0)
     q.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
+    add_kv_options(parser)
+
+
+def add_kv_options(parser: argparse.ArgumentParser) -> None:
+    """The KV-cache flags (``lmlab.kvcache.settings.cache_settings``): a policy with its budget and
+    options, and a quantization of what the cache keeps."""
+    from ..kvcache.settings import POLICY_OPTIONS
+
+    g = parser.add_argument_group("KV cache (policy, budget, quantization)")
+    g.add_argument("--kv-policy", default=None, choices=list(POLICY_OPTIONS),
+                   help="what the cache keeps: full (default), window, streaming (sinks + window, in-cache "
+                        "positions), h2o, snapkv, pyramidkv, tova, knorm")
+    g.add_argument("--kv-budget", type=_budget, default=None,
+                   help="tokens each row keeps per layer and head, or a fraction of the prompt in (0, 1)")
+    g.add_argument("--kv-sinks", type=int, default=None, help="streaming: attention-sink tokens kept (default 4)")
+    g.add_argument("--kv-window", type=int, default=None,
+                   help="streaming: recent tokens kept (default budget - sinks); snapkv/pyramidkv: the "
+                        "observation window (default 32)")
+    g.add_argument("--kv-recent", type=int, default=None, help="h2o: recent tokens kept (default half the budget)")
+    g.add_argument("--kv-normalize", action="store_true", default=None,
+                   help="h2o: rank by mean instead of summed attention (kvpress's ObservedAttentionPress)")
+    g.add_argument("--kv-kernel", type=int, default=None, help="snapkv/pyramidkv: pooling kernel (odd, default 5)")
+    g.add_argument("--kv-beta", type=int, default=None, help="pyramidkv: slope of the layer budgets (default 20)")
+    g.add_argument("--kv-quant", default=None, choices=["int8", "int4"],
+                   help="store the kept keys/values quantized (KIVI; stacks on any policy)")
+    g.add_argument("--kv-key-axis", default=None, choices=["channel", "token"], help="key ranges (default channel)")
+    g.add_argument("--kv-value-axis", default=None, choices=["token", "channel"], help="value ranges (default token)")
+    g.add_argument("--kv-group", type=int, default=None,
+                   help="tokens per per-channel range, and the full-precision residual (default 32)")
+
+
+def _budget(text: str) -> int | float:
+    """--kv-budget: an integer (tokens) or a fraction."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def kv_from_args(args: argparse.Namespace) -> Any:
+    """The ``KVCacheSettings`` the KV-cache flags ask for (None: the plain cache)."""
+    from ..kvcache.settings import cache_settings
+
+    if not hasattr(args, "kv_policy"):
+        return None
+    return cache_settings(args.kv_policy, args.kv_budget, quant=args.kv_quant, key_axis=args.kv_key_axis,
+                          value_axis=args.kv_value_axis, group=args.kv_group, sinks=args.kv_sinks,
+                          window=args.kv_window, recent=args.kv_recent, normalize=args.kv_normalize,
+                          kernel=args.kv_kernel, beta=args.kv_beta)
+
+
+def add_constraint_options(parser: argparse.ArgumentParser) -> None:
+    """``--regex``, ``--json-schema FILE``, ``--grammar FILE``: the output must match (one of them)."""
+    g = parser.add_argument_group("decoding: constrained output (lmlab.generate.constrain)")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--regex", default=None, help="the whole output matches this regular expression")
+    x.add_argument("--json-schema", default=None, metavar="FILE", help="the output is JSON valid under this schema")
+    x.add_argument("--grammar", default=None, metavar="FILE", help="the output matches this GBNF grammar (root rule)")
+
+
+def constraint_from_args(args: argparse.Namespace) -> tuple[str, Any] | None:
+    """(kind, source) of the constraint flags, read and parsed now so a bad file fails before the model
+    loads; None without one."""
+    import json
+
+    from ..core.errors import ConfigError, InputError
+    from ..generate.constrain import constraint_grammar
+
+    for kind, flag in (("regex", "regex"), ("json_schema", "json_schema"), ("grammar", "grammar")):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        source: Any = value
+        if kind != "regex":
+            try:
+                with open(value, encoding="utf-8") as f:
+                    source = f.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"cannot read --{flag.replace('_', '-')} file {value}: {exc}",
+                                 "give the path of a UTF-8 text file") from None
+        if kind == "json_schema":
+            try:
+                source = json.loads(source)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{value} is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+                                  "write the schema as a JSON object") from None
+        constraint_grammar(kind, source)  # syntax and schema errors now, with their position
+        return kind, source
+    return None
+
+
+def constrained(settings: Any, spec: tuple[str, Any] | None, lm: Any, tokenizer: Any) -> Any:
+    """``settings`` with the constraint of ``spec`` compiled against the model's vocabulary."""
+    if spec is None:
+        return settings
+    from ..core.errors import ConfigError
+    from ..generate.constrain import constraint_processor
+
+    if tokenizer is None:
+        raise ConfigError("constrained decoding needs the model's tokenizer", "load a model with a tokenizer")
+    eos = getattr(lm, "eos_id", None)
+    eos = tokenizer.eos_id if eos is None else eos
+    ends = settings.stop_ids if settings.stop_ids is not None else ((eos,) if eos is not None else ())
+    # the loop stops on the same ids the constraint allows at the end (the tokenizer's EOS for a model without one)
+    return settings.with_(constraint=constraint_processor(*spec, tokenizer, ends), stop_ids=tuple(ends))
 
 
 def add_method_options(parser: argparse.ArgumentParser, *, search: bool = True) -> None:
@@ -240,33 +360,47 @@ def decoding_from_args(args: argparse.Namespace) -> Any:
     if getattr(args, "no_early_stopping", False):
         values["early_stopping"] = False
     values["greedy"] = bool(values.get("greedy"))
+    values["kv_cache"] = kv_from_args(args)
     return settings_from(values)
+#: the model options that only train a unigram on the fly (refused with any other --model)
+UNIGRAM_OPTIONS = ("train", "smoothing", "k", "min_count", "save")
 
 
 def model_from_args(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(language model, tokenizer, description) as the model options ask."""
     from ..core.errors import ConfigError
+    from ..core.validate import check_number
     from ..lm import check_tokenizer
     from ..models import load_model, save_model_dir
     from ..ngram import UnigramLM
     from ..tokenizers import WordLevelTokenizer, load
 
+    check_outputs(args, dirs=("save",))
     if args.model == "unigram":
         if getattr(args, "adapter", None):
             raise ConfigError("--adapter applies to neural models, not unigram", "leave --adapter out")
         if not args.train:
             raise ConfigError("--model unigram needs a training corpus", "pass --train FILE (or NAME:SPLIT)")
+        smoothing = args.smoothing or "add-k"
+        if smoothing == "mle" and args.k is not None:
+            raise ConfigError("--k applies to --smoothing add-k, not mle", "leave --k out")
+        k = 1.0 if args.k is None else check_number("--k", args.k, low=0.0, low_inclusive=False)
+        min_count = 1 if args.min_count is None else check_number("--min-count", args.min_count, low=1, integer=True)
         train = open_corpus_arg(args, args.train)
         spec = args.tokenizer or "word"
         if spec in ("word", "char"):
-            tokenizer = WordLevelTokenizer(spec, min_count=args.min_count).train(train)
+            tokenizer = WordLevelTokenizer(spec, min_count=min_count).train(train)
         else:
             tokenizer = load(spec)
-        lm = UnigramLM.fit_corpus(train, tokenizer, smoothing=args.smoothing, k=args.k)
+        lm = UnigramLM.fit_corpus(train, tokenizer, smoothing=smoothing, k=k)
         if args.save:
             save_model_dir(args.save, *lm.to_state(), tokenizer=tokenizer)
-        desc = f"unigram ({args.smoothing}{'' if args.smoothing == 'mle' else f', k={args.k:g}'}, {spec} tokens)"
+        desc = f"unigram ({smoothing}{'' if smoothing == 'mle' else f', k={k:g}'}, {spec} tokens)"
         return lm, tokenizer, desc
+    unused = [f"--{name.replace('_', '-')}" for name in UNIGRAM_OPTIONS if getattr(args, name, None) is not None]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)} only apply to --model unigram, not to {args.model}",
+                          "leave them out")
     lm, tokenizer = load_model(args.model)
     if getattr(args, "adapter", None):
         lm = with_adapter(lm, args.adapter)
@@ -287,6 +421,16 @@ def with_adapter(lm: Any, path: str) -> Any:
         raise ConfigError(f"--adapter applies to neural models, not a {type(lm).__name__}", "leave --adapter out")
     load_adapter(lm, path)
     return lm.eval()
+
+
+def input_lines(texts: list[str], path: str | None) -> list[str]:
+    """The texts given as arguments, then the lines of ``path`` ('-' = stdin), blank lines dropped."""
+    lines = list(texts)
+    if path:
+        fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+        with fh:
+            lines += [line.rstrip("\n") for line in fh]
+    return [line for line in lines if line.strip()]
 
 
 def _clean(obj: Any) -> Any:

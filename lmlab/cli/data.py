@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_common, add_corpus_options, emit, open_corpus_arg, status, table
+from .common import (
+    add_common,
+    add_corpus_options,
+    check_outputs,
+    emit,
+    open_corpus_arg,
+    status,
+    table,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +48,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
     from ..data.shards import write_shards
     from ..tokenizers import WordLevelTokenizer, load
 
+    check_outputs(args, dirs=("out",))
     corpus = open_corpus_arg(args, args.corpus)
     if args.tokenizer in ("word", "char"):
         status(args, f"training a {args.tokenizer}-level vocabulary on {args.corpus}")

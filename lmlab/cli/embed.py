@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_common, emit, status
+from .common import add_common, check_outputs, emit, status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,16 +29,16 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.errors import InputError
     from ..core.io import atomic_path
+    from ..data import text_file
     from ..embeddings import embed
 
+    check_outputs(args, files=("out",))
     if args.text:
+        if args.input:
+            raise InputError("both --text and --input were given", "embed either the --text arguments or a file")
         texts = list(args.text)
     elif args.input:
-        try:
-            with open(args.input, encoding="utf-8") as fh:
-                texts = [line.rstrip("\n") for line in fh if line.strip()]
-        except OSError as exc:
-            raise InputError(f"cannot read --input {args.input}: {exc.strerror}") from None
+        texts = list(text_file(args.input))
     else:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:

@@ -8,8 +8,11 @@ import importlib
 from .common import (
     add_common,
     add_corpus_options,
+    add_kv_options,
     add_model_options,
+    check_outputs,
     emit,
+    kv_from_args,
     model_from_args,
     open_corpus_arg,
     table,
@@ -22,9 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ppl = verbs.add_parser("perplexity", help="perplexity, cross-entropy and bits per byte on a corpus")
     add_model_options(ppl)
     ppl.add_argument("--data", required=True, help="evaluation corpus (a file, a directory, or NAME:SPLIT)")
-    ppl.add_argument("--batch-size", type=int, default=64, help="documents scored per batch")
+    ppl.add_argument("--batch-size", type=int, default=64,
+                     help="documents (or windows of a long one) scored at once; memory grows with it (default 64)")
+    ppl.add_argument("--context", type=int, default=None,
+                     help="window length in ids (default: the model's context; a shorter one needs less memory)")
     ppl.add_argument("--stride", type=int, default=None,
-                     help="score documents longer than the model's context in sliding windows moved by this many ids")
+                     help="score documents longer than the context in sliding windows moved by this many ids")
     ppl.add_argument("--per-document", action="store_true", help="also report every document's figures")
     ppl.add_argument("--against", help="a second model (directory or name) to evaluate on the same data")
     add_corpus_options(ppl)
@@ -36,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_task(verbs)
     register_compare(verbs)
     register_model_based(verbs)
+    register_longcontext(verbs)
     # other CLI modules add their own metrics under `lmlab eval` by defining register_eval(verbs)
     from . import verb_modules
 
@@ -54,11 +61,12 @@ def run_perplexity(args: argparse.Namespace) -> int:
     check_number("--batch-size", args.batch_size, low=1, integer=True)
     data = open_corpus_arg(args, args.data)
     lm, tokenizer, desc = model_from_args(args)
-    score = evaluate_lm(lm, tokenizer, data, batch_size=args.batch_size, stride=args.stride,
+    score = evaluate_lm(lm, tokenizer, data, batch_size=args.batch_size, stride=args.stride, context=args.context,
                         per_document=args.per_document)
     result = {"model": desc, "data": data.name, **score.as_dict()}
-    if args.stride is not None:
-        result["stride"] = args.stride
+    for name in ("context", "stride"):
+        if getattr(args, name) is not None:
+            result[name] = getattr(args, name)
     if not lm.normalized:
         result["note"] = "the model's scores are not normalised probabilities: perplexity is not a true perplexity"
     human = (f"model         {desc}\n"
@@ -73,7 +81,8 @@ def run_perplexity(args: argparse.Namespace) -> int:
         human += "\nhardest documents (bits/byte): " + ", ".join(f"#{d['index']} {d['bits_per_byte']:.3f}" for d in worst)
     if args.against:
         other_lm, other_tok = load_model(args.against)
-        other = evaluate_lm(other_lm, other_tok, data, batch_size=args.batch_size, stride=args.stride)
+        other = evaluate_lm(other_lm, other_tok, data, batch_size=args.batch_size, stride=args.stride,
+                            context=args.context)
         result["against"] = {"model": str(args.against), **other.as_dict()}
         note = comparability_note(tokenizer, other_tok)
         human += (f"\nagainst       {args.against}: perplexity {other.perplexity:.4f}, "
@@ -197,6 +206,7 @@ def run_calibration(args: argparse.Namespace) -> int:
     )
 
     check_number("--bins", args.bins, low=1, integer=True)
+    check_outputs(args, files=("plot",))
     data = read_predictions(args.predictions)
     conf, hit = data["confidence"], data["correct"]
 
@@ -250,14 +260,25 @@ def register_passk(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_passk)
 
 
+def number_list(option: str, text: str, convert: type = float) -> list:
+    """Comma-separated numbers of one type (``convert``: int or float); none at all is an error."""
+    from ..core.errors import ConfigError
+
+    what = "integers" if convert is int else "numbers"
+    try:
+        values = [convert(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} must be comma-separated {what}, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} needs {what}, got {text!r}")
+    return values
+
+
 def int_list(option: str, text: str) -> list[int]:
     from ..core.errors import ConfigError
 
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{option} must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
+    values = number_list(option, text, int)
+    if min(values) < 1:
         raise ConfigError(f"{option} needs positive integers, got {text!r}")
     return values
 
@@ -282,30 +303,55 @@ def run_passk(args: argparse.Namespace) -> int:
 
 
 # --- benchmark tasks ----------------------------------------------------------------------------------
+TASK_SPEC_HELP = """\
+a task spec is a JSON file (paths inside it are relative to it), e.g.
+  {"name": "capitals", "type": "multiple_choice", "data": "capitals.jsonl",
+   "prompt": "Q: What is the capital of {country}?\\nA:", "choices": "options", "gold": "answer",
+   "fewshot_data": "capitals_train.jsonl", "num_fewshot": 3}
+data: JSON Lines, one record a line; prompt: a template of the record's fields; choices: the field
+holding the list of choices; gold: the field holding the right choice's index or text (for "generate",
+the answer). Other keys: target_delimiter (" "), fewshot_delimiter ("\\n\\n"); type "generate":
+until, max_new_tokens, answer_regex, flexible_regex; type "last_word": data is a corpus, min_words.
+The start rule in effect is printed with the results (docs/evaluation.md has the details)."""
+
+
 def register_task(verbs: argparse._SubParsersAction) -> None:
-    p = verbs.add_parser("task", help="benchmark tasks: ARC, GSM8K, SST-2, LAMBADA-style, or a task spec")
+    p = verbs.add_parser("task", help="benchmark tasks: ARC, GSM8K, SST-2, LAMBADA-style, or a task spec",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog=TASK_SPEC_HELP)
     add_model_options(p)
-    p.add_argument("--tasks", required=True,
+    p.add_argument("task", nargs="?", default=None, help="the task (or tasks, comma-separated); same as --tasks")
+    p.add_argument("--tasks", default=None,
                    help="comma-separated: arc_easy, arc_challenge, gsm8k, sst2, lambada, or task spec .json files")
     p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples per prompt (task default)")
     p.add_argument("--limit", type=int, default=None, help="only the first N items of each task")
     p.add_argument("--corpus", help="corpus for the lambada task (a file or NAME:SPLIT)")
     p.add_argument("--min-words", type=int, default=None, help="lambada: shortest passage in words (default 10)")
     p.add_argument("--batch-size", type=int, default=16, help="log-likelihood requests per batch")
-    p.add_argument("--start", choices=["always", "empty"], default="always",
-                   help="begin every context with BOS (always, lmlab's protocol) or only an empty one "
-                        "(empty: lm-evaluation-harness's rule, for comparable numbers)")
+    p.add_argument("--start", choices=["always", "empty"], default="empty",
+                   help="begin only an empty context with BOS (empty, the default: lm-evaluation-harness's rule, "
+                        "so the numbers compare with lm-eval's) or every context (always: lmlab's protocol)")
     p.add_argument("--cache", help="JSON file caching log-likelihoods between runs (per model)")
     p.add_argument("--seed", type=int, default=1234, help="few-shot sampling seed (default 1234)")
     p.add_argument("--output", help="also write the full results (with per-item records) to this JSON file")
     p.add_argument("--predictions", help="write multiple-choice items as JSONL {task, logits, label} "
                                          "(input for 'lmlab eval calibration')")
+    g = p.add_argument_group("prompting strategy (lmlab.agents.strategies)")
+    g.add_argument("--strategy", choices=["direct", "cot", "zero-shot-cot", "least-to-most", "self-consistency", "pal"],
+                   default=None, help="answer the items this way (default: the task's own prompt)")
+    g.add_argument("--fewshot-selection", choices=["fixed", "random", "bm25", "dense"], default="fixed",
+                   help="how a strategy picks its few-shot examples (default fixed: the pool's first)")
+    g.add_argument("--samples", type=int, default=5, help="self-consistency: reasoning paths per item (default 5)")
+    g.add_argument("--temperature", type=float, default=0.7, help="self-consistency: sampling temperature (0.7)")
+    g.add_argument("--max-new-tokens", type=int, default=256, help="a strategy's tokens per reasoning (256)")
+    add_kv_options(p)
     add_corpus_options(p)
     add_common(p)
     p.set_defaults(func=run_task)
 
 
 def run_task(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
     from ..core.io import write_json
     from ..core.validate import check_number
     from ..eval.harness import aggregate, evaluate_task
@@ -317,13 +363,26 @@ def run_task(args: argparse.Namespace) -> int:
         check_number("--limit", args.limit, low=1, integer=True)
     if args.num_fewshot is not None:
         check_number("--num-fewshot", args.num_fewshot, low=0, integer=True)
-    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if (args.task is None) == (args.tasks is None):
+        raise ConfigError("name the tasks once: as the argument or with --tasks", "e.g. lmlab eval task gsm8k ...")
+    names = [t.strip() for t in (args.task or args.tasks).split(",") if t.strip()]
+    check_outputs(args, files=("cache", "output", "predictions"))
+    if "lambada" not in names and (args.corpus is not None or args.min_words is not None):
+        raise ConfigError("--corpus and --min-words apply to the lambada task", "leave them out for these tasks")
     tasks = [load_task(n, num_fewshot=args.num_fewshot, corpus=args.corpus, min_words=args.min_words) for n in names]
+    strategy = None
+    if args.strategy is not None:
+        from ..agents.strategies import Strategy
+
+        strategy = Strategy(args.strategy, selection=args.fewshot_selection, samples=args.samples,
+                            temperature=args.temperature, max_tokens=args.max_new_tokens, seed=args.seed)
+    kv_cache = kv_from_args(args)  # bad cache flags fail before the model loads
     lm, tokenizer, desc = model_from_args(args)
     runner = RequestRunner(lm, tokenizer, batch_size=args.batch_size, cache_path=args.cache, model_id=desc,
-                           start_always=args.start == "always")
-    results = [evaluate_task(t, runner, limit=args.limit, seed=args.seed) for t in tasks]
-    summary = {"model": desc, "start": args.start, "results": {r["task"]: {"n": r["n"], **r["metrics"]} for r in results},
+                           start_always=args.start == "always", kv_cache=kv_cache)
+    results = [evaluate_task(t, runner, limit=args.limit, seed=args.seed, strategy=strategy) for t in tasks]
+    summary = {"model": desc, "start": args.start, "strategy": args.strategy,
+               "results": {r["task"]: {"n": r["n"], **r["metrics"]} for r in results},
                "aggregate": aggregate(results), "requests": dict(runner.calls),
                "config": {r["task"]: r["config"] for r in results}}
     if args.output:
@@ -339,7 +398,12 @@ def run_task(args: argparse.Namespace) -> int:
             if not name.endswith("_stderr"):
                 err = r["metrics"].get(f"{name}_stderr")
                 rows.append([r["task"], r["n"], name, f"{value:.4f}", "" if err is None else f"± {err:.4f}"])
-    human = table(rows, ["task", "n", "metric", "value", "stderr"]) + f"\nmodel {desc}; requests {runner.calls}"
+    rule = ("BOS only before an empty context (lm-eval's rule)" if args.start == "empty"
+            else "BOS before every context (lmlab's protocol)")
+    human = (table(rows, ["task", "n", "metric", "value", "stderr"])
+             + f"\nmodel {desc}; start: {args.start} — {rule}; requests {runner.calls}")
+    if args.strategy:
+        human += f"; strategy {args.strategy}"
     emit(args, summary, human)
     return 0
 
@@ -367,6 +431,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
     if bool(args.judgements) == bool(args.answers):
         raise ConfigError("pass exactly one of --judgements FILE or --answers FILE (with --model as the judge)")
+    check_outputs(args, files=("save_judgements",))
+    judge_options = ("model", "tokenizer", "adapter", "save_judgements", "train", "smoothing", "k", "min_count", "save")
+    if args.judgements and any(getattr(args, name) is not None for name in judge_options):
+        raise ConfigError("the judge's options (--model, --tokenizer, --save-judgements, …) apply to --answers",
+                          "leave them out with --judgements")
     result: dict = {}
     if args.answers:
         if not args.model:
@@ -450,4 +519,77 @@ def run_mauve(args: argparse.Namespace) -> int:
     result.update(encoder=args.encoder, human=len(human_texts), generated=len(generated))
     emit(args, result, f"MAUVE {result['mauve']:.4f} ({result['clusters']} clusters, c = {args.scaling:g}, "
                        f"encoder {args.encoder})")
+    return 0
+
+
+# --- long context: needle in a haystack, RULER-style tasks, perplexity of a long stream ---------------
+def register_longcontext(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("longcontext", help="needle in a haystack, RULER-style tasks or a long stream's perplexity, "
+                                             "under a KV-cache policy and budget")
+    add_model_options(p)
+    p.add_argument("--task", required=True, choices=["needle", "ruler", "stream"])
+    p.add_argument("--lengths", default="1024,2048,4096", help="needle/ruler: context lengths in tokens")
+    p.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="needle: where the needle sits, shares of the filler")
+    p.add_argument("--trials", type=int, default=2, help="needle: needles per cell (default 2)")
+    p.add_argument("--samples", type=int, default=4, help="ruler: samples per task and length (default 4)")
+    p.add_argument("--ruler-tasks", default="multikey,variables,common_words", help="ruler: which tasks")
+    p.add_argument("--haystack", default="embedded",
+                   help="needle/ruler: filler corpus (a file or NAME:SPLIT; default: the embedded corpus)")
+    p.add_argument("--data", default="wikitext-2:test", help="stream: the text, concatenated (default wikitext-2:test)")
+    p.add_argument("--tokens", type=int, default=32768, help="stream: tokens to feed (default 32768)")
+    p.add_argument("--chunk", type=int, default=64, help="stream: tokens per forward pass (default 64)")
+    p.add_argument("--segment", type=int, default=2048, help="stream: tokens per reported perplexity (default 2048)")
+    p.add_argument("--plot", help="needle: save the accuracy grid as a PNG heat map here")
+    p.add_argument("--seed", type=int, default=0)
+    add_kv_options(p)
+    add_corpus_options(p)
+    add_common(p)
+    p.set_defaults(func=run_longcontext)
+
+
+def run_longcontext(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
+    from ..eval.longcontext import heat_map, needle_grid, ruler_suite, stream_perplexity
+
+    kv_cache = kv_from_args(args)  # bad flags fail before the model loads
+    if args.plot and args.task != "needle":
+        raise ConfigError("--plot draws the needle grid", "use it with --task needle")
+    lm, tokenizer, desc = model_from_args(args)
+    if hasattr(lm, "eval"):
+        lm.eval()
+    policy = "full cache" if kv_cache is None else ", ".join(f"{k} {v}" for k, v in kv_cache.to_dict().items())
+    if args.task == "stream":
+        from ..core.validate import check_number
+
+        check_number("--tokens", args.tokens, low=2, integer=True)
+        ids: list[int] = []
+        for text in open_corpus_arg(args, args.data):
+            ids += tokenizer.encode(text)
+            if len(ids) >= args.tokens:
+                break
+        result = stream_perplexity(lm, ids[:args.tokens], kv_cache=kv_cache, chunk=args.chunk, segment=args.segment)
+        result = {"model": desc, "data": args.data, **result}
+        stopped = f" (stopped at the context, {result['stopped_at']} tokens)" if result["stopped_at"] else ""
+        human = (f"{desc}, {policy}: perplexity {result['perplexity']:.3f} over {result['scored']} tokens{stopped}\n"
+                 + table([[f"{s['start']}-{s['end']}", f"{s['perplexity']:.3f}"] for s in result["segments"]],
+                         ["tokens", "perplexity"]))
+        emit(args, result, human)
+        return 0
+    lengths = int_list("--lengths", args.lengths)
+    haystack = [t for t in open_corpus_arg(args, args.haystack)]
+    if args.task == "needle":
+        result = needle_grid(lm, tokenizer, haystack, lengths=lengths, depths=number_list("--depths", args.depths),
+                             trials=args.trials, kv_cache=kv_cache, seed=args.seed)
+        if args.plot:
+            result["plot"] = heat_map(result, args.plot)
+        rows = [[n, *(f"{a:.2f}" for a in row)] for n, row in zip(result["lengths"], result["grid"], strict=True)]
+        human = (f"{desc}, {policy}: needle accuracy {result['accuracy']:.3f}\n"
+                 + table(rows, ["length", *(f"{d:.0%}" for d in result["depths"])]))
+    else:
+        tasks = [t.strip() for t in args.ruler_tasks.split(",") if t.strip()]
+        result = ruler_suite(lm, tokenizer, haystack, lengths=lengths, tasks=tasks, samples=args.samples,
+                             kv_cache=kv_cache, seed=args.seed)
+        human = (f"{desc}, {policy}: RULER score {result['score']:.3f}\n"
+                 + table([[t, f"{s:.3f}"] for t, s in result["tasks"].items()], ["task", "recall"]))
+    emit(args, {"model": desc, **result}, human)
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_common, emit, status, table
+from .common import add_common, check_outputs, emit, status, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", default="auto")
     g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: bf16 autocast, and frozen linear weights stored in bf16 (no fp32 copy)")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                   help="deterministic kernels only, so a run on several threads reproduces bit for bit (same "
+                        "thread count; default on, --no-deterministic allows the others)")
     g.add_argument("--activation-checkpointing", action="store_true",
                    help="keep only each layer's input for the backward pass and recompute the rest there "
                         "(less memory, about a third more compute)")
@@ -63,7 +66,8 @@ def config_from_args(args: argparse.Namespace):
     return FinetuneConfig(method=args.method, steps=args.steps, batch_size=args.batch_size,
                           max_seq_len=args.max_seq_len, pack=not args.no_pack, lr=args.lr, warmup=args.warmup,
                           seed=args.seed, device=args.device, precision=args.precision,
-                          activation_checkpointing=args.activation_checkpointing, eval_rows=args.eval_rows,
+                          activation_checkpointing=args.activation_checkpointing,
+                          deterministic=args.deterministic, eval_rows=args.eval_rows,
                           max_rows=args.max_rows, targets=targets, rank=args.rank, alpha=args.alpha,
                           lora_dropout=args.lora_dropout, bottleneck=args.bottleneck, n_tokens=args.n_tokens)
 
@@ -71,6 +75,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..train.finetune import finetune
 
+    check_outputs(args, dirs=("out",))
     config = config_from_args(args)
     result = finetune(args.model, args.data, config, out=args.out, eval_data=args.eval_data, dry_run=args.dry_run,
                       on_status=lambda message: status(args, message))

@@ -6,16 +6,23 @@ import argparse
 
 from .common import (
     add_common,
+    add_constraint_options,
     add_corpus_options,
     add_decoding_options,
     add_method_options,
     add_model_options,
+    constrained,
+    constraint_from_args,
     decoding_from_args,
     emit,
     methods_from_args,
     model_from_args,
     status,
 )
+
+#: ``--quant`` methods (those of ``lmlab.quant.METHODS`` that need no calibration text)
+WEIGHT_ONLY = ("int8", "int8-tensor", "int8-group", "int8-zeropoint", "int8-zeropoint-group", "int4",
+               "int4-zeropoint", "nf4", "hqq")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,10 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--on-overflow", default="error", choices=["error", "truncate"],
                    help="a prompt too long for the context: stop with an error, or keep its last tokens")
     g.add_argument("--dtype", default=None, help="weights dtype of a neural model: float32, bfloat16, float16")
-    g.add_argument("--quant", default=None, choices=["int8"],
-                   help="weight-only int8 matmuls (bf16 inputs; the rest stays in --dtype, default float32)")
+    g.add_argument("--quant", default=None, choices=WEIGHT_ONLY,
+                   help="quantize the weights on load (calibration-free methods; the rest stays in --dtype, "
+                        "default float32); for GPTQ/AWQ/SmoothQuant save a model with `lmlab quantize`")
     g.add_argument("--compile", action="store_true", help="torch.compile the transformer's decode step")
     add_decoding_options(p)
+    add_constraint_options(p)
     add_method_options(p)
     add_corpus_options(p)
     add_common(p)
@@ -43,12 +52,13 @@ def run(args: argparse.Namespace) -> int:
     """Every strategy through the engine: one batch of prompts, streamed to a terminal, timed."""
     import sys
 
+    from ..core.errors import ConfigError
     from ..generate.engine import Engine, Request
 
-    settings = decoding_from_args(args)  # bad settings fail before the model loads
+    settings = decoding_from_args(args)  # bad settings and constraints fail before the model loads
+    spec = constraint_from_args(args)
     lm, tokenizer, desc = model_from_args(args)
-    from ..core.errors import ConfigError
-
+    settings = constrained(settings, spec, lm, tokenizer)
     if args.dtype:
         from ..core.device import resolve_dtype
 
@@ -90,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def quantize_args(lm, desc: str, scheme: str, dtype: str | None):
-    """``lm`` with int8 weights (``--quant``); a model without Linear layers is a clear error."""
+    """``lm`` with quantized weights (``--quant``); a model without Linear layers is a clear error."""
     from ..core.errors import ConfigError
     from ..quant import quantize_model
 

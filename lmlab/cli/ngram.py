@@ -32,10 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--smoothing", default="mkn", choices=list(DESCRIPTIONS), help="estimator (default mkn)")
     t.add_argument("--min-count", type=int, default=1, help="words seen fewer times become <unk> (default 1)")
     t.add_argument("--max-vocab", type=int, default=None, help="keep only the most frequent words (top-k)")
-    t.add_argument("--k", type=float, default=1.0, help="add-k constant (default 1 = Laplace)")
+    t.add_argument("--k", type=float, default=None, help="add-k constant, > 0 (default 1 = Laplace)")
     t.add_argument("--discount", type=float, nargs="+", default=None,
                    help="fixed discount D (abs, abs-backoff, kn) or D1 D2 D3+ (mkn); default: estimated")
-    t.add_argument("--alpha", type=float, default=0.4, help="stupid-backoff factor (default 0.4)")
+    t.add_argument("--alpha", type=float, default=None, help="stupid-backoff factor, 0 < alpha <= 1 (default 0.4)")
     t.add_argument("--heldout", default=None, help="held-out corpus for jm weights (default: last tenth of train)")
     t.add_argument("--prune", type=int, nargs="+", default=None, metavar="COUNT",
                    help="drop n-grams of order n with count <= COUNT_n (e.g. 0 0 1), as lmplz --prune")
@@ -79,6 +79,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_convert)
 
 
+def check_output(path: str, what: str) -> None:
+    """Refuse an unwritable model path (an .arpa file or a model directory) before any work."""
+    from ..core.io import check_writable
+    from ..ngram.files import is_arpa_path
+
+    check_writable(path, directory=not is_arpa_path(path), what=what)
+
+
+#: the estimator options of `ngram train` and the smoothings that use each
+ESTIMATOR_OPTIONS = {"k": ("add-k",), "alpha": ("stupid",), "discount": ("abs", "abs-backoff", "kn", "mkn"),
+                     "heldout": ("jm",)}
+
+
+def estimator_options(args: argparse.Namespace) -> dict:
+    """The estimator options given on the command line, checked; one that the chosen smoothing does not
+    use is refused rather than ignored."""
+    from ..core.errors import ConfigError
+    from ..core.validate import check_number
+
+    given = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name) is not None}
+    for name in given:
+        if args.smoothing not in ESTIMATOR_OPTIONS[name]:
+            raise ConfigError(f"--{name} does not apply to --smoothing {args.smoothing}",
+                              f"it is for --smoothing {' / '.join(ESTIMATOR_OPTIONS[name])}; leave it out")
+    if "k" in given:
+        check_number("--k", args.k, low=0.0, low_inclusive=False)
+    if "alpha" in given:
+        check_number("--alpha", args.alpha, low=0.0, high=1.0, low_inclusive=False)
+    for d in given.get("discount", []):
+        check_number("--discount", d, low=0.0)
+    if "discount" in given:
+        given["discount"] = args.discount[0] if len(args.discount) == 1 else args.discount
+    given.pop("heldout", None)
+    return given
+
+
 def run_train(args: argparse.Namespace) -> int:
     from ..core.validate import check_number
     from ..ngram import NgramLM
@@ -88,15 +124,21 @@ def run_train(args: argparse.Namespace) -> int:
 
     check_number("--order", args.order, low=1, integer=True)
     check_number("--min-count", args.min_count, low=1, integer=True)
+    check_output(args.output, "--output")
+    options = estimator_options(args)
+    if args.prune:
+        for count in args.prune:
+            check_number("--prune", count, low=0, integer=True)
+    if args.max_vocab is not None:
+        check_number("--max-vocab", args.max_vocab, low=1, integer=True)
     start = time.perf_counter()
     corpus = open_corpus_arg(args, args.corpus)
     status(args, f"building the vocabulary of {corpus.name}")
     tokenizer = WordLevelTokenizer("word", min_count=args.min_count, max_size=args.max_vocab).train(corpus)
     heldout = open_corpus_arg(args, args.heldout) if args.heldout else None
-    discount = None if args.discount is None else (args.discount[0] if len(args.discount) == 1 else args.discount)
     status(args, f"counting and estimating an order-{args.order} {args.smoothing} model")
     lm = NgramLM.fit_corpus(corpus, tokenizer, order=args.order, smoothing=args.smoothing, heldout=heldout,
-                            k=args.k, discount=discount, alpha=args.alpha)
+                            **options)
     if args.prune:
         lm = prune_by_count(lm, args.prune)
     fmt = save_ngram(lm, tokenizer, args.output)
@@ -116,6 +158,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..ngram.files import load_ngram
 
     check_number("--batch-size", args.batch_size, low=1, integer=True)
+    check_number("--oov-warn", args.oov_warn, low=0.0, high=1.0)
     lm, tokenizer = load_ngram(args.model)
     data = open_corpus_arg(args, args.corpus)
     score = evaluate_lm(lm, tokenizer, data, batch_size=args.batch_size)
@@ -173,6 +216,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
     if (args.counts is None) == (args.entropy is None):
         raise ConfigError("choose one pruning criterion", "pass --counts C1 C2 … or --entropy THETA")
+    check_output(args.output, "--output")
     lm, tokenizer = load_ngram(args.model)
     pruned = prune_by_count(lm, args.counts) if args.counts is not None else prune_by_entropy(lm, args.entropy)
     fmt = save_ngram(pruned, tokenizer, args.output)
@@ -194,6 +238,7 @@ def run_prune(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     from ..ngram.files import load_ngram, save_ngram
 
+    check_output(args.output, "output")
     start = time.perf_counter()
     lm, tokenizer = load_ngram(args.input)
     fmt = save_ngram(lm, tokenizer, args.output)

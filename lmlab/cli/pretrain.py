@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_common, add_corpus_options, emit, open_corpus_arg, status
+from .common import add_common, add_corpus_options, check_outputs, emit, open_corpus_arg, status
 
 #: settings passed to ``pretrain`` itself (the rest go to the model or the trainer)
 RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing",
             "objective", "mask_rate", "whole_word", "nsp")
-FLAGS = ("nsp", "activation_checkpointing", "compile")  # may be given bare (--nsp = --nsp true)
+FLAGS = ("nsp", "activation_checkpointing", "compile", "deterministic")  # may be given bare (--nsp = --nsp true)
 
 
 def _value(text: str):
@@ -30,25 +30,21 @@ def setting_keys() -> tuple[list[str], list[str]]:
     from ..models.config import TransformerConfig
     from ..models.feedforward import FeedForwardLM
     from ..models.recurrent import RecurrentLM
+    from ..models.rnn_seq2seq import RNNEncoderDecoder
     from ..train import TrainConfig
 
     model = {f.name for f in fields(TransformerConfig)} - {"vocab_size"}
-    for cls in (RecurrentLM, FeedForwardLM):
+    for cls in (RecurrentLM, FeedForwardLM, RNNEncoderDecoder):
         model |= {n for n, p in inspect.signature(cls).parameters.items()
-                  if p.kind is p.KEYWORD_ONLY and n != "cell"}
+                  if p.kind is p.KEYWORD_ONLY and (n != "cell" or cls is RNNEncoderDecoder)}
     return sorted(model), [f.name for f in fields(TrainConfig)]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..train import FAMILIES
-
     p = sub.add_parser("pretrain", help="train a neural language model (transformer, LSTM/GRU/RNN, feed-forward)",
                        description="Train a neural LM from text into a run directory (RUN/model is the "
                                    "trained model directory). Any model or training setting can be set "
                                    "as --key value, e.g. --d-model 128 --n-layers 4 --lr 1e-3 --steps 2000.")
-    p.add_argument("--family", choices=FAMILIES, default=None,
-                   help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
-                        "rnn, feedforward. --objective mlm|electra (encoders), span|denoise|seq2seq (t5, bart)")
     p.add_argument("--config", help="a JSON file of settings (the shape of a run's run.json)")
     p.add_argument("--train", help="training corpus (file, directory, NAME:SPLIT or embedded:train)")
     p.add_argument("--valid", help="validation corpus for periodic evaluation")
@@ -61,10 +57,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--pair", metavar="SRC-TGT",
                    help="language pair: --train/--valid are prefixes, e.g. --train multi30k:train --pair de-en "
                         "reads train.de → train.en (a path prefix data/train reads data/train.de, data/train.en)")
+    g.add_argument("--both-directions", action="store_true",
+                   help="multilingual: train SRC→TGT and TGT→SRC in one model, each source led by a target-language "
+                        "tag (<2en>, <2de>); needs --pair; translate with lmlab translate --target-language")
+    g.add_argument("--source-tokenizer", help="rnn-seq2seq: a separate source-side vocabulary — word or char "
+                   "(trained on the sources; --tokenizer word|char then learns the targets only) or a tokenizer.json")
     g.add_argument("--source", help="training source file, one sentence per line (with --target)")
     g.add_argument("--target", help="training target file, line-aligned with --source")
     g.add_argument("--valid-source", help="validation source file (with --valid-target)")
     g.add_argument("--valid-target", help="validation target file")
+    add_corpus_options(p)
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def complete(p: argparse.ArgumentParser) -> None:
+    """--family and one --key option per model, training and data setting (they import the library)."""
+    from ..train import FAMILIES
+
+    p.add_argument("--family", choices=FAMILIES, default=None,
+                   help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
+                        "rnn, feedforward, rnn-seq2seq (--attention bahdanau|dot|general|none, --copy). --objective "
+                        "mlm|electra (encoders), span|denoise|seq2seq (t5, bart, rnn-seq2seq)")
     model_keys, train_keys = setting_keys()
     groups = [("model settings", model_keys), ("training settings", train_keys), ("data settings", RUN_KEYS)]
     for title, keys in groups:
@@ -72,27 +86,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         for key in keys:
             g.add_argument(f"--{key.replace('_', '-')}", dest=f"set_{key}", type=_value, default=None,
                            metavar="V", **({"nargs": "?", "const": True} if key in FLAGS else {}))
-    add_corpus_options(p)
-    add_common(p)
-    p.set_defaults(func=run)
 
 
 def collect_settings(args: argparse.Namespace) -> dict:
     """The run's settings: the config file (if any), then command-line overrides on top."""
-    from ..core.errors import ConfigError, InputError
+    from ..core.errors import ConfigError
+    from ..core.io import read_json
     from ..train import read_run
 
     settings: dict = {"model": {}, "training": {}}
     if args.resume:
         settings = read_run(args.resume)
     elif args.config:
-        try:
-            with open(args.config, encoding="utf-8") as fh:
-                settings = {"model": {}, "training": {}, **json.load(fh)}
-        except OSError as exc:
-            raise InputError(f"cannot read --config {args.config}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--config {args.config} is not valid JSON ({exc})") from None
+        given = read_json(args.config, "--config")
+        if not isinstance(given, dict):
+            raise ConfigError(f"--config {args.config} holds a {type(given).__name__}, not a JSON object of settings",
+                              "write the settings as a run.json does: {\"family\": …, \"model\": {…}, \"training\": {…}}")
+        settings = {"model": {}, "training": {}, **given}
     if args.family:
         settings["family"] = args.family
     model_keys, train_keys = setting_keys()
@@ -126,8 +136,11 @@ def _corpus_args(args: argparse.Namespace, *, valid: bool, required: bool):
 def parallel_args(args: argparse.Namespace, *, valid: bool, required: bool):
     """(source, target) corpora from --train/--valid with --pair, or --source/--target (--valid-*), or None."""
     from ..core.errors import ConfigError
-    from ..data.parallel import parallel_corpora
+    from ..data.parallel import both_directions, parallel_corpora
 
+    if getattr(args, "both_directions", False) and (args.pair is None or args.source is not None):
+        raise ConfigError("--both-directions names its languages through --pair",
+                          "pass --train PREFIX --pair de-en (not --source/--target files)")
     prefix = args.valid if valid else args.train
     source, target = (args.valid_source, args.valid_target) if valid else (args.source, args.target)
     if source is not None or target is not None:
@@ -137,7 +150,8 @@ def parallel_args(args: argparse.Namespace, *, valid: bool, required: bool):
                               f"pass both {side}source and {side}target")
         return parallel_corpora(source, target)
     if prefix is not None:
-        return parallel_corpora(prefix, pair=args.pair)
+        corpora = parallel_corpora(prefix, pair=args.pair)
+        return both_directions(corpora, args.pair) if args.both_directions else corpora
     if required:
         raise ConfigError("no parallel training data",
                           "pass --train multi30k:train --pair de-en, or --source FILE --target FILE")
@@ -145,32 +159,51 @@ def parallel_args(args: argparse.Namespace, *, valid: bool, required: bool):
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..core.errors import ConfigError
     from ..data.corpus import from_texts
     from ..tokenizers import WordLevelTokenizer, load
     from ..train import pretrain
+    from ..train.pretrain import SOURCE_DIR
 
     settings = collect_settings(args)
     out = args.resume or args.out
     if not out:
         raise ConfigError("no run directory", "pass --out DIR (or --resume DIR)")
+    check_outputs(args, dirs=("out", "resume"))
     paired = settings.get("objective") == "seq2seq"
+    parallel = [f"--{n.replace('_', '-')}" for n in ("pair", "source", "target", "valid_source", "valid_target")
+                if getattr(args, n) is not None]
+    if parallel and not paired:
+        raise ConfigError(f"{', '.join(parallel)} apply to --objective seq2seq", "leave them out, or add --objective seq2seq")
     corpus = parallel_args if paired else _corpus_args
+    source_tokenizer = None
+    if args.source_tokenizer and not paired:
+        raise ConfigError("--source-tokenizer is for translation", "use it with --objective seq2seq")
     if args.resume:
         tokenizer = load(out)
+        if (Path(out) / SOURCE_DIR / "tokenizer.json").is_file():
+            source_tokenizer = load(Path(out) / SOURCE_DIR)
         train, valid = corpus(args, valid=False, required=False), corpus(args, valid=True, required=False)
     else:
         train, valid = corpus(args, valid=False, required=True), corpus(args, valid=True, required=False)
+        if args.source_tokenizer in ("char", "word"):
+            source_tokenizer = WordLevelTokenizer(args.source_tokenizer, min_count=args.min_count).train(train[0])
+        elif args.source_tokenizer:
+            source_tokenizer = load(args.source_tokenizer)
         if args.tokenizer in ("char", "word"):
             status(args, f"training a {args.tokenizer}-level vocabulary on {args.train or args.source}")
-            texts = from_texts([*train[0], *train[1]], "pairs") if paired else train
+            texts = train if not paired else train[1] if source_tokenizer is not None else from_texts(
+                [*train[0], *train[1]], "pairs")
             tokenizer = WordLevelTokenizer(args.tokenizer, min_count=args.min_count).train(texts)
         else:
             tokenizer = load(args.tokenizer)
     kwargs = {k: settings[k] for k in RUN_KEYS if k in settings}
     status(args, f"pretraining a {settings['family']} model into {out}")
     result = pretrain(settings["family"], train, tokenizer, out, model=settings["model"],
-                      training=settings["training"], valid=valid, resume=bool(args.resume), **kwargs)
+                      training=settings["training"], valid=valid, resume=bool(args.resume),
+                      source_tokenizer=source_tokenizer, **kwargs)
     summary = {"family": settings["family"], "run_dir": str(out), "model_dir": str(result.model_dir),
                "steps": result.train.steps, "final_train_loss": result.train.final_loss,
                "valid_loss": result.valid_loss, "stopped_early": result.train.stopped_early,

@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import add_common, emit, status, table
+from .common import add_common, check_outputs, emit, status, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_number("--steps", args.steps, low=0, integer=True)
     check_number("--answer-tokens", args.answer_tokens, low=0, integer=True)
+    check_outputs(args, dirs=("out",))
     start = time.perf_counter()
     train, test = embedded_corpus("train"), embedded_corpus("test")
     out = Path(args.out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_common, emit, status
+from .common import add_common, check_outputs, emit, status
 
 
 def add_retrieval_options(p: argparse.ArgumentParser) -> None:
@@ -17,23 +17,31 @@ def add_retrieval_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stopwords", default="lucene", help="stop-word list: lucene (default), nltk, none")
     g.add_argument("--stemmer", default="none", help="stemmer: none (default) or porter")
     g.add_argument("--pattern", default="word", help="token pattern: word (\\w+, default), sklearn, or a regex")
-    g.add_argument("--encoder", default="hashing", help="dense encoder (default hashing)")
+    g.add_argument("--encoder", default=None,
+                   help="dense/hybrid encoder: minilm (all-MiniLM-L6-v2; the default when its package is installed) "
+                        "or hashing (a lexical stand-in, the default otherwise)")
     g.add_argument("--ann", action="store_true", help="dense search with a faiss HNSW index instead of exact search")
     g.add_argument("--cache", default=None,
                    help="folder caching MiniLM document vectors by corpus checksum (default $LMLAB_CACHE/embeddings)")
     g.add_argument("--no-cache", action="store_true", help="encode the documents afresh and cache nothing")
     g.add_argument("--fusion", default="rrf", help="hybrid fusion: rrf (default) or interpolate")
-    g.add_argument("--alpha", type=float, default=0.5, help="dense weight for --fusion interpolate (default 0.5)")
+    g.add_argument("--alpha", type=float, default=None, help="dense weight for --fusion interpolate (default 0.5)")
 
 
 def options_from_args(args: argparse.Namespace):
     from ..analysis.analyzer import Analyzer
+    from ..core.errors import ConfigError
     from ..retrieval.evaluate import RetrievalOptions, default_cache
 
+    if args.encoder is not None and args.method not in ("dense", "hybrid"):
+        raise ConfigError(f"--encoder does not apply to --method {args.method}", "it is for dense / hybrid; leave it out")
+    if args.alpha is not None and args.fusion != "interpolate":
+        raise ConfigError(f"--alpha does not apply to --fusion {args.fusion}", "it is for --fusion interpolate")
     cache = None if args.no_cache else (args.cache or default_cache())
     return RetrievalOptions(cache=cache, variant=args.variant, k1=args.k1, b=args.b, delta=args.delta,
                             analyzer=Analyzer(pattern=args.pattern, stopwords=args.stopwords, stemmer=args.stemmer),
-                            encoder=args.encoder, ann=args.ann, fusion=args.fusion, alpha=args.alpha)
+                            encoder=args.encoder, ann=args.ann, fusion=args.fusion,
+                            alpha=0.5 if args.alpha is None else args.alpha)
 
 
 def register_eval(verbs: argparse._SubParsersAction) -> None:
@@ -57,10 +65,10 @@ def run_eval(args: argparse.Namespace) -> int:
     result["analyzer"] = opts.analyzer.to_dict()
     if args.method in ("bm25", "hybrid"):
         result["bm25"] = {"variant": args.variant, "k1": args.k1, "b": args.b}
-    if args.method in ("dense", "hybrid"):
-        result["encoder"] = args.encoder
     metric_names = [k for k in result if "@" in k]
+    encoder = [f"{'encoder':<14}{result['encoder']}"] if "encoder" in result else []
     human = "\n".join([f"{'method':<14}{args.method} on {args.folder} ({args.split}, {result['queries']} queries)",
+                       *encoder,
                        *(f"{k:<14}{result[k]:.4f}" for k in metric_names),
                        f"{'queries/s':<14}{result['queries_per_s']:.1f}",
                        f"{'index time':<14}{result['index_s']:.2f} s"])
@@ -102,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_rag_index(args: argparse.Namespace) -> int:
     from ..retrieval.rag import build_rag_index
 
+    check_outputs(args, dirs=("out",))
     n = build_rag_index(args.paths, args.out, args.chunk, args.size, args.overlap)
     emit(args, {"index": args.out, "chunks": n}, f"indexed {n} chunks into {args.out}")
     return 0

@@ -13,7 +13,15 @@ import os
 import signal
 from pathlib import Path
 
-from .common import add_common, add_model_options, emit, model_from_args, status
+from .common import (
+    add_common,
+    add_kv_options,
+    add_model_options,
+    emit,
+    kv_from_args,
+    model_from_args,
+    status,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--embedding-model", default=None,
                    help="encoder for /v1/embeddings: 'minilm' (default when installed) or 'none'")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_kv_options(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -55,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from ..serve import Limits, Served, build_app
     from ..serve.guard import access_logger
 
-    for name in ("port", "max_batch", "max_tokens", "max_body_bytes"):
+    check_number("--port", args.port, low=1, high=65535, integer=True)
+    for name in ("max_batch", "max_tokens", "max_body_bytes"):
         check_number(f"--{name.replace('_', '-')}", getattr(args, name), low=1, integer=True)
+    if args.threads is not None:
+        check_number("--threads", args.threads, low=1, integer=True)
     check_number("--max-queue", args.max_queue, low=0, integer=True)
     check_number("--timeout", args.timeout, low=0.0)
     if not is_loopback(args.host) and not args.api_key:
@@ -70,16 +82,19 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    kv_cache = kv_from_args(args)  # bad cache flags fail before the model loads
     status(args, f"loading {args.model} ...")
     lm, tokenizer, _ = model_from_args(args)
     if hasattr(lm, "eval"):
         lm.eval()
+    if kv_cache is not None:
+        kv_cache.check_model(lm)
     encoder, encoder_id = _encoder(args)
     model_id = args.model_id or (Path(args.model).name if Path(args.model).exists() else args.model)
     served = Served(lm, tokenizer, model_id, max_batch=args.max_batch, max_queue=args.max_queue, encoder=encoder,
                     encoder_id=encoder_id or "all-MiniLM-L6-v2",
                     limits=Limits(max_tokens=args.max_tokens, timeout_s=args.timeout or None,
-                                  max_body_bytes=args.max_body_bytes))
+                                  max_body_bytes=args.max_body_bytes), kv_cache=kv_cache)
     app = build_app(served, api_key=args.api_key)
     access_logger()
     url = f"http://{args.host}:{args.port}"

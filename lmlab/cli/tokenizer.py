@@ -18,7 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("corpus", help="a text file, a directory, or NAME:SPLIT (e.g. wikitext-2:train)")
     t.add_argument("--kind", default="byte-bpe", choices=TRAIN_KINDS, help="algorithm (default byte-bpe)")
     t.add_argument("--vocab-size", type=int, default=8000, help="ids including special tokens (default 8000)")
-    t.add_argument("--min-frequency", type=int, default=0, help="BPE: stop when the best pair is rarer")
+    t.add_argument("--min-frequency", type=int, default=0,
+                   help="count-based merges (BPE, --wordpiece-score count): stop when the best pair is rarer")
+    t.add_argument("--wordpiece-score", choices=("likelihood", "count"), default="likelihood",
+                   help="wordpiece: merge by count(ab)/(count(a)count(b)) (default) or by count, as HF tokenizers")
     t.add_argument("--out", required=True, help="output tokenizer.json path or directory")
     add_corpus_options(t)
     add_common(t).set_defaults(func=run_train)
@@ -51,17 +54,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     import time
+    from pathlib import Path
 
+    from ..core.errors import ConfigError
+    from ..core.io import check_writable
+    from ..core.validate import check_number
     from ..tokenizers import WordLevelTokenizer
     from ..tokenizers.trainers import train_tokenizer
 
+    check_number("--min-frequency", args.min_frequency, low=0, integer=True)
+    out = Path(args.out)
+    check_writable(out, directory=out.is_dir() or out.suffix != ".json", what="--out")
     corpus = open_corpus_arg(args, args.corpus)
     status(args, f"training a {args.kind} tokenizer (vocab {args.vocab_size}) on {args.corpus}")
     start = time.perf_counter()
     if args.kind in ("word", "char"):
+        if args.wordpiece_score != "likelihood":
+            raise ConfigError(f"--wordpiece-score applies to --kind wordpiece, not {args.kind}",
+                              "drop --wordpiece-score")
         tok = WordLevelTokenizer(args.kind, max_size=args.vocab_size, min_count=max(1, args.min_frequency)).train(corpus)
     else:
-        tok = train_tokenizer(args.kind, corpus, args.vocab_size, min_frequency=args.min_frequency)
+        tok = train_tokenizer(args.kind, corpus, args.vocab_size, min_frequency=args.min_frequency,
+                              wordpiece_score=args.wordpiece_score)
     seconds = time.perf_counter() - start
     path = tok.save(args.out)
     emit(args, {"kind": args.kind, "vocab_size": tok.vocab_size, "path": str(path), "seconds": seconds},
@@ -130,9 +144,12 @@ def run_info(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from itertools import islice
 
+    from ..core.validate import check_number
     from ..tokenizers import load
     from ..tokenizers.stats import tokenizer_stats
 
+    if args.limit is not None:
+        check_number("--limit", args.limit, low=1, integer=True)
     corpus = open_corpus_arg(args, args.corpus)
     rows = []
     for spec in args.tokenizers:

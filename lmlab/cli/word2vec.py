@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_common, add_corpus_options, emit, open_corpus_arg, status, table
+from .common import (
+    add_common,
+    add_corpus_options,
+    check_outputs,
+    emit,
+    open_corpus_arg,
+    status,
+    table,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,6 +84,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..embeddings import Word2VecConfig, train_word2vec
     from ..embeddings.store import save_vectors
 
+    check_outputs(args, files=("export",), dirs=("out",))
     config = Word2VecConfig(dim=args.dim, architecture=args.architecture, loss=args.loss, negative=args.negative,
                             window=args.window, sample=args.sample, min_count=args.min_count,
                             max_vocab=args.max_vocab, alpha=args.alpha, min_alpha=args.min_alpha,
@@ -147,6 +156,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_plot(args: argparse.Namespace) -> int:
     from ..embeddings.plot import plot_words
 
+    check_outputs(args, files=("out",))
     xy = plot_words(_vectors(args), args.words, args.out, method=args.method)
     emit(args, {"out": args.out, "method": args.method,
                 "points": {w: [float(a), float(b)] for w, (a, b) in zip(args.words, xy, strict=True)}},

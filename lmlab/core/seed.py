@@ -1,11 +1,12 @@
-"""Seeding: one call makes Python, numpy and torch reproducible."""
+"""Seeding and deterministic kernels: what makes a run reproducible."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 if TYPE_CHECKING:
     import torch
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, numpy's global generator and torch (all devices)."""
+    import numpy as np
     import torch
 
     random.seed(seed)
@@ -30,3 +32,21 @@ def make_generator(seed: int | None, device: str | torch.device = "cpu") -> torc
     else:
         gen.manual_seed(seed)
     return gen
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
+    """Within the block, PyTorch uses deterministic kernels only (``torch.use_deterministic_algorithms``):
+    an operation whose result could depend on thread or GPU scheduling (atomic adds of repeated indices,
+    some cuBLAS reductions) takes its deterministic implementation, or raises if it has none. On CUDA the
+    cuBLAS workspace is fixed too (``CUBLAS_WORKSPACE_CONFIG``). The previous setting is restored after."""
+    import torch
+
+    previous = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)

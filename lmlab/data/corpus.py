@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import ConfigError, DataError, InputError
 from ..core.validate import check_choice
@@ -107,6 +108,35 @@ def text_file(path: str | os.PathLike, *, unit: str = "lines", errors: str = "st
     check_choice("errors", errors, ERRORS)
     p = _check_file(Path(path))
     return Corpus(str(p), lambda: _documents(p, unit, errors, keep_blank))
+
+
+def jsonl_records(path: str | os.PathLike, limit: int | None = None) -> list[tuple[str, Any]]:
+    """(where, value) for each JSON value of a JSON Lines file, ``where`` = "file:line" for messages
+    about that row; blank lines skipped; at most ``limit`` values."""
+    p = _check_file(Path(path))
+    out: list[tuple[str, Any]] = []
+    for lineno, line in _iter_lines(p, "strict"):
+        if not line.strip():
+            continue
+        try:
+            out.append((f"{p}:{lineno}", json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{p}:{lineno} is not valid JSON ({exc.msg})", "write one JSON object per line") from None
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def read_jsonl(path: str | os.PathLike, limit: int | None = None) -> list[dict]:
+    """The JSON objects of a JSON Lines file (blank lines skipped; at most ``limit``), with one clear
+    error for a line that is not a JSON object."""
+    records: list[dict] = []
+    for where, record in jsonl_records(path, limit):
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: a {type(record).__name__}, not a JSON object",
+                            "each line of a JSONL file must be one JSON object")
+        records.append(record)
+    return records
 
 
 def jsonl_file(path: str | os.PathLike, field: str = "text", *, errors: str = "strict") -> Corpus:

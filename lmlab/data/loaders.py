@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..core.errors import ConfigError, DataError
+from ..core.seed import make_generator
 from ..core.validate import check_number
 
 
@@ -68,6 +69,31 @@ class ContiguousStream:
                 for r in rank_rows(self.batch_size, rank, world)]
         ids = torch.from_numpy(np.stack(rows).astype(np.int64))
         return {"input": ids[:, :-1], "target": ids[:, 1:], "reset": window == 0}
+
+
+class ShuffledRows:
+    """Which of ``n`` items make batch ``index``: passes over the items one after another, each in a
+    fresh permutation seeded by ``seed + pass`` (or in order), so a batch is a pure function of its index."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True) -> None:
+        check_number("batch_size", batch_size, low=1, integer=True)
+        if n < 1:
+            raise DataError("there are no rows to draw batches from", "give at least one example")
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self._orders: dict[int, list[int]] = {}
+
+    def order(self, epoch: int) -> list[int]:
+        """The item order of pass ``epoch`` (the latest pass is cached)."""
+        if epoch not in self._orders:
+            self._orders = {epoch: torch.randperm(self.n, generator=make_generator(self.seed + epoch)).tolist()
+                            if self.shuffle else list(range(self.n))}
+        return self._orders[epoch]
+
+    def indices(self, index: int, rank: int = 0, world: int = 1) -> list[int]:
+        """Item indices of batch ``index`` for process ``rank`` of ``world`` (each its own rows)."""
+        start = (index * world + rank) * self.batch_size
+        return [self.order(epoch)[at] for epoch, at in
+                (divmod(position, self.n) for position in range(start, start + self.batch_size))]
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool = False

@@ -1,6 +1,8 @@
 """Parallel text for encoder–decoders: line-aligned source/target corpora, and padded pair batches.
 
-``parallel_corpora`` opens two line-aligned files (blank lines kept, so line i of one is line i
+``both_directions`` turns one pair of languages into a multilingual corpus (Johnson et al., 2017):
+every pair in both directions, each source led by the target language's tag (``<2en>``), so one
+model translates either way. ``parallel_corpora`` opens two line-aligned files (blank lines kept, so line i of one is line i
 of the other) from explicit paths, or from one prefix and a language pair: ``multi30k:train`` with
 ``de-en`` is the registered splits ``train.de`` → ``train.en``; a path prefix ``data/train`` with
 ``de-en`` is ``data/train.de`` → ``data/train.en`` (fairseq's layout). ``PairBatches`` turns
@@ -18,7 +20,7 @@ import torch
 
 from ..core.errors import ConfigError, DataError, InputError
 from ..core.validate import check_number
-from .corpus import Corpus, text_file
+from .corpus import Corpus, from_texts, text_file
 from .loaders import pad_batch, rank_rows
 
 
@@ -54,6 +56,32 @@ def parallel_corpora(source: str | os.PathLike, target: str | os.PathLike | None
         src, tgt = split_pair(pair)
         return aligned_text(f"{source}.{src}"), aligned_text(f"{source}.{tgt}")
     return aligned_text(source), aligned_text(target)
+
+
+def aligned_lines(corpora: tuple[Corpus, Corpus]) -> tuple[list[str], list[str]]:
+    """Both sides of a parallel corpus as lists of lines, refused when their line counts differ."""
+    sources, targets = (list(side) for side in corpora)
+    if len(sources) != len(targets):
+        raise DataError(f"the parallel files are not aligned: {corpora[0].name} has {len(sources)} lines, "
+                        f"{corpora[1].name} has {len(targets)}",
+                        "pass line-aligned files: line i of one must translate line i of the other")
+    return sources, targets
+
+
+def language_tag(language: str) -> str:
+    """The token that asks a multilingual model for ``language``: ``<2en>`` (a special token of its tokenizer)."""
+    return f"<2{language}>"
+
+
+def both_directions(corpora: tuple[Corpus, Corpus], pair: str) -> tuple[Corpus, Corpus]:
+    """(sources, targets) with every pair of ``corpora`` (languages ``pair``, e.g. de-en) twice: forwards
+    with ``<2en>`` before the source, and backwards with ``<2de>`` before the target-side text."""
+    src_lang, tgt_lang = split_pair(pair)
+    sources, targets = aligned_lines(corpora)
+    forward = [f"{language_tag(tgt_lang)} {s}" for s in sources]
+    backward = [f"{language_tag(src_lang)} {t}" for t in targets]
+    name = f"{corpora[0].name}+{corpora[1].name}"
+    return from_texts(forward + backward, f"{name}:sources"), from_texts(targets + sources, f"{name}:targets")
 
 
 class PairBatches:

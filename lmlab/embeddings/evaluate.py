@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import DataError, InputError
-from ..core.validate import check_choice
+from ..core.validate import check_choice, check_number
 from .vectors import ANALOGY_METHODS, WordVectors
 
 
@@ -102,6 +102,7 @@ def evaluate_analogies(wv: WordVectors, path: str | os.PathLike, restrict_vocab:
                        method: str = "3cosadd", batch: int = 512) -> AnalogyResult:
     """Accuracy on ``a b c d`` questions (``: section`` headers): is d the nearest word to b − a + c?"""
     check_choice("method", method, ANALOGY_METHODS)
+    check_number("restrict_vocab", restrict_vocab, low=1, integer=True)
     index = _upper_index(wv, restrict_vocab)
     questions: list[tuple[int, int, int, int]] = []
     section_of: list[str] = []

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.errors import ConfigError, DataError, InputError
 from ..core.io import atomic_write
+from ..core.validate import check_number
 
 ANALOGY_METHODS = ("3cosadd", "3cosmul")
 
@@ -103,6 +104,7 @@ class WordVectors:
         return fn(positive=[b, c], negative=[a], topn=topn, restrict_vocab=restrict_vocab)
 
     def _top(self, scores: np.ndarray, exclude: set[str], topn: int) -> list[tuple[str, float]]:
+        check_number("topn", topn, low=1, integer=True)
         k = min(len(scores), topn + len(exclude))
         best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         best = best[np.argsort(-scores[best], kind="stable")]

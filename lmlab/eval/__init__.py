@@ -1,14 +1,14 @@
-"""lmlab.eval: metrics and evaluation."""
+"""lmlab.eval: metrics and evaluation.
 
-from .lm_metrics import (
-    LMScore,
-    bits_per_unit,
-    comparability_note,
-    cross_entropy_nats,
-    evaluate_lm,
-    perplexity,
-    windows,
-)
+Its names are imported on first use (``lmlab.core.lazy``), so that a light metric module
+(``lmlab.eval.bleu``, whose choices ``lmlab --help`` lists) does not import torch.
+"""
 
-__all__ = ["LMScore", "bits_per_unit", "comparability_note", "cross_entropy_nats", "evaluate_lm", "perplexity",
-           "windows"]
+from ..core.lazy import lazy_exports
+
+#: the names this package exports, and the module each lives in
+EXPORTS = {name: "lm_metrics" for name in ("LMScore", "bits_per_unit", "comparability_note", "cross_entropy_nats",
+                                            "evaluate_lm", "perplexity", "windows")}
+
+__all__ = sorted(EXPORTS)
+__getattr__ = lazy_exports(__name__, EXPORTS)

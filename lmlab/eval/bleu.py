@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from .. import __version__
 from ..core.errors import ConfigError, InputError
-from ..core.validate import check_choice
+from ..core.validate import check_choice, check_number
 
 TOKENIZERS = ("13a", "intl", "none")
 SMOOTH_DEFAULTS: dict[str, float | None] = {"none": None, "floor": 0.1, "add-k": 1.0, "exp": None}
@@ -216,16 +216,21 @@ def nrefs_of(sets: list[list[str]]) -> int | str:
     return counts.pop() if len(counts) == 1 else "var"
 
 
-def _check(smooth_method: str, tokenizer: str) -> None:
+def _check(smooth_method: str, tokenizer: str, smooth_value: float | None = None) -> None:
     check_choice("smooth_method", smooth_method, tuple(SMOOTH_DEFAULTS))
     check_choice("tokenize", tokenizer, TOKENIZERS)
+    if smooth_value is not None:
+        if smooth_method not in ("floor", "add-k"):
+            raise ConfigError(f"smooth_value applies to the floor and add-k smoothings, not {smooth_method}",
+                              "leave it out, or choose smooth_method floor / add-k")
+        check_number("smooth_value", smooth_value, low=0.0, low_inclusive=smooth_method == "add-k")
 
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]], *, smooth_method: str = "exp",
                 smooth_value: float | None = None, lowercase: bool = False, tokenize: str = "13a",
                 use_effective_order: bool = False, max_ngram_order: int = 4) -> BLEUScore:
     """Corpus BLEU: n-gram statistics summed over segments, then one score (as sacrebleu)."""
-    _check(smooth_method, tokenize)
+    _check(smooth_method, tokenize, smooth_value)
     sets = reference_sets(hypotheses, references)
     totals = [0] * (2 + 2 * max_ngram_order)
 

@@ -7,28 +7,25 @@ times after a warm-up; the median of each figure is reported with the machine it
 
 from __future__ import annotations
 
-import os
 import platform
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from ..core.machine import cpu_info
 from ..core.validate import check_number
 from ..generate.engine import Engine, Request
+from ..generate.settings import DecodingSettings
 from ..lm import LanguageModel
 
 
 def machine_info(lm: LanguageModel | None = None) -> dict:
-    """CPU model, cores, torch version and threads (and the model's device and dtype)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version()}
+    """CPU model, cores, vector ISA, torch version and threads (and the model's device and dtype)."""
+    cpu = cpu_info()
+    info = {"cpu": cpu["cpu"], "cores": cpu["cores"], "isa": cpu["isa"], "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "python": platform.python_version()}
     if lm is not None:
         params = list(lm.parameters()) if isinstance(lm, torch.nn.Module) else []
         info.update(device=str(getattr(lm, "device", "cpu")),
@@ -62,17 +59,20 @@ def _figures(completions: list, batch_size: int) -> dict:
             "prefill_tokens_per_s": prompt / prefill if prefill > 0 else 0.0,
             "decode_tokens_per_s": decode_rate, "decode_tokens_per_s_per_request": decode_rate / batch_size,
             "throughput_tokens_per_s": generated / total if total > 0 else 0.0,
-            "total_s": total, "peak_memory_mb": max(peaks) if peaks else None}
+            "total_s": total, "peak_memory_mb": max(peaks) if peaks else None,
+            "kv_cache_bytes": max(s.kv_cache_bytes for s in calls)}
 
 
 def measure_generation(lm: LanguageModel, *, batch_sizes: Sequence[int] = (1, 4, 8), prompt_tokens: int = 128,
-                       new_tokens: int = 64, repeats: int = 3, warmup: int = 1, seed: int = 0) -> list[dict]:
-    """Per batch size, the median time to first token, prefill and decode tokens/s, throughput, peak memory."""
+                       new_tokens: int = 64, repeats: int = 3, warmup: int = 1, seed: int = 0,
+                       kv_cache: Any = None) -> list[dict]:
+    """Per batch size, the median time to first token, prefill and decode tokens/s, throughput, peak memory
+    and the most KV-cache bytes held (``kv_cache``: a ``lmlab.kvcache.KVCacheSettings`` for every request)."""
     check_number("prompt_tokens", prompt_tokens, low=1, integer=True)
     check_number("new_tokens", new_tokens, low=1, integer=True)
     check_number("repeats", repeats, low=1, integer=True)
     check_number("warmup", warmup, low=0, integer=True)
-    engine = Engine(lm, None, greedy=True)
+    engine = Engine(lm, None, settings=DecodingSettings(greedy=True, kv_cache=kv_cache))
     rows = []
     for b in batch_sizes:
         check_number("batch size", b, low=1, integer=True)
@@ -85,6 +85,7 @@ def measure_generation(lm: LanguageModel, *, batch_sizes: Sequence[int] = (1, 4,
         row = {"batch_size": b}
         for key in timed[0]:
             values = [r[key] for r in timed if r[key] is not None]
-            row[key] = statistics.median(values) if key != "peak_memory_mb" else (max(values) if values else None)
+            row[key] = (statistics.median(values) if key not in ("peak_memory_mb", "kv_cache_bytes")
+                        else (max(values) if values else None))
         rows.append(row)
     return rows

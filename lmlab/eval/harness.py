@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict
+from typing import Protocol
 
 import numpy as np
 
@@ -41,7 +42,9 @@ def multiple_choice_metrics(loglikelihoods: list[float], choices: list[str], gol
             "acc_bytes": float(np.argmax(lls / nbytes) == gold)}
 
 
-def _run_multiple_choice(task: Task, runner: RequestRunner, contexts: list[str]) -> tuple[dict, list[dict]]:
+def score_multiple_choice(task: Task, runner: RequestRunner, contexts: list[str]) -> tuple[dict, list[dict]]:
+    """Per-item scores of a multiple-choice task: each context followed by each choice, scored by
+    log-likelihood (the metrics of ``multiple_choice_metrics``)."""
     spec = task.spec
     requests, layout = [], []
     for record, ctx in zip(task.items, contexts, strict=True):
@@ -95,27 +98,49 @@ def _run_last_word(task: Task, runner: RequestRunner, contexts: list[str]) -> tu
     return {"acc": hits, "loglikelihood": lls}, per_item
 
 
-RUNNERS = {"multiple_choice": _run_multiple_choice, "generate": _run_generate, "last_word": _run_last_word}
+RUNNERS = {"multiple_choice": score_multiple_choice, "generate": _run_generate, "last_word": _run_last_word}
 
 
-def evaluate_task(task: Task, runner: RequestRunner, *, limit: int | None = None, seed: int = 1234) -> dict:
-    """Score ``task`` (its first ``limit`` items) and return metrics, stderrs, config and per-item records."""
+class Strategy(Protocol):
+    """A prompting strategy (``lmlab.agents.strategies``): scores a task its own way — own prompts,
+    several model calls per item — and returns (scores per metric, per-item records)."""
+
+    name: str
+
+    def __call__(self, task: Task, runner: RequestRunner) -> tuple[dict, list[dict]]: ...
+
+    def config(self) -> dict: ...
+
+
+def evaluate_task(task: Task, runner: RequestRunner, *, limit: int | None = None, seed: int = 1234,
+                  strategy: Strategy | None = None) -> dict:
+    """Score ``task`` (its first ``limit`` items) and return metrics, stderrs, config and per-item records.
+
+    Without a ``strategy`` the task's own prompt is used (the lm-evaluation-harness way); with one,
+    the strategy builds the prompts and answers (direct, chain of thought, self-consistency, PAL, ...)
+    and the result names it."""
     if limit is not None:
         task = Task(task.spec, task.items[:limit], task.fewshot_pool)
     rng = random.Random(seed)
-    if task.spec.type == "last_word":
+    if strategy is not None:
+        scores, per_item = strategy(task, runner)
+    elif task.spec.type == "last_word":
         contexts = [item["context"] for item in task.items]
+        scores, per_item = RUNNERS[task.spec.type](task, runner, contexts)
     else:
         contexts = [fewshot_context(task, record, rng) for record in task.items]
-    scores, per_item = RUNNERS[task.spec.type](task, runner, contexts)
+        scores, per_item = RUNNERS[task.spec.type](task, runner, contexts)
     metrics: dict[str, float] = {}
     for name, values in scores.items():
         if name == "loglikelihood":  # LAMBADA's perplexity of the target word
             metrics["perplexity"] = math.exp(-float(np.mean(values)))
             continue
         metrics[name], metrics[f"{name}_stderr"] = _mean_and_stderr(values)
-    return {"task": task.spec.name, "n": len(task.items), "metrics": metrics,
-            "config": {**asdict(task.spec), "seed": seed, "limit": limit}, "items": per_item}
+    config = {**asdict(task.spec), "seed": seed, "limit": limit}
+    if strategy is not None:
+        config["strategy"] = strategy.config()
+    return {"task": task.spec.name, "n": len(task.items), "strategy": strategy.name if strategy else None,
+            "metrics": metrics, "config": config, "items": per_item}
 
 
 def aggregate(results: list[dict]) -> dict[str, float]:

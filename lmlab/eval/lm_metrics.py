@@ -96,16 +96,25 @@ class LMScore:
 
 
 def evaluate_lm(lm: LanguageModel, tokenizer, corpus: Iterable[str], *, batch_size: int = 64,
-                stride: int | None = None, per_document: bool = False) -> LMScore:
+                stride: int | None = None, context: int | None = None, per_document: bool = False) -> LMScore:
     """Score every document of ``corpus`` (BOS + tokens + EOS) and total the log-likelihood.
 
-    Documents longer than a fixed-context model's ``context_length`` are scored with sliding
-    windows moved by ``stride`` ids (each token predicted once, with at least
-    ``context_length - stride`` ids of history); without a stride they are an error.
-    ``per_document`` keeps each document's totals as well.
+    Documents longer than ``context`` ids (default: a fixed-context model's ``context_length``) are
+    scored with sliding windows of ``context`` ids moved by ``stride`` (each token predicted once, with
+    at least ``context - stride`` ids of history); without a stride they are an error. At most
+    ``batch_size`` sequences or windows are scored at once — a long document's windows are spread over
+    batches — so memory is bounded by ``batch_size`` × ``context``, and running out of it is a clear
+    error. ``per_document`` keeps each document's totals as well.
     """
     check_tokenizer(lm, tokenizer)
+    check_number("batch_size", batch_size, low=1, integer=True)
     limit = lm.context_length
+    if context is not None:
+        check_number("context", context, low=2, integer=True)
+        if limit is not None and context > limit:
+            raise ConfigError(f"context {context} is longer than the model's {limit} positions",
+                              f"use a context of at most {limit}")
+        limit = context
     if stride is not None:
         check_number("stride", stride, low=1, integer=True)
         if limit is not None and stride > limit - 1:
@@ -121,16 +130,23 @@ def evaluate_lm(lm: LanguageModel, tokenizer, corpus: Iterable[str], *, batch_si
             return
         length = max(len(s) for s, _, _ in batch)
         if limit is not None and length > limit:
-            raise ModelError(f"a document of {length} tokens exceeds the model's context of {limit}",
-                             "evaluate with a sliding window (--stride) or split the documents")
+            raise ModelError(f"a document of {length} tokens is longer than the context of {limit}",
+                             f"score it in sliding windows (--stride, e.g. {max(1, limit // 2)}) or split the documents")
         pad = lm.pad_id if lm.pad_id is not None else 0
         ids = torch.full((len(batch), length), pad, dtype=torch.long)
         mask = torch.zeros(len(batch), length - 1, dtype=torch.bool)
         for row, (seq, first, _) in enumerate(batch):
             ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, first - 1:len(seq) - 1] = True
-        with torch.no_grad():
-            scores = lm.score(ids.to(lm.device)).double().cpu()
+        try:
+            with torch.no_grad():
+                scores = lm.score(ids.to(lm.device)).double().cpu()
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            raise _out_of_memory(len(batch), length) from exc
+        except RuntimeError as exc:
+            if "alloc" not in str(exc):
+                raise
+            raise _out_of_memory(len(batch), length) from exc
         picked = scores[mask]
         if lm.normalized and bool(torch.isneginf(picked).any()):
             raise ModelError("the model gives probability 0 to a token of the evaluation data",
@@ -159,12 +175,12 @@ def evaluate_lm(lm: LanguageModel, tokenizer, corpus: Iterable[str], *, batch_si
             docs.append({"index": index, "tokens": max(len(seq) - 1, 0), "words": n_words,
                          "bytes": len(doc.encode("utf-8")) + 1, "logprob": 0.0})
         if len(seq) >= 2:
-            if limit is not None and stride is not None and len(seq) > limit:
-                batch.extend((seq[b:e], first - b, index) for b, e, first in windows(len(seq), limit, stride))
-            else:
-                batch.append((seq, 1, index))
-        if len(batch) >= batch_size:
-            flush()
+            parts = (windows(len(seq), limit, stride) if limit is not None and stride is not None and len(seq) > limit
+                     else [(0, len(seq), 1)])
+            for b, e, first in parts:
+                batch.append((seq[b:e], first - b, index))
+                if len(batch) >= batch_size:
+                    flush()
     flush()
     if totals["tokens"] == 0:
         raise ModelError("nothing to score: every document was empty after tokenization")
@@ -174,6 +190,11 @@ def evaluate_lm(lm: LanguageModel, tokenizer, corpus: Iterable[str], *, batch_si
     return LMScore(total_logprob=totals["logprob"], tokens=totals["tokens"], documents=totals["docs"],
                    characters=totals["chars"], bytes=totals["bytes"], unk_tokens=totals["unk"],
                    words=totals["words"], per_document=docs if per_document else None)
+
+
+def _out_of_memory(rows: int, length: int) -> ModelError:
+    return ModelError(f"out of memory scoring {rows} sequence(s) of up to {length} tokens",
+                      "lower --batch-size (memory grows with it), or score shorter windows with --context and --stride")
 
 
 def comparability_note(tokenizer_a, tokenizer_b) -> str | None:

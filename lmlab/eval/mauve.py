@@ -97,6 +97,9 @@ def mauve(human: Sequence[str], generated: Sequence[str], encoder: SentenceEncod
     if len(human) < 2 or len(generated) < 2:
         raise InputError("MAUVE needs at least two texts on each side", "pass more texts (hundreds in practice)")
     check_number("scaling", scaling, low=0, low_inclusive=False)
+    if clusters is not None:
+        check_number("clusters", clusters, low=1, integer=True)
+    check_number("seed", seed, low=0, integer=True)
     p_feat, q_feat = np.asarray(encoder(list(human))), np.asarray(encoder(list(generated)))
     p, q = quantize(p_feat, q_feat, clusters=clusters, seed=seed)
     return {"mauve": mauve_from_histograms(p, q, points=points, scaling=scaling),

@@ -56,6 +56,7 @@ def bradley_terry(judgements: Sequence[dict], *, prior: float = 0.0, iterations:
     that met (a pseudo-count), which keeps a player who never won finite.
     """
     check_number("prior", prior, low=0.0)
+    check_number("prior", prior, low=0.0)
     players, wins = win_counts(judgements)
     for (i, j) in {pair for (a, b) in list(wins) for pair in ((a, b), (b, a))}:
         wins[i, j] += prior
@@ -85,6 +86,7 @@ def bradley_terry(judgements: Sequence[dict], *, prior: float = 0.0, iterations:
 
 def elo(judgements: Sequence[dict], *, k: float = 32.0, initial: float = 1000.0) -> dict[str, float]:
     """Online Elo in the order given (order matters; Bradley-Terry does not)."""
+    check_number("k", k, low=0.0, low_inclusive=False)
     _check(judgements)
     rating: dict[str, float] = defaultdict(lambda: initial)
     for j in judgements:

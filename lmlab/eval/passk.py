@@ -3,7 +3,8 @@
 With n samples per problem of which c pass, pass@k = 1 − C(n−c, k) / C(n, k) (Chen et al.,
 2021), the probability that at least one of k samples drawn without replacement passes;
 it is computed as a product to stay exact for large n. A sample is checked by running
-``prompt + completion + test + check(entry_point)`` in the sandbox.
+``prompt + completion + test`` in the sandbox, then ``check(entry_point)``: it passes only if
+that call returns (the sandbox's supervisor sees it), not on the exit code.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
-def humaneval_program(problem: dict, completion: str) -> str:
-    """The program that checks one completion of a HumanEval-format problem."""
-    check = f"\n\ncheck({problem['entry_point']})\n" if problem.get("entry_point") else "\n"
-    return problem.get("prompt", "") + completion + "\n\n" + problem["test"] + check
+def humaneval_program(problem: dict, completion: str) -> tuple[str, str]:
+    """(program, check call) that test one completion of a HumanEval-format problem."""
+    check = f"check({problem['entry_point']})\n" if problem.get("entry_point") else ""
+    return problem.get("prompt", "") + completion + "\n\n" + problem["test"] + "\n", check
 
 
 def evaluate_samples(samples: Iterable[dict], problems: dict[str, dict], ks: Sequence[int] = (1, 10, 100), *,
@@ -46,8 +47,8 @@ def evaluate_samples(samples: Iterable[dict], problems: dict[str, dict], ks: Seq
         task = sample.get("task_id")
         if task not in problems:
             raise DataError(f"sample for unknown task {task!r}", "every sample's task_id must name a problem")
-        program = humaneval_program(problems[task], sample.get("completion", ""))
-        outcomes[task].append(run_python(program, timeout=timeout, memory_mb=memory_mb))
+        program, check = humaneval_program(problems[task], sample.get("completion", ""))
+        outcomes[task].append(run_python(program, check=check, timeout=timeout, memory_mb=memory_mb))
     if not outcomes:
         raise DataError("no samples to evaluate")
     counts = {t: (len(r), sum(x.passed for x in r)) for t, r in outcomes.items()}

@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..core.errors import ModelError
+from ..core.errors import ConfigError, ModelError
 from ..core.io import write_json
 from ..core.progress import progress
 from ..generate.engine import Engine
@@ -34,8 +35,11 @@ class RequestRunner:
     """Answers log-likelihood, greedy-match and generation requests for one model and tokenizer."""
 
     def __init__(self, lm: LanguageModel, tokenizer, *, batch_size: int = 16, cache_path: str | None = None,
-                 model_id: str = "", start_always: bool = True, share_contexts: bool = True) -> None:
+                 model_id: str = "", start_always: bool = True, share_contexts: bool = True,
+                 kv_cache: Any = None) -> None:
         check_tokenizer(lm, tokenizer)
+        # a KV-cache policy (lmlab.kvcache.KVCacheSettings) for generated answers; scoring reads whole contexts
+        self.kv_cache = kv_cache
         self.lm, self.tokenizer, self.batch_size = lm, tokenizer, batch_size
         # the start rule changes every number, so it is part of the cache's identity
         self.model_id = f"{model_id}|{tokenizer.fingerprint()}|start:{'always' if start_always else 'empty'}"
@@ -81,6 +85,9 @@ class RequestRunner:
     # --- log-likelihood -----------------------------------------------------------------------
     def loglikelihood(self, requests: Sequence[Request]) -> list[float]:
         """log p(continuation | context) for each request (natural log)."""
+        if self.kv_cache is not None and requests:
+            raise ConfigError("a KV-cache policy applies to generated answers; log-likelihood items score whole "
+                              "contexts", "leave --kv-policy/--kv-quant out for multiple-choice tasks")
         keys = [json.dumps(r, ensure_ascii=False) for r in requests]
         todo = sorted({k for k in keys if k not in self.cache})
         self.calls["cached"] += len(keys) - len(todo)
@@ -202,7 +209,8 @@ class RequestRunner:
                       max_new_tokens: int = 256) -> list[str]:
         """Greedy continuations of ``contexts``, ``batch_size`` at a time through the decoding loop, each
         cut at the first of the ``until`` strings; a context too long keeps its last tokens."""
-        settings = DecodingSettings(greedy=True, max_new_tokens=max_new_tokens, stop=tuple(s for s in until if s))
+        settings = DecodingSettings(greedy=True, max_new_tokens=max_new_tokens, stop=tuple(s for s in until if s),
+                                    kv_cache=self.kv_cache)
         engine = Engine(self.lm, self.tokenizer, settings=settings, on_overflow="truncate", decode_layout=False)
         texts: list[str] = []
         starts = range(0, len(contexts), self.batch_size)

@@ -18,14 +18,14 @@ A spec is a JSON object: ``{"name", "type", "data", "prompt": "Question: {questi
 
 from __future__ import annotations
 
-import json
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..analysis.answers import FLEXIBLE_NUMBER, extract_answer, normalize_number_answer  # noqa: F401
 from ..core.errors import ConfigError, DataError, InputError
+from ..core.io import read_json
 from ..core.validate import check_choice, check_number
 from ..data import data_root, open_corpus
 from ..data.corpus import text_file
@@ -91,8 +91,6 @@ def _sst2_records(path: Path) -> list[dict]:
     return [{"sentence": cols[s].strip(), "gold": int(cols[y])} for cols in (row.split("\t") for row in rows[1:])]
 
 
-#: lm-evaluation-harness's GSM8K "flexible-extract": the last number in the output
-FLEXIBLE_NUMBER = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
 
 BUILTIN: dict[str, tuple[dict, Callable[[Path], list[dict]], str, str]] = {
     # name: (spec fields, reader of a shared file, items file, few-shot file) — paths under LMLAB_DATA
@@ -166,10 +164,10 @@ def load_task(name_or_path: str, *, num_fewshot: int | None = None, corpus: str 
     if not path.exists():
         raise InputError(f"no built-in task or spec file named {name_or_path!r}",
                          f"use one of {', '.join([*BUILTIN, 'lambada'])} or a task spec .json")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+    raw = read_json(path, "task spec")
+    if not isinstance(raw, dict):
+        raise DataError(f"task spec {path} holds a {type(raw).__name__}, not a JSON object",
+                        "write the spec as one JSON object with 'name', 'type' and 'data'")
     known = {f.name for f in fields(TaskSpec)}
     unknown = set(raw) - known
     if unknown:
@@ -234,25 +232,3 @@ def fewshot_context(task: Task, record: dict, rng: random.Random) -> str:
     shots = rng.sample(pool, spec.num_fewshot)
     parts = [render(spec.prompt, s) + spec.target_delimiter + target_text(spec, s) for s in shots]
     return spec.fewshot_delimiter.join([*parts, query])
-
-
-def extract_answer(text: str, pattern: str, *, last: bool = False) -> str:
-    """The first matched group of the first (or ``last``) match of ``pattern`` ("[invalid]" if none).
-
-    Without a pattern, the stripped text. Of several groups, the first that matched counts
-    (as lm-evaluation-harness's regex filter takes it).
-    """
-    if not pattern:
-        return text.strip()
-    matches = list(re.finditer(pattern, text))
-    if not matches:
-        return "[invalid]"
-    match = matches[-1] if last else matches[0]
-    if not match.groups():
-        return match.group(0).strip()
-    return next((g for g in match.groups() if g), match.group(0)).strip()
-
-
-def normalize_number_answer(text: str) -> str:
-    """GSM8K's comparison form: no commas, dollar signs or trailing period."""
-    return re.sub(r"\.$", "", text.replace(",", "").replace("$", "").strip())

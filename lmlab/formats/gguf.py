@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InputError, ModelError
-from .ggml_quants import dequantize, nbytes, type_name
+from .ggml_quants import GGML_TYPES, dequantize, nbytes, type_name
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -153,3 +153,68 @@ class GGUFFile:
 def read_gguf(path: str | os.PathLike) -> GGUFFile:
     """Open and parse a GGUF file (the tensor data stays on disk, memory-mapped)."""
     return GGUFFile(path)
+
+
+_NUMPY_TYPES = {np.dtype(dt): vtype for vtype, (_, dt) in _SCALARS.items() if vtype != 7}
+
+
+def _encode_value(value: Any) -> tuple[int, bytes]:
+    """(GGUF value type, bytes) of a metadata value: str, bool, int (uint32, or int32/64 when it must be),
+    float (float32), a numpy array (its own element type) or a list of one of those."""
+    if isinstance(value, str):
+        raw = value.encode("utf-8")
+        return _STRING, struct.pack("<Q", len(raw)) + raw
+    if isinstance(value, (bool, np.bool_)):
+        return 7, struct.pack("<?", bool(value))
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+        if 0 <= v < 2**32:
+            return 4, struct.pack("<I", v)
+        return (5, struct.pack("<i", v)) if -2**31 <= v < 2**31 else (11, struct.pack("<q", v))
+    if isinstance(value, (float, np.floating)):
+        return 6, struct.pack("<f", float(value))
+    if isinstance(value, np.ndarray):
+        dtype = value.dtype.newbyteorder("=")
+        if dtype not in _NUMPY_TYPES:
+            raise ModelError(f"GGUF metadata cannot hold {value.dtype} arrays")
+        return _ARRAY, struct.pack("<IQ", _NUMPY_TYPES[dtype], value.size) + value.astype(dtype.newbyteorder("<")).tobytes()
+    if isinstance(value, (list, tuple)):
+        parts = [_encode_value(v) for v in value]
+        etype = parts[0][0] if parts else _STRING
+        if any(p[0] != etype for p in parts):
+            raise ModelError("a GGUF metadata array must hold values of one type")
+        return _ARRAY, struct.pack("<IQ", etype, len(parts)) + b"".join(p[1] for p in parts)
+    raise ModelError(f"GGUF metadata cannot hold a {type(value).__name__}")
+
+
+def write_gguf(path: str | os.PathLike, metadata: dict[str, Any],
+               tensors: list[tuple[str, tuple[int, ...], str, np.ndarray]]) -> Path:
+    """Write a GGUF v3 file atomically: ``metadata`` (key → value) and ``tensors`` as
+    (name, shape in PyTorch's row-major order, ggml type name, raw bytes as uint8)."""
+    from ..core.io import atomic_path
+
+    align = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+    header = [MAGIC, struct.pack("<IQQ", 3, len(tensors), len(metadata))]
+    for key, value in metadata.items():
+        vtype, raw = _encode_value(value)
+        name = key.encode("utf-8")
+        header.append(struct.pack("<Q", len(name)) + name + struct.pack("<I", vtype) + raw)
+    offset = 0
+    for name, shape, ggml_type, raw in tensors:
+        type_id = next(i for i, n in GGML_TYPES.items() if n == type_name(ggml_type))
+        expect = nbytes(ggml_type, int(np.prod(shape, dtype=np.int64)))
+        if raw.size != expect:
+            raise ModelError(f"tensor {name} has {raw.size} bytes where {ggml_type} {shape} needs {expect}")
+        encoded = name.encode("utf-8")
+        dims = tuple(reversed(shape))  # GGUF lists the fastest-varying dimension first
+        header.append(struct.pack("<Q", len(encoded)) + encoded + struct.pack("<I", len(dims))
+                      + struct.pack(f"<{len(dims)}Q", *dims) + struct.pack("<IQ", type_id, offset))
+        offset += -(-raw.size // align) * align
+    out = Path(path)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        head = b"".join(header)
+        f.write(head + b"\0" * (-len(head) % align))
+        for _, _, _, raw in tensors:
+            f.write(raw.tobytes())
+            f.write(b"\0" * (-raw.size % align))
+    return out

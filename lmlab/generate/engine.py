@@ -129,7 +129,7 @@ class Engine:
                       generated_tokens=sum(len(c.ids) for c in outs), prefill_s=loop.prefill_seconds,
                       time_to_first_token_s=first - start, decode_s=end - first,
                       decode_tokens=max(sum(len(c.ids) - 1 for c in outs if c.ids), 0),
-                      peak_memory_mb=peak_memory_mb(device))
+                      peak_memory_mb=peak_memory_mb(device), kv_cache_bytes=loop.counters["kv_cache_bytes"])
         for c in outs:
             c.stats = stats
         return outs

@@ -14,6 +14,11 @@ Requests wait in a queue; each ``turn()``:
    finished, failed and re-ordered rows leave or move with one ``select_state``;
 4. runs **one decode step** (``next_scores``) for all continuing rows together.
 
+A request's ``DecodingSettings.kv_cache`` (``lmlab.kvcache.settings``) is applied around the
+forward passes: the prefill sets the cache up (quantization, what to record about attention),
+and after every pass each request's cache policy evicts its own rows down to its budget — a
+budget per row, whatever the search — so the loop never looks inside the cache.
+
 Several tokens per row (speculative decoding): a strategy may answer each continuing row with a
 *list* of tokens to feed, and with how many of the row's last tokens to forget first
 (``(parents, feeds, drops)``). The loop then rewinds the rows (``rewind``), feeds every row's
@@ -44,6 +49,7 @@ import torch
 from ..core.errors import ConfigError, InputError, LmlabError
 from ..core.validate import check_choice, check_number
 from ..data.loaders import pad_batch
+from ..kvcache.settings import enforce, held_bytes, observe_decoding, prefill_setup
 from ..lm import LanguageModel, State
 from .output import Completion, Event
 from .search import make_search
@@ -135,6 +141,14 @@ class Group:
         return self.deadline is not None and time.monotonic() > self.deadline
 
 
+def apart(a: Group, b: Group) -> bool:
+    """Whether two requests cannot share a batch: a method that feeds or takes back several tokens per
+    row (speculative decoding, contrastive search) never runs beside a KV-cache policy, whose eviction
+    follows one token per row."""
+    return ((a.settings.method is not None and b.settings.kv_cache is not None)
+            or (a.settings.kv_cache is not None and b.settings.method is not None))
+
+
 class DecodeLoop:
     """The step loop over one model (see the module docstring). Not thread-safe: one driver at a time.
 
@@ -162,7 +176,7 @@ class DecodeLoop:
         self.positions: torch.Tensor | None = None  # [rows, T, V] after each fed position (several fed)
         self.hidden: torch.Tensor | None = None  # [rows, d] last-layer states (a strategy reads "hidden")
         self.counters = {"submitted": 0, "completed": 0, "cancelled": 0, "failed": 0, "steps": 0, "tokens": 0,
-                         "peak_batch": 0, "prefill_tokens": 0}
+                         "peak_batch": 0, "prefill_tokens": 0, "kv_cache_bytes": 0}
         self.prefill_seconds = 0.0
 
     # --- requests -----------------------------------------------------------------------------
@@ -172,8 +186,22 @@ class DecodeLoop:
         settings.check_for(self.lm.vocab_size)
         if settings.method is not None:
             settings.method.check_model(self.lm)
-        prompt = fit_prompt(request.prompt, settings.max_new_tokens, getattr(self.lm, "context_length", None),
-                            self.on_overflow)
+        context = getattr(self.lm, "context_length", None)
+        kv = settings.kv_cache
+        if kv is not None and settings.method is not None:
+            raise ConfigError(f"the {settings.method.name} method and a KV-cache policy cannot run together (the "
+                              "method feeds or takes back several tokens per row, which eviction does not follow)",
+                              "drop the cache policy (--kv-policy/--kv-quant) or the method")
+        if kv is not None:
+            kv.check_model(self.lm)
+            if kv.needs_attention and self.step != self.lm.next_scores:
+                raise ConfigError(f"the {kv.policy.name} cache policy reads attention weights, which the compiled "
+                                  "decode step does not record", "leave --compile out or use window, streaming or knorm")
+            if kv.policy.repositions:  # positions stay within the cache: decoding goes past the context
+                context = None
+        prompt = fit_prompt(request.prompt, settings.max_new_tokens, context, self.on_overflow)
+        if kv is not None:
+            kv.budget(len(prompt))
         bad = [i for i in prompt if not 0 <= i < self.lm.vocab_size]
         if bad:
             raise InputError(f"prompt token id {bad[0]} is outside the model's vocabulary [0, {self.lm.vocab_size})",
@@ -270,24 +298,32 @@ class DecodeLoop:
             row_scores, group.state = lm.next_scores(chunk, group.state)
             group.fed += take
             fed += take
+            self._enforce(group.state, [(group, [0])])
             if group.fed == len(group.prompt):
                 self.prefilling.remove(group)
                 fan_out(group, row_scores, group.state)
                 group.state = None
         new: list[Group] = []
-        rows = self.running_rows + sum(g.settings.rows for g in groups)
+        rows = self.running_rows + sum(g.settings.rows for g in [*groups, *self.prefilling])
         while self.waiting and fed < budget:
             group = self.waiting[0]
             if self.max_rows is not None and rows + group.settings.rows > self.max_rows and (rows or new):
                 break  # wait for running rows to finish
+            if any(apart(group, other) for other in (*self.running, *self.prefilling, *groups, *new)):
+                break  # wait until the batch holds no request it cannot run beside
             self.waiting.popleft()
             group.fed = int(min(len(group.prompt), budget - fed))
             fed += group.fed
             rows += group.settings.rows
             new.append(group)
         if new:
-            reserve = max(g.settings.max_new_tokens for g in new)
-            batch_scores, state = lm.prefill([g.prompt[:g.fed] for g in new], reserve=reserve)
+            kv = [g.settings.kv_cache for g in new]
+            reserve = max(g.settings.max_new_tokens if c is None else c.reserve(g.settings.max_new_tokens)
+                          for g, c in zip(new, kv, strict=True))
+            setup = prefill_setup(kv)
+            extra = {} if setup is None else {"setup": setup}
+            batch_scores, state = lm.prefill([g.prompt[:g.fed] for g in new], reserve=reserve, **extra)
+            self._enforce(state, [(g, [i]) for i, g in enumerate(new)])
             complete = [i for i, g in enumerate(new) if g.fed == len(g.prompt)]
             for i, group in enumerate(new):
                 if i not in complete:  # the rest of its prompt comes in later turns
@@ -328,6 +364,7 @@ class DecodeLoop:
             index = torch.tensor(keep, dtype=torch.long, device=lm.device)
             state, scores = lm.select_state(state, index), scores[index.to(scores.device)]
         self.state = state if self.state is None else lm.concat_states([self.state, state])
+        self.scores = scores if self.scores is None else torch.cat([self.scores, scores])
         if self.positions is not None:  # new rows fed one token (their prompt's last): right-aligned
             self.positions = torch.cat([self.positions, scores.unsqueeze(1).expand(-1, self.positions.shape[1], -1)])
         if self.hidden is not None:  # prefill keeps no hidden states; nobody reads them at the first step
@@ -399,10 +436,29 @@ class DecodeLoop:
             tokens, feeds = [f[0] for f in feeds], None
         if feeds is None and not hidden:  # the usual step: one token per row
             fed = torch.tensor(tokens, dtype=torch.long, device=lm.device).unsqueeze(1)
+            kv = [g.settings.kv_cache for g in still]
+            if any(c is not None for c in kv):
+                observe_decoding(self.state, kv)
             scores, self.state = self.step(fed, self.state)
             self.scores, self.positions, self.hidden = scores.float(), None, None
-            return
-        self._feed_many(feeds if feeds is not None else [[t] for t in tokens], drops, hidden)
+        else:  # no request here has a cache policy (admission keeps them apart)
+            self._feed_many(feeds if feeds is not None else [[t] for t in tokens], drops, hidden)
+        offset, rows = 0, []
+        for group in still:
+            rows.append((group, list(range(offset, offset + group.rows))))
+            offset += group.rows
+        self._enforce(self.state, rows)
+
+    def _enforce(self, state: State, groups: list[tuple[Group, list[int]]]) -> None:
+        """After a forward pass: every request with a cache policy evicts its rows (``rows`` in ``state``)
+        down to its budget ('prompt' once its whole prompt is in, else 'step'); the peak bytes held."""
+        requests = [(rows, g.settings.kv_cache, len(g.prompt), "step" if g.fed < len(g.prompt) or g.search else
+                     "prompt") for g, rows in groups if g.settings.kv_cache is not None]
+        if requests:
+            enforce(state, requests)
+        states = {id(s): s for s in (self.state, state, *(g.state for g in self.prefilling))}
+        held = sum(held_bytes(s) for s in states.values())
+        self.counters["kv_cache_bytes"] = max(self.counters["kv_cache_bytes"], held)
 
     def _extra(self, reads: Sequence[str], rows: slice) -> dict[str, torch.Tensor | None]:
         """What a strategy reads beyond its rows' scores: "positions" (scores after each fed position,

@@ -53,6 +53,7 @@ class Stats:
     decode_s: float = 0.0
     decode_tokens: int = 0  # generated tokens after each request's first
     peak_memory_mb: float | None = None
+    kv_cache_bytes: int = 0  # the most bytes of KV-cache tensors held at once (0: the model keeps none)
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -67,7 +68,8 @@ class Stats:
         return {"prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
                 "prefill_s": self.prefill_s, "time_to_first_token_s": self.time_to_first_token_s,
                 "decode_s": self.decode_s, "prefill_tokens_per_s": self.prefill_tokens_per_s,
-                "decode_tokens_per_s": self.decode_tokens_per_s, "peak_memory_mb": self.peak_memory_mb}
+                "decode_tokens_per_s": self.decode_tokens_per_s, "peak_memory_mb": self.peak_memory_mb,
+                "kv_cache_bytes": self.kv_cache_bytes}
 
 
 @dataclass
@@ -100,6 +102,8 @@ class Event:
     text: str = ""
     token: int | None = None  # None for the stop token, which is not part of the output
     logprob: float | None = None
+    stop_id: int | None = None  # the stop token that ended the row (its log-prob in stop_logprob), for scoring
+    stop_logprob: float | None = None
     top: list[tuple[int, float]] = field(default_factory=list)
     done: bool = False
     completions: list[Completion] = field(default_factory=list)

@@ -79,11 +79,13 @@ def stop_set(eos_id: int | None, stop_ids: Sequence[int] | None) -> set[int]:
     return {eos_id} if eos_id is not None else set()
 
 
-def decoded_text(tokenizer: Any, ids: list[int], stops: StopStrings) -> tuple[str, bool]:
-    """A finished hypothesis's text, cut at its first stop string (and whether one cut it)."""
-    if tokenizer is None:
-        return "", False
-    return stops.cut(tokenizer.decode(ids, skip_special_tokens=True))
+def hypothesis(tokenizer: Any, stops: StopStrings, prompt_tokens: int, ids: list[int], logprobs: list[float],
+               reason: str, score: float) -> Completion:
+    """A finished beam hypothesis as a completion, its text cut at its first stop string (which then
+    becomes its finish reason)."""
+    text, cut = ("", False) if tokenizer is None else stops.cut(tokenizer.decode(list(ids), skip_special_tokens=True))
+    return Completion(ids=list(ids), logprobs=list(logprobs), text=text, finish_reason="stop" if cut else reason,
+                      prompt_tokens=prompt_tokens, score=score)
 
 
 class SampleSearch:
@@ -129,7 +131,8 @@ class SampleSearch:
             if self.streams:
                 taken = token not in row.stops
                 self.emit(Event(index=out, text=piece, token=token if taken else None,
-                                logprob=logprob if taken else None, top=tops[r] if tops and taken else []))
+                                logprob=logprob if taken else None, top=tops[r] if tops else [],
+                                stop_id=None if taken else token, stop_logprob=None if taken else logprob))
             if not row.done:
                 parents.append(r)
                 kept.append(token)
@@ -261,9 +264,7 @@ class BeamSearch:
         return _finished_score(best_live, self.steps + 2, self.settings.length_penalty) <= worst_kept
 
     def _hypothesis(self, ids: list[int], lps: list[float], reason: str, score: float) -> Completion:
-        text, cut = decoded_text(self.tokenizer, list(ids), self.strings)
-        return Completion(ids=list(ids), logprobs=list(lps), text=text, finish_reason="stop" if cut else reason,
-                          prompt_tokens=self.prompt_tokens, score=score)
+        return hypothesis(self.tokenizer, self.strings, self.prompt_tokens, ids, lps, reason, score)
 
     def finish(self, reason: str) -> list[str]:
         return []
@@ -356,9 +357,7 @@ class StochasticBeamSearch:
         return parents, fed
 
     def _hypothesis(self, ids: list[int], lps: list[float], reason: str, score: float) -> Completion:
-        text, cut = decoded_text(self.tokenizer, list(ids), self.strings)
-        return Completion(ids=list(ids), logprobs=list(lps), text=text, finish_reason="stop" if cut else reason,
-                          prompt_tokens=self.prompt_tokens, score=score)
+        return hypothesis(self.tokenizer, self.strings, self.prompt_tokens, ids, lps, reason, score)
 
     def finish(self, reason: str) -> list[str]:
         return []

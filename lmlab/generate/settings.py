@@ -24,6 +24,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.validate import check_number
+from ..kvcache.settings import KVCacheSettings
 from .processors import Processor, standard_chain
 
 STRATEGIES = ("greedy", "sample", "best_of", "beam", "diverse_beam", "stochastic_beam")
@@ -43,10 +44,14 @@ class DecodingSettings:
 
     Sampling knobs become processors on the model's raw scores (logits) in the usual order:
     penalties and biases, temperature, truncation; ``processors`` are appended after them.
+    ``constraint`` (a token mask such as ``lmlab.generate.constrain.Constrain``) runs before all of
+    them, so no penalty or truncation sees a token the constraint forbids.
     ``greedy`` (or ``temperature`` 0) takes the best token after the processors. ``n``
     continuations share one prefill; ``best_of`` samples that many and keeps the ``n`` with the
     highest mean log-probability; ``beam_size`` runs beam search (``diverse_groups`` for diverse
     beam search, ``stochastic_beam`` for sampling without replacement) and returns the ``n`` best.
+    ``kv_cache`` (``lmlab.kvcache.settings``: a cache policy with a budget per row, and a KV
+    quantization) decides what the model's KV cache keeps; None keeps everything.
     """
 
     max_new_tokens: int = 128
@@ -65,6 +70,7 @@ class DecodingSettings:
     logit_bias: Mapping[int, float] | None = None
     banned_ids: tuple[int, ...] = ()
     processors: tuple[Processor, ...] = ()
+    constraint: Processor | None = None
     stop: tuple[str, ...] = ()
     stop_ids: tuple[int, ...] | None = None  # None: the model's EOS
     seed: int | None = None
@@ -77,6 +83,7 @@ class DecodingSettings:
     diversity_penalty: float = 0.5
     stochastic_beam: bool = False
     top_logprobs: int = 0
+    kv_cache: KVCacheSettings | None = None
     method: Any = None
     select: Any = None
 
@@ -181,7 +188,7 @@ class DecodingSettings:
             repetition_penalty=self.repetition_penalty, frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size or None,
             logit_bias=self.logit_bias, banned_ids=self.banned_ids or None)
-        return chain + list(self.processors)
+        return ([self.constraint] if self.constraint is not None else []) + chain + list(self.processors)
 
     def check_for(self, vocab_size: int) -> None:
         """The checks that need the model: token ids of stops, biases and bans within its vocabulary."""
@@ -201,10 +208,13 @@ class DecodingSettings:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value != f.default and not (f.name == "processors" and not value):
-                if f.name in ("method", "select"):
-                    out[f.name] = repr(value)
-                    continue
+            if f.name == "constraint" and value is not None:
+                out[f.name] = repr(value)
+            elif f.name == "kv_cache" and value != f.default:
+                out[f.name] = value.to_dict()
+            elif f.name in ("method", "select") and value is not None:
+                out[f.name] = repr(value)
+            elif value != f.default and not (f.name == "processors" and not value):
                 out[f.name] = [repr(p) for p in value] if f.name == "processors" else (
                     dict(value) if isinstance(value, Mapping) else list(value) if isinstance(value, tuple) else value)
         return out
@@ -258,6 +268,12 @@ def _flag(name: str, value: Any) -> None:
         raise SettingError(name, f"{name} must be true or false, got {value!r}")
 
 
+def _kv_cache(name: str, value: Any) -> None:
+    if not isinstance(value, KVCacheSettings):
+        raise SettingError(name, f"kv_cache must be lmlab.kvcache.KVCacheSettings, got {type(value).__name__}",
+                           "build it with lmlab.kvcache.cache_settings(...)")
+
+
 _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "max_new_tokens": _integer(0),
     "temperature": lambda name, value: check_number(name, value, low=0.0),
@@ -286,6 +302,7 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "diversity_penalty": lambda name, value: check_number(name, value, low=0.0),
     "stochastic_beam": _flag,
     "top_logprobs": _integer(0),
+    "kv_cache": _kv_cache,
     "method": _has("name", "check", "rows", "check_model", "search"),
     "select": _has("name", "scores"),
 }

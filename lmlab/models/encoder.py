@@ -19,7 +19,7 @@ from ..core.validate import check_choice
 from .config import TransformerConfig
 from .transformer import TransformerLM
 
-POOLINGS = ("mean", "cls", "max")
+POOLINGS = ("mean", "cls", "max", "last")
 
 
 MLM_ARCHITECTURES = ("BertForMaskedLM", "BertForPreTraining")
@@ -116,8 +116,14 @@ def minilm_dir() -> Path:
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str = "mean") -> torch.Tensor:
-    """Sentence vectors [B, D] from token states [B, T, D]: mean or max over real tokens, or the first ([CLS])."""
+    """Sentence vectors [B, D] from token states [B, T, D]: mean or max over real tokens, the first
+    ([CLS], an encoder's summary) or the last real one (a causal decoder's: only it has seen the whole
+    text; right or left padding)."""
     check_choice("pooling", how, POOLINGS)
+    if how == "last":
+        real = mask.to(hidden.device).long()
+        last = (real * torch.arange(real.shape[1], device=real.device)).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     mask = mask.to(hidden.device).unsqueeze(-1).to(hidden.dtype)
     if how == "cls":
         return hidden[:, 0]

@@ -8,8 +8,6 @@ is the last ``order - 1`` ids of every row.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -38,13 +36,6 @@ class FeedForwardLM(NeuralLM):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(d_hidden, vocab_size)
         self.direct = nn.Linear(width, vocab_size, bias=False) if direct else None
-
-    def config_dict(self) -> dict[str, Any]:
-        return dict(self.args)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.args["vocab_size"]
 
     def initial_state(self, batch_size: int) -> torch.Tensor:
         fill = self.bos_id if self.bos_id is not None else self.args["pad_context_id"]

@@ -21,6 +21,7 @@ import torch
 from ..core.device import resolve_dtype
 from ..core.errors import InputError, ModelError
 from ..core.io import atomic_path, write_json
+from ..tokenizers.tokenizer_config import apply_tokenizer_config, save_tokenizer_config
 
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -282,9 +283,8 @@ def load_hf_dir(path: str | os.PathLike, dtype: str | torch.dtype = "float32") -
     lm = type(lm).from_state({"model_type": lm.model_type, **config, **special}, tensors)
     lm = lm.to(resolve_dtype(dtype))
     tokenizer = tokenizers.load(root) if (root / tokenizers.TOKENIZER_FILE).exists() else None
-    tok_cfg = root / "tokenizer_config.json"
-    if tokenizer is not None and tok_cfg.is_file():
-        tokenizer.chat_template = json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template")
+    if tokenizer is not None:
+        apply_tokenizer_config(tokenizer, root)
     return lm, tokenizer
 
 
@@ -309,7 +309,6 @@ def export_hf_dir(lm: Any, path: str | os.PathLike, tokenizer: Any = None) -> Pa
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save(out)
-        if getattr(tokenizer, "chat_template", None):
-            write_json(out / "tokenizer_config.json", {"chat_template": tokenizer.chat_template})
+        save_tokenizer_config(tokenizer, out)
     write_json(out / "config.json", hf_cfg)
     return out

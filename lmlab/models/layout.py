@@ -10,19 +10,30 @@ SwiGLU's gate/up) into row blocks of one tensor, so that decoding runs one large
 of three or two small ones. The layers keep their own parameters (views into the packed tensor),
 so saving, loading and training see the usual modules; ``packed_outputs`` takes the one-product
 path only while the views still share that tensor and no gradient is being recorded.
+Quantized layers (``lmlab.models.quantized``) of one format are joined the same way, into one
+``QuantLinear`` whose codes the members view (``QuantPack``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core.memory import release_free_memory
+from .quantized import QuantLinear, concat_rows
 
 Packed = tuple[torch.Tensor, torch.Tensor | None]
+
+
+class QuantPack(NamedTuple):
+    """Quantized layers joined by rows: the joint layer and the members it stands for."""
+
+    joint: QuantLinear
+    members: tuple[nn.Module, ...]
 
 
 def _eligible(w: torch.Tensor) -> bool:
@@ -83,10 +94,16 @@ def _still_packed(linears: Sequence[nn.Module], packed: Packed) -> bool:
 
 
 def packed_outputs(x: torch.Tensor, linears: Sequence[nn.Module],
-                   packed: Packed | None) -> tuple[torch.Tensor, ...] | None:
+                   packed: Packed | QuantPack | None) -> tuple[torch.Tensor, ...] | None:
     """Each linear's output on ``x`` from one product over their packed weights; None (use the
     layers) when nothing is packed, gradients are being recorded, a weight was replaced since, or
-    under ``torch.compile`` (which cannot trace the storage check)."""
+    under ``torch.compile`` (which cannot trace the storage check; joint quantized layers are
+    checked by identity, which it can)."""
+    if isinstance(packed, QuantPack):
+        if torch.is_grad_enabled() or len(linears) != len(packed.members) \
+                or any(a is not b for a, b in zip(linears, packed.members, strict=False)):
+            return None
+        return packed.joint(x).split([lin.out_features for lin in linears], dim=-1)
     if packed is None or torch.is_grad_enabled() or torch.compiler.is_compiling() \
             or not _still_packed(linears, packed):
         return None
@@ -108,8 +125,17 @@ def decode_layout(model: nn.Module) -> int:
             linears = [sub.gate, sub.up]
         else:
             continue
-        if sub.packed is None or not _still_packed(linears, sub.packed):
+        if all(isinstance(lin, QuantLinear) for lin in linears):
+            if not (isinstance(sub.packed, QuantPack) and all(a is b for a, b in zip(linears, sub.packed.members, strict=False))):
+                joint = concat_rows(linears)
+                sub.packed = None if joint is None else QuantPack(joint, tuple(linears))
+        elif sub.packed is None or isinstance(sub.packed, QuantPack) or not _still_packed(linears, sub.packed):
             sub.packed = pack_linears(linears)
         groups += sub.packed is not None
     column_major_linears(model)
+    joined = {id(m) for sub in model.modules() if isinstance(getattr(sub, "packed", None), QuantPack)
+              for m in sub.packed.members}
+    for sub in model.modules():  # kernels' tensors built now, not inside a compiled step
+        if isinstance(sub, QuantLinear) and sub.kernel_tensors is None and id(sub) not in joined:
+            sub.pack()
     return groups

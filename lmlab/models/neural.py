@@ -18,6 +18,9 @@ from ..core.errors import ModelError
 from ..lm import LanguageModel, State, as_id_tensor
 
 SPECIAL_ROLES = ("bos_id", "eos_id", "pad_id", "unk_id")
+#: ``score`` computes vocabulary-sized logits for at most this many floats at a time (64 MiB in fp32),
+#: so scoring a long window keeps the log-probabilities of its tokens, never all of its logits
+SCORE_LOGITS_BUDGET = 1 << 24
 
 
 def unique_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -46,8 +49,13 @@ class NeuralLM(nn.Module, LanguageModel):
         return next(self.parameters()).device
 
     def config_dict(self) -> dict[str, Any]:
-        """The constructor arguments that rebuild this model (JSON-serialisable)."""
-        raise NotImplementedError
+        """The constructor arguments that rebuild this model (JSON-serialisable): by default the
+        ``args`` dict a subclass keeps (the recurrent, feed-forward and RNN encoder–decoder models)."""
+        return dict(self.args)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.args["vocab_size"]
 
     # --- protocol (inference: no autograd graph; training calls forward) ----------------------
     @torch.no_grad()
@@ -63,12 +71,23 @@ class NeuralLM(nn.Module, LanguageModel):
 
     @torch.no_grad()
     def score(self, ids: torch.Tensor) -> torch.Tensor:
+        """Per-token log-probabilities [B, T-1]. A model that exposes its last-layer states
+        (``hidden_states`` and ``logits``, as a transformer does) is scored a slice of positions at a
+        time, so at most ``SCORE_LOGITS_BUDGET`` logits exist at once, whatever the window's length."""
         ids = as_id_tensor(ids, self.vocab_size, self.device)
         if ids.shape[1] < 2:
             return torch.zeros(ids.shape[0], 0, device=ids.device)
-        logits, _ = self(ids[:, :-1], None)
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        return logprobs.gather(2, ids[:, 1:].unsqueeze(2)).squeeze(2)
+        targets = ids[:, 1:]
+        if not (hasattr(self, "hidden_states") and hasattr(self, "logits")):
+            logits, _ = self(ids[:, :-1], None)
+            return F.log_softmax(logits.float(), dim=-1).gather(2, targets.unsqueeze(2)).squeeze(2)
+        hidden, _ = self.hidden_states(ids[:, :-1])
+        step = max(1, SCORE_LOGITS_BUDGET // (ids.shape[0] * self.vocab_size))
+        out = torch.empty(targets.shape, dtype=torch.float32, device=ids.device)
+        for start in range(0, targets.shape[1], step):
+            logprobs = F.log_softmax(self.logits(hidden[:, start:start + step]).float(), dim=-1)
+            out[:, start:start + step] = logprobs.gather(2, targets[:, start:start + step].unsqueeze(2)).squeeze(2)
+        return out
 
     # --- model directory ---------------------------------------------------------------------
     def state_config(self) -> dict[str, Any]:
@@ -77,12 +96,24 @@ class NeuralLM(nn.Module, LanguageModel):
                 **{role: getattr(self, role) for role in SPECIAL_ROLES}}
 
     def to_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        return self.state_config(), unique_tensors(self.state_dict())
+        """(config.json, tensors); quantized layers (``lmlab.models.quantized``) are listed in the config's
+        ``quantization`` entry so that loading rebuilds them without quantizing again."""
+        from .quantized import quantization_config
+
+        config = self.state_config()
+        quantization = quantization_config(self)
+        if quantization:
+            config["quantization"] = quantization
+        return config, unique_tensors(self.state_dict())
 
     @classmethod
     def from_state(cls, config: dict, tensors: dict[str, torch.Tensor], **kwargs: Any) -> NeuralLM:
-        args = {k: v for k, v in config.items() if k != "model_type" and k not in SPECIAL_ROLES}
+        args = {k: v for k, v in config.items() if k not in ("model_type", "quantization") and k not in SPECIAL_ROLES}
         model = cls.from_config(args)
+        if config.get("quantization"):
+            from .quantized import use_quantized_layers
+
+            use_quantized_layers(model, config["quantization"])
         model.set_special_ids({role: config.get(role) for role in SPECIAL_ROLES})
         expected = model.state_dict()
         missing = [k for k in expected if k not in tensors and not model.is_tied(k)]

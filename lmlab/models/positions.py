@@ -44,7 +44,9 @@ class LearnedPositions(nn.Module):
         if not torch.compiler.is_compiling() and positions.numel() and int(positions.max()) >= self.max_positions:
             raise ModelError(f"position {int(positions.max())} is beyond the {self.max_positions} positions "
                              "this model learned", "use a shorter context (or a sliding window with --stride)")
-        return self.weight[positions]
+        # an embedding lookup, not ``weight[positions]``: indexing's backward (index_put with accumulate)
+        # adds the rows of repeated positions with atomics on several CPU threads, in a varying order
+        return nn.functional.embedding(positions, self.weight)
 
 
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0,
@@ -118,4 +120,4 @@ class RelativePositionBias(nn.Module):
         buckets = relative_position_bucket(k_pos.long().unsqueeze(-2) - q_pos.long().unsqueeze(-1),
                                            bidirectional=self.bidirectional, num_buckets=self.num_buckets,
                                            max_distance=self.max_distance)  # [B, T, S]
-        return self.weight[buckets].permute(0, 3, 1, 2)
+        return nn.functional.embedding(buckets, self.weight).permute(0, 3, 1, 2)  # (deterministic backward)

@@ -48,13 +48,6 @@ class RecurrentLM(NeuralLM):
         if tie_embeddings:
             self.head.weight = self.embed.weight
 
-    def config_dict(self) -> dict[str, Any]:
-        return dict(self.args)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.args["vocab_size"]
-
     def initial_state(self, batch_size: int) -> Any:
         shape = (self.args["n_layers"], batch_size, self.args["d_hidden"])
         h = torch.zeros(shape, device=self.device)

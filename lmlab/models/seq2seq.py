@@ -9,6 +9,7 @@ that cross cache plus the usual self-attention KV cache, so every decoding strat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,30 @@ class Seq2SeqState:
 
         return Seq2SeqState(self.cache.select(index), [pick(k) for k in self.cross_keys],
                             [pick(v) for v in self.cross_values], pick(self.source_mask))
+
+
+def as_source(source: torch.Tensor, source_mask: torch.Tensor | None = None) -> tuple[torch.Tensor,
+                                                                                     torch.Tensor | None]:
+    """(source ids [B, S], mask) to bind to an encoder–decoder (one row for a 1-d source)."""
+    source = torch.as_tensor(source, dtype=torch.long)
+    return source.unsqueeze(0) if source.dim() == 1 else source, source_mask
+
+
+def bound_initial_state(model: Any, batch_size: int, rows: Callable[[Any], int]) -> Any:
+    """The start state of an encoder–decoder for its bound source (``model.source``), one row per
+    batch row: ``rows(state)`` counts the encoded sources; a single one is shared by every row."""
+    if model.source is None:
+        raise ModelError("an encoder–decoder decodes given a source, and none is bound",
+                         "call model.bind(source_ids) first (or pass state=model.start(source_ids))")
+    with torch.no_grad():
+        state = model.start(*model.source)
+    n = rows(state)
+    if n == batch_size:
+        return state
+    if n != 1:
+        raise InputError(f"{n} bound sources for a batch of {batch_size}",
+                         "bind one source per row, or a single source to share")
+    return state.select(torch.zeros(batch_size, dtype=torch.long))
 
 
 class EncoderDecoder(NeuralLM):
@@ -90,26 +115,18 @@ class EncoderDecoder(NeuralLM):
         mask = None if source_mask is None else source_mask.to(self.device).bool()
         return Seq2SeqState(self.decoder.initial_state(b), keys, values, mask)
 
+    def cross_attention(self, source: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Cross-attention weights [layers, heads, T, S] (see the module function ``cross_attention``)."""
+        return cross_attention(self, source, ids)
+
     def bind(self, source: torch.Tensor, source_mask: torch.Tensor | None = None) -> EncoderDecoder:
         """Condition the LM protocol (``initial_state``, ``score``) on ``source``; returns self."""
-        source = torch.as_tensor(source, dtype=torch.long)
-        self.source = (source.unsqueeze(0) if source.dim() == 1 else source, source_mask)
+        self.source = as_source(source, source_mask)
         return self
 
     # --- LM protocol (the decoder, given the bound source) -----------------------------------
     def initial_state(self, batch_size: int) -> Seq2SeqState:
-        if self.source is None:
-            raise ModelError("an encoder–decoder decodes given a source, and none is bound",
-                             "call model.bind(source_ids) first (or pass state=model.start(source_ids))")
-        with torch.no_grad():
-            state = self.start(*self.source)
-        rows = state.cache.batch_size
-        if rows == batch_size:
-            return state
-        if rows != 1:
-            raise InputError(f"{rows} bound sources for a batch of {batch_size}",
-                             "bind one source per row, or a single source to share")
-        return state.select(torch.zeros(batch_size, dtype=torch.long))
+        return bound_initial_state(self, batch_size, lambda state: state.cache.batch_size)
 
     def select_state(self, state: Seq2SeqState, index: torch.Tensor) -> Seq2SeqState:
         return state.select(index)
@@ -145,6 +162,33 @@ class EncoderDecoder(NeuralLM):
         hidden, cache = self.decoder.hidden_states(
             ids, state.cache, attention_mask, memory=(state.cross_keys, state.cross_values, state.source_mask))
         return self.decoder.logits(hidden), Seq2SeqState(cache, state.cross_keys, state.cross_values, state.source_mask)
+
+
+@torch.no_grad()
+def cross_attention(model: EncoderDecoder, source: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Cross-attention weights [layers, heads, T, S] of decoder inputs ``ids`` [1, T] over one source
+    [1, S]: each layer's queries are caught on their way out of its projection and scored against
+    the source keys the state holds (dot-product scores, as the fused attention computes them)."""
+    cfg = model.config
+    if cfg.score not in ("dot", "scaled_dot"):
+        raise ModelError(f"attention weights are read for dot-product scores, not {cfg.score!r}",
+                         "plot a model with score dot or scaled_dot")
+    queries: list[torch.Tensor] = []
+    hooks = [block.cross.q_proj.register_forward_hook(lambda _m, _i, out: queries.append(out))
+             for block in model.decoder.blocks]
+    try:
+        state = model.start(torch.as_tensor(source)[:1])
+        model(torch.as_tensor(ids, device=model.device)[:1], state)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    out = []
+    for q, keys in zip(queries, state.cross_keys, strict=True):
+        q = q.view(1, -1, cfg.n_heads, cfg.head_dim).transpose(1, 2)  # [1, H, T, D]
+        keys = keys.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
+        scale = cfg.head_dim ** -0.5 if cfg.score == "scaled_dot" else 1.0
+        out.append(torch.softmax((q @ keys.transpose(-1, -2)).float() * scale, dim=-1)[0])
+    return torch.stack(out)
 
 
 def hf_t5_names(n_layers: int) -> dict[str, str]:

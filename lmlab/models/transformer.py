@@ -66,20 +66,22 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: dict, kv: Callable | None, fused: bool,
                 memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """The layer's output; ``kv(k, v)`` stores the new keys/values and returns every key/value to
-        attend over (a cache's ``append``), None attends over the new ones only."""
+        """The layer's output; ``kv(q, k, v, allowed, bias, weights)`` stores the new keys/values and
+        returns every key/value to attend over with their mask and bias (a cache's ``layer_inputs``),
+        None attends over the new ones only."""
         h = self.attn_norm(x) if self.pre else x
         q, k, v = self.attn.project(h)
         if ctx["rope"] is not None:
             q_cos, q_sin = ctx["rope"]
             q, k = apply_rope(q, q_cos, q_sin), apply_rope(k, q_cos, q_sin)
-        if kv is not None:
-            k, v = kv(k, v)
-        allowed, causal = ctx["allowed"], ctx["causal"]
+        allowed, bias = ctx["allowed"], ctx["bias"]
+        if kv is not None:  # the cache's keys/values, and the mask/bias over the slots this layer holds
+            k, v, allowed, bias = kv(q, k, v, allowed, bias, self.attn.weights)
+        causal = ctx["causal"] and allowed is None
         if self.attn.past_prefix is not None:  # prefix tuning: P keys/values outside the cache, seen by all
-            k, v, allowed = with_prefix(self.attn.past_prefix, q.shape[2], k, v, allowed, ctx["bias"])
+            k, v, allowed = with_prefix(self.attn.past_prefix, q.shape[2], k, v, allowed, bias)
             causal = False
-        a = self.attn.attend(q, k, v, allowed=allowed, bias=ctx["bias"], causal=causal, fused=fused)
+        a = self.attn.attend(q, k, v, allowed=allowed, bias=bias, causal=causal, fused=fused)
         x = x + self.dropout(a) if self.pre else self.attn_norm(x + self.dropout(a))
         if self.cross is not None:  # encoder–decoder: attend over the source's (cached) keys/values
             h = self.cross_norm(x) if self.pre else x
@@ -173,7 +175,18 @@ class TransformerLM(NeuralLM):
         reallocates when full if ``growable``)."""
         if capacity and getattr(self.embed, "enabled", False):  # a prompt-tuning embedding's soft tokens
             capacity += self.embed.n_tokens
-        return KVCache(self.config.n_layers, batch_size, capacity=capacity or 0, growable=growable)
+        scheme = self.config.positions
+        positions = "rotary" if scheme == "rope" else "relative" if scheme in ("alibi", "relative_bias", "none") \
+            else "absolute"
+        return KVCache(self.config.n_layers, batch_size, capacity=capacity or 0, growable=growable,
+                       positions=positions, rotate=self.rotate_keys if scheme == "rope" else None)
+
+    def rotate_keys(self, keys: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """RoPE keys [B, KV, S, D] moved by ``delta`` [B, S] positions (rotations compose, so a stored
+        key moves exactly; what a cache that closes up positions applies when it reads)."""
+        cfg = self.config
+        cos, sin = rope_angles(delta.to(keys.device), cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        return apply_rope(keys, cos, sin)
 
     def select_state(self, state: KVCache, index: torch.Tensor) -> KVCache:
         return state.select(index)
@@ -215,9 +228,10 @@ class TransformerLM(NeuralLM):
         return state
 
     @torch.no_grad()
-    def prefill(self, prompts: list[list[int]], reserve: int = 0) -> tuple[torch.Tensor, KVCache]:
+    def prefill(self, prompts: list[list[int]], reserve: int = 0,
+                setup: Callable[[KVCache], None] | None = None) -> tuple[torch.Tensor, KVCache]:
         """All prompts in one forward pass: left-padded to the longest, masked, into one growable cache
-        with room for ``reserve`` more tokens; the logits [N, V] after each prompt."""
+        with room for ``reserve`` more tokens (``setup(cache)`` first); the logits [N, V] after each prompt."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ModelError("every prompt needs at least one token", "start it with the tokenizer's BOS id")
         width = max(len(p) for p in prompts)
@@ -228,6 +242,8 @@ class TransformerLM(NeuralLM):
             mask[row, width - len(prompt):] = 1
         ids = as_id_tensor(ids, self.vocab_size, self.device)
         state = self.initial_state(len(prompts), capacity=width + max(reserve, 1), growable=True)
+        if setup is not None:
+            setup(state)
         logits, state = self(ids, state, attention_mask=None if bool(mask.all()) else mask.to(self.device),
                              last_only=True)
         return logits[:, -1].float(), state
@@ -343,7 +359,7 @@ class TransformerLM(NeuralLM):
             if recompute:  # keeps only the block's input; the backward pass runs the block again (no cache kept)
                 x = checkpoint(block, x, ctx, None, self.fused, cross, use_reentrant=False)
             else:
-                x = block(x, ctx, partial(state.append, i), self.fused, cross)
+                x = block(x, ctx, partial(state.layer_inputs, i), self.fused, cross)
         if not recompute:
             state.advance(t)
         x = x[:, soft:]

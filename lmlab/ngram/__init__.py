@@ -1,9 +1,14 @@
-"""lmlab.ngram: count-based language models (unigram reference, n-gram family, ARPA, pruning)."""
+"""lmlab.ngram: count-based language models (unigram reference, n-gram family, ARPA, pruning).
 
-from .counts import NgramCounts, count_ngrams
-from .model import NgramLM, corpus_counts, fit_jm_lambdas
-from .smoothing import SMOOTHINGS, estimate
-from .unigram import UnigramLM
+Its names are imported on first use (``lmlab.core.lazy``), so that ``lmlab --help`` can list the
+smoothings (``lmlab.ngram.smoothing``, numpy only) without importing the torch-backed models.
+"""
 
-__all__ = ["NgramCounts", "NgramLM", "SMOOTHINGS", "UnigramLM", "corpus_counts", "count_ngrams", "estimate",
-           "fit_jm_lambdas"]
+from ..core.lazy import lazy_exports
+
+#: the names this package exports, and the module each lives in
+EXPORTS = {"NgramCounts": "counts", "count_ngrams": "counts", "NgramLM": "model", "corpus_counts": "model",
+           "fit_jm_lambdas": "model", "SMOOTHINGS": "smoothing", "estimate": "smoothing", "UnigramLM": "unigram"}
+
+__all__ = sorted(EXPORTS)
+__getattr__ = lazy_exports(__name__, EXPORTS)

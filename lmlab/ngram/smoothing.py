@@ -244,6 +244,8 @@ def estimate(counts: NgramCounts, smoothing: str, *, k: float = 1.0, discount: f
             bows.append(k * v / (ctx + k * v))
         bows.append(np.ones(len(counts.keys[-1])))
         return Estimate([_log(p) for p in probs], [_log(b) for b in bows], flat=True, params={"k": k})
+    if smoothing == "stupid":
+        check_number("alpha", alpha, low=0.0, high=1.0, low_inclusive=False)
     if smoothing in ("mle", "stupid"):
         probs = [np.where(mask, c[0] / total, 0.0)]
         bows = []

@@ -17,15 +17,16 @@ from .prompt import PromptConfig, apply_prompt, extend_labels, extend_mask, stri
 from .qlora import NF4Linear, QLoraConfig, apply_qlora
 from .saving import adapter_state_dict, load_adapter, read_adapter, save_adapter
 from .selective import BitFitConfig, FullConfig, apply_bitfit, apply_full
-from .targets import cast_frozen_linears, find_modules, parameter_report
+from .switch import SWITCHABLE_METHODS, adapters_disabled, can_disable
+from .targets import block_linear_names, cast_frozen_linears, find_modules, parameter_report
 from .task_vectors import add_task_vector, combine, lora_task_vector, negate, task_vector
 
 __all__ = [
-    "AdapterConfig", "BitFitConfig", "DecoderShape", "BottleneckAdapter", "FullConfig", "FusionConfig",
+    "SWITCHABLE_METHODS", "AdapterConfig", "BitFitConfig", "DecoderShape", "BottleneckAdapter", "FullConfig", "FusionConfig",
     "IA3Config", "IA3Linear", "LoraConfig", "LoraLinear", "NF4Linear", "PrefixConfig",
-    "PromptConfig", "QLoraConfig", "adapter_state_dict", "add_task_vector", "apply_adapters",
+    "PromptConfig", "QLoraConfig", "adapter_state_dict", "adapters_disabled", "add_task_vector", "apply_adapters",
     "apply_bitfit", "apply_full", "apply_fusion", "apply_ia3", "apply_lora", "apply_prefix",
-    "apply_prompt", "apply_qlora", "cast_frozen_linears", "combine", "dequantize_nf4", "extend_labels", "extend_mask",
+    "apply_prompt", "apply_qlora", "block_linear_names", "can_disable", "cast_frozen_linears", "combine", "dequantize_nf4", "extend_labels", "extend_mask",
     "find_modules", "load_adapter", "lora_task_vector", "merge", "merge_and_unload", "negate",
     "nf4_code_book", "nf4_storage_bytes", "parameter_report", "quantize_nf4", "read_adapter",
     "save_adapter", "strip_prompt", "task_vector", "training_memory", "unmerge",

@@ -87,9 +87,11 @@ class WithAdapter(nn.Module):
         super().__init__()
         self.base = base
         self.adapter = adapter
+        self.enabled = True  # False: the wrapped module alone (``lmlab.peft.adapters_disabled``)
 
     def forward(self, *args, **kwargs):
-        return map_first(self.base(*args, **kwargs), self.adapter)
+        out = self.base(*args, **kwargs)
+        return map_first(out, self.adapter) if self.enabled else out
 
 
 def apply_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:

@@ -41,9 +41,10 @@ class IA3Linear(nn.Module):
         self.ia3_scale = nn.Parameter(torch.ones(size, dtype=base.weight.dtype,
                                                  device=base.weight.device))
         self.merged = False
+        self.enabled = True  # False: the base layer alone (``lmlab.peft.adapters_disabled``)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merged:
+        if self.merged or not self.enabled:
             return self.base(x)
         if self.on_input:
             return self.base(x * self.ia3_scale)

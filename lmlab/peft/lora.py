@@ -72,6 +72,7 @@ class LoraLinear(nn.Module):
         if config.dora:
             self.magnitude = nn.Parameter(weight.detach().to(dtype).norm(dim=1))
         self.merged = False
+        self.enabled = True  # False: the base layer alone (``lmlab.peft.adapters_disabled``)
 
     @property
     def in_features(self) -> int:
@@ -99,7 +100,7 @@ class LoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)
-        if self.merged:
+        if self.merged or not self.enabled:
             return result
         dropped = self.dropout(x).to(self.lora_A.dtype)
         if self.magnitude is None and (result.dtype == dropped.dtype or torch.is_autocast_enabled(x.device.type)):

@@ -73,9 +73,13 @@ def find_modules(model: nn.Module, patterns: str | Iterable[str],
     return found
 
 
-def get_module(model: nn.Module, name: str) -> nn.Module:
-    """The sub-module called ``name`` (dotted path)."""
-    return model.get_submodule(name)
+def block_linear_names(model: nn.Module) -> list[str]:
+    """Last names of the linear layers inside a transformer's blocks, in model order (the default
+    targets of LoRA: every projection of attention and the MLP)."""
+    names = [n.rsplit(".", 1)[-1] for n, mod in model.named_modules()
+             if isinstance(mod, nn.Linear) and n.startswith("blocks.")]
+    return list(dict.fromkeys(names))
+
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

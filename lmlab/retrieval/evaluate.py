@@ -13,8 +13,8 @@ from ..core.errors import ConfigError
 from ..core.validate import check_choice, check_number
 from .beir import corpus_docs, load_qrels, load_queries
 from .dense import DenseRetriever
-from .encoders import CACHED_ENCODERS, ENCODERS
-from .fusion import HybridRetriever
+from .encoders import CACHED_ENCODERS, ENCODERS, default_encoder
+from .fusion import FUSIONS, HybridRetriever
 from .index import InvertedIndex
 from .metrics import evaluate_run
 from .sparse import SparseRetriever
@@ -31,12 +31,18 @@ class RetrievalOptions:
     b: float = 0.4
     delta: float = 0.5
     analyzer: Analyzer | None = None
-    encoder: str = "hashing"
+    encoder: str | None = None  # None: minilm when installed, else hashing (``default_encoder``)
     ann: bool = False
     fusion: str = "rrf"
     alpha: float = 0.5
     rrf_k: float = 60.0
     cache: str | None = None  # folder for document vectors of slow (neural) encoders; None: no cache
+
+    def __post_init__(self) -> None:
+        check_choice("fusion", self.fusion, FUSIONS)
+        check_number("alpha", self.alpha, low=0.0, high=1.0)
+        check_number("rrf_k", self.rrf_k, low=0.0, low_inclusive=False)
+        self.encoder = self.encoder or default_encoder()
 
 
 def corpus_checksum(folder: str | os.PathLike) -> str:
@@ -94,5 +100,8 @@ def evaluate_beir(folder: str | os.PathLike, method: str = "bm25", split: str = 
     t2 = time.perf_counter()
     run = {q: dict(h) for q, h in zip(qids, hits, strict=True)}
     metrics = evaluate_run(run, qrels, ("ndcg@10", "recall@100", "mrr@10", f"map@{depth}"))
-    return {**metrics, "queries_per_s": len(qids) / (t2 - t1), "index_s": t1 - t0, "queries": len(qids),
-            "method": method, "split": split}
+    result = {**metrics, "queries_per_s": len(qids) / (t2 - t1), "index_s": t1 - t0, "queries": len(qids),
+              "method": method, "split": split}
+    if method in ("dense", "hybrid"):
+        result["encoder"] = "custom" if encoder is not None else opts.encoder
+    return result

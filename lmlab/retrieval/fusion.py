@@ -47,13 +47,16 @@ def interpolate(sparse: Hits, dense: Hits, alpha: float = 0.5, norm: str = "minm
     return sorted(fused.items(), key=lambda item: -item[1])
 
 
+FUSIONS = ("rrf", "interpolate")
+
+
 class HybridRetriever:
     """Search a sparse and a dense retriever ``depth`` deep each, then fuse (``rrf`` or ``interpolate``)."""
 
     def __init__(self, sparse, dense, method: str = "rrf", depth: int = 100, rrf_k: float = 60.0,
                  alpha: float = 0.5, norm: str = "minmax") -> None:
         self.sparse, self.dense = sparse, dense
-        self.method = check_choice("method", method, ("rrf", "interpolate"))
+        self.method = check_choice("method", method, FUSIONS)
         self.depth = int(check_number("depth", depth, low=1, integer=True))
         self.rrf_k, self.alpha, self.norm = rrf_k, alpha, norm
 

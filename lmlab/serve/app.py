@@ -26,15 +26,27 @@ from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import LmlabError
 from ..generate.chat_template import chat_prompt
+from ..generate.constrain import constraint_processor
 from ..generate.loop import ContextOverflow, Request, RequestTimeout
 from ..generate.output import Completion, Event
 from ..generate.scheduler import Handle, QueueFull, Scheduler
+from ..generate.scoring import prompt_logprobs
 from ..generate.settings import DecodingSettings, SettingError, settings_from
-from .guard import error_body, guard
-from .schemas import ChatRequest, CompletionRequest, Decoding, EmbeddingRequest
+from .guard import PROTECTED, error_body, guard
+from .openapi import ERRORS, published_openapi
+from .schemas import (
+    ChatRequest,
+    CompletionRequest,
+    Decoding,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    TokenizeRequest,
+)
+from .tools import ToolCallStream, ToolError, conversation, functions, output_grammar
 
 log = logging.getLogger("lmlab.serve")
 
@@ -72,13 +84,16 @@ class Served:
     encoder_id: str = "all-MiniLM-L6-v2"
     scheduler: Scheduler | None = None
     final: dict[str, int] = field(default_factory=dict)
+    kv_cache: Any = None  # lmlab.kvcache.KVCacheSettings every request's cache starts from (None: keep all)
 
 
 def create_app(lm: Any, tokenizer: Any, *, model_id: str, limits: Limits | None = None, max_batch: int = 16,
                max_queue: int = 64, api_key: str | None = None, encoder: Any = None,
-               encoder_id: str = "all-MiniLM-L6-v2") -> Any:
-    """The ASGI app serving ``lm`` as ``model_id`` (and ``encoder``, a SentenceEncoder, for embeddings)."""
-    served = Served(lm, tokenizer, model_id, limits or Limits(), max_batch, max_queue, encoder, encoder_id)
+               encoder_id: str = "all-MiniLM-L6-v2", kv_cache: Any = None) -> Any:
+    """The ASGI app serving ``lm`` as ``model_id`` (and ``encoder``, a SentenceEncoder, for embeddings);
+    ``kv_cache`` (``lmlab.kvcache.KVCacheSettings``) is the cache policy and quantization of every request."""
+    served = Served(lm, tokenizer, model_id, limits or Limits(), max_batch, max_queue, encoder, encoder_id,
+                    kv_cache=kv_cache)
     return build_app(served, api_key=api_key)
 
 
@@ -96,17 +111,25 @@ def build_app(served: Served, *, api_key: str | None = None) -> Any:
             scheduler.close()
             served.final = scheduler.load()
 
-    app = FastAPI(title="lmlab", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="lmlab", version="1", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = served
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid_body)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
-    app.add_api_route("/health", health, methods=["GET"])
-    app.add_api_route("/v1/models", models, methods=["GET"])
-    app.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse)
-    app.add_api_route("/v1/chat/completions", chat, methods=["POST"])
-    app.add_api_route("/v1/completions", completions, methods=["POST"])
-    app.add_api_route("/v1/embeddings", embeddings, methods=["POST"])
+    for path, route, method, codes in (
+            ("/health", health, "GET", (503,)), ("/v1/models", models, "GET", ()),
+            ("/v1/models/{model_id}", model_info, "GET", (404,)),
+            ("/v1/chat/completions", chat, "POST", (400, 404, 413, 429, 504)),
+            ("/v1/completions", completions, "POST", (400, 404, 413, 429, 504)),
+            ("/v1/embeddings", embeddings, "POST", (400, 404, 413)),
+            ("/tokenize", tokenize, "POST", (400, 404, 413)), ("/detokenize", detokenize, "POST", (400, 404, 413)),
+            ("/tokenizer_info", tokenizer_info, "GET", ())):
+        auth = (401,) if api_key and path.startswith(PROTECTED) else ()
+        app.add_api_route(path, route, methods=[method], responses={c: ERRORS[c] for c in (*codes, *auth)})
+    app.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+    document = published_openapi(app)
+    app.add_api_route("/openapi.json", lambda: document, methods=["GET"], include_in_schema=False)
     return guard(app, api_key=api_key, max_body_bytes=served.limits.max_body_bytes)
 
 
@@ -122,8 +145,35 @@ async def invalid_body(request: HttpRequest, exc: RequestValidationError) -> JSO
         return JSONResponse(error_body(f"the body is not valid JSON ({first.get('msg')})"), status_code=400)
     # a union field reports one error per alternative: name the field, not the alternative
     param = ".".join(p for p in loc if not _is_type_name(p)) or None
-    message = f"invalid '{param}': {first.get('msg')}" if param else str(first.get("msg"))
+    unknown = [e for e in exc.errors() if e.get("type") == "extra_forbidden"]
+    if unknown:
+        name = ".".join(str(p) for p in unknown[0].get("loc", ()) if p != "body" and not _is_type_name(str(p)))
+        return JSONResponse(error_body(f"the field '{name}' is not supported by lmlab", param=name,
+                                       code="unsupported_parameter"), status_code=400)
+    message = _setting_message(param, first.get("input")) or (
+        f"invalid '{param}': {first.get('msg')}" if param else str(first.get("msg")))
     return JSONResponse(error_body(message, param=param), status_code=400)
+
+
+def _setting_message(param: str | None, value: Any) -> str | None:
+    """For a decoding field whose range the OpenAPI document states too: the one validator's message,
+    so the server and the CLI word it the same."""
+    setting = {v: k for k, v in FIELD_OF.items()}.get(param, param)
+    if setting not in DecodingSettings.__dataclass_fields__:
+        return None
+    try:
+        DecodingSettings(**{setting: value})
+    except SettingError as err:
+        return str(err)
+    except Exception:  # a value of the wrong type: pydantic's own message says it better
+        return None
+    return None
+
+
+async def http_error(request: HttpRequest, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own refusals (a body that is not UTF-8, an unknown path) as OpenAI error objects."""
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
 
 
 async def unexpected(request: HttpRequest, exc: Exception) -> JSONResponse:
@@ -161,6 +211,58 @@ async def models(request: HttpRequest) -> dict:
     return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "lmlab"} for i in ids]}
 
 
+async def model_info(model_id: str, request: HttpRequest) -> dict:
+    served = _served(request)
+    ids = [served.model_id] + ([served.encoder_id] if served.encoder is not None else [])
+    if model_id not in ids:
+        raise ApiError(404, f"the model '{model_id}' does not exist on this server", "model", code="model_not_found")
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "lmlab"}
+
+
+async def tokenize(body: TokenizeRequest, request: HttpRequest) -> dict:
+    """Text → ids, answering both conventions: vLLM's (``prompt``; ``tokens``, ``count``, ``max_model_len``)
+    and llama.cpp's (``content``; ``with_pieces`` gives ``{id, piece}`` objects)."""
+    served = _served(request)
+    if body.model is not None:
+        _check_model(served, body.model)
+    if (body.prompt is None) == (body.content is None):
+        raise ApiError(400, "give the text as 'prompt' (vLLM) or 'content' (llama.cpp), exactly one of them",
+                       "prompt")
+    special = body.add_special_tokens if body.add_special_tokens is not None else bool(body.add_special)
+    text = body.prompt if body.prompt is not None else body.content
+    ids = served.tokenizer.encode(text, add_special_tokens=special)
+    tokens: list = ids
+    if body.with_pieces:
+        tokens = [{"id": i, "piece": served.tokenizer.decode([i])} for i in ids]
+    return {"tokens": tokens, "count": len(ids), "max_model_len": getattr(served.lm, "context_length", None)}
+
+
+async def detokenize(body: DetokenizeRequest, request: HttpRequest) -> dict:
+    """Ids → text: ``prompt`` (vLLM's name) and ``content`` (llama.cpp's) both carry it."""
+    served = _served(request)
+    if body.model is not None:
+        _check_model(served, body.model)
+    size = served.tokenizer.vocab_size
+    bad = [i for i in body.tokens if not 0 <= i < size]
+    if bad:
+        raise ApiError(400, f"token id {bad[0]} is outside the vocabulary [0, {size})", "tokens")
+    text = served.tokenizer.decode(body.tokens)
+    return {"prompt": text, "content": text}
+
+
+async def tokenizer_info(request: HttpRequest) -> dict:
+    """The special tokens and chat template (vLLM's ``/tokenizer_info``, which lm-evaluation-harness
+    checks before it uses the remote tokenizer)."""
+    tok = _served(request).tokenizer
+
+    def name(i: int | None) -> str | None:
+        return None if i is None else tok.id_to_token(i)
+
+    return {"eos_token": name(tok.eos_id), "bos_token": name(tok.bos_id), "pad_token": name(tok.pad_id),
+            "chat_template": getattr(tok, "chat_template", None), "vocab_size": tok.vocab_size,
+            "tokenizer_class": type(tok).__name__}
+
+
 async def page() -> str:
     return resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8")
 
@@ -189,14 +291,60 @@ async def embeddings(body: EmbeddingRequest, request: HttpRequest) -> Any:
 async def chat(body: ChatRequest, request: HttpRequest) -> Any:
     served = _served(request)
     _check_model(served, body.model)
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     try:
-        prompt = chat_prompt(served.tokenizer, messages)
+        funcs = functions([t.model_dump() for t in body.tools or []])
+        choice = _tool_choice(body, {f.name for f in funcs})
+        grammar = output_grammar(funcs, choice, body.parallel_tool_calls, _response_schema(body))
+        # compiling (and precomputing masks) takes up to a second or so: not on the event loop
+        constraint = None if grammar is None else await asyncio.to_thread(
+            constraint_processor, "grammar", grammar, served.tokenizer, _end_ids(served))
+    except ToolError as exc:
+        raise ApiError(400, str(exc), exc.param) from None
+    except LmlabError as exc:
+        raise ApiError(400, str(exc), "tools" if body.tools else "response_format") from None
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text(),
+                 "tool_calls": [c.model_dump() for c in m.tool_calls or []]} for m in body.messages]
+    try:
+        prompt = chat_prompt(served.tokenizer, conversation(messages, funcs, choice))
     except LmlabError as exc:
         raise ApiError(400, str(exc), "messages") from None
     top = (body.top_logprobs or 0) if body.logprobs else None
     return await _generate(served, request, body, [prompt], chat=True, top=top,
-                           max_new=body.max_completion_tokens or body.max_tokens)
+                           max_new=body.max_completion_tokens or body.max_tokens, constraint=constraint,
+                           tools=bool(funcs) and choice != "none")
+
+
+def _tool_choice(body: ChatRequest, names: set[str]) -> str:
+    """none, auto, required or a function's name (OpenAI's defaults: auto with tools, none without)."""
+    choice = body.tool_choice
+    if choice is None:
+        return "auto" if names else "none"
+    if not names and choice != "none":
+        raise ToolError("tool_choice", "tool_choice needs tools", "pass tools, or leave tool_choice out")
+    if isinstance(choice, str):
+        return choice
+    if choice.function.name not in names:
+        raise ToolError("tool_choice", f"tool_choice names the function '{choice.function.name}', which is not "
+                        "among the tools", f"use one of {', '.join(sorted(names))}")
+    return choice.function.name
+
+
+def _response_schema(body: ChatRequest) -> Any | None:
+    """The JSON schema a text answer must follow (None: free text)."""
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "object"}
+    if fmt.json_schema is None:
+        raise ToolError("response_format.json_schema", "type 'json_schema' needs a json_schema object")
+    schema = fmt.json_schema.schema_
+    return {} if schema is None else schema
+
+
+def _end_ids(served: Served) -> list[int]:
+    eos = served.lm.eos_id if served.lm.eos_id is not None else served.tokenizer.eos_id
+    return [] if eos is None else [eos]
 
 
 async def completions(body: CompletionRequest, request: HttpRequest) -> Any:
@@ -216,8 +364,20 @@ async def completions(body: CompletionRequest, request: HttpRequest) -> Any:
             raise ApiError(400, "a prompt has no tokens", "prompt")
         if any(not 0 <= t < vocab for t in p):
             raise ApiError(400, f"prompt token ids must be in [0, {vocab})", "prompt")
-    return await _generate(served, request, body, prompts, chat=False, top=body.logprobs,
-                           max_new=body.max_tokens or min(16, served.limits.max_tokens))
+    echoed = None
+    if body.echo and body.logprobs is not None:  # the prompt's own log-probabilities (scoring)
+        echoed = [await asyncio.to_thread(prompt_logprobs, served.lm, p, body.logprobs) for p in prompts]
+    max_new = min(16, served.limits.max_tokens) if body.max_tokens is None else body.max_tokens
+    if max_new == 0:
+        if body.stream:
+            raise ApiError(400, "max_tokens 0 scores the prompt only and cannot be streamed", "stream")
+        reply = Reply(False, body, prompts, body.logprobs, served.tokenizer, echoed=echoed)
+        for i in range(len(prompts)):
+            reply.finish(i, [Completion(finish_reason="length", prompt_tokens=len(prompts[i]))] * body.n)
+        request.state.access.update(model=body.model, prompt_tokens=sum(len(p) for p in prompts))
+        return reply.whole()
+    return await _generate(served, request, body, prompts, chat=False, top=body.logprobs, max_new=max_new,
+                           echoed=echoed)
 
 
 def _check_model(served: Served, name: str) -> None:
@@ -227,22 +387,49 @@ def _check_model(served: Served, name: str) -> None:
 
 
 #: request fields that carry a decoding setting under another name
-FIELD_OF = {"max_new_tokens": "max_tokens", "diverse_groups": "beam_size"}
+FIELD_OF = {"max_new_tokens": "max_tokens"}
 
 
-def decoding_settings(body: Decoding, max_new: int, top: int | None) -> DecodingSettings:
-    """The request's decoding fields as settings (the one validator: a bad value is a 400 naming the field)."""
+def decoding_settings(body: Decoding, max_new: int, top: int | None, constraint: Any = None,
+                      kv_cache: Any = None) -> DecodingSettings:
+    """The request's decoding fields as settings (the one validator: a bad value is a 400 naming the field);
+    ``kv_cache`` is the request's cache settings (``request_cache``)."""
     bias = None if body.logit_bias is None else {int(k): v for k, v in body.logit_bias.items()}
     values = dict(max_new_tokens=max_new, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
                   min_p=body.min_p, repetition_penalty=body.repetition_penalty,
                   frequency_penalty=body.frequency_penalty, presence_penalty=body.presence_penalty,
                   logit_bias=bias, stop=tuple(body.stop), seed=body.seed, n=body.n,
                   best_of=getattr(body, "best_of", None), beam_size=body.beam_size,
-                  length_penalty=body.length_penalty, top_logprobs=top or 0)
+                  length_penalty=body.length_penalty, top_logprobs=top or 0, constraint=constraint,
+                  kv_cache=kv_cache)
     try:
         return settings_from(values)
     except SettingError as exc:
         raise ApiError(400, str(exc), field_of(exc.setting, body)) from None
+
+
+def request_cache(body: Decoding, server: Any) -> Any:
+    """The cache settings of a request: the server's, with ``kv_policy``/``kv_budget`` replacing its policy
+    (keeping the server's quantization, and its policy options when the policy is the same)."""
+    if body.kv_policy is None and body.kv_budget is None:
+        return server
+    from dataclasses import fields
+
+    from ..kvcache.settings import POLICY_OPTIONS, KVCacheSettings, cache_settings
+
+    policy = server.policy if server is not None else None
+    name = body.kv_policy or (policy.name if policy is not None else "full")
+    budget = body.kv_budget if body.kv_budget is not None else getattr(policy, "budget", None)
+    options = {}
+    if policy is not None and policy.name == name:
+        options = {f.name: getattr(policy, f.name) for f in fields(policy) if f.name in POLICY_OPTIONS[name]}
+    field_name = "kv_policy" if body.kv_policy is not None else "kv_budget"
+    try:
+        chosen = cache_settings(name, budget, **options)
+    except LmlabError as exc:
+        raise ApiError(400, str(exc), field_name) from None
+    quantization = server.quantization if server is not None else None
+    return KVCacheSettings(chosen.policy, quantization)
 
 
 def field_of(setting: str, body: Decoding) -> str:
@@ -254,30 +441,35 @@ def field_of(setting: str, body: Decoding) -> str:
     return FIELD_OF.get(setting, setting)
 
 
-def _plan(served: Served, body: Decoding, prompt: list[int], max_new: int | None, top: int | None) -> Request:
+def _plan(served: Served, body: Decoding, prompt: list[int], max_new: int | None, top: int | None,
+          constraint: Any = None) -> Request:
     limits, context = served.limits, getattr(served.lm, "context_length", None)
     field_name = "prompt" if isinstance(body, CompletionRequest) else "messages"
     if max_new is not None and max_new > limits.max_tokens:
         name = field_of("max_new_tokens", body)
         raise ApiError(400, f"{name} is {max_new}, this server allows at most {limits.max_tokens}", name)
+    kv = request_cache(body, served.kv_cache)
+    if kv is not None and kv.policy.repositions:  # positions stay within the cache: no context to run out of
+        context = None
     room = None if context is None else context - len(prompt)
     if room is not None and room < 1:
         raise ApiError(400, f"the prompt has {len(prompt)} tokens, the model's context is {context}", field_name)
     if max_new is None:
         max_new = limits.max_tokens if room is None else min(limits.max_tokens, room)
-    return Request(prompt, settings=decoding_settings(body, max_new, top))
+    return Request(prompt, settings=decoding_settings(body, max_new, top, constraint, kv))
 
 
 async def _generate(served: Served, request: HttpRequest, body: Decoding, prompts: list[list[int]], *, chat: bool,
-                    top: int | None, max_new: int | None) -> Any:
-    jobs = [_plan(served, body, p, max_new, top) for p in prompts]
+                    top: int | None, max_new: int | None, constraint: Any = None, tools: bool = False,
+                    echoed: list | None = None) -> Any:
+    jobs = [_plan(served, body, p, max_new, top, constraint) for p in prompts]
     record = request.state.access
     record.update(model=body.model, prompt_tokens=sum(len(p) for p in prompts), n=len(jobs) * body.n,
                   stream=body.stream)
     if body.user:
         record["user"] = body.user
     scheduler = served.scheduler
-    reply = Reply(chat, body, prompts, top, served.tokenizer)
+    reply = Reply(chat, body, prompts, top, served.tokenizer, tools=tools, echoed=echoed)
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
     handles: list[Handle] = []
@@ -339,8 +531,7 @@ async def _stream(reply: Reply, handles: list[Handle], events: asyncio.Queue, sc
                 for chunk in reply.finish(i, event.completions):
                     yield from_sse(chunk)
             else:
-                chunk = reply.add(i, event)
-                if chunk is not None:
+                for chunk in reply.add(i, event):
                     yield from_sse(chunk)
         if reply.body.stream_options is not None and reply.body.stream_options.include_usage:
             yield from_sse(reply.usage_chunk())
@@ -371,10 +562,13 @@ def from_sse(obj: dict) -> str:
 class Reply:
     """Builds the OpenAI response (or its stream chunks) of one request from scheduler events.
 
-    Prompt p's continuation j is choice ``p * n + j``.
+    Prompt p's continuation j is choice ``p * n + j``. With ``tools``, each chat choice's text is read
+    by a ``ToolCallStream``: tool calls become ``tool_calls`` (streamed as deltas), other text content.
+    ``echoed`` holds each prompt's own token log-probabilities (completions with echo and logprobs).
     """
 
-    def __init__(self, chat: bool, body: Decoding, prompts: list[list[int]], top: int | None, tokenizer: Any) -> None:
+    def __init__(self, chat: bool, body: Decoding, prompts: list[list[int]], top: int | None, tokenizer: Any, *,
+                 tools: bool = False, echoed: list | None = None) -> None:
         self.chat, self.body, self.prompts, self.top, self.tokenizer = chat, body, prompts, top, tokenizer
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
@@ -387,6 +581,9 @@ class Reply:
         self.completion_tokens = 0
         self.echo = [tokenizer.decode(prompts[i // body.n]) if getattr(body, "echo", False) else ""
                      for i in range(choices)]
+        self.echo_tokens = [self._echo_entries(prompts[i // body.n], echoed[i // body.n]) if echoed else []
+                            for i in range(choices)]
+        self.calls = [ToolCallStream(True) for _ in range(choices)] if tools else None
 
     # --- log-probs ----------------------------------------------------------------------------
     def _text(self, token: int) -> str:
@@ -402,12 +599,17 @@ class Reply:
             entry["top"] = {self._text(i): lp for i, lp in top}
         return entry
 
-    def _logprobs(self, entries: list[dict]) -> dict | None:
+    def _echo_entries(self, prompt: list[int], scores: list) -> list[dict]:
+        """The prompt's tokens as log-prob entries: the first has none (nothing comes before it)."""
+        first = {"token": self._text(prompt[0]), "logprob": None, "top": None}
+        return [first] + [self._token(t, lp, top) for t, (lp, top) in zip(prompt[1:], scores, strict=True)]
+
+    def _logprobs(self, entries: list[dict], at: int = 0) -> dict | None:
         if self.top is None:
             return None
         if self.chat:
             return {"content": entries, "refusal": None}
-        offsets, at = [], 0
+        offsets = []
         for e in entries:
             offsets.append(at)
             at += len(e["token"])
@@ -415,8 +617,8 @@ class Reply:
                 "top_logprobs": [e["top"] for e in entries] if self.top else None, "text_offset": offsets}
 
     # --- events -------------------------------------------------------------------------------
-    def add(self, prompt: int, event: Event) -> dict | None:
-        """Record one token of a choice; the stream chunk for it (None when there is nothing to send)."""
+    def add(self, prompt: int, event: Event) -> list[dict]:
+        """Record one token of a choice; the stream chunks for it (none when there is nothing to send)."""
         i = prompt * self.n + event.index
         self.streamed[i] = True
         entry = []
@@ -425,10 +627,20 @@ class Reply:
             if self.top is not None:
                 entry = [self._token(event.token, event.logprob, event.top)]
                 self.tokens[i] += entry
+        elif event.stop_id is not None and self.top is not None and not self.chat:
+            # a completion's log-probs end with the stop token that ended it (its text is empty), as
+            # OpenAI's legacy completions show <|endoftext|>; scorers that drop the last entry rely on it
+            entry = [self._token(event.stop_id, event.stop_logprob, event.top)]
+            self.tokens[i] += entry
+        at = len(self.echo[i]) + len(self.texts[i])
         self.texts[i] += event.text
+        if self.calls is not None:
+            deltas = self.calls[i].feed(event.text)
+            return [self._chunk(i, "", self._logprobs(entry) if k == 0 else None, None, delta=d)
+                    for k, d in enumerate(deltas)]
         if not event.text and not entry:
-            return None
-        return self._chunk(i, event.text, self._logprobs(entry), None)
+            return []
+        return [self._chunk(i, event.text, self._logprobs(entry, at), None)]
 
     def finish(self, prompt: int, completions: list[Completion]) -> list[dict]:
         """Record the end of a prompt's choices; the stream chunks that say so."""
@@ -442,14 +654,22 @@ class Reply:
                                                                               strict=True)]
             tail = completion.text[len(self.texts[i]):] if completion.text.startswith(self.texts[i]) else ""
             self.texts[i] = completion.text
-            self.ends.append({"index": i, "finish_reason": completion.finish_reason})
-            chunks.append(self._chunk(i, tail, None if self.streamed[i] else self._logprobs(self.tokens[i]),
-                                      completion.finish_reason))
+            reason = completion.finish_reason
+            logprobs = None if self.streamed[i] else self._logprobs(self.tokens[i], len(self.echo[i]))
+            if self.calls is not None:
+                deltas = self.calls[i].feed(tail)
+                if self.calls[i].complete():
+                    reason = "tool_calls"
+                chunks += [self._chunk(i, "", None, None, delta=d) for d in deltas]
+                tail = ""
+            self.ends.append({"index": i, "finish_reason": reason})
+            chunks.append(self._chunk(i, tail, logprobs, reason))
         return chunks
 
-    def _chunk(self, i: int, text: str, logprobs: dict | None, finish: str | None) -> dict:
+    def _chunk(self, i: int, text: str, logprobs: dict | None, finish: str | None, delta: dict | None = None) -> dict:
         if self.chat:
-            delta = {"content": text} if text or finish is None else {}
+            if delta is None:
+                delta = {"content": text} if text or finish is None else {}
             choice = {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                     "model": self.body.model, "system_fingerprint": None, "choices": [choice]}
@@ -465,8 +685,9 @@ class Reply:
                                  "finish_reason": None} for i in range(len(self.texts))]
             return chunk
         chunk = self._chunk(0, "", None, None)
-        chunk["choices"] = [{"index": i, "text": self.echo[i], "logprobs": None, "finish_reason": None}
-                            for i in range(len(self.texts))]
+        chunk["choices"] = [{"index": i, "text": self.echo[i],
+                             "logprobs": self._logprobs(self.echo_tokens[i]) if self.echo_tokens[i] else None,
+                             "finish_reason": None} for i in range(len(self.texts))]
         return chunk
 
     def usage(self) -> dict:
@@ -484,11 +705,15 @@ class Reply:
         reasons = {e["index"]: e["finish_reason"] for e in self.ends}
         choices = []
         for i, text in enumerate(self.texts):
-            logprobs = self._logprobs(self.tokens[i])
             if self.chat:
-                choices.append({"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
-                                "logprobs": logprobs, "finish_reason": reasons[i]})
+                message: dict = {"role": "assistant", "content": text, "refusal": None}
+                if self.calls is not None and self.calls[i].finished_calls():
+                    message.update(content=None, tool_calls=self.calls[i].finished_calls())
+                choices.append({"index": i, "message": message, "logprobs": self._logprobs(self.tokens[i]),
+                                "finish_reason": reasons[i]})
             else:
+                at = 0 if self.echo_tokens[i] else len(self.echo[i])
+                logprobs = self._logprobs(self.echo_tokens[i] + self.tokens[i], at)
                 choices.append({"index": i, "text": self.echo[i] + text, "logprobs": logprobs,
                                 "finish_reason": reasons[i]})
         return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",

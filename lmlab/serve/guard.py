@@ -28,8 +28,12 @@ async def _send_json(send: Callable, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+#: paths that need the API key when one is set (the tokenizer routes serve the model's vocabulary)
+PROTECTED = ("/v1", "/tokenize", "/detokenize", "/tokenizer_info")
+
+
 def guard(app: ASGIApp, *, api_key: str | None = None, max_body_bytes: int = 1 << 20) -> ASGIApp:
-    """Wrap ``app``: /v1 paths need ``Authorization: Bearer <api_key>`` when a key is set; bodies over
+    """Wrap ``app``: /v1 and tokenizer paths need ``Authorization: Bearer <api_key>`` when a key is set; bodies over
     ``max_body_bytes`` get 413; every request is logged as JSON (status, duration, sizes, tokens)."""
 
     async def wrapped(scope: dict, receive: Callable, send: Callable) -> None:
@@ -50,7 +54,7 @@ def guard(app: ASGIApp, *, api_key: str | None = None, max_body_bytes: int = 1 <
 
         try:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            if api_key and scope["path"].startswith("/v1"):
+            if api_key and scope["path"].startswith(PROTECTED):
                 given = headers.get("authorization", "")
                 token = given[7:] if given.lower().startswith("bearer ") else ""
                 if not hmac.compare_digest(token.encode(), api_key.encode()):

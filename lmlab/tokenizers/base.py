@@ -179,6 +179,23 @@ class Tokenizer(ABC):
             ids = [i for i in ids if i not in special]
         return self._decode_ids(ids)
 
+    def token_pieces(self) -> list[bytes | None]:
+        """The bytes each token adds to decoded text in the middle of a sequence (None for special
+        tokens): the alphabet that constrained decoding matches tokens with. A tokenizer whose
+        decoding is not the concatenation of these pieces (one that joins words with spaces) is refused."""
+        special = self.special_ids
+        ordinary = [i for i in range(self.vocab_size) if i not in special]
+        pieces: list[bytes | None] = [None] * self.vocab_size
+        for i in ordinary:
+            pieces[i] = self.decode([i]).encode("utf-8")
+        pairs = list(zip(ordinary[:50], ordinary[50:100] or ordinary[:50], strict=False))
+        for a, b in pairs:
+            if self.decode([a, b]).encode("utf-8") != pieces[a] + pieces[b]:
+                raise ConfigError(f"this tokenizer's text is not the concatenation of its tokens (tokens {a} and {b} "
+                                  "decode to something else together)", "constrained decoding needs a tokenizer whose "
+                                  "pieces concatenate: a byte-level BPE or a character tokenizer")
+        return pieces
+
     def encode_batch(self, texts: Iterable[str], add_special_tokens: bool = False) -> list[list[int]]:
         return [self.encode(t, add_special_tokens) for t in texts]
 

@@ -1,9 +1,11 @@
 """Learning BPE merges (count-based, as Sennrich et al. and HF ``tokenizers``) and WordPiece merges
 (likelihood-based: count(ab) / (count(a)·count(b))) from word counts.
 
-Both run incrementally: pair counts are updated only in the words a merge touches (found
-through a pair → word-index map), and the next merge comes from a heap with lazy deletion
-(an entry whose count is stale is re-pushed with the current count when it surfaces).
+Both run incrementally in numba kernels (``_merge_kernels``) over the words as integer symbol
+arrays: pair counts change only in the words a merge touches (found through a pair → words
+list). BPE takes the next merge from a lazy heap (an entry whose count is stale is re-pushed
+with the current count when it surfaces); WordPiece keeps every live pair at its exact score
+in an indexed heap and re-scores the pairs of the two merged symbols, whose counts fell.
 
 Tie-breaking (documented, deterministic): among pairs with the same count, BPE takes the
 pair whose ids are smallest — ids are assigned to the alphabet in code-point order, then to
@@ -13,217 +15,165 @@ the same merges. WordPiece breaks score ties by the higher pair count, then smal
 
 from __future__ import annotations
 
-import heapq
-from collections import Counter
 from collections.abc import Iterable
 
-from ..core.errors import DataError
+import numpy as np
+
+from ..core.errors import ConfigError, DataError
 from ..core.progress import progress
+from ..core.validate import check_choice
 
 Pair = tuple[int, int]
 
 
+def code_points(text: str) -> np.ndarray:
+    """The code points of ``text`` as an int64 array."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+
+
 def compute_alphabet(word_counts: dict[str, int], initial: Iterable[str] = (), limit: int | None = None) -> list[str]:
-    """Characters of the corpus (plus ``initial``), the ``limit`` most frequent, in code-point order."""
-    counts: Counter[str] = Counter()
-    for word, n in word_counts.items():
-        for ch in word:
-            counts[ch] += n
-    huge = float("inf")
-    freq = {c: float(n) for c, n in counts.items()}
-    freq.update({c: huge for c in initial})
+    """Characters of the corpus (plus ``initial``), the ``limit`` most frequent, in code-point order.
+
+    Ties at the cut go to the character seen first (in ``word_counts``' order), then ``initial``'s."""
+    words = list(word_counts)
+    chars = code_points("".join(words))
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    weights = np.repeat(np.fromiter(word_counts.values(), dtype=np.float64, count=len(words)), lengths)
+    uniq, first, inverse = np.unique(chars, return_index=True, return_inverse=True)
+    totals = np.bincount(inverse, weights=weights, minlength=len(uniq))
+    by_appearance = np.argsort(first, kind="stable")
+    freq = dict(zip(map(chr, uniq[by_appearance].tolist()), totals[by_appearance].tolist(), strict=True))
+    freq.update({c: float("inf") for c in initial})
     kept = list(freq)
     if limit is not None and len(kept) > limit:
         kept = sorted(kept, key=lambda c: freq[c])[len(kept) - limit:]
     return sorted(kept)
 
 
-def _symbolize(word_counts: dict[str, int], vocab: list[str], ids: dict[str, int], prefix: str,
-               suffix: str) -> tuple[list[list[int]], list[int]]:
-    """Words as lists of symbol ids (new ``##c`` / ``c</w>`` symbols join the vocabulary, in word order)."""
-    words, counts = [], []
-    for word, n in sorted(word_counts.items()):
-        syms = []
-        last = len(word) - 1
-        for i, ch in enumerate(word):
-            if ch not in ids:
-                continue  # outside a limited alphabet: dropped, as HF does
-            s = (prefix + ch if i and prefix else ch) + (suffix if i == last and suffix else "")
-            if s not in ids:
-                ids[s] = len(vocab)
-                vocab.append(s)
-            syms.append(ids[s])
-        words.append(syms)
-        counts.append(n)
-    return words, counts
+def symbolize(word_counts: dict[str, int], vocab: list[str], ids: dict[str, int], prefix: str,
+              suffix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The words (in sorted order) as symbol ids laid end to end: (symbols, offsets, counts).
+
+    A character becomes ``prefix + c`` after a word's first position and ``c + suffix`` at its
+    last; such symbols join the vocabulary in order of first appearance. Characters outside
+    the vocabulary's alphabet are dropped, as HF does.
+    """
+    items = sorted(word_counts.items())
+    words = [w for w, _ in items]
+    chars = code_points("".join(words))
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    ends = np.cumsum(lengths)
+    position = np.arange(len(chars)) - np.repeat(ends - lengths, lengths)
+    variant = np.zeros(len(chars), dtype=np.int64)
+    if prefix:
+        variant += 2 * (position > 0)
+    if suffix:
+        variant += position == np.repeat(lengths - 1, lengths)
+    keys, first, inverse = np.unique(chars * 4 + variant, return_index=True, return_inverse=True)
+    symbol_of = np.full(len(keys), -1, dtype=np.int64)
+    for k in np.argsort(first, kind="stable").tolist():
+        code, v = divmod(int(keys[k]), 4)
+        ch = chr(code)
+        if ch not in ids:
+            continue  # outside a limited alphabet
+        text = (prefix + ch if v & 2 else ch) + (suffix if v & 1 else "")
+        if text not in ids:
+            ids[text] = len(vocab)
+            vocab.append(text)
+        symbol_of[k] = ids[text]
+    symbols = symbol_of[inverse.ravel()]
+    kept = symbols >= 0
+    word_of = np.repeat(np.arange(len(words)), lengths)
+    offsets = np.zeros(len(words) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(np.bincount(word_of[kept], minlength=len(words)))
+    counts = np.fromiter((n for _, n in items), dtype=np.int64, count=len(items))
+    return symbols[kept].astype(np.int64), offsets, counts
 
 
-def _pair_index(words: list[list[int]], counts: list[int]) -> tuple[dict[Pair, int], dict[Pair, set[int]]]:
-    pair_counts: dict[Pair, int] = {}
-    where: dict[Pair, set[int]] = {}
-    for w, (syms, n) in enumerate(zip(words, counts, strict=True)):
-        for pair in zip(syms, syms[1:], strict=False):
-            pair_counts[pair] = pair_counts.get(pair, 0) + n
-            s = where.get(pair)
-            if s is None:
-                where[pair] = {w}
-            else:
-                s.add(w)
-    return pair_counts, where
+def _texts(vocab: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every token's code points laid end to end, and their offsets."""
+    lengths = np.fromiter(map(len, vocab), dtype=np.int64, count=len(vocab))
+    offsets = np.zeros(len(vocab) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(lengths)
+    return code_points("".join(vocab)), offsets
 
 
-def _merge_words(pair: Pair, new: int, words: list[list[int]], counts: list[int], positions: Iterable[int],
-                 pair_counts: dict[Pair, int], where: dict[Pair, set[int]]) -> tuple[set[Pair], int]:
-    """Replace ``pair`` by ``new`` in the given words, updating the pair counts and the pair → word map
-    where the merge touches; returns the pairs that gained occurrences and the number of merges made
-    (weighted by word counts; fewer than the pair count when occurrences overlap, as in ``aaa``)."""
-    a, b = pair
-    gained: set[Pair] = set()
-    merged = 0
-    for w in positions:
-        syms = words[w]
-        n = counts[w]
-        i = 0
-        while True:
-            try:
-                i = syms.index(a, i)
-            except ValueError:
-                break
-            if i + 1 >= len(syms):
-                break
-            if syms[i + 1] != b:
-                i += 1
-                continue
-            if i > 0:
-                left = syms[i - 1]
-                pair_counts[(left, a)] -= n
-                p = (left, new)
-                pair_counts[p] = pair_counts.get(p, 0) + n
-                where.setdefault(p, set()).add(w)
-                gained.add(p)
-            syms[i:i + 2] = [new]
-            merged += n
-            if i + 1 < len(syms):
-                right = syms[i + 1]
-                pair_counts[(b, right)] -= n
-                p = (new, right)
-                pair_counts[p] = pair_counts.get(p, 0) + n
-                where.setdefault(p, set()).add(w)
-                gained.add(p)
-            i += 1
-    return gained, merged
+def _merged_text(vocab: list[str], a: int, b: int, prefix: str) -> str:
+    tok_b = vocab[b][len(prefix):] if prefix and vocab[b].startswith(prefix) else vocab[b]
+    return vocab[a] + tok_b
 
 
 def learn_bpe(word_counts: dict[str, int], vocab_size: int, *, specials: Iterable[str] = (),
               initial_alphabet: Iterable[str] = (), limit_alphabet: int | None = None, min_frequency: int = 0,
               prefix: str = "", suffix: str = "") -> tuple[list[str], list[tuple[str, str]]]:
-    """BPE vocabulary (specials, alphabet, merged tokens) and merges, most frequent pair first."""
+    """BPE vocabulary (specials, alphabet, merged tokens) and merges, most frequent pair first.
+
+    ``prefix`` marks symbols that continue a word (HF's ``continuing_subword_prefix``; ``##``
+    gives HF's WordPiece trainer), ``suffix`` ends a word (``</w>``).
+    """
+    from . import _merge_kernels
+
     vocab = list(dict.fromkeys(specials))
     for ch in compute_alphabet(word_counts, initial_alphabet, limit_alphabet):
         if ch not in vocab:
             vocab.append(ch)
     ids = {t: i for i, t in enumerate(vocab)}
-    words, counts = _symbolize(word_counts, vocab, ids, prefix, suffix)
-    if not words:
+    syms, offsets, counts = symbolize(word_counts, vocab, ids, prefix, suffix)
+    if len(counts) == 0:
         raise DataError("no words to learn BPE merges from", "train on a non-empty corpus")
-    pair_counts, where = _pair_index(words, counts)
-    heap = [(-c, a, b) for (a, b), c in pair_counts.items() if c > 0]
-    heapq.heapify(heap)
-    merges: list[tuple[str, str]] = []
+    cp, cp_off = _texts(vocab)
     bar = progress(total=max(0, vocab_size - len(vocab)), desc="learning BPE merges", unit="merge")
-    while heap and len(vocab) < vocab_size:
-        neg, a, b = heapq.heappop(heap)
-        current = pair_counts.get((a, b), 0)
-        if -neg != current:
-            if current > 0:
-                heapq.heappush(heap, (-current, a, b))
-            continue
-        if current < 1 or current < min_frequency:
-            break
-        tok_b = vocab[b][len(prefix):] if prefix and vocab[b].startswith(prefix) else vocab[b]
-        new_token = vocab[a] + tok_b
-        new = ids.get(new_token)
-        if new is None:
-            new = ids[new_token] = len(vocab)
-            vocab.append(new_token)
+    merges_ids = _merge_kernels.bpe_merges(syms, offsets, counts, cp, cp_off, len(vocab), vocab_size,
+                                                 min_frequency, code_points(prefix), max(vocab_size, len(vocab)) + 1)
+    merges: list[tuple[str, str]] = []
+    for a, b, new in merges_ids.tolist():
+        if new == len(vocab):
+            vocab.append(_merged_text(vocab, a, b, prefix))
         merges.append((vocab[a], vocab[b]))
-        gained, _ = _merge_words((a, b), new, words, counts, where.pop((a, b), ()), pair_counts, where)
-        for p in gained:
-            c = pair_counts[p]
-            if c > 0:
-                heapq.heappush(heap, (-c, p[0], p[1]))
-        bar.update(1)
+    bar.update(len(merges_ids))
     bar.close()
     return vocab, merges
 
 
+WORDPIECE_SCORES = ("likelihood", "count")
+
+
 def learn_wordpiece(word_counts: dict[str, int], vocab_size: int, *, specials: Iterable[str] = (),
-                    prefix: str = "##", limit_alphabet: int | None = None) -> list[str]:
-    """WordPiece vocabulary: repeatedly merge the pair with the best count(ab) / (count(a)·count(b))."""
+                    prefix: str = "##", limit_alphabet: int | None = None, score: str = "likelihood",
+                    min_frequency: int = 0) -> list[str]:
+    """WordPiece vocabulary: repeatedly merge the pair with the best count(ab) / (count(a)·count(b)).
+
+    ``score="count"`` merges the most frequent pair instead — HF ``tokenizers``' WordPiece trainer,
+    which is its BPE trainer with the ``##`` continuation prefix (``min_frequency`` applies to it).
+    HF numbers the ``##c`` symbols in its hash-map order, so its ties between equally frequent
+    pairs vary from run to run; given the same initial ids (pass them as ``specials``) both
+    learn the same vocabulary.
+    """
+    check_choice("score", score, WORDPIECE_SCORES)
+    if score == "count":
+        vocab, _ = learn_bpe(word_counts, vocab_size, specials=specials, limit_alphabet=limit_alphabet,
+                             min_frequency=min_frequency, prefix=prefix)
+        return vocab
+    if min_frequency:
+        raise ConfigError("min_frequency applies to count-based merges only",
+                          "drop it, or use score='count' (--wordpiece-score count)")
+    from . import _merge_kernels
+
     vocab = list(dict.fromkeys(specials))
     for ch in compute_alphabet(word_counts, (), limit_alphabet):
         if ch not in vocab:
             vocab.append(ch)
     ids = {t: i for i, t in enumerate(vocab)}
-    words, counts = _symbolize(word_counts, vocab, ids, prefix, "")
-    if not words:
+    syms, offsets, counts = symbolize(word_counts, vocab, ids, prefix, "")
+    if len(counts) == 0:
         raise DataError("no words to learn WordPiece merges from", "train on a non-empty corpus")
-    sym_counts: Counter[int] = Counter()
-    for syms, n in zip(words, counts, strict=True):
-        for s in syms:
-            sym_counts[s] += n
-    pair_counts, where = _pair_index(words, counts)
-    pairs_of: dict[int, set[Pair]] = {}
-    for a, b in pair_counts:
-        pairs_of.setdefault(a, set()).add((a, b))
-        pairs_of.setdefault(b, set()).add((a, b))
-
-    def entry(p: Pair) -> tuple:
-        c = pair_counts[p]
-        return (-c / (sym_counts[p[0]] * sym_counts[p[1]]), -c, p[0], p[1], sym_counts[p[0]], sym_counts[p[1]])
-
-    heap = [entry(p) for p, c in pair_counts.items() if c > 0]
-    heapq.heapify(heap)
+    cp, cp_off = _texts(vocab)
     bar = progress(total=max(0, vocab_size - len(vocab)), desc="learning WordPiece merges", unit="merge")
-    while heap and len(vocab) < vocab_size:
-        top = heapq.heappop(heap)
-        p = (top[2], top[3])
-        c = pair_counts.get(p, 0)
-        if c < 1:
-            continue
-        if (-top[1], top[4], top[5]) != (c, sym_counts[p[0]], sym_counts[p[1]]):
-            heapq.heappush(heap, entry(p))
-            continue
-        a, b = p
-        tok_b = vocab[b][len(prefix):] if vocab[b].startswith(prefix) else vocab[b]
-        new_token = vocab[a] + tok_b
-        new = ids.get(new_token)
-        if new is None:
-            new = ids[new_token] = len(vocab)
-            vocab.append(new_token)
-        gained, merged = _merge_words(p, new, words, counts, where.pop(p, ()), pair_counts, where)
-        sym_counts[a] -= merged
-        sym_counts[b] -= merged
-        sym_counts[new] += merged
-        pair_counts[p] = 0
-        for q in gained:
-            pairs_of.setdefault(q[0], set()).add(q)
-            pairs_of.setdefault(q[1], set()).add(q)
-        # count(a) and count(b) fell, so every live pair containing them scores higher now: re-push
-        # those (dead pairs leave the symbol → pairs map here, which keeps the sets small)
-        touched = {q for q in gained if pair_counts[q] > 0}
-        for sym in {a, b}:
-            live = {q for q in pairs_of.get(sym, ()) if pair_counts[q] > 0}
-            if sym_counts[sym] > 0 and live:
-                pairs_of[sym] = live
-            else:
-                pairs_of.pop(sym, None)
-            touched |= live
-        push = heapq.heappush
-        for q in touched:
-            x, y = q
-            cq, cx, cy = pair_counts[q], sym_counts[x], sym_counts[y]
-            push(heap, (-cq / (cx * cy), -cq, x, y, cx, cy))
-        bar.update(1)
+    merges = _merge_kernels.wordpiece_merges(syms, offsets, counts, cp, cp_off, len(vocab), vocab_size,
+                                             code_points(prefix), max(vocab_size, len(vocab)) + 1)
+    for a, b, new in merges.tolist():
+        if new == len(vocab):
+            vocab.append(_merged_text(vocab, a, b, prefix))
+    bar.update(len(merges))
     bar.close()
     return vocab

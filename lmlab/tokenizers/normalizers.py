@@ -22,17 +22,27 @@ _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700,
                (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 
 
-def is_cjk(ch: str) -> bool:
-    """BERT's definition of a CJK ideograph (padded with spaces by its basic tokenizer)."""
-    cp = ord(ch)
-    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+class _CharTable(dict):
+    """A ``str.translate`` table filled on demand: ``rule(c)`` says what character c becomes
+    (a string, or None to drop it), computed once per distinct character."""
+
+    def __init__(self, rule: Callable[[str], str | None]) -> None:
+        super().__init__()
+        self.rule = rule
+
+    def __missing__(self, code: int) -> str | None:
+        value = self[code] = self.rule(chr(code))
+        return value
+
+
+_DROP_MARKS = _CharTable(lambda c: None if unicodedata.category(c) == "Mn" else c)
 
 
 def strip_accents(text: str) -> str:
     """Decompose (NFD) and drop nonspacing marks (category Mn), as HF ``StripAccents``."""
     if text.isascii():
         return text
-    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    return unicodedata.normalize("NFD", text).translate(_DROP_MARKS)
 
 
 def _bert_drops(c: str) -> bool:
@@ -44,11 +54,14 @@ def _bert_drops(c: str) -> bool:
 _ASCII_CLEAN = {i: (" " if chr(i) in "\t\n\r" else None) for i in [*range(32), 127]}
 
 
+_BERT_CLEAN = _CharTable(lambda c: None if _bert_drops(c) else " " if c in WHITESPACE else c)
+
+
 def bert_clean(text: str) -> str:
     """Drop control and format characters, then map whitespace to a space (in that order, as BERT)."""
     if text.isascii():
         return text.translate(_ASCII_CLEAN)
-    return "".join(" " if c in WHITESPACE else c for c in text if not _bert_drops(c))
+    return text.translate(_BERT_CLEAN)
 
 
 _CJK_RE = re.compile("([" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _CJK_RANGES) + "])")

@@ -14,7 +14,13 @@ from itertools import chain
 
 from ..core.errors import ModelError
 from .base import Tokenizer
-from .decoders import ByteStreamDecoder, TextStreamDecoder, build_decoder, byte_level_decoder
+from .decoders import (
+    ByteStreamDecoder,
+    TextStreamDecoder,
+    build_decoder,
+    byte_level_decoder,
+    token_bytes,
+)
 from .models import MODELS, SubwordModel, Unigram
 from .normalizers import WHITESPACE, build_normalizer, normalize_aligned
 from .pre_tokenizers import build_pre_tokenizer
@@ -192,6 +198,13 @@ class SubwordTokenizer(Tokenizer):
         if self._decoder is None:
             return "".join(tokens)
         return "".join(self._decoder(tokens))
+
+    def token_pieces(self) -> list[bytes | None]:
+        """Byte-level BPE: each token's own bytes (half a character stays half a character)."""
+        if self._decoder is not byte_level_decoder:
+            return super().token_pieces()
+        special = self.special_ids
+        return [None if i in special else token_bytes(self.id_to_token(i)) for i in range(self.vocab_size)]
 
     def stream_decoder(self, skip_special_tokens: bool = False) -> ByteStreamDecoder | TextStreamDecoder:
         if self._decoder is byte_level_decoder:

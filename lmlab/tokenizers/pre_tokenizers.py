@@ -32,6 +32,9 @@ _GPT2_ASCII = re.compile(rf"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{
 _WS_CLASS = "".join(f"\\u{ord(c):04x}" for c in sorted(WHITESPACE))
 _PUNCT_CLASS = r"\p{P}!-/:-@\[-`{-~"
 _BERT_RE = regex.compile(f"[^{_WS_CLASS}{_PUNCT_CLASS}]+|[{_PUNCT_CLASS}]")
+# the same on ASCII text (\p{P} adds nothing there), for the stdlib engine (about 3x faster)
+_ASCII_PUNCT = r"!-/:-@\[-`{-~"
+_BERT_ASCII = re.compile(f"[^{_ASCII_WS}{_ASCII_PUNCT}]+|[{_ASCII_PUNCT}]")
 _WHITESPACE_RE = regex.compile(r"\w+|[^\w\s]+")
 _WHITESPACE_SPLIT_RE = regex.compile(f"[^{_WS_CLASS}]+")
 
@@ -167,6 +170,10 @@ def metaspace(replacement: str = METASPACE, prepend_scheme: str = "always", spli
     return PreTokenizer(cut, transform, pieces.findall)
 
 
+def _bert_pieces(text: str) -> list[str]:
+    return _BERT_ASCII.findall(text) if text.isascii() else _BERT_RE.findall(text)
+
+
 def _whole(text: str) -> Spans:
     return [(0, len(text))] if text else []
 
@@ -199,7 +206,7 @@ def build_pre_tokenizer(spec: dict | None) -> PreTokenizer | None:
         return metaspace(spec.get("replacement", METASPACE), scheme, spec.get("split", True))
     # keeping only the (non-empty) matches of a pattern: pieces = findall
     if kind == "BertPreTokenizer":
-        return PreTokenizer(regex_spans(_BERT_RE, "Removed", invert=True), findall=_BERT_RE.findall)
+        return PreTokenizer(regex_spans(_BERT_RE, "Removed", invert=True), findall=_bert_pieces)
     if kind == "Whitespace":
         return PreTokenizer(regex_spans(_WHITESPACE_RE, "Removed", invert=True), findall=_WHITESPACE_RE.findall)
     if kind == "WhitespaceSplit":

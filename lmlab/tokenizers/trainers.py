@@ -6,7 +6,8 @@
   for characters never seen;
 - ``bpe-eow``: character BPE on whitespace-split words with an end-of-word marker ``</w>``;
 - ``byte-bpe``: GPT-2 byte-level BPE (256-byte alphabet, never an unknown);
-- ``wordpiece``: BERT's pipeline (lowercase, punctuation split), ``##`` continuations;
+- ``wordpiece``: BERT's pipeline (lowercase, punctuation split), ``##`` continuations; merges by
+  likelihood, or by count as HF ``tokenizers`` (``wordpiece_score="count"``);
 - ``unigram``: SentencePiece's Unigram LM over NFKC-normalized ``▁`` pieces.
 
 The result is reproducible: the same texts and settings give the same file.
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 from ..core.errors import ConfigError
 from ..core.progress import progress
 from ..core.validate import check_choice, check_number
-from .bpe_trainer import learn_bpe, learn_wordpiece
+from .bpe_trainer import WORDPIECE_SCORES, learn_bpe, learn_wordpiece
 from .models import BPE, Unigram, WordPiece
 from .normalizers import build_normalizer
 from .pipeline import SubwordTokenizer, added_token
@@ -55,31 +56,51 @@ def count_words(texts: Iterable[str], normalizer: dict | None, pre_tokenizer: di
     normalize = build_normalizer(normalizer)
     pre = build_pre_tokenizer(pre_tokenizer) or PreTokenizer(lambda t: [(0, len(t))] if t else [])
     firsts: Counter[str] = Counter()  # a text's first piece may be transformed differently
-    rest: Counter[str] = Counter()
+    pieces_seen: Counter[str] = Counter()  # every piece, first ones included
+    batch: list[str] = []  # counted a batch at a time: one C-level pass instead of one call per text
     for text in progress(texts, desc="counting words", unit="doc"):
         if normalize is not None:
             text = normalize(text)
         pieces = pre.pieces(text)
         if pieces:
-            firsts[pieces[0]] += 1
-            rest.update(pieces[1:])
+            batch += pieces
+            if pre.transform is not None:
+                firsts[pieces[0]] += 1
+            if len(batch) >= 1 << 16:
+                pieces_seen.update(batch)
+                batch.clear()
+    pieces_seen.update(batch)
+    if pre.transform is None:
+        return pieces_seen
+    pieces_seen.subtract(firsts)
     counts: Counter[str] = Counter()
-    for table, first in ((firsts, True), (rest, False)):
+    for table, first in ((firsts, True), (pieces_seen, False)):
         for piece, n in table.items():
-            counts[pre.transform(piece, first) if pre.transform else piece] += n
+            if n > 0:
+                counts[pre.transform(piece, first)] += n
     return counts
 
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, *, min_frequency: int = 0,
                     limit_alphabet: int | None = None, special_tokens: dict[str, str] | None = None,
-                    add_bos_eos: bool = True) -> SubwordTokenizer:
+                    add_bos_eos: bool = True, wordpiece_score: str = "likelihood") -> SubwordTokenizer:
     """Train a ``kind`` tokenizer (see ``KINDS``) with ``vocab_size`` ids, special tokens included.
 
     ``add_bos_eos`` (default on) writes a post-processor so that ``add_special_tokens=True``
-    wraps sequences in the bos/eos roles (WordPiece: ``[CLS] … [SEP]``).
+    wraps sequences in the bos/eos roles (WordPiece: ``[CLS] … [SEP]``). ``wordpiece_score``:
+    ``likelihood`` (WordPiece's own merge score) or ``count`` (HF ``tokenizers``' trainer).
+    ``min_frequency`` applies to count-based merges (BPE kinds, count WordPiece).
     """
     check_choice("kind", kind, KINDS)
+    check_choice("wordpiece_score", wordpiece_score, WORDPIECE_SCORES)
+    if wordpiece_score != "likelihood" and kind != "wordpiece":
+        raise ConfigError(f"wordpiece_score applies to kind 'wordpiece', not {kind!r}", "drop --wordpiece-score")
+    if min_frequency and (kind == "unigram" or (kind == "wordpiece" and wordpiece_score == "likelihood")):
+        raise ConfigError(f"min_frequency applies to count-based merges, not to {kind} "
+                          f"{'(likelihood score)' if kind == 'wordpiece' else ''}".strip(),
+                          "drop --min-frequency, or use a BPE kind or --wordpiece-score count")
     vocab_size = int(check_number("vocab_size", vocab_size, low=1, integer=True))
+    check_number("min_frequency", min_frequency, low=0, integer=True)
     spec = PIPELINES[kind]
     roles = dict(spec["specials"] if special_tokens is None else special_tokens)
     specials = list(dict.fromkeys(roles.values()))
@@ -95,7 +116,8 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, *, min_fre
         model = BPE(vocab, merges, unk_token=roles.get("unk") if kind != "byte-bpe" else None,
                     end_of_word_suffix=suffix)
     elif kind == "wordpiece":
-        vocab = learn_wordpiece(counts, vocab_size, specials=specials, limit_alphabet=limit_alphabet)
+        vocab = learn_wordpiece(counts, vocab_size, specials=specials, limit_alphabet=limit_alphabet,
+                                score=wordpiece_score, min_frequency=min_frequency)
         model = WordPiece(vocab, unk_token=roles.get("unk", "[UNK]"))
     else:
         pieces = learn_unigram(counts, vocab_size - len(specials))

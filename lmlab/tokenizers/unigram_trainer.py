@@ -10,46 +10,92 @@ are always kept, so every seen character stays encodable.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
+from itertools import compress
 
 import numpy as np
 
 from ..core.errors import DataError
 from ..core.progress import progress
-from .models import Unigram
+from .bpe_trainer import code_points
 
 EXPECTED_FREQUENCY_THRESHOLD = 0.5
 
 
 def digamma(x: float) -> float:
     """ψ(x) by the recurrence ψ(x) = ψ(x+1) − 1/x and the asymptotic series (x > 0)."""
-    result = 0.0
-    while x < 6.0:
-        result -= 1.0 / x
-        x += 1.0
-    f = 1.0 / (x * x)
-    return result + math.log(x) - 0.5 / x - f * (1 / 12 - f * (1 / 120 - f * (1 / 252 - f * (1 / 240 - f / 132))))
+    from . import _unigram_kernels
+
+    return float(_unigram_kernels.digamma(float(x)))
 
 
-def seed_pieces(word_counts: dict[str, int], seed_size: int, max_piece_length: int,
-                boundary: str) -> tuple[list[tuple[str, float]], set[str]]:
-    """The seed vocabulary (piece, log-probability) and the set of single characters."""
-    chars: Counter[str] = Counter()
-    subs: Counter[str] = Counter()
-    for word, n in progress(word_counts.items(), desc="seeding substrings", unit="word"):
-        L = len(word)
-        for i in range(L):
-            chars[word[i]] += n
-            for j in range(i + 2, min(L, i + max_piece_length) + 1):
-                sub = word[i:j]
-                if boundary and boundary in sub[1:]:
-                    break  # the word boundary marker only begins a piece
-                subs[sub] += n
-    best = sorted(subs.items(), key=lambda kv: (-kv[1] * len(kv[0]), kv[0]))[:max(0, seed_size - len(chars))]
-    pieces = list(chars.items()) + [(p, c * len(p)) for p, c in best]
-    total = sum(c for _, c in pieces)
-    return [(p, math.log(c) - math.log(total)) for p, c in pieces], set(chars)
+def digamma_scores(counts: np.ndarray) -> np.ndarray:
+    """ψ(count) − ψ(total count) for each count (the Bayesian M-step's log-probabilities)."""
+    from . import _unigram_kernels
+
+    return _unigram_kernels.digamma_scores(np.ascontiguousarray(counts, dtype=np.float64))
+
+
+def _laid_out(words: list[str]) -> tuple[str, np.ndarray, np.ndarray]:
+    """The words joined, their code points, and where each starts (offsets, one more than words)."""
+    text = "".join(words)
+    offsets = np.zeros(len(words) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)))
+    return text, code_points(text), offsets
+
+
+def _piece_table(names: list[str]) -> tuple[np.ndarray, ...]:
+    """The pieces' code points, their offsets, and the kernels' lookup table over them (see
+    ``_unigram_kernels.piece_table``)."""
+    from . import _unigram_kernels
+
+    _, cp, offsets = _laid_out(names)
+    return cp, offsets, _unigram_kernels.piece_table(cp, offsets)
+
+
+def seed(word_counts: dict[str, int], seed_size: int, max_piece_length: int,
+         boundary: str) -> tuple[list[str], np.ndarray, np.ndarray, Lattices]:
+    """The seed vocabulary: its pieces, their log-probabilities, which are single characters (the
+    pieces that must stay), and the words' lattices over it (found while counting substrings).
+
+    Every character (in order of first appearance), then the substrings of 2..``max_piece_length``
+    characters (never holding ``boundary`` after their first) with the highest frequency ×
+    length, ties in string order.
+    """
+    from . import _unigram_kernels
+
+    _, cp, offsets = _laid_out(list(word_counts))
+    weights = np.fromiter(word_counts.values(), dtype=np.int64, count=len(word_counts))
+    uniq, first, inverse = np.unique(cp, return_index=True, return_inverse=True)
+    per_char = np.bincount(inverse.ravel(), weights=np.repeat(weights, np.diff(offsets)), minlength=len(uniq))
+    by_appearance = np.argsort(first, kind="stable")
+    chars = {chr(c): int(n) for c, n in zip(uniq[by_appearance].tolist(), per_char[by_appearance].tolist(),
+                                            strict=True)}
+    words = sorted(word_counts.items())
+    text, cp, offsets = _laid_out([w for w, _ in words])
+    weights = np.array([n for _, n in words], dtype=np.int64)
+    substrings, occurrences = _unigram_kernels.substring_occurrences(cp, offsets, weights, max_piece_length,
+                                                                     ord(boundary) if boundary else -1)
+    start, length, count = substrings.T
+    score = count * length
+    subs = [text[i:i + n] for i, n in zip(start.tolist(), length.tolist(), strict=True)]
+    text_rank = np.empty(len(subs), dtype=np.int64)
+    text_rank[sorted(range(len(subs)), key=subs.__getitem__)] = np.arange(len(subs))
+    best = np.lexsort((text_rank, -score))[:max(0, seed_size - len(chars))]
+    frequency = np.concatenate([np.fromiter(chars.values(), dtype=np.int64, count=len(chars)), score[best]])
+    names = list(chars) + [subs[i] for i in best.tolist()]
+    # piece ids of the occurrences: substrings by their rank, characters by first appearance
+    substring_piece = np.full(len(subs), -1, dtype=np.int64)
+    substring_piece[best] = len(chars) + np.arange(len(best))
+    char_piece = np.empty(len(uniq), dtype=np.int64)
+    char_piece[by_appearance] = np.arange(len(uniq))
+    ref = occurrences[:, 3]
+    is_char = ref < 0
+    piece = np.where(is_char, char_piece[np.searchsorted(uniq, np.where(is_char, -1 - ref, 0))],
+                     substring_piece[np.maximum(ref, 0)])
+    edges = occurrences[piece >= 0]
+    required = np.arange(len(names)) < len(chars)
+    lattices = Lattices.from_edges(words, len(names), edges[:, :3], piece[piece >= 0])
+    return names, _unigram_kernels.log_shares(frequency), required, lattices
 
 
 class Lattices:
@@ -61,49 +107,57 @@ class Lattices:
     """
 
     def __init__(self, words: list[tuple[str, int]], pieces: list[tuple[str, float]], max_len: int) -> None:
-        index = {p: i for i, (p, _) in enumerate(pieces)}
-        prefixes = {p[:k] for p, _ in pieces for k in range(1, len(p) + 1)}
-        W, B, E, P = [], [], [], []
-        for w, (word, _) in enumerate(words):
-            L = len(word)
-            for b in range(L):
-                for e in range(b + 1, min(L, b + max_len) + 1):
-                    sub = word[b:e]
-                    if sub not in prefixes:
-                        break
-                    i = index.get(sub)
-                    if i is not None:
-                        W.append(w)
-                        B.append(b)
-                        E.append(e)
-                        P.append(i)
-        order = np.lexsort((np.array(B), np.array(W), np.array(E)))
-        self.W, self.B, self.E, self.P = (np.asarray(a, dtype=np.int64)[order] for a in (W, B, E, P))
-        self.n_words, self.n_pieces = len(words), len(pieces)
+        from . import _unigram_kernels
+
+        _, cp, offsets = _laid_out([w for w, _ in words])
+        piece_cp, _, table = _piece_table([p for p, _ in pieces])
+        edges = _unigram_kernels.lattice_edges(cp, offsets, piece_cp, table, max_len)
+        self._build(words, len(pieces), edges[:, :3], edges[:, 3])
+
+    @classmethod
+    def from_edges(cls, words: list[tuple[str, int]], n_pieces: int, spans: np.ndarray,
+                   pieces: np.ndarray) -> Lattices:
+        """Lattices from their edges: rows of (word, start, end) in that order, and each one's piece."""
+        out = object.__new__(cls)
+        out._build(words, n_pieces, spans, pieces)
+        return out
+
+    def _build(self, words: list[tuple[str, int]], n_pieces: int, spans: np.ndarray, pieces: np.ndarray) -> None:
+        # edges come in (word, start, end) order: a stable sort by end gives (end, word, start), one by
+        # start gives the backward pass's (start, word, end)
+        from . import _unigram_kernels
+
+        W, B, E = spans.T
+        order = _unigram_kernels.stable_order(E)
+        position = np.empty_like(order)
+        position[order] = np.arange(len(order))
+        self.bwd_order = position[_unigram_kernels.stable_order(B)]
+        self.W, self.B, self.E, self.P = (np.ascontiguousarray(a[order]) for a in (W, B, E, pieces))
+        self.n_words, self.n_pieces = len(words), n_pieces
         self.lengths = np.array([len(w) for w, _ in words], dtype=np.int64)
         self.counts = np.array([n for _, n in words], dtype=np.float64)
         self.max_len = int(self.lengths.max(initial=0))
         self._group()
 
     def _group(self) -> None:
-        # contiguous (end, word) groups for the forward pass
+        """Where each (end, word) group of the forward pass and (start, word) group of the backward
+        pass begins."""
         key = self.E * (self.n_words + 1) + self.W
         self.fwd_starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
-        # the backward pass groups by (start, word)
-        self.bwd_order = np.lexsort((self.W, self.B))
         bkey = (self.B * (self.n_words + 1) + self.W)[self.bwd_order]
         self.bwd_starts = np.flatnonzero(np.r_[True, bkey[1:] != bkey[:-1]]) if len(bkey) else np.zeros(0, np.int64)
 
-    def subset(self, old: list[tuple[str, float]], new: list[tuple[str, float]]) -> Lattices:
-        """The same lattices over a smaller vocabulary (edges of dropped pieces removed)."""
-        index = {p: i for i, (p, _) in enumerate(new)}
-        remap = np.array([index.get(p, -1) for p, _ in old], dtype=np.int64)
+    def subset(self, kept: np.ndarray) -> Lattices:
+        """The same lattices over the pieces where ``kept`` is true (renumbered in order; the edges
+        of the others removed)."""
+        remap = np.where(kept, np.cumsum(kept) - 1, -1)
         mapped = remap[self.P]
         keep = mapped >= 0
         out = object.__new__(Lattices)
         out.__dict__.update(self.__dict__)
         out.W, out.B, out.E, out.P = self.W[keep], self.B[keep], self.E[keep], mapped[keep]
-        out.n_pieces = len(new)
+        out.bwd_order = (np.cumsum(keep) - 1)[self.bwd_order[keep[self.bwd_order]]]
+        out.n_pieces = int(np.count_nonzero(kept))
         out._group()
         return out
 
@@ -150,8 +204,11 @@ class Lattices:
         weights = self.counts[self.W] * np.exp(post)
         return np.bincount(self.P, weights=weights, minlength=self.n_pieces), float(self.counts @ z)
 
-    def viterbi_counts(self, scores: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
-        """How often each piece occurs in the best segmentations, and which words use it."""
+    def viterbi_counts(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How often each piece occurs in the best segmentations, and the summed count of the
+        words whose best segmentation uses it."""
+        from . import _unigram_kernels
+
         best = self._sweep(scores, "max")
         v = best[self.W, self.B] + scores[self.P]
         hits = np.flatnonzero(v == best[self.W, self.E])
@@ -160,96 +217,59 @@ class Lattices:
         hits = hits[first]
         choice = np.zeros((self.n_words, self.max_len + 1), dtype=np.int64)
         choice[self.W[hits], self.E[hits]] = hits
-        choice, starts, piece_of = choice.tolist(), self.B.tolist(), self.P.tolist()
-        counts = self.counts.tolist()
-        freq = np.zeros(self.n_pieces)
-        users: list[list[int]] = [[] for _ in range(self.n_pieces)]
-        for w, e in enumerate(self.lengths.tolist()):
-            row = choice[w]
-            while e > 0:
-                k = row[e]
-                p = piece_of[k]
-                freq[p] += counts[w]
-                users[p].append(w)
-                e = starts[k]
-        return freq, users
+        return _unigram_kernels.segmentation_counts(choice, self.lengths, self.B, self.P, self.counts, self.n_pieces)
 
 
-def _m_step(pieces: list[tuple[str, float]], expected: np.ndarray, required: set[str]) -> list[tuple[str, float]]:
+def _m_step(expected: np.ndarray, required: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bayesian M-step: score = ψ(count) − ψ(total). Pieces expected under 0.5 times go, except the
-    single characters, which keep that floor count so that they stay usable (not −∞)."""
-    kept = [(p, max(float(f), EXPECTED_FREQUENCY_THRESHOLD) if p in required else float(f))
-            for (p, _), f in zip(pieces, expected, strict=True)
-            if f >= EXPECTED_FREQUENCY_THRESHOLD or p in required]
-    logsum = digamma(sum(f for _, f in kept))
-    return [(p, digamma(f) - logsum) for p, f in kept]
+    ``required`` ones (single characters), which keep that floor count so that they stay usable
+    (not −∞). Returns the scores of the pieces kept and which pieces they are."""
+    kept = (expected >= EXPECTED_FREQUENCY_THRESHOLD) | required
+    floored = np.where(required, np.maximum(expected, EXPECTED_FREQUENCY_THRESHOLD), expected)[kept]
+    return digamma_scores(floored), kept
 
 
-def _prune(pieces: list[tuple[str, float]], words: list[tuple[str, int]], lattices: Lattices,
-           required: set[str], target: int) -> list[tuple[str, float]]:
-    """Drop the pieces whose removal costs the corpus least likelihood, down to ``target``."""
-    model = Unigram(pieces, unk_id=None)
-    freq, inverted = lattices.viterbi_counts(np.array([sc for _, sc in pieces]))
+def _prune(names: list[str], scores: np.ndarray, required: np.ndarray, lattices: Lattices,
+           target: int) -> np.ndarray:
+    """Which pieces stay when those whose removal costs the corpus least likelihood go, down to
+    ``target`` (``required`` ones always stay)."""
+    from . import _unigram_kernels
+
+    freq, users = lattices.viterbi_counts(scores)
     total = float(freq.sum()) or 1.0
-    loss: list[tuple[float, int]] = []
-    for i, (piece, _score) in enumerate(pieces):
-        if piece in required:
-            continue
-        if freq[i] == 0:
-            loss.append((-math.inf, i))  # never used by the best segmentations: free to drop
-            continue
-        alt = _alternative(model, piece, i)
-        logsum_alt = math.log(total + freq[i] * (len(alt) - 1))
-        logprob_alt = sum(math.log(freq[a] + freq[i]) - logsum_alt if freq[a] + freq[i] > 0 else -1e9
-                          for a in alt)
-        f = sum(words[w][1] for w in set(inverted[i])) / total
-        loss.append((f * (math.log(freq[i]) - math.log(total) - logprob_alt), i))
-    n_remove = max(0, len(pieces) - target)
-    drop = {i for _, i in sorted(loss)[:n_remove]}
-    return [p for i, p in enumerate(pieces) if i not in drop]
-
-
-def _alternative(model: Unigram, piece: str, own_id: int) -> list[int]:
-    """The best segmentation of ``piece`` that does not use the piece itself."""
-    ends = model._lattice(piece)
-    L = len(piece)
-    best = [-math.inf] * (L + 1)
-    back = [(0, -1)] * (L + 1)
-    best[0] = 0.0
-    for e in range(1, L + 1):
-        for b, tid, s in ends[e]:
-            if tid == own_id:
-                continue
-            if best[b] + s > best[e]:
-                best[e], back[e] = best[b] + s, (b, tid)
-    out, e = [], L
-    while e > 0:
-        b, tid = back[e]
-        out.append(tid)
-        e = b
-    return out
+    cp, offsets, table = _piece_table(names)
+    loss = _unigram_kernels.pruning_losses(cp, offsets, table, scores, freq, users, total, required)
+    candidates = np.flatnonzero(~required)
+    ranked = candidates[np.lexsort((candidates, loss[candidates]))]
+    kept = np.ones(len(names), dtype=bool)
+    kept[ranked[:max(0, len(names) - target)]] = False
+    return kept
 
 
 def learn_unigram(word_counts: dict[str, int], vocab_size: int, *, seed_size: int | None = None,
                   max_piece_length: int = 16, shrinking_factor: float = 0.75, em_iterations: int = 2,
                   boundary: str = "\u2581") -> list[tuple[str, float]]:
-    """Unigram pieces with their log-probabilities (highest first), ``vocab_size`` of them at most."""
+    """Unigram pieces with their log-probabilities (highest first), ``vocab_size`` of them at most
+    (or every single character, when there are more of those)."""
     if not word_counts:
         raise DataError("no words to train a Unigram model on", "train on a non-empty corpus")
-    words = sorted(word_counts.items())
-    pieces, required = seed_pieces(word_counts, seed_size or max(10 * vocab_size, 20_000), max_piece_length, boundary)
-    lattices = Lattices(words, pieces, max_piece_length)
+    names, scores, required, lattices = seed(word_counts, seed_size or max(10 * vocab_size, 20_000),
+                                             max_piece_length, boundary)
     bar = progress(desc="Unigram EM + pruning", unit="round")
     while True:
         for _ in range(em_iterations):
-            expected, _ = lattices.expected_counts(np.array([sc for _, sc in pieces]))
-            pieces, before = _m_step(pieces, expected, required), pieces
-            lattices = lattices.subset(before, pieces)
+            expected, _ = lattices.expected_counts(scores)
+            scores, kept = _m_step(expected, required)
+            names, required = list(compress(names, kept.tolist())), required[kept]
+            lattices = lattices.subset(kept)
         bar.update(1)
-        if len(pieces) <= vocab_size:
+        if len(names) <= vocab_size:
             break
-        target = max(vocab_size, int(len(pieces) * shrinking_factor))
-        pieces, before = _prune(pieces, words, lattices, required, target), pieces
-        lattices = lattices.subset(before, pieces)
+        target = max(vocab_size, int(len(names) * shrinking_factor))
+        kept = _prune(names, scores, required, lattices, target)
+        if kept.all():
+            break  # only single characters are left
+        names, scores, required = list(compress(names, kept.tolist())), scores[kept], required[kept]
+        lattices = lattices.subset(kept)
     bar.close()
-    return sorted(pieces, key=lambda ps: (-ps[1], ps[0]))
+    return sorted(zip(names, scores.tolist(), strict=True), key=lambda ps: (-ps[1], ps[0]))

@@ -11,7 +11,6 @@ tokens/s and measured against predicted memory; ``dry_run`` only predicts the me
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -47,6 +46,7 @@ class FinetuneConfig:
     device: str = "auto"
     precision: str = "fp32"
     activation_checkpointing: bool = False
+    deterministic: bool = True  # deterministic kernels: a several-thread run reproduces bit for bit
     eval_rows: int = 32  # rows held out of the data when no eval data is given
     max_rows: int | None = None
     targets: list[str] | None = None
@@ -75,15 +75,6 @@ class FinetuneConfig:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method]
 
 
-def linear_leaves(model: Any) -> list[str]:
-    """Last names of the linear layers inside the transformer blocks, in model order."""
-    from torch import nn
-
-    names = [n.rsplit(".", 1)[-1] for n, mod in model.named_modules()
-             if isinstance(mod, nn.Linear) and n.startswith("blocks.")]
-    return list(dict.fromkeys(names))
-
-
 def method_config(config: FinetuneConfig, model: Any):
     """The PEFT config of ``config.method``, with target names that fit ``model``."""
     from ..peft import (
@@ -95,9 +86,10 @@ def method_config(config: FinetuneConfig, model: Any):
         PrefixConfig,
         PromptConfig,
         QLoraConfig,
+        block_linear_names,
     )
 
-    targets, linear, method = config.targets, linear_leaves(model), config.method
+    targets, linear, method = config.targets, block_linear_names(model), config.method
     if method in ("lora", "qlora"):
         cls = LoraConfig if method == "lora" else QLoraConfig
         return cls(r=config.rank, alpha=config.alpha, dropout=config.lora_dropout, targets=targets or linear)
@@ -162,17 +154,6 @@ def finetune_data(tokenizer: Any, data: str | os.PathLike, config: FinetuneConfi
             build_sft_data(tokenizer, held_out, config.max_seq_len, pack=False))
 
 
-def throughput(metrics: Path) -> float:
-    """Tokens per second over the optimizer steps alone (from the trainer's metrics log)."""
-    tokens = seconds = 0.0
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        if "ms_per_step" in rec:
-            tokens += rec["tokens_per_s"] * rec["ms_per_step"] / 1000
-            seconds += rec["ms_per_step"] / 1000
-    return tokens / seconds if seconds else 0.0
-
-
 def check_output_dir(out: str | os.PathLike) -> Path:
     """``out`` as a directory that can be written, made now (before any training), or a clear error."""
     from ..core.errors import InputError
@@ -198,6 +179,7 @@ def finetune(model: str, data: str | os.PathLike, config: FinetuneConfig, *, out
     from ..core.io import write_json
     from ..core.memory import peak_memory_mb, release_free_memory, reset_peak_memory
     from ..peft import cast_frozen_linears, parameter_report, save_adapter, training_memory
+    from .metrics import throughput
 
     say = on_status or (lambda message: None)
     if not dry_run and out is None:
@@ -238,7 +220,8 @@ def finetune(model: str, data: str | os.PathLike, config: FinetuneConfig, *, out
     warmup = config.warmup if config.warmup is not None else config.steps // 10
     train_config = TrainConfig(steps=config.steps, lr=lr, warmup=warmup, min_lr=lr / 10, weight_decay=0.0,
                                seed=config.seed, device=config.device, log_every=1, precision=config.precision,
-                               activation_checkpointing=config.activation_checkpointing)
+                               activation_checkpointing=config.activation_checkpointing,
+                               deterministic=config.deterministic)
     peak: dict[str, float] = {}
 
     def on_step(step: int, loss: float) -> None:  # before the trainer writes its final checkpoint

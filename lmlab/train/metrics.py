@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.io import atomic_path, write_text
@@ -31,8 +32,20 @@ class MetricsLog:
             fh.write(json.dumps(record) + "\n")
 
 
-def plot_metrics(records: list[dict], path: Path) -> bool:
-    """Draw training loss (and eval loss) and the learning rate against the step; False without matplotlib."""
+def throughput(path: Path) -> float:
+    """Tokens per second over the optimizer steps alone (from a run's ``metrics.jsonl``)."""
+    tokens = seconds = 0.0
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if "ms_per_step" in rec:
+            tokens += rec["tokens_per_s"] * rec["ms_per_step"] / 1000
+            seconds += rec["ms_per_step"] / 1000
+    return tokens / seconds if seconds else 0.0
+
+
+def plot_metrics(records: list[dict], path: Path, extra: Sequence[str] = ()) -> bool:
+    """Draw training loss (and eval loss), the learning rate and one panel per ``extra`` key (an
+    objective's own measures: reward, KL, ...) against the step; False without matplotlib."""
     try:
         import matplotlib
 
@@ -42,7 +55,8 @@ def plot_metrics(records: list[dict], path: Path) -> bool:
         return False
     train = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval_loss" in r]
-    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig, axes = plt.subplots(2 + len(extra), 1, figsize=(7, 6 + 2 * len(extra)), sharex=True)
+    ax_loss, ax_lr = axes[0], axes[1]
     ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train", lw=0.8)
     if evals:
         ax_loss.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval")
@@ -50,7 +64,11 @@ def plot_metrics(records: list[dict], path: Path) -> bool:
     ax_loss.legend()
     ax_lr.plot([r["step"] for r in train], [r["lr"] for r in train], color="tab:green")
     ax_lr.set_ylabel("learning rate")
-    ax_lr.set_xlabel("step")
+    for ax, key in zip(axes[2:], extra, strict=True):
+        points = [r for r in records if isinstance(r.get(key), (int, float))]
+        ax.plot([r["step"] for r in points], [r[key] for r in points], ".-", lw=0.8, color="tab:purple")
+        ax.set_ylabel(key.replace("_", " "))
+    axes[-1].set_xlabel("step")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..core.errors import ConfigError, DataError, InputError
+from ..core.errors import ConfigError, InputError
 from ..core.io import write_json
 from ..core.progress import progress
 from ..core.validate import check_choice, check_keys
 from ..data.loaders import ContiguousStream, RandomWindows
-from ..data.parallel import PairBatches, as_tensors, from_tensors
+from ..data.parallel import PairBatches, aligned_lines, as_tensors, from_tensors
 from ..data.shards import HEADER_FILE, TokenShards, write_shards
 from ..models.config import (
     ALL_PRESETS,
@@ -34,6 +35,7 @@ from ..models.config import (
 from ..models.directory import save_model_dir
 from ..models.feedforward import FeedForwardLM
 from ..models.recurrent import RecurrentLM
+from ..models.rnn_seq2seq import RNNEncoderDecoder
 from ..models.seq2seq import EncoderDecoder
 from ..models.transformer import TransformerLM
 from .denoising import (
@@ -51,9 +53,12 @@ from .streams import stream_loss
 from .trainer import TrainConfig, TrainResult, train
 
 TRANSFORMERS = (*PRESETS, *ENCODER_PRESETS, *SEQ2SEQ_PRESETS)
-FAMILIES = (*TRANSFORMERS, "lstm", "gru", "rnn", "feedforward")
+RNN_SEQ2SEQ = "rnn-seq2seq"  # lmlab.models.rnn_seq2seq: attention (Bahdanau / Luong) and copying
+ENCODER_DECODERS = (*SEQ2SEQ_PRESETS, RNN_SEQ2SEQ)
+FAMILIES = (*TRANSFORMERS, "lstm", "gru", "rnn", "feedforward", RNN_SEQ2SEQ)
 OBJECTIVES_BY_NAME = ("causal", "mlm", "electra", "span", "denoise", "seq2seq")
 RUN_FILE = "run.json"
+SOURCE_DIR = "source"  # where a separate source-side tokenizer.json is kept (run and model directory)
 
 
 @dataclass
@@ -78,6 +83,8 @@ def build_model(family: str, settings: dict[str, Any], tokenizer, extra_tokens: 
         model = EncoderDecoder(TransformerConfig.from_preset(family, vocab_size=vocab, **settings))
     elif family in TRANSFORMERS:
         model = TransformerLM(TransformerConfig.from_preset(family, vocab_size=vocab, **settings))
+    elif family == RNN_SEQ2SEQ:
+        model = RNNEncoderDecoder(vocab, **settings)
     elif family == "feedforward":
         model = FeedForwardLM(vocab, **settings)
     else:
@@ -95,8 +102,9 @@ def _check_settings(family: str, settings: dict[str, Any]) -> None:
     if family in TRANSFORMERS:
         known = {f.name for f in fields(TransformerConfig)} - {"vocab_size"}
     else:
-        cls = FeedForwardLM if family == "feedforward" else RecurrentLM
-        known = {n for n, p in inspect.signature(cls).parameters.items() if p.kind is p.KEYWORD_ONLY} - {"cell"}
+        cls = {"feedforward": FeedForwardLM, RNN_SEQ2SEQ: RNNEncoderDecoder}.get(family, RecurrentLM)
+        known = {n for n, p in inspect.signature(cls).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        known -= {"cell"} if cls is RecurrentLM else set()
     check_keys(f"setting(s) of the {family} family", settings, known)
 
 
@@ -111,14 +119,19 @@ def _shards(corpus, tokenizer, path: Path) -> TokenShards | None:
     return write_shards(corpus, tokenizer, path)
 
 
-def _pairs(corpora, tokenizer, path: Path, max_length: int) -> list[tuple[list[int], list[int]]] | None:
+def _pairs(corpora, tokenizer, path: Path, max_length: int,
+           source_tokenizer=None) -> list[tuple[list[int], list[int]]] | None:
     """The run's tokenised (source, target) pairs of ``corpora`` (two line-aligned corpora), each side
-    cut to ``max_length`` ids ending in EOS; saved once in ``path`` (a resumed run reuses them)."""
+    cut to ``max_length`` ids ending in EOS (sources by ``source_tokenizer`` when there is one); saved
+    once in ``path`` (a resumed run reuses them)."""
     from safetensors.torch import load_file, save_file
 
     from ..core.io import atomic_path
 
+    reader = source_tokenizer or tokenizer
     fingerprint = f"{tokenizer.fingerprint()}:{max_length}"
+    if source_tokenizer is not None:
+        fingerprint += f":{source_tokenizer.fingerprint()}"
     if path.exists():
         from safetensors import safe_open
 
@@ -127,13 +140,11 @@ def _pairs(corpora, tokenizer, path: Path, max_length: int) -> list[tuple[list[i
                 return from_tensors(load_file(str(path)))
     if corpora is None:
         return None
-    sources, targets = (list(side) for side in corpora)
-    if len(sources) != len(targets):
-        raise DataError(f"the parallel corpora are not aligned: {len(sources)} source lines, {len(targets)} "
-                        "target lines", "pass line-aligned files, one sentence per line on each side")
+    sources, targets = aligned_lines(corpora)
     eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
+    src_eos = [] if reader.eos_id is None else [reader.eos_id]
     keep = max_length - len(eos)
-    pairs = [(tokenizer.encode(src)[:keep] + eos, tokenizer.encode(tgt)[:keep] + eos)
+    pairs = [(reader.encode(src)[:max_length - len(src_eos)] + src_eos, tokenizer.encode(tgt)[:keep] + eos)
              for src, tgt in progress(zip(sources, targets, strict=True), desc="tokenizing pairs",
                                       total=len(sources), unit="pair")]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +157,9 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
              training: TrainConfig | dict | None = None, valid=None, batch_size: int = 12, context: int = 64,
              eval_batches: int = 20, scheduled_sampling: float = 0.0, label_smoothing: float = 0.0,
              objective: str = "causal", mask_rate: float = 0.15, whole_word: bool = False,
-             nsp: bool = False, resume: bool = False) -> PretrainResult:
+             nsp: bool = False, resume: bool = False,
+             monitor: Callable[[Any], dict[str, float]] | None = None,
+             source_tokenizer=None) -> PretrainResult:
     """Train a ``family`` model (``model`` = its settings, e.g. d_model, n_layers) on ``corpus``.
 
     Transformers see random windows of ``context`` tokens; recurrent and feed-forward models
@@ -160,12 +173,16 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     appended), ``denoise`` (BART text infilling of 2·``mask_rate`` plus sentence permutation) or
     ``seq2seq`` (translation: ``corpus``/``valid`` are (source, target) line-aligned corpora, each
     side cut to ``context`` tokens ending in EOS, batched by length, teacher-forced cross-entropy).
+    ``monitor(model)`` (with ``valid``) gives more figures to log at every evaluation — e.g. validation
+    BLEU from a caller in a higher layer; they land in ``metrics.jsonl`` beside ``eval_loss``.
+    ``source_tokenizer`` (translation with ``rnn-seq2seq``) gives the source side its own vocabulary
+    and embedding; it is saved in ``source/`` of the run and of the model directory.
     """
     run = Path(run_dir)
     train_config = training if isinstance(training, TrainConfig) else TrainConfig.from_dict(training or {})
     settings = dict(model or {})
     check_choice("objective", objective, OBJECTIVES_BY_NAME)
-    if family in TRANSFORMERS and "context_length" not in settings:
+    if (family in TRANSFORMERS or family == RNN_SEQ2SEQ) and "context_length" not in settings:
         settings["context_length"] = context
     learned = family in TRANSFORMERS and settings.get("positions", ALL_PRESETS[family]["positions"]) == "learned"
     if learned and settings["context_length"] < context:
@@ -181,16 +198,24 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         settings.setdefault("causal", False)
     seq2seq = objective in ("span", "denoise", "seq2seq")
     translation = objective == "seq2seq"  # paired data: ``corpus`` and ``valid`` are (source, target) corpora
-    if seq2seq != (family in SEQ2SEQ_PRESETS):
+    if seq2seq != (family in ENCODER_DECODERS):
         raise ConfigError(f"the {objective} objective does not train a {family} model",
-                          "use --family t5 or bart with --objective span, denoise or seq2seq")
+                          "use --family t5, bart or rnn-seq2seq with --objective span, denoise or seq2seq")
     mask_id = mask_token_id(tokenizer) if masking or objective == "denoise" else None
     extra = 1 if (masking or objective == "denoise") and mask_id is None else 0
     if objective == "span":
         extra = num_sentinels(context)
+    if source_tokenizer is None and settings.get("source_vocab_size") is not None:
+        raise ConfigError("source_vocab_size comes from a separate source tokenizer, and none was given",
+                          "pass the source tokenizer (--source-tokenizer; a resumed run finds it in RUN/source)")
+    if source_tokenizer is not None:
+        if not translation or family != RNN_SEQ2SEQ:
+            raise ConfigError("a separate source tokenizer is for translation with the RNN encoder–decoder",
+                              "use --family rnn-seq2seq --objective seq2seq, or one shared tokenizer")
+        settings["source_vocab_size"] = source_tokenizer.vocab_size
     torch.manual_seed(train_config.seed)  # the same settings always start from the same weights
     model_obj = build_model(family, settings, tokenizer, extra_tokens=extra)
-    recurrent = family not in TRANSFORMERS
+    recurrent = family not in TRANSFORMERS and family != RNN_SEQ2SEQ  # read as carried streams
     if scheduled_sampling and family not in ("lstm", "gru", "rnn"):
         raise ConfigError("scheduled sampling is for recurrent models", "use --family lstm, gru or rnn")
     if resume and (run / RUN_FILE).exists() and read_run(run)["tokenizer"] != tokenizer.fingerprint():
@@ -201,10 +226,12 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                                 "objective": objective, "mask_rate": mask_rate, "whole_word": whole_word, "nsp": nsp,
                                 "tokenizer": tokenizer.fingerprint()})
     tokenizer.save(run)
+    if source_tokenizer is not None:
+        source_tokenizer.save(run / SOURCE_DIR)
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
     if translation:
-        train_tokens = _pairs(corpus, tokenizer, run / "data" / "train_pairs.safetensors", context)
-        valid_tokens = _pairs(valid, tokenizer, run / "data" / "valid_pairs.safetensors", context)
+        train_tokens = _pairs(corpus, tokenizer, run / "data" / "train_pairs.safetensors", context, source_tokenizer)
+        valid_tokens = _pairs(valid, tokenizer, run / "data" / "valid_pairs.safetensors", context, source_tokenizer)
     else:
         train_tokens = _shards(corpus, tokenizer, run / "data" / "train")
         valid_tokens = _shards(valid, tokenizer, run / "data" / "valid")
@@ -276,14 +303,25 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                     losses.append(float(torch.nn.functional.cross_entropy(
                         logits.reshape(-1, logits.shape[-1]).float(), b["target"].to(model_obj.device).reshape(-1))))
                 return sum(losses) / len(losses)
+    if monitor is not None and eval_fn is not None:
+        eval_fn = _monitored(eval_fn, monitor, model_obj)
     result = train(trained, loss_fn, source, train_config, run, eval_fn=eval_fn, resume=resume)
     model_obj.eval()
     model_dir = run / "model"
     state = (result.final_state if trained is model_obj else None) or model_obj.to_state()
     if int(os.environ.get("RANK", "0")) == 0:
         save_model_dir(model_dir, *state, tokenizer=tokenizer)
+        if source_tokenizer is not None:
+            source_tokenizer.save(model_dir / SOURCE_DIR)
     valid_loss = result.eval_losses[-1][1] if result.eval_losses else None
     return PretrainResult(model=model_obj, model_dir=model_dir, train=result, valid_loss=valid_loss)
+
+
+def _monitored(eval_fn: Callable, monitor: Callable, model: Any) -> Callable:
+    """``eval_fn`` whose result also carries ``monitor(model)``'s figures (run in eval mode, no gradients)."""
+    def evaluate(engine) -> dict[str, float]:
+        return {"loss": float(eval_fn(engine)), **monitor(model)}
+    return evaluate
 
 
 def _first_id(tokenizer, token: str, fallback: int | None) -> int:

@@ -11,20 +11,19 @@ example is truncated and counted.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..core.errors import ConfigError, DataError, InputError
-from ..core.seed import make_generator
 from ..core.validate import check_number
+from ..data.corpus import jsonl_records
+from ..data.loaders import ShuffledRows
 from ..tokenizers.chat_template import chat_text, check_messages
 from .objectives import token_loss
 
@@ -58,23 +57,9 @@ def conversation(row: Any, where: str = "row") -> list[dict[str, str]]:
 
 def read_conversations(path: str | os.PathLike, limit: int | None = None) -> list[list[dict[str, str]]]:
     """Conversations of a JSON Lines file (one row per line; blank lines skipped)."""
-    src = Path(path)
-    if not src.is_file():
-        raise InputError(f"data file not found: {src}", "pass a JSON Lines file of conversations")
-    out = []
-    with src.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{src}:{number} is not valid JSON ({exc.msg})", "write one JSON object per line") from None
-            out.append(conversation(row, f"{src}:{number}"))
-            if limit is not None and len(out) >= limit:
-                break
+    out = [conversation(row, where) for where, row in jsonl_records(path, limit)]
     if not out:
-        raise DataError(f"{src} holds no conversations", "write one JSON object per line")
+        raise DataError(f"{path} holds no conversations", "write one JSON object per line")
     return out
 
 
@@ -194,24 +179,10 @@ class SFTBatches:
     def __init__(self, data: SFTData, batch_size: int, seed: int = 0, shuffle: bool = True) -> None:
         self.data = data
         self.batch_size = int(check_number("batch_size", batch_size, low=1, integer=True))
-        self.seed, self.shuffle = seed, shuffle
-        self._orders: dict[int, list[int]] = {}
-
-    def _order(self, epoch: int) -> list[int]:
-        if epoch not in self._orders:
-            n = len(self.data.rows)
-            self._orders = {epoch: torch.randperm(n, generator=make_generator(self.seed + epoch)).tolist()
-                            if self.shuffle else list(range(n))}
-        return self._orders[epoch]
+        self.rows = ShuffledRows(len(data.rows), self.batch_size, seed, shuffle)
 
     def batch(self, index: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
-        n = len(self.data.rows)
-        start = (index * world + rank) * self.batch_size
-        picks = []
-        for position in range(start, start + self.batch_size):
-            epoch, at = divmod(position, n)
-            picks.append(self.data.rows[self._order(epoch)[at]])
-        return collate(picks, self.data.pad_id)
+        return collate([self.data.rows[i] for i in self.rows.indices(index, rank, world)], self.data.pad_id)
 
     def batches(self) -> list[dict[str, torch.Tensor]]:
         """Every row once, in order (for evaluation)."""

@@ -26,6 +26,7 @@ from ..core.device import resolve_device
 from ..core.errors import ConfigError, ModelError
 from ..core.memory import peak_memory_mb
 from ..core.progress import progress
+from ..core.seed import deterministic_algorithms
 from ..core.validate import check_choice, check_keys, check_number
 from ..models.neural import unique_tensors
 from .checkpoint import (
@@ -79,6 +80,7 @@ class TrainConfig:
     log_every: int = 1
     compile: bool = False
     activation_checkpointing: bool = False  # transformers: recompute block activations in the backward pass
+    deterministic: bool = True  # deterministic kernels only (lmlab.core.seed.deterministic_algorithms)
     distributed: str = "auto"
     device: str = "auto"
     seed: int = 1337
@@ -93,6 +95,15 @@ class TrainConfig:
         check_number("decay_factor", self.decay_factor, low=0.0, high=1.0, low_inclusive=False)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_number("weight_decay", self.weight_decay, low=0.0)
+        for name in ("beta1", "beta2"):
+            check_number(name, getattr(self, name), low=0.0, high=1.0, high_inclusive=False)
+        check_number("momentum", self.momentum, low=0.0)
+        check_number("seed", self.seed, low=0, integer=True)
+        for name in ("compile", "activation_checkpointing", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.decay_steps is not None:
+            check_number("decay_steps", self.decay_steps, low=0, integer=True)
         check_number("accumulate", self.accumulate, low=1, integer=True)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("distributed", self.distributed, STRATEGIES)
@@ -156,13 +167,23 @@ class TrainingHooks:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (fused where this PyTorch build supports it) with weight decay on matrices only, or SGD."""
+    """AdamW (fused where this PyTorch build supports it) with weight decay on matrices only, or SGD.
+
+    A model may say that some parameters learn faster or slower than the schedule's rate: its
+    ``lr_scales()`` maps parameters to a factor (e.g. a CRF's transitions on a fine-tuned encoder);
+    each such group keeps ``lr_scale``, which the training loop multiplies into every step's rate."""
     params = [p for p in model.parameters() if p.requires_grad]
+    scales = {id(p): float(f) for p, f in (model.lr_scales() if hasattr(model, "lr_scales") else [])}
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    kwargs = dict(lr=config.lr, betas=(config.beta1, config.beta2))
+        groups = [{"params": [p for p in params if scales.get(id(p), 1.0) == f], "lr_scale": f}
+                  for f in sorted({scales.get(id(p), 1.0) for p in params})]
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    groups = []
+    for f in sorted({scales.get(id(p), 1.0) for p in params}):
+        mine = [p for p in params if scales.get(id(p), 1.0) == f]
+        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": config.weight_decay, "lr_scale": f},
+                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "lr_scale": f}]
+    kwargs = dict(lr=config.lr, betas=(float(config.beta1), float(config.beta2)))
     if device.type in ("cuda", "cpu") and not is_sharded(model):
         with contextlib.suppress(RuntimeError, TypeError, ValueError):
             return torch.optim.AdamW(groups, fused=True, **kwargs)
@@ -170,17 +191,19 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
 
 
 def train(model: nn.Module, objective: Callable, source: Any, config: TrainConfig, run_dir: str | Path, *,
-          eval_fn: Callable[[nn.Module], float] | None = None, resume: bool = False,
+          eval_fn: Callable[[nn.Module], float | dict[str, float]] | None = None, resume: bool = False,
           on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train ``model`` in place on ``source`` batches with ``objective``; write metrics, plot and
     checkpoints to ``run_dir``. ``resume`` continues from the run's latest checkpoint (if any).
+    ``eval_fn`` returns the validation loss, or a dict of it (``"loss"``) and other figures to log with it.
     ``on_step(step, loss)`` is called after every optimizer step (tests use it to interrupt)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     world = init_world(device)
     try:
-        return _train(model, objective, source, config, run_dir, device, world, eval_fn, resume, on_step)
+        with deterministic_algorithms(config.deterministic):
+            return _train(model, objective, source, config, run_dir, device, world, eval_fn, resume, on_step)
     finally:
         close_world(world)
 
@@ -253,8 +276,8 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
                    decay_steps=decay_steps, min_lr=config.min_lr, decay_every=config.decay_every,
                    decay_factor=config.decay_factor)
         for group in optimizer.param_groups:
-            group["lr"] = lr
-        t0, total, tokens = time.perf_counter(), 0.0, 0
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        t0, cpu0, total, tokens = time.perf_counter(), time.process_time(), 0.0, 0
         for micro in range(config.accumulate):
             batch = source.batch(step * config.accumulate + micro, world.rank, world.size)
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -276,16 +299,19 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
         step += 1
         loss_value = mean_over_ranks(total, world, device)
         info["tokens"] += tokens
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
+        extra = objective.metrics() if hasattr(objective, "metrics") else {}  # e.g. reward, KL, clip fraction
         if world.main and (config.log_every and step % config.log_every == 0 or step == config.steps):
             record = {"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": tokens / seconds,
-                      "ms_per_step": 1000 * seconds, "peak_memory_mb": peak_memory_mb(device)}
+                      "ms_per_step": 1000 * seconds, "cpu_ms_per_step": 1000 * cpu_seconds,
+                      "peak_memory_mb": peak_memory_mb(device), **extra}
             if grad_norm is not None:
                 record["grad_norm"] = grad_norm
             record.update(hooks.stats())
             log.write(record)
         if bar is not None:
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:,.0f}")
+            shown = {k: f"{extra[k]:.3g}" for k in getattr(objective, "plot_keys", ()) if k in extra}
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / seconds:,.0f}", **shown)
             bar.update(1)
         if on_step is not None:
             on_step(step, loss_value)
@@ -295,7 +321,7 @@ def _train(model, objective, source, config, run_dir, device, world, eval_fn, re
         if stopped or last or (config.checkpoint_every and step % config.checkpoint_every == 0):
             checkpoint_now(step)
             if world.main:
-                plot_metrics(log.records, run_dir / "metrics.png")
+                plot_metrics(log.records, run_dir / "metrics.png", extra=getattr(objective, "plot_keys", ()))
         if stopped:
             break
     if bar is not None:
@@ -310,11 +336,13 @@ def _evaluate(engine, model, eval_fn, step, info, log, world, config) -> bool:
     """Run ``eval_fn``, log it and update early stopping; True when training should stop."""
     model.eval()
     with torch.no_grad():
-        value = float(eval_fn(engine))
+        value = eval_fn(engine)
     model.train()
+    extra = {k: float(v) for k, v in value.items() if k != "loss"} if isinstance(value, dict) else {}
+    value = float(value["loss"] if isinstance(value, dict) else value)
     info["eval_losses"].append([step, value])
     if world.main:
-        log.write({"step": step, "eval_loss": value})
+        log.write({"step": step, "eval_loss": value, **extra})
     if info["best_eval"] is None or value < info["best_eval"]:
         info["best_eval"], info["bad_evals"] = value, 0
     else:
