@@ -21,7 +21,7 @@ Sections (``--only`` picks some; each is bounded by its flags):
   prompt, prompt lookup) equals plain greedy token for token.
 * ``mbr`` — Multi30k de→en test sentences with an lmlab translation model (``--mt-model``: a model
   directory or an ``lmlab pretrain --objective seq2seq`` run directory, its newest checkpoint): corpus BLEU
-  of greedy, beam search and MBR with chrF as utility over ``--mbr-samples`` ε-sampled hypotheses
+  (and chrF) of greedy, beam search and MBR with chrF as utility over ``--mbr-samples`` ε-sampled hypotheses
   (ε = 0.02, Freitag et al., 2023) and over a beam's n-best.
 * ``fudge`` — SST-2: a prefix classifier (logistic regression on TF-IDF of SST-2 training sentences and
   their prefixes) steers SmolLM2's continuations of neutral openings toward "positive" with strength
@@ -333,6 +333,7 @@ def section_exactness(args, lm, tok, draft) -> dict:
     drafters = {"prompt_lookup": PromptLookup(max_ngram=args.lookup_ngram), "ngram_on_prompt": PromptNgram()}
     if draft is not None:
         drafters["draft_model"] = ModelDraft(draft)
+    drafters = {name: d for name, d in drafters.items() if name in args.exact_drafters}
     want = [engine.generate([Request(p, settings=plain)])[0].ids for p in prompts]
     out = {"prompts": len(prompts), "max_new_tokens": args.exact_tokens}
     for name, drafter in drafters.items():
@@ -368,6 +369,7 @@ def translation_model(path: Path):
 
 def section_mbr(args) -> dict:
     from lmlab.eval.bleu import corpus_bleu
+    from lmlab.eval.chrf import corpus_chrf
     from lmlab.eval.utility import utility
     from lmlab.generate.sampling import run_one
     from lmlab.generate.select import MBR
@@ -380,8 +382,10 @@ def section_mbr(args) -> dict:
     start = time.perf_counter()
     greedy = translate(model, tok, src)
     out["greedy_bleu"] = corpus_bleu(greedy, [ref]).score
+    out["greedy_chrf"] = corpus_chrf(greedy, [ref]).score
     beam = translate(model, tok, src, beam_size=5)
     out["beam5_bleu"] = corpus_bleu(beam, [ref]).score
+    out["beam5_chrf"] = corpus_chrf(beam, [ref]).score
     chrf = MBR(utility("chrf"), "chrf")
     limit = min(model.context_length, 64) - 1
     sampled = DecodingSettings(best_of=args.mbr_samples, epsilon=0.02, select=chrf, max_new_tokens=limit, seed=0)
@@ -394,6 +398,8 @@ def section_mbr(args) -> dict:
     model.source = None
     out["mbr_chrf_sampled_bleu"] = corpus_bleu(mbr_sample, [ref]).score
     out["mbr_chrf_beam_bleu"] = corpus_bleu(mbr_beam, [ref]).score
+    out["mbr_chrf_sampled_chrf"] = corpus_chrf(mbr_sample, [ref]).score
+    out["mbr_chrf_beam_chrf"] = corpus_chrf(mbr_beam, [ref]).score
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -518,7 +524,8 @@ def section_selfconsistency(args, lm, tok) -> dict:
         any_right += any(c.info["answer"] == gold[i] for c in ranked)
         votes.append(best.info["votes"])
         loads.append(os.getloadavg()[0])
-        say(f"  gsm8k {i + 1}/{len(prompts)}: voted {best.info['answer']} ({best.info['votes']} votes), gold {gold[i]}")
+        say(f"  gsm8k {i + 1}/{len(prompts)}: greedy {greedy_answers[i]}, voted {best.info['answer']} "
+            f"({best.info['votes']} votes), gold {gold[i]}")
     out = {"items": len(rows), "samples": args.sc_samples, "temperature": args.sc_temperature,
            "max_new_tokens": args.sc_tokens,
            "greedy_accuracy": sum(a == g for a, g in zip(greedy_answers, gold, strict=True)) / len(rows),
@@ -544,6 +551,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--exact-prompts", type=int, default=20)
     ap.add_argument("--exact-tokens", type=int, default=48)
+    ap.add_argument("--exact-drafters", nargs="+", default=["prompt_lookup", "ngram_on_prompt", "draft_model"],
+                    choices=["prompt_lookup", "ngram_on_prompt", "draft_model"])
     ap.add_argument("--mt-model", default=None, help="an lmlab translation model directory (de→en)")
     ap.add_argument("--mt-items", type=int, default=200)
     ap.add_argument("--mbr-samples", type=int, default=16)
