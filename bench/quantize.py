@@ -216,12 +216,15 @@ def main() -> None:
                  for k, v in runs.items()}
         report["speed"] = speed
         if llama:
-            ref41, ref80 = speed["llama.cpp Q4_1"]["decode_tokens_per_s"], speed["llama.cpp Q8_0"]["decode_tokens_per_s"]
-            four = max(("gguf-Q4_1", "int4-g32"), key=lambda k: speed.get(k, {}).get("decode_tokens_per_s", 0))
-            eight = max(("int8", "int8-g32"), key=lambda k: speed.get(k, {}).get("decode_tokens_per_s", 0))
-            report["targets"] = {
-                "fastest_4bit": four, "decode_ratio_4bit_vs_llama_q4_1": speed[four]["decode_tokens_per_s"] / ref41,
-                "fastest_int8": eight, "decode_ratio_int8_vs_llama_q8_0": speed[eight]["decode_tokens_per_s"] / ref80}
+            targets = {}
+            for bits, candidates, peer in (("4bit", ("gguf-Q4_1", "int4-g32"), "Q4_1"), ("int8", ("int8", "int8-g32"), "Q8_0")):
+                measured = [k for k in candidates if k in speed]
+                if measured:  # only the variants this run measured (--methods may leave some out)
+                    best = max(measured, key=lambda k: speed[k]["decode_tokens_per_s"])
+                    targets[f"fastest_{bits}"] = best
+                    targets[f"decode_ratio_{bits}_vs_llama_{peer.lower()}"] = (
+                        speed[best]["decode_tokens_per_s"] / speed[f"llama.cpp {peer}"]["decode_tokens_per_s"])
+            report["targets"] = targets
     print(json.dumps(report))
 
 
