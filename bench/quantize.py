@@ -41,6 +41,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from lmlab.data import open_corpus  # noqa: E402
+from lmlab.formats.gguf import read_gguf  # noqa: E402
 from lmlab.generate.chat_template import chat_prompt  # noqa: E402
 from lmlab.lm import windows  # noqa: E402
 from lmlab.models import load_model  # noqa: E402
@@ -77,6 +78,13 @@ def llama_quantize(src: Path, dst: Path, kind: str, threads: int) -> Path:
     if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) != 0:
         raise RuntimeError(f"llama.cpp could not quantize {src} to {kind}")
     return dst
+
+
+def matrix_bits(path: Path) -> float:
+    """Bits per weight of a GGUF file's matrices as stored (llama.cpp keeps some, e.g. the embedding
+    or a row width its type cannot split, in a wider type than the file's name says)."""
+    matrices = [t for t in read_gguf(path).tensors.values() if len(t.shape) == 2]
+    return sum(t.n_bytes for t in matrices) * 8 / sum(t.n_elements for t in matrices)
 
 
 def llama_logits(path: Path, ids: list[int], window: int, stride: int, threads: int) -> list[np.ndarray]:
@@ -165,9 +173,8 @@ def main() -> None:
         files = {"Q4_1": smollm2_gguf(), "Q8_0": llama_quantize(f16, work / "llama.Q8_0.gguf", "Q8_0", args.threads),
                  "Q4_0": llama_quantize(f16, work / "llama.Q4_0.gguf", "Q4_0", args.threads),
                  "Q4_K_M": llama_quantize(f16, work / "llama.Q4_K_M.gguf", "Q4_K_M", args.threads)}
-        bpw = {"Q4_0": 4.5, "Q4_1": 5.0, "Q8_0": 8.5}
         for kind in ("Q8_0", "Q4_0", "Q4_1"):
-            llama[kind] = {"bits_per_weight": bpw[kind],
+            llama[kind] = {"bits_per_weight": matrix_bits(files[kind]),
                            **quality_from_logits(ref_logits, llama_logits(files[kind], ids, args.window, args.stride,
                                                                           args.threads), ids, args.window, args.stride)}
             print(json.dumps({f"llama.cpp {kind}": llama[kind]}), flush=True)
