@@ -67,7 +67,10 @@ LMLAB = {"int8": ("int8", {}), "int8-g32": ("int8-group", {"group_size": 32}),
          "gptq-g32": ("gptq", {"group_size": 32, "symmetric": True}),
          "gptq-zp-g32": ("gptq", {"group_size": 32, "act_order": True}),
          "awq-g32": ("awq", {"group_size": 32, "symmetric": True}),
-         "smoothquant-w8a8": ("smoothquant", {})}
+         "smoothquant-w8a8": ("smoothquant", {}),
+         # the tied head in 8 bits, as llama.cpp's Q4_0/Q4_1 files keep it: equal bits per weight to those files
+         "int4-g32-head8": ("int4", {"group_size": 32, "head_method": "int8-group"}),
+         "gptq-g32-head8": ("gptq", {"group_size": 32, "symmetric": True, "head_method": "int8-group"})}
 SPEED = ("fp32", "gguf-Q4_1", "int8", "int8-g32", "int4-g32")
 FTYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15}
 

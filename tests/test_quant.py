@@ -341,3 +341,20 @@ def test_the_server_batches_a_saved_quantized_model(tmp_path):
         for t in threads:
             t.join()
     assert served == expected
+
+
+def test_the_head_can_take_its_own_method(tmp_path):
+    """llama.cpp's Q4_0 files keep the tied embedding/head in Q8_0: head_method does the same here."""
+    from lmlab.models import load_model, save_model_dir
+
+    q = quantize_model(make(), "int4", head_method="int8-group")
+    assert (q.head.bits, q.head.group_size) == (8, 32) and q.blocks[0].mlp.up.bits == 4
+    ids = torch.randint(0, 40, (1, 12), generator=gen(13))
+    save_model_dir(tmp_path / "m", *q.to_state())
+    back, _ = load_model(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(back(ids)[0], q(ids)[0]) and back.head.bits == 8
+    with pytest.raises(LmlabError, match="head_method"):
+        quantize_model(make(), "int4", head_method="gptq")
+    with pytest.raises(LmlabError, match="head_method"):
+        quantize_model(make(), "int4", head=False, head_method="int8")
