@@ -358,3 +358,16 @@ def test_the_head_can_take_its_own_method(tmp_path):
         quantize_model(make(), "int4", head_method="gptq")
     with pytest.raises(LmlabError, match="head_method"):
         quantize_model(make(), "int4", head=False, head_method="int8")
+
+
+def test_quantize_cli_head_method(capsys, tmp_path):
+    from lmlab.cli import main
+    from lmlab.models import load_model, save_model_dir
+
+    tok = WordLevelTokenizer("char").train([TEXT])
+    save_model_dir(tmp_path / "m", *make(tok.vocab_size).to_state(), tokenizer=tok)
+    assert main(["quantize", "--model", str(tmp_path / "m"), "--method", "int4", "--head-method", "int8-group",
+                 "--out", str(tmp_path / "q"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    back, _ = load_model(tmp_path / "q")
+    assert back.head.bits == 8 and back.blocks[1].mlp.down.bits == 4 and 4.5 < out["bits_per_weight"] < 8.5

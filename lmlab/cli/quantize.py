@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="directory to write the quantized model to")
     p.add_argument("--group-size", type=int, default=None, help="values per scale (default: the method's)")
     p.add_argument("--no-head", action="store_true", help="keep the output projection in float")
+    p.add_argument("--head-method", default=None, choices=[m for m, spec in METHODS.items() if not spec.calibrated],
+                   help="quantize the output projection by this calibration-free method instead (e.g. int8-group: "
+                        "llama.cpp's Q4_0/Q4_1 files keep the tied head in Q8_0)")
     p.add_argument("--calibration", default="wikitext-2:train",
                    help="calibration text for gptq/awq/smoothquant: a file or NAME:SPLIT (default wikitext-2:train)")
     p.add_argument("--calibration-sequences", type=int, default=32)
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
             calibration = calibration_ids(tokenizer, open_corpus(args.calibration), args.calibration_sequences,
                                           args.calibration_length)
         quantize_model(lm, args.method, group_size=args.group_size, calibration=calibration,
-                       act_order=args.act_order, damp=args.damp, alpha=args.alpha, head=not args.no_head)
+                       act_order=args.act_order, damp=args.damp, alpha=args.alpha, head=not args.no_head,
+                       head_method=args.head_method)
     save_model_dir(args.out, *lm.to_state(), tokenizer=tokenizer)
     result = {"model": args.model, "method": args.method, "out": args.out, **weight_bits(lm),
               "size_mb": directory_mb(args.out)}
