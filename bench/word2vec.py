@@ -4,9 +4,12 @@ Skip-gram, 100 dimensions, window 5, 5 negatives, min_count 5, sample 1e-3, 5 ep
 2 threads. Reports training words/s (corpus words × epochs / training seconds, the same
 numerator for both), Google-analogy accuracy (top 30 000 words, 3CosAdd) and WordSim-353 /
 SimLex-999 Spearman ρ, all computed by lmlab's evaluator for both models (gensim's own
-evaluator's numbers for gensim are printed too). The last line is one JSON object.
+evaluator's numbers for gensim are printed too). Training is timed in ``--rounds`` interleaved
+rounds (lmlab, gensim, lmlab, …; medians; the load average of each round) after lmlab's kernels
+are compiled; quality is that of the last round's models. The machine (CPU model, ISA, cores) is
+printed first. The last line is one JSON object.
 
-    python bench/word2vec.py [--data DIR] [--epochs 5] [--threads 2]
+    python bench/word2vec.py [--data DIR] [--epochs 5] [--threads 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lmlab.core.machine import cpu_info  # noqa: E402
 from lmlab.data import text_file  # noqa: E402
 from lmlab.embeddings import Word2Vec, Word2VecConfig, WordVectors, build_vocab, encode  # noqa: E402
 from lmlab.embeddings.evaluate import evaluate_analogies, evaluate_similarity  # noqa: E402
@@ -40,7 +45,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median)")
     args = parser.parse_args()
+    machine = cpu_info()
+    print(json.dumps({"machine": machine}), flush=True)
     data = Path(args.data)
     corpus = text_file(data / "wikitext-2" / "train.txt")
     raw_words = sum(len(s) for s in sentences(corpus))
@@ -52,24 +60,37 @@ def main() -> None:
     vocab = build_vocab(corpus, min_count=cfg.min_count)
     ids, starts = encode(corpus, vocab)
     prep_s = time.perf_counter() - t0
-    model = Word2Vec(cfg, vocab)
-    stats = model.train(ids, starts)
-    ours = {"train_seconds": round(stats.seconds, 3), "prepare_seconds": round(prep_s, 3),
-            "words_per_s": round(raw_words * args.epochs / stats.seconds), "vocab": len(vocab)}
-    ours.update(scores(model.wv, data))
 
     # gensim: same hyper-parameters, its fastest input (pre-split sentences held in memory)
     from gensim.models import Word2Vec as GensimWord2Vec
 
     sents = list(sentences(corpus))
-    t0 = time.perf_counter()
-    gm = GensimWord2Vec(vector_size=100, sg=1, hs=0, negative=5, window=5, min_count=5, sample=1e-3,
-                        workers=args.threads, seed=args.seed)
-    gm.build_vocab(sents)
-    g_prep = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    gm.train(sents, total_examples=gm.corpus_count, epochs=args.epochs)
-    g_train = time.perf_counter() - t0
+
+    def train_ours() -> tuple[Word2Vec, float]:
+        model = Word2Vec(cfg, vocab)
+        return model, model.train(ids, starts).seconds
+
+    def train_gensim() -> tuple[GensimWord2Vec, float, float]:
+        t0 = time.perf_counter()
+        gm = GensimWord2Vec(vector_size=100, sg=1, hs=0, negative=5, window=5, min_count=5, sample=1e-3,
+                            workers=args.threads, seed=args.seed)
+        gm.build_vocab(sents)
+        g_prep = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        gm.train(sents, total_examples=gm.corpus_count, epochs=args.epochs)
+        return gm, g_prep, time.perf_counter() - t0
+
+    rounds = []
+    for _ in range(args.rounds):
+        load = round(os.getloadavg()[0], 2)
+        model, ours_s = train_ours()
+        gm, g_prep, g_train = train_gensim()
+        rounds.append({"load": load, "lmlab_s": ours_s, "gensim_s": g_train})
+    ours_train = statistics.median(r["lmlab_s"] for r in rounds)
+    g_train = statistics.median(r["gensim_s"] for r in rounds)
+    ours = {"train_seconds": round(ours_train, 3), "prepare_seconds": round(prep_s, 3),
+            "words_per_s": round(raw_words * args.epochs / ours_train), "vocab": len(vocab)}
+    ours.update(scores(model.wv, data))
     gwv = WordVectors(list(gm.wv.index_to_key), gm.wv.vectors)
     theirs = {"train_seconds": round(g_train, 3), "prepare_seconds": round(g_prep, 3),
               "words_per_s": round(raw_words * args.epochs / g_train), "vocab": len(gm.wv)}
@@ -79,7 +100,9 @@ def main() -> None:
 
     result = {
         "benchmark": "word2vec skip-gram NS, WikiText-2 train",
-        "corpus_words": raw_words, "epochs": args.epochs, "threads": args.threads,
+        "machine": machine, "corpus_words": raw_words, "epochs": args.epochs, "threads": args.threads,
+        "rounds": args.rounds, "load_per_round": [r["load"] for r in rounds],
+        "words_per_s_ratio_per_round": [round(r["gensim_s"] / r["lmlab_s"], 3) for r in rounds],
         "lmlab": ours, "gensim": theirs,
         "words_per_s_ratio_vs_gensim": round(ours["words_per_s"] / theirs["words_per_s"], 3),
         "analogy_points_vs_gensim": round(100 * (ours["analogy_accuracy"] - theirs["analogy_accuracy"]), 2),

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .core.errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported where it is used: count models (n-grams) train and load without it
+    import torch
 
 State = Any
 
@@ -59,6 +60,8 @@ class LanguageModel(ABC):
     @property
     def device(self) -> torch.device:
         """Where input ids must live; count models work on the CPU."""
+        import torch
+
         return torch.device("cpu")
 
     @abstractmethod
@@ -94,6 +97,8 @@ class LanguageModel(ABC):
         for preallocating caches); ``setup(state)``, if given, prepares each fresh state before a
         token goes in (KV-cache policies choose storage and observations there). The default runs
         the prompts one by one."""
+        import torch
+
         scores, states = [], []
         for prompt in prompts:
             ids = as_id_tensor(list(prompt), self.vocab_size, self.device)
@@ -112,6 +117,8 @@ class LanguageModel(ABC):
         says which tokens are fed; the scores at padded positions are undefined. The default feeds
         one position at a time (row by row when there is padding); models override it with one
         forward pass (the transformer)."""
+        import torch
+
         tokens = as_id_tensor(tokens, self.vocab_size, self.device)
         if attention_mask is None or bool(attention_mask.bool().all()):
             out = []
@@ -144,6 +151,8 @@ class LanguageModel(ABC):
         Rows may be right-padded with any valid id: a causal model's scores before the
         padding do not depend on it, so callers simply ignore the padded positions.
         """
+        import torch
+
         ids = as_id_tensor(ids, self.vocab_size, self.device)
         batch, length = ids.shape
         if length < 2:
@@ -164,6 +173,8 @@ def can_rewind(lm: LanguageModel) -> bool:
 
 def concat_rows(states: list) -> Any:
     """Batch-first tensors concatenated along rows; tuples/lists of them element by element; None stays None."""
+    import torch
+
     first = states[0]
     if first is None:
         return None
@@ -177,6 +188,8 @@ def concat_rows(states: list) -> Any:
 
 def as_id_tensor(ids: Any, vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Turn a list / 1-D / 2-D array of ids into a [B, T] long tensor, checking the id range."""
+    import torch
+
     t = torch.as_tensor(ids, dtype=torch.long, device=device)
     if t.dim() == 1:
         t = t.unsqueeze(0)

@@ -150,6 +150,24 @@ def test_chunked_prefill_equals_one_forward(tok):
     assert turns >= len(long) // 5 + 8  # the long prompt took several turns
 
 
+def test_the_batch_holds_one_row_of_scores_and_state_per_running_row(tok):
+    """Rows that join the batch add their scores once (a merge once added them twice, so every step
+    re-selected the state and the cache grew)."""
+    lm = tiny_transformer(tok, context_length=128)
+    loop = DecodeLoop(lm, tok)
+    settings = DecodingSettings(greedy=True, max_new_tokens=6, stop_ids=())
+    selects = []
+    select = lm.select_state
+    lm.select_state = lambda state, index: selects.append(index.tolist()) or select(state, index)
+    for text in ("the cat", "a dog sat"):
+        loop.add(Request(tok.encode(text), settings=settings), lambda e: None)
+    while loop.busy:
+        loop.turn()
+        if loop.running:
+            assert loop.scores.shape[0] == loop.running_rows == loop.state.batch_size
+    assert selects == []  # nobody finished early, nobody was reordered: no row copying at all
+
+
 def test_beams_and_samples_share_one_batch(tok):
     lm = tiny_transformer(tok, context_length=128)
     beam = DecodingSettings(beam_size=3, n=2, max_new_tokens=6, stop_ids=())

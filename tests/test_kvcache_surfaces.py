@@ -111,6 +111,18 @@ def test_eval_longcontext_stream_goes_past_the_context_only_with_a_bounded_cache
     assert code != 0 and "evicts as it goes" in err
 
 
+def test_eval_longcontext_extends_a_rope_context(capsys, tiny):
+    _, _, model, corpus = tiny
+    args = ["eval", "longcontext", "--model", model, "--task", "stream", "--data", corpus, "--tokens", "700",
+            "--chunk", "64", "--segment", "256", "--json"]
+    code, out, _ = run(capsys, *args, "--rope-scaling", "2", "--rope-scaling-type", "yarn")
+    extended = json.loads(out)
+    assert code == 0 and extended["stopped_at"] is None and extended["scored"] == 699
+    assert "yarn ×2" in extended["model"]
+    code, _, err = run(capsys, *args, "--rope-scaling", "0.5")
+    assert code != 0 and "factor" in err
+
+
 def test_stream_perplexity_is_exact():
     from lmlab.eval.longcontext import stream_perplexity
 

@@ -139,3 +139,22 @@ def test_empty_corpus_and_malformed_arpa(capsys, tmp_path):
     bad.write_text("\\data\\\nngram 1=1\n\n\\1-grams:\n-1.0 <unk> 0 junk\n\\end\\\n", encoding="utf-8")
     code, _, err = run(capsys, "ngram", "eval", bad, empty)
     assert code == 1 and "bad.arpa:5:" in err
+
+
+
+def test_training_an_arpa_model_never_imports_torch(tmp_path):
+    """``lmlab ngram train … -o x.arpa`` is timed end to end against lmplz (bench/ngram.py): building the
+    command line imports neither torch nor numba (another verb's options included), and counting,
+    estimating and writing ARPA need no torch."""
+    import subprocess
+    import sys
+
+    (tmp_path / "train.txt").write_text(TRAIN, encoding="utf-8")
+    probe = ("import sys; from lmlab.cli import build_parser, main; build_parser(['ngram', 'train']); "
+             "print(sorted(m for m in ('torch', 'numba') if m in sys.modules)); "
+             f"main(['ngram', 'train', {str(tmp_path / 'train.txt')!r}, '--order', '3', '--smoothing', 'kn', "
+             f"'-o', {str(tmp_path / 'm.arpa')!r}, '--quiet']); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    lines = out.strip().split("\n")
+    assert (lines[0], lines[-1]) == ("[]", "False")
+    assert (tmp_path / "m.arpa").read_text(encoding="utf-8").startswith("\\data\\")

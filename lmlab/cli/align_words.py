@@ -13,9 +13,6 @@ WORD_OR_MARK = r"\w+|[^\w\s]"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..wordalign.corpus import MODELS
-    from ..wordalign.symmetrize import SYMMETRIZATIONS
-
     p = sub.add_parser("align-words", help="IBM Model 1/2 word alignment (EM) of parallel text",
                        description="Train IBM Model 1 or 2 by EM on sentence-aligned text and write the "
                                    "translation table t(target | source) and Viterbi word alignments.")
@@ -23,11 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pair", default="de-en", help="SRC-TGT language suffixes of the prefix (default de-en)")
     p.add_argument("--source", help="source file, one sentence per line (instead of a prefix; with --target)")
     p.add_argument("--target", help="target file, line-aligned with --source")
-    p.add_argument("--model", default="ibm1", choices=MODELS)
     p.add_argument("--iterations", type=int, default=5, help="EM iterations (Model 2: also 2× this many of "
                    "Model 1 first, as NLTK)")
-    p.add_argument("--symmetrize", choices=SYMMETRIZATIONS, default=None,
-                   help="also train target→source and combine the two alignments")
     p.add_argument("--normaliser", choices=("position", "word"), default="position",
                    help="E-step denominator: per target position (textbook) or per target word (NLTK's)")
     p.add_argument("--cased", action="store_true", help="keep case (default: lower-case every word)")
@@ -37,6 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory")
     add_common(p)
     p.set_defaults(func=run)
+
+
+def complete(p: argparse.ArgumentParser) -> None:
+    """--model and --symmetrize, whose choices come from ``lmlab.wordalign`` (it compiles numba kernels)."""
+    from ..wordalign.corpus import MODELS
+    from ..wordalign.symmetrize import SYMMETRIZATIONS
+
+    p.add_argument("--model", default="ibm1", choices=MODELS)
+    p.add_argument("--symmetrize", choices=SYMMETRIZATIONS, default=None,
+                   help="also train target→source and combine the two alignments")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -100,7 +100,7 @@ def add_decoding_options(parser: argparse.ArgumentParser, *, max_new_tokens: int
 def add_kv_options(parser: argparse.ArgumentParser) -> None:
     """The KV-cache flags (``lmlab.kvcache.settings.cache_settings``): a policy with its budget and
     options, and a quantization of what the cache keeps."""
-    from ..kvcache.settings import POLICY_OPTIONS
+    from ..kvcache.options import POLICY_OPTIONS  # no torch: every verb's parser is built at start
 
     g = parser.add_argument_group("KV cache (policy, budget, quantization)")
     g.add_argument("--kv-policy", default=None, choices=list(POLICY_OPTIONS),

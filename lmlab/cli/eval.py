@@ -541,6 +541,10 @@ def register_longcontext(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--segment", type=int, default=2048, help="stream: tokens per reported perplexity (default 2048)")
     p.add_argument("--plot", help="needle: save the accuracy grid as a PNG heat map here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rope-scaling", type=float, default=None, metavar="F",
+                   help="extend a RoPE model's context F (> 1) times before evaluating (see --rope-scaling-type)")
+    p.add_argument("--rope-scaling-type", default="yarn", choices=["linear", "ntk", "yarn"],
+                   help="how --rope-scaling extends: position interpolation, NTK-aware or YaRN (default)")
     add_kv_options(p)
     add_corpus_options(p)
     add_common(p)
@@ -557,6 +561,11 @@ def run_longcontext(args: argparse.Namespace) -> int:
     lm, tokenizer, desc = model_from_args(args)
     if hasattr(lm, "eval"):
         lm.eval()
+    if args.rope_scaling is not None:
+        if not hasattr(lm, "extend_context"):
+            raise ConfigError("--rope-scaling extends a transformer with RoPE positions", "leave it out for this model")
+        lm.extend_context(args.rope_scaling, args.rope_scaling_type)
+        desc += f" ({args.rope_scaling_type} ×{args.rope_scaling:g})"
     policy = "full cache" if kv_cache is None else ", ".join(f"{k} {v}" for k, v in kv_cache.to_dict().items())
     if args.task == "stream":
         from ..core.validate import check_number

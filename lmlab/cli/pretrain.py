@@ -78,7 +78,9 @@ def complete(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", choices=FAMILIES, default=None,
                    help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
                         "rnn, feedforward, rnn-seq2seq (--attention bahdanau|dot|general|none, --copy). --objective "
-                        "mlm|electra (encoders), span|denoise|seq2seq (t5, bart, rnn-seq2seq)")
+                        "mlm|electra (encoders), span|denoise|seq2seq (t5, bart, rnn-seq2seq). Transformers take "
+                        "--attention full|sliding_window|strided|adaptive_span|lsh (decoders), linformer|nystrom "
+                        "(encoders) and --memory-length N (Transformer-XL); see docs/long_attention.md")
     model_keys, train_keys = setting_keys()
     groups = [("model settings", model_keys), ("training settings", train_keys), ("data settings", RUN_KEYS)]
     for title, keys in groups:

@@ -6,14 +6,11 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..quant import METHODS
     from .common import add_common
 
     p = sub.add_parser("quantize", help="quantize a model (int8/int4/NF4/HQQ/GPTQ/AWQ/SmoothQuant or a GGUF's "
                                         "own blocks) into a model directory, with a quality and speed report")
     p.add_argument("--model", required=True, help="a model directory or a built-in model name")
-    p.add_argument("--method", required=True, choices=[*METHODS, "gguf"],
-                   help="quantization method; gguf keeps a GGUF model's own block codes (Q4_1, Q8_0, ...)")
     p.add_argument("--out", required=True, help="directory to write the quantized model to")
     p.add_argument("--group-size", type=int, default=None, help="values per scale (default: the method's)")
     p.add_argument("--no-head", action="store_true", help="keep the output projection in float")
@@ -36,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--new-tokens", type=int, default=128, help="--report's decode length")
     add_common(p)
     p.set_defaults(func=run)
+
+
+def complete(p: argparse.ArgumentParser) -> None:
+    """--method, whose choices come from ``lmlab.quant`` (it imports torch)."""
+    from ..quant import METHODS
+
+    p.add_argument("--method", required=True, choices=[*METHODS, "gguf"],
+                   help="quantization method; gguf keeps a GGUF model's own block codes (Q4_1, Q8_0, ...)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -369,7 +369,6 @@ class DecodeLoop:
             self.positions = torch.cat([self.positions, scores.unsqueeze(1).expand(-1, self.positions.shape[1], -1)])
         if self.hidden is not None:  # prefill keeps no hidden states; nobody reads them at the first step
             self.hidden = torch.cat([self.hidden, self.hidden.new_zeros(scores.shape[0], self.hidden.shape[1])])
-        self.scores = scores if self.scores is None else torch.cat([self.scores, scores])
         self.running.extend(groups)
         self.counters["peak_batch"] = max(self.counters["peak_batch"], self.running_rows)
 

@@ -116,8 +116,9 @@ def alignment(model, tokenizer, source: str, translation: str, *, layer: int = -
 
 
 def plot_alignment(weights: torch.Tensor, source: Sequence[str], target: Sequence[str], path, *,
-                   title: str = "attention") -> str:
-    """Save a PNG heat map of ``weights`` [T, S]: output tokens down, source tokens across."""
+                   title: str = "attention", axes: tuple[str, str] = ("source", "output")) -> str:
+    """Save a PNG heat map of ``weights`` [T, S]: output tokens down, source tokens across
+    (``axes`` names the two: across, down)."""
     try:
         import matplotlib
 
@@ -132,7 +133,7 @@ def plot_alignment(weights: torch.Tensor, source: Sequence[str], target: Sequenc
     ax.imshow(weights.numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(cols), list(source), rotation=90, fontsize=8)
     ax.set_yticks(range(rows), list(target), fontsize=8)
-    ax.set(xlabel="source", ylabel="output", title=title)
+    ax.set(xlabel=axes[0], ylabel=axes[1], title=title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

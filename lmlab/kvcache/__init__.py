@@ -5,35 +5,21 @@ It sits beside ``lmlab.models`` (the transformer writes into it) and imports not
 ``lmlab.core``. ``cache`` is the layout; ``policies`` the eviction policies (sliding window,
 StreamingLLM, H2O, SnapKV, PyramidKV, TOVA, Knorm); ``quantized`` KIVI's int8/int4 storage;
 ``observe`` the attention statistics policies read; ``settings`` what a request asks of its cache
-and how the decoding loop applies it.
+and how the decoding loop applies it; ``options`` the policies' names and options (no torch).
+
+Its names are imported on first use (``lmlab.core.lazy``), so that the command line can list the
+policies (``options``) without importing torch.
 """
 
-from .cache import HEADROOM, KVCache
-from .observe import Observation
-from .policies import (
-    H2O,
-    POLICIES,
-    TOVA,
-    Budget,
-    CacheView,
-    FullCache,
-    KeyNorm,
-    Policy,
-    PyramidKV,
-    SlidingWindow,
-    SnapKV,
-    StreamingLLM,
-)
-from .quantized import KVQuantization
-from .settings import (
-    KVCacheSettings,
-    cache_settings,
-    enforce,
-    held_bytes,
-    observe_decoding,
-    prefill_setup,
-)
+from ..core.lazy import lazy_exports
 
-__all__ = ["H2O", "HEADROOM", "POLICIES", "TOVA", "Budget", "CacheView", "FullCache", "KVCache", "KVCacheSettings",
-           "KVQuantization", "KeyNorm", "Observation", "Policy", "PyramidKV", "SlidingWindow", "SnapKV",
-           "StreamingLLM", "cache_settings", "enforce", "held_bytes", "observe_decoding", "prefill_setup"]
+#: the names this package exports, and the module each lives in
+EXPORTS = {"HEADROOM": "cache", "KVCache": "cache", "Observation": "observe", "H2O": "policies", "POLICIES":
+           "policies", "TOVA": "policies", "Budget": "policies", "CacheView": "policies", "FullCache": "policies",
+           "KeyNorm": "policies", "Policy": "policies", "PyramidKV": "policies", "SlidingWindow": "policies",
+           "SnapKV": "policies", "StreamingLLM": "policies", "KVQuantization": "quantized", "KVCacheSettings":
+           "settings", "cache_settings": "settings", "enforce": "settings", "held_bytes": "settings",
+           "observe_decoding": "settings", "prefill_setup": "settings", "POLICY_OPTIONS": "options"}
+
+__all__ = sorted(EXPORTS)
+__getattr__ = lazy_exports(__name__, EXPORTS)

@@ -23,14 +23,11 @@ from ..core.errors import ConfigError
 from ..core.validate import check_choice
 from .cache import HEADROOM, KVCache
 from .observe import Observation
+from .options import POLICY_OPTIONS
 from .policies import POLICIES, Budget, CacheView, FullCache, Policy, check_budget
 from .quantized import KVQuantization, QuantizedStorage
 
 QUANT_NAMES = {"int8": 8, "int4": 4}
-#: the options of ``cache_settings`` each policy takes (beyond its budget)
-POLICY_OPTIONS = {"full": (), "window": (), "streaming": ("sinks", "window"), "h2o": ("recent", "normalize"),
-                  "snapkv": ("window", "kernel"), "pyramidkv": ("window", "kernel", "beta"), "tova": (),
-                  "knorm": ()}
 
 
 @dataclass(frozen=True)

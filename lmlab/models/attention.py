@@ -91,6 +91,11 @@ class Attention(nn.Module):
                 scores = scores.masked_fill(~allowed, float("-inf"))
             weights = F.dropout(torch.softmax(upcast(scores), dim=-1).to(v.dtype), p=p, training=p > 0)
             out = weights @ v
+        return self.merge(out)
+
+    def merge(self, out: torch.Tensor) -> torch.Tensor:
+        """The output projection [B, T, dim] of per-head attention outputs [B, H, T, D]."""
+        b, _, t, _ = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
 
     def weights(self, q: torch.Tensor, k: torch.Tensor, *, allowed: torch.Tensor | None = None,

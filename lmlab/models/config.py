@@ -12,10 +12,12 @@ from typing import Any
 from ..core.errors import ConfigError
 from ..core.validate import check_choice, check_keys, check_number
 from .attention import SCORES
+from .long_attention import ATTENTIONS
 from .mlp import ACTIVATIONS
 from .moe import ROUTINGS
 from .norms import NORMS
 from .positions import POSITIONS
+from .rope_scaling import ROPE_SCALINGS
 
 #: architecture switches of each named preset (sizes are not part of a preset)
 PRESETS: dict[str, dict[str, Any]] = {
@@ -62,7 +64,9 @@ class TransformerConfig:
     activation: str = "gelu"
     positions: str = "learned"
     rope_theta: float = 10000.0
-    rope_scaling: float = 1.0  # linear position interpolation factor for RoPE
+    rope_scaling: float = 1.0  # RoPE context-extension factor (1 = none), applied as rope_scaling_type says
+    rope_scaling_type: str = "linear"  # linear (position interpolation), ntk (NTK-aware) or yarn
+    rope_original_context: int = 0  # YaRN: the context the model was trained on (0 = context_length)
     relative_buckets: int = 32  # T5 relative bias (positions="relative_bias"): buckets per direction pair
     relative_max_distance: int = 128  # ... and the distance beyond which buckets are shared
     score: str = "scaled_dot"
@@ -74,6 +78,17 @@ class TransformerConfig:
     type_vocab_size: int = 0  # > 0 adds segment (token type) embeddings (BERT's sentence A/B)
     embedding_norm: bool = False  # normalise the summed embeddings before the first layer (BERT, BART)
     mlm_head: bool = False  # BERT's dense → act → norm transform before the output layer, which gets a bias
+    attention: str = "full"  # full or a long-sequence variant (lmlab.models.long_attention)
+    attention_window: int = 64  # sliding_window: keys seen; strided: block length; lsh: chunk; adaptive_span: largest span
+    lsh_buckets: int = 8  # lsh: hash buckets per round (even)
+    lsh_rounds: int = 1  # lsh: hashing rounds
+    linformer_k: int = 64  # linformer: length keys and values are projected to
+    nystrom_landmarks: int = 32  # nystrom: landmarks (segment means) of queries and keys
+    adaptive_span_ramp: int = 32  # adaptive_span: width of the soft mask's ramp
+    adaptive_span_loss: float = 2e-6  # adaptive_span: weight λ of the L1 penalty on the spans
+    memory_length: int = 0  # > 0: Transformer-XL segment recurrence over this many previous layer inputs
+    compressed_memory: int = 0  # > 0: compressive memory of this many slots (needs memory_length)
+    compression_rate: int = 3  # compressive memory: old memories mean-pooled this many to one
     moe_experts: int = 0  # > 0 replaces every MLP by a mixture of this many experts (lmlab.models.moe)
     moe_top_k: int = 2  # experts per token (1 for switch routing)
     moe_routing: str = "topk"  # topk, noisy_topk, switch, expert_choice or hash
@@ -94,7 +109,16 @@ class TransformerConfig:
         for name in ("bias", "tie_embeddings", "scale_embeddings", "causal", "embedding_norm", "mlm_head"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        check_number("rope_scaling", self.rope_scaling, low=0.0, low_inclusive=False)
+        check_choice("rope_scaling_type", self.rope_scaling_type, ROPE_SCALINGS)
+        check_number("rope_scaling", self.rope_scaling, low=0.0, low_inclusive=False)  # finite, positive
+        if self.rope_scaling < 1 or (self.rope_scaling == 1 and self.rope_scaling_type != "linear"):
+            raise ConfigError(f"rope_scaling = {self.rope_scaling} does not extend the context "
+                              f"({self.rope_scaling_type} scaling needs a factor above 1)",
+                              "give the factor new context / trained context, e.g. 4 (or 1 with linear for none)")
+        check_number("rope_original_context", self.rope_original_context, low=0, integer=True)
+        if self.rope_scaling_type == "yarn" and not self.rope_original_context:
+            self.rope_original_context = self.context_length
+        self._check_long_attention()
         check_number("type_vocab_size", self.type_vocab_size, low=0, integer=True)
         check_number("relative_buckets", self.relative_buckets, low=2, integer=True)
         check_number("relative_max_distance", self.relative_max_distance, low=2, integer=True)
@@ -121,6 +145,43 @@ class TransformerConfig:
             else:
                 self.d_ff = 4 * self.d_model
         check_number("d_ff", self.d_ff, low=1, integer=True)
+
+    def _check_long_attention(self) -> None:
+        """The long-sequence switches: each variant's sizes, and the combinations that have no meaning."""
+        check_choice("attention", self.attention, ATTENTIONS)
+        for name in ("attention_window", "lsh_rounds", "linformer_k", "nystrom_landmarks", "adaptive_span_ramp",
+                     "compression_rate"):
+            check_number(name, getattr(self, name), low=1, integer=True)
+        check_number("lsh_buckets", self.lsh_buckets, low=2, integer=True)
+        check_number("adaptive_span_loss", self.adaptive_span_loss, low=0.0)
+        if self.lsh_buckets % 2:
+            raise ConfigError(f"lsh_buckets = {self.lsh_buckets} is odd (random rotations give ± pairs)",
+                              "use an even number of buckets")
+        for name in ("memory_length", "compressed_memory"):
+            check_number(name, getattr(self, name), low=0, integer=True)
+        variant = self.attention
+        if variant != "full" and self.score not in ("dot", "scaled_dot"):
+            raise ConfigError(f"{variant} attention works on dot-product scores, not {self.score!r}",
+                              "use score scaled_dot (or dot)")
+        if variant in ("linformer", "nystrom") and self.causal:
+            raise ConfigError(f"{variant} attention mixes every position into its summary, so it cannot be causal",
+                              "use it in an encoder (causal false, trained with the MLM objective)")
+        if variant in ("sliding_window", "strided", "lsh", "adaptive_span") and not self.causal:
+            raise ConfigError(f"{variant} attention is implemented for causal decoders",
+                              "use causal true, or linformer/nystrom for an encoder")
+        if variant == "lsh" and self.n_kv_heads not in (None, self.n_heads):
+            raise ConfigError("LSH attention shares queries and keys, so it needs as many key heads as query heads",
+                              "leave n_kv_heads unset")
+        if self.compressed_memory and not self.memory_length:
+            raise ConfigError("compressive memory holds what leaves the memory: it needs memory_length > 0",
+                              "set memory_length too")
+        if self.memory_length:
+            if self.positions in ("learned", "sinusoidal"):
+                raise ConfigError(f"segment recurrence reuses states at new positions: {self.positions} positions "
+                                  "are absolute", "use positions rope, alibi or relative_bias (relative positions)")
+            if variant != "full" or not self.causal:
+                raise ConfigError("segment recurrence (memory_length) is implemented for full causal attention",
+                                  "use attention full with causal true")
 
     @property
     def head_dim(self) -> int:
@@ -154,6 +215,10 @@ class TransformerConfig:
         if self.moe_experts:  # experts, plus the router (none for hashing) and the noise projection
             router = {"hash": 0, "noisy_topk": 2}.get(self.moe_routing, 1) * d * self.moe_experts
             mlp = self.moe_experts * mlp + router
+        if self.attention == "linformer":  # E and F, one per layer
+            attn += 2 * self.linformer_k * self.context_length
+        elif self.attention == "adaptive_span":  # one span per head
+            attn += h
         total = v * d + layers * (attn + mlp + 2 * norm)
         total += 0 if self.tie_embeddings else v * d
         total += self.context_length * d if self.positions == "learned" else 0

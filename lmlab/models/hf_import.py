@@ -52,17 +52,24 @@ def llama_config(cfg: dict) -> dict:
         raise ModelError("LLaMA with attention or MLP biases is not supported")
     if cfg.get("head_dim") not in (None, d // heads):
         raise ModelError(f"head_dim {cfg['head_dim']} ≠ hidden_size / heads is not supported")
-    scaling = cfg.get("rope_scaling") or {}
+    scaling = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}  # (transformers ≥ 5 writes the latter)
     kind = scaling.get("rope_type", scaling.get("type", "linear")) if scaling else None
-    if kind not in (None, "linear", "default"):
-        raise ModelError(f"RoPE scaling {kind!r} is not supported", "lmlab supports linear scaling")
+    if kind not in (None, "linear", "default", "yarn"):
+        raise ModelError(f"RoPE scaling {kind!r} is not supported", "lmlab supports linear and YaRN scaling")
+    if kind == "yarn" and any(scaling.get(k) not in (None, v) for k, v in
+                              (("beta_fast", 32), ("beta_slow", 1), ("attention_factor", None), ("mscale", None),
+                               ("mscale_all_dim", None), ("truncate", True))):
+        raise ModelError("YaRN with non-default beta_fast/beta_slow/attention factor is not supported",
+                         "lmlab reads the paper's YaRN (beta_fast 32, beta_slow 1, 0.1·ln(factor) + 1)")
+    yarn = {"rope_scaling_type": "yarn", "rope_original_context": int(_require(scaling, "original_max_position_embeddings"))
+            } if kind == "yarn" else {}
     return {**PRESETS["llama"], "vocab_size": _require(cfg, "vocab_size"), "d_model": d,
             "n_layers": _require(cfg, "num_hidden_layers"), "n_heads": heads,
             "n_kv_heads": cfg.get("num_key_value_heads") or heads, "d_ff": _require(cfg, "intermediate_size"),
             "context_length": cfg.get("max_position_embeddings", 2048), "norm_eps": cfg.get("rms_norm_eps", 1e-6),
-            "rope_theta": float(cfg.get("rope_theta", 10000.0)),
-            "rope_scaling": float(scaling.get("factor", 1.0)) if kind == "linear" else 1.0,
-            "tie_embeddings": bool(cfg.get("tie_word_embeddings", False))}
+            "rope_theta": float(cfg.get("rope_theta", scaling.get("rope_theta", 10000.0))),
+            "rope_scaling": float(scaling.get("factor", 1.0)) if kind in ("linear", "yarn") else 1.0,
+            "tie_embeddings": bool(cfg.get("tie_word_embeddings", False)), **yarn}
 
 
 _LLAMA_LAYER = {"input_layernorm": "attn_norm", "post_attention_layernorm": "mlp_norm",
@@ -105,8 +112,10 @@ def llama_export(state: dict[str, torch.Tensor], cfg: dict) -> tuple[dict, dict[
               "intermediate_size": cfg["d_ff"], "max_position_embeddings": cfg["context_length"],
               "rms_norm_eps": cfg["norm_eps"], "rope_theta": cfg["rope_theta"], "hidden_act": "silu",
               "tie_word_embeddings": cfg["tie_embeddings"], "attention_bias": False, "mlp_bias": False,
-              "rope_scaling": None if cfg["rope_scaling"] == 1.0 else {"rope_type": "linear",
+              "rope_scaling": None if cfg["rope_scaling"] == 1.0 else {"rope_type": cfg["rope_scaling_type"],
                                                                        "factor": cfg["rope_scaling"]}}
+    if cfg["rope_scaling_type"] == "yarn":
+        config["rope_scaling"]["original_max_position_embeddings"] = cfg["rope_original_context"]
     return config, tensors
 
 
@@ -296,6 +305,10 @@ def export_hf_dir(lm: Any, path: str | os.PathLike, tokenizer: Any = None) -> Pa
     exporter = _EXPORTERS.get(cfg["positions"])
     if exporter is None or cfg["score"] != "scaled_dot" or cfg["norm_position"] != "pre":
         raise ModelError("only llama- and gpt2-preset transformers export to Hugging Face",
+                         "save it as an lmlab model directory instead")
+    if cfg["attention"] != "full" or cfg["memory_length"] or cfg["rope_scaling_type"] == "ntk":
+        raise ModelError(f"this model's attention={cfg['attention']!r}, memory_length={cfg['memory_length']}, "
+                         f"rope_scaling_type={cfg['rope_scaling_type']!r} have no transformers LLaMA/GPT-2 equivalent",
                          "save it as an lmlab model directory instead")
     state = {k: v.detach().cpu().contiguous() for k, v in lm.state_dict().items()}
     if cfg["tie_embeddings"]:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ModelError
+from .rope_scaling import rope_frequencies
 
 POSITIONS = ("sinusoidal", "learned", "rope", "alibi", "relative_bias", "none")
 
@@ -50,12 +51,21 @@ class LearnedPositions(nn.Module):
 
 
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0,
-                scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) [..., head_dim] for RoPE; ``scale`` > 1 is linear position interpolation
-    (positions divided by ``scale``, so a model trained on n positions covers scale·n)."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = (positions.float() / scale).unsqueeze(-1) * inv_freq
+                scale: float = 1.0, kind: str = "linear", original: int = 0, *,
+                temperature: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) [..., head_dim] for RoPE; ``scale`` > 1 extends the context that many times by
+    ``kind`` (``lmlab.models.rope_scaling``: linear position interpolation — positions divided by
+    ``scale`` — NTK-aware scaling or YaRN, which needs the trained context ``original``).
+    ``temperature=False`` leaves out YaRN's magnitude factor (a pure rotation, for moving cached keys)."""
+    if kind == "linear":
+        inv_freq, magnitude = rope_frequencies(head_dim, theta, device=positions.device)
+        angles = (positions.float() / scale).unsqueeze(-1) * inv_freq
+    else:
+        inv_freq, magnitude = rope_frequencies(head_dim, theta, kind, scale, original, device=positions.device)
+        angles = positions.float().unsqueeze(-1) * inv_freq
     angles = torch.cat([angles, angles], dim=-1)
+    if magnitude != 1.0 and temperature:
+        return angles.cos() * magnitude, angles.sin() * magnitude
     return angles.cos(), angles.sin()
 
 

@@ -22,10 +22,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..core.errors import ConfigError, ModelError
+from ..core.validate import check_number
 from ..kvcache import KVCache
 from ..lm import as_id_tensor
 from .attention import Attention
 from .config import TransformerConfig
+from .hooks import HookHandle, add_hook, hook_names
+from .long_attention import LongAttention
 from .mlm_head import HeadTransform
 from .mlp import MLP
 from .moe import MoE
@@ -40,6 +43,7 @@ from .positions import (
     rope_angles,
     sinusoidal,
 )
+from .segment_memory import SegmentMemory
 
 
 class Block(nn.Module):
@@ -51,6 +55,7 @@ class Block(nn.Module):
         self.attn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
                               dropout=cfg.dropout)
+        self.long = LongAttention(cfg) if cfg.attention != "full" else None
         self.cross_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cross_attention else None
         self.cross = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
                                dropout=cfg.dropout) if cross_attention else None
@@ -63,6 +68,7 @@ class Block(nn.Module):
             self.mlp = MLP(cfg.d_model, cfg.d_ff, cfg.activation, bias=cfg.bias, dropout=cfg.dropout)
         self.moe = bool(cfg.moe_experts)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.pattern_hooks: list[Callable[[torch.Tensor], None]] = []  # lmlab.models.hooks' attn_pattern
 
     def forward(self, x: torch.Tensor, ctx: dict, kv: Callable | None, fused: bool,
                 memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -74,6 +80,8 @@ class Block(nn.Module):
         if ctx["rope"] is not None:
             q_cos, q_sin = ctx["rope"]
             q, k = apply_rope(q, q_cos, q_sin), apply_rope(k, q_cos, q_sin)
+        if self.long is not None:
+            k = self.long.keys(q, k)
         allowed, bias = ctx["allowed"], ctx["bias"]
         if kv is not None:  # the cache's keys/values, and the mask/bias over the slots this layer holds
             k, v, allowed, bias = kv(q, k, v, allowed, bias, self.attn.weights)
@@ -81,7 +89,17 @@ class Block(nn.Module):
         if self.attn.past_prefix is not None:  # prefix tuning: P keys/values outside the cache, seen by all
             k, v, allowed = with_prefix(self.attn.past_prefix, q.shape[2], k, v, allowed, bias)
             causal = False
-        a = self.attn.attend(q, k, v, allowed=allowed, bias=bias, causal=causal, fused=fused)
+        if self.pattern_hooks:
+            self.show_pattern(q, k, allowed, bias, causal)
+        if self.long is not None:  # a long-sequence variant (lmlab.models.long_attention)
+            if self.attn.past_prefix is not None:
+                raise ModelError(f"prefix tuning does not combine with {self.long.kind} attention",
+                                 "use another PEFT method")
+            a = self.attn.merge(self.long(q, k, v, allowed=allowed, bias=bias, causal=causal, q_slot=ctx["q_slot"],
+                                          k_slot=ctx["k_slot"], row_positions=ctx["row_positions"],
+                                          dropout=self.attn.dropout if self.training else 0.0))
+        else:
+            a = self.attn.attend(q, k, v, allowed=allowed, bias=bias, causal=causal, fused=fused)
         x = x + self.dropout(a) if self.pre else self.attn_norm(x + self.dropout(a))
         if self.cross is not None:  # encoder–decoder: attend over the source's (cached) keys/values
             h = self.cross_norm(x) if self.pre else x
@@ -90,6 +108,16 @@ class Block(nn.Module):
             a = self.cross.attend(q, *memory, allowed=ctx["memory_allowed"], bias=None, causal=False, fused=fused)
             x = x + self.dropout(a) if self.pre else self.cross_norm(x + self.dropout(a))
         return x + self.feed_forward(self.mlp_norm(x), ctx) if self.pre else self.mlp_norm(x + self.feed_forward(x, ctx))
+
+    def show_pattern(self, q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None,
+                     bias: torch.Tensor | None, causal: bool) -> None:
+        """Give the attention weights [B, H, T, S] to every ``attn_pattern`` hook (``lmlab.models.hooks``)."""
+        if allowed is None and causal:
+            t, s = q.shape[2], k.shape[2]
+            allowed = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+        pattern = self.attn.weights(q, k, allowed=allowed, bias=bias)
+        for hook in self.pattern_hooks:
+            hook(pattern)
 
     def feed_forward(self, h: torch.Tensor, ctx: dict) -> torch.Tensor:
         """The MLP, or the mixture of experts (which routes by token id for hashing and skips padding)."""
@@ -185,8 +213,25 @@ class TransformerLM(NeuralLM):
         """RoPE keys [B, KV, S, D] moved by ``delta`` [B, S] positions (rotations compose, so a stored
         key moves exactly; what a cache that closes up positions applies when it reads)."""
         cfg = self.config
-        cos, sin = rope_angles(delta.to(keys.device), cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        cos, sin = rope_angles(delta.to(keys.device), cfg.head_dim, cfg.rope_theta, cfg.rope_scaling,
+                               cfg.rope_scaling_type, cfg.rope_original_context, temperature=False)
         return apply_rope(keys, cos, sin)
+
+    def extend_context(self, factor: float, kind: str = "yarn") -> None:
+        """Read ``factor`` (> 1) times the trained context, in place, by RoPE scaling ``kind`` (linear,
+        ntk or yarn: ``lmlab.models.rope_scaling``); the context length grows by the factor."""
+        cfg = self.config
+        check_number("context-extension factor", factor, low=1.0, low_inclusive=False)
+        if cfg.positions != "rope":
+            raise ModelError(f"context extension rescales RoPE; this model has {cfg.positions} positions",
+                             "extend a RoPE model (llama preset, SmolLM2)")
+        if cfg.rope_scaling != 1.0:
+            raise ModelError(f"this model is already extended ({cfg.rope_scaling_type} ×{cfg.rope_scaling})",
+                             "extend the original model once")
+        self.config = TransformerConfig.from_dict({
+            **cfg.to_dict(), "rope_scaling": float(factor), "rope_scaling_type": kind,
+            "rope_original_context": cfg.context_length, "context_length": int(cfg.context_length * factor)})
+        self.context_length = self.config.context_length
 
     def select_state(self, state: KVCache, index: torch.Tensor) -> KVCache:
         return state.select(index)
@@ -268,7 +313,7 @@ class TransformerLM(NeuralLM):
         return step
 
     # --- forward -------------------------------------------------------------------------------
-    def forward(self, ids: torch.Tensor, state: KVCache | None = None,
+    def forward(self, ids: torch.Tensor, state: KVCache | tuple | None = None,
                 attention_mask: torch.Tensor | None = None, last_only: bool = False, *,
                 token_type_ids: torch.Tensor | None = None,
                 prefix_length: torch.Tensor | int | None = None,
@@ -284,17 +329,29 @@ class TransformerLM(NeuralLM):
         its own segment and positions restart at each segment (block-diagonal causal attention);
         ``logits_at`` [B, T] bool computes logits only where it is True, returned as [N, V] in row-major
         order (objectives that score a few positions skip the vocabulary projection of the rest).
+        A model with ``memory_length`` given a memory tuple or None as ``state`` reads ``ids`` as the next
+        segment and returns the next memory (``lmlab.models.segment_memory``); given a cache it decodes.
         """
+        if isinstance(state, tuple) or (state is None and self.config.memory_length):
+            state = SegmentMemory(self, state, ids.shape[0])  # Transformer-XL recurrence (lmlab.models.segment_memory)
         x, cache = self.hidden_states(ids, state, attention_mask, token_type_ids=token_type_ids,
                                       prefix_length=prefix_length, last_only=last_only,
                                       segment_ids=segment_ids)
         if logits_at is not None:
             x = x[logits_at.to(x.device).bool()]
-        return self.logits(x), cache
+        return self.logits(x), cache.tensors() if isinstance(cache, SegmentMemory) else cache
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Output logits of last-layer states (through BERT's head transform when ``mlm_head``)."""
         return self.head(hidden if self.head_transform is None else self.head_transform(hidden))
+
+    def hook_names(self) -> list[str]:
+        """The named activation sites hooks can read or replace (``lmlab.models.hooks``)."""
+        return hook_names(self)
+
+    def add_hook(self, name: str, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> HookHandle:
+        """Hook ``fn`` on the activation site ``name`` (``blocks.<layer>.<site>``); see ``lmlab.models.hooks``."""
+        return add_hook(self, name, fn)
 
     def hidden_states(self, ids: torch.Tensor, state: KVCache | None = None,
                       attention_mask: torch.Tensor | None = None, *, token_type_ids: torch.Tensor | None = None,
@@ -355,6 +412,8 @@ class TransformerLM(NeuralLM):
                               "(their balancing statistics would count the recomputation)",
                               "train MoE models without activation checkpointing")
         for i, block in enumerate(self.blocks):
+            if isinstance(state, SegmentMemory):
+                state.record(i, x)
             cross = None if memory is None else (memory[0][i], memory[1][i])
             if recompute:  # keeps only the block's input; the backward pass runs the block again (no cache kept)
                 x = checkpoint(block, x, ctx, None, self.fused, cross, use_reentrant=False)
@@ -378,7 +437,8 @@ class TransformerLM(NeuralLM):
         if cfg.positions == "rope":  # shaped [B, 1, T, D] and cast once for every layer
             dtype = self.embed.weight.dtype if self.embed.weight.is_floating_point() else torch.float32
             rope = tuple(a.unsqueeze(1).to(dtype) for a in
-                         rope_angles(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling))
+                         rope_angles(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling,
+                                     cfg.rope_scaling_type, cfg.rope_original_context))
         allowed = None
         q_slot = torch.arange(past, past + t, device=device)
         k_slot = torch.arange(past + t, device=device)
@@ -401,7 +461,12 @@ class TransformerLM(NeuralLM):
             q_pos = q_slot.unsqueeze(0).float() if mask is None else k_pos[:, past:]
             bias = (alibi_bias(self.alibi, q_pos, k_pos) if cfg.positions == "alibi"
                     else self.relative_bias(q_pos, k_pos))
-        return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0 and allowed is None}
+        rows = None  # each row's own query/key positions where padding moves them off the slots
+        if cfg.attention == "strided" and mask is not None:
+            k_pos = mask.long().cumsum(1) - 1
+            rows = (k_pos[:, past:], k_pos)
+        return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0 and allowed is None,
+                "q_slot": q_slot, "k_slot": k_slot, "row_positions": rows}
 
 
 def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,9 @@ sentence start and never ends at ``<s>`` (KenLM's convention: one ``<s>``, no pa
 Order 1 is dense (index = id). An n-gram of order n > 1 is stored as the packed int64 key
 ``prefix_index * V + last_word``, where ``prefix_index`` is the row of its first n-1 words
 in the order n-1 table; keys are sorted, so every order is a sorted array searched with
-``np.searchsorted`` and counted with ``np.unique`` — never a dict per n-gram.
+``np.searchsorted`` — never a dict per n-gram. Order n is counted from order n-1 (numba,
+``_kernels``): the positions sorted by their (n-1)-gram, shifted by one, are the positions
+grouped by their n-gram's prefix, so only the small groups need sorting by word.
 """
 
 from __future__ import annotations
@@ -52,8 +54,16 @@ class NgramCounts:
 def lookup(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Row of each query key in the sorted ``keys``, or -1 (negative queries are never found)."""
     if len(keys) == 0:
-        return np.full(query.shape, -1, dtype=np.int64)
-    pos = np.searchsorted(keys, query)
+        return np.full(np.shape(query), -1, dtype=np.int64)
+    flat = np.ravel(query)
+    if flat.size > 1 << 14 and (np.diff(flat) < 0).any():
+        # binary searches in ascending query order walk the keys' cache lines in order: sort first
+        order = np.argsort(flat)
+        pos = np.empty(flat.size, dtype=np.int64)
+        pos[order] = np.searchsorted(keys, flat[order])
+        pos = pos.reshape(np.shape(query))
+    else:
+        pos = np.searchsorted(keys, query)
     pos = np.minimum(pos, len(keys) - 1)
     found = (keys[pos] == query) & (query >= 0)
     return np.where(found, pos, -1)
@@ -149,6 +159,8 @@ def pack_sentences(sequences: Iterable[list[int]], bos_id: int, eos_id: int) -> 
 def count_ngrams(tokens: np.ndarray, order: int, vocab_size: int, *, bos_id: int, eos_id: int | None = None,
                  unk_id: int | None = None, pad_id: int | None = None) -> NgramCounts:
     """Count all orders 1..``order`` of ``tokens`` (sentences each starting with ``bos_id``)."""
+    from . import _kernels
+
     check_number("order", order, low=1, integer=True)
     tokens = np.asarray(tokens, dtype=np.int64)
     starts = np.flatnonzero(tokens == bos_id)
@@ -168,20 +180,12 @@ def count_ngrams(tokens: np.ndarray, order: int, vocab_size: int, *, bos_id: int
     rows = tokens  # row of the n-gram ending at each position (order 1: the id itself)
     last = kenlm_last_position(tokens, starts[sentence], order, bos_id, eos_id, unk_id)
     kenlm_last = [int(tokens[last])]
+    by_row = _kernels.sort_by(tokens, vocab_size, np.arange(len(tokens)))  # positions in order-1 row order
     for n in progress(range(2, order + 1), desc="counting n-grams", unit="order"):
-        valid = depth >= n - 1
-        prev = np.empty_like(rows)
-        prev[0] = -1
-        prev[1:] = rows[:-1]
-        packed = prev[valid] * vocab_size + tokens[valid]
-        uniq, inverse, cnt = np.unique(packed, return_inverse=True, return_counts=True)
-        new_rows = np.full(len(tokens), -1, dtype=np.int64)
-        new_rows[valid] = inverse
-        suf = np.empty(len(uniq), dtype=np.int64)
-        suf[inverse] = rows[valid]  # the (n-1)-gram ending at the same position
+        uniq, cnt, new_rows, first, by_row = _kernels.next_order(tokens, depth, rows, by_row, n, vocab_size)
         keys.append(uniq)
-        counts.append(cnt.astype(np.int64))
-        suffix.append(suf)
+        counts.append(cnt)
+        suffix.append(rows[first])  # the (n-1)-gram ending at the same position
         rows = new_rows
         kenlm_last.append(int(rows[last]))
     return NgramCounts(vocab_size, keys, counts, suffix, bos_id=bos_id, eos_id=eos_id, unk_id=unk_id,

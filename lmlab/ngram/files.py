@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 from ..core.errors import InputError, ModelError
-from ..models import load_model, save_model_dir
 from .arpa import read_arpa, write_arpa
 from .model import NgramLM
 
@@ -29,6 +28,8 @@ def load_ngram(path: str | os.PathLike):
         raise InputError(f"model not found: {p}", "pass an .arpa file or a model directory made by `lmlab ngram train`")
     if is_arpa_path(p):
         return read_arpa(p)
+    from ..models import load_model  # torch: only the model directory needs it
+
     lm, tokenizer = load_model(p)
     if not isinstance(lm, NgramLM):
         raise ModelError(f"{p} holds a {type(lm).__name__}, not an n-gram model", "pass an n-gram model directory")
@@ -42,5 +43,7 @@ def save_ngram(lm: NgramLM, tokenizer, path: str | os.PathLike) -> str:
     if is_arpa_path(path):
         write_arpa(lm, tokenizer, path)
         return "arpa"
+    from ..models import save_model_dir  # torch: only the model directory needs it
+
     save_model_dir(path, *lm.to_state(), tokenizer=tokenizer)
     return "directory"

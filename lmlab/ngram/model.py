@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..core.errors import ConfigError, ModelError
 from ..core.progress import progress
@@ -22,6 +22,9 @@ from ..core.validate import check_number
 from ..lm import LanguageModel, State, as_id_tensor
 from .counts import KeyIndex, NgramCounts, count_ngrams, lookup, pack_sentences, suffix_rows
 from .smoothing import SMOOTHINGS, estimate
+
+if TYPE_CHECKING:  # torch is imported where it is used: training and writing ARPA files go without it
+    import torch
 
 
 class NgramLM(LanguageModel):
@@ -90,12 +93,18 @@ class NgramLM(LanguageModel):
         return [int(np.isfinite(self.logprobs[0]).sum())] + [len(k) for k in self.keys[1:]]
 
     def initial_state(self, batch_size: int) -> State:
+        import torch
+
         return torch.full((batch_size, self.order - 1), -1, dtype=torch.long)
 
     def select_state(self, state: State, index: torch.Tensor) -> State:
+        import torch
+
         return state[index.to(torch.long)]
 
     def next_logprobs(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        import torch
+
         tokens = as_id_tensor(tokens, self.vocab_size)
         # the state always holds N-1 columns (-1 = nothing yet), so the new state is the last N-1 of both
         history = torch.cat([state, tokens], dim=1)[:, tokens.shape[1]:]
@@ -136,6 +145,8 @@ class NgramLM(LanguageModel):
         return dist
 
     def score(self, ids: torch.Tensor) -> torch.Tensor:
+        import torch
+
         ids = as_id_tensor(ids, self.vocab_size)
         if ids.shape[1] < 2:
             return torch.zeros(ids.shape[0], 0, dtype=torch.float64)
@@ -184,6 +195,8 @@ class NgramLM(LanguageModel):
 
     # --- model directory --------------------------------------------------------------------
     def to_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        import torch
+
         config = {"model_type": "ngram", "order": self.order, "smoothing": self.smoothing, "flat": self.flat,
                   "normalized": self.normalized, "vocab_size": self.vocab_size, "bos_id": self.bos_id,
                   "eos_id": self.eos_id, "pad_id": self.pad_id, "unk_id": self.unk_id, "params": self.params,

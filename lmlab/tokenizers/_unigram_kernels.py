@@ -1,9 +1,7 @@
 """numba kernels behind ``unigram_trainer``: substring counting, lattice edges and pruning losses.
 
 Imported lazily by ``unigram_trainer``. Words and pieces are code-point arrays laid end to end
-(``offsets[w]`` is where word w starts). Strings are found through an open-addressing table
-keyed by a polynomial hash of their code points; every hit is checked code point by code
-point, so two strings with the same hash never get confused.
+(``offsets[w]`` is where word w starts); strings are found through ``core.string_table``.
 """
 
 from __future__ import annotations
@@ -13,26 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-_MULTIPLIER = np.uint64(0x100000001B3)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-@njit(cache=True, inline="always")
-def _extend(h, code):
-    return (h ^ np.uint64(code)) * _MULTIPLIER
-
-
-@njit(cache=True, inline="always")
-def _home(h, mask):
-    return np.int64((h * _GOLDEN) >> np.uint64(20)) & mask
-
-
-@njit(cache=True, inline="always")
-def _same(cp, lo, other, other_lo, n):
-    for k in range(n):
-        if cp[lo + k] != other[other_lo + k]:
-            return False
-    return True
+from ..core.string_table import VALUE, extend_hash, insert, lookup, new_slots, room
 
 
 @njit(cache=True)
@@ -57,11 +36,6 @@ def digamma_scores(counts):
     for i in range(counts.shape[0]):
         out[i] = digamma(counts[i]) - logsum
     return out
-
-
-# A string table: ``slots[k] = (hash, row)`` (row -1: free), ``entries[r] = (start, length, value)``
-# with row r's string at ``store[start:start + length]``.
-START, LENGTH, VALUE = 0, 1, 2
 
 
 @njit(cache=True)
@@ -94,69 +68,13 @@ def stable_order(keys):
 
 
 @njit(cache=True)
-def _new_slots(n):
-    """Slots for ``n`` strings at a load under one half."""
-    size = 16
-    while size < 2 * n:
-        size *= 2
-    slots = np.empty((size, 2), dtype=np.int64)
-    slots[:, 1] = -1
-    return slots
-
-
-@njit(cache=True)
-def _lookup(slots, entries, store, h, text, lo, n):
-    """(slot, row) of the string ``text[lo:lo+n]`` with hash ``h``; row -1 (and the free slot
-    where it would go) when absent."""
-    mask = slots.shape[0] - 1
-    key = np.int64(h)
-    slot = _home(h, mask)
-    while True:
-        r = slots[slot, 1]
-        if r == -1:
-            return slot, -1
-        if slots[slot, 0] == key and entries[r, LENGTH] == n and _same(store, entries[r, START], text, lo, n):
-            return slot, r
-        slot = (slot + 1) & mask
-
-
-@njit(cache=True)
-def _insert(slots, entries, n_rows, slot, h, start, length, value):
-    """File a new row (room permitting: the caller grows ``entries``) in the free ``slot``;
-    returns the slots (new ones when they had to grow)."""
-    entries[n_rows, START], entries[n_rows, LENGTH], entries[n_rows, VALUE] = start, length, value
-    slots[slot, 0], slots[slot, 1] = np.int64(h), n_rows
-    if 2 * (n_rows + 1) <= slots.shape[0]:
-        return slots
-    grown = _new_slots(slots.shape[0])
-    mask = grown.shape[0] - 1
-    for old in range(slots.shape[0]):
-        if slots[old, 1] != -1:
-            k = _home(np.uint64(slots[old, 0]), mask)
-            while grown[k, 1] != -1:
-                k = (k + 1) & mask
-            grown[k, 0], grown[k, 1] = slots[old, 0], slots[old, 1]
-    return grown
-
-
-@njit(cache=True)
-def _room(entries, n):
-    """``entries`` with room for at least ``n`` rows (doubled when full)."""
-    if n <= entries.shape[0]:
-        return entries
-    out = np.empty((max(n, 2 * entries.shape[0]), entries.shape[1]), dtype=entries.dtype)
-    out[:entries.shape[0]] = entries
-    return out
-
-
-@njit(cache=True)
 def substring_occurrences(cp, offsets, weights, max_len, boundary):
     """Every substring of 1..``max_len`` characters of every word (never holding ``boundary``
     after its first character). Returns the distinct substrings of two characters or more as
     rows of (start in ``cp`` of one occurrence, length, weighted count), and every occurrence
     as a row of (word, start, end, substring row — or -1 - code point for a single character)
     in word, start, end order."""
-    slots = _new_slots(1 << 16)
+    slots = new_slots(1 << 16)
     entries = np.empty((1 << 16, 3), dtype=np.int64)
     occurrences = np.empty((cp.shape[0] * 4 + 16, 4), dtype=np.int64)
     n = 0
@@ -164,19 +82,19 @@ def substring_occurrences(cp, offsets, weights, max_len, boundary):
     for w in range(offsets.shape[0] - 1):
         lo, hi = offsets[w], offsets[w + 1]
         for i in range(lo, hi):
-            occurrences = _room(occurrences, n_occ + max_len)
+            occurrences = room(occurrences, n_occ + max_len)
             occurrences[n_occ, 0], occurrences[n_occ, 1], occurrences[n_occ, 2] = w, i - lo, i + 1 - lo
             occurrences[n_occ, 3] = -1 - cp[i]
             n_occ += 1
-            h = _extend(np.uint64(0), cp[i])
+            h = extend_hash(np.uint64(0), cp[i])
             for j in range(i + 1, min(hi, i + max_len)):
                 if cp[j] == boundary:
                     break
-                h = _extend(h, cp[j])
-                slot, r = _lookup(slots, entries, cp, h, cp, i, j - i + 1)
+                h = extend_hash(h, cp[j])
+                slot, r = lookup(slots, entries, cp, h, cp, i, j - i + 1)
                 if r == -1:
-                    entries = _room(entries, n + 1)
-                    slots = _insert(slots, entries, n, slot, h, i, j - i + 1, 0)
+                    entries = room(entries, n + 1)
+                    slots = insert(slots, entries, n, slot, h, i, j - i + 1, 0)
                     r = n
                     n += 1
                 entries[r, VALUE] += weights[w]
@@ -191,18 +109,18 @@ def piece_table(cp, offsets):
     """A string table (slots, entries) of the pieces ``cp[offsets[p]:offsets[p+1]]`` and of all
     their prefixes; an entry's value is the piece id, or -1 for a prefix that is no piece."""
     n_pieces = offsets.shape[0] - 1
-    slots = _new_slots(2 * n_pieces)
+    slots = new_slots(2 * n_pieces)
     entries = np.empty((2 * n_pieces + 16, 3), dtype=np.int64)
     n = 0
     for p in range(n_pieces):
         lo, hi = offsets[p], offsets[p + 1]
         h = np.uint64(0)
         for j in range(lo, hi):
-            h = _extend(h, cp[j])
-            slot, r = _lookup(slots, entries, cp, h, cp, lo, j - lo + 1)
+            h = extend_hash(h, cp[j])
+            slot, r = lookup(slots, entries, cp, h, cp, lo, j - lo + 1)
             if r == -1:
-                entries = _room(entries, n + 1)
-                slots = _insert(slots, entries, n, slot, h, lo, j - lo + 1, -1)
+                entries = room(entries, n + 1)
+                slots = insert(slots, entries, n, slot, h, lo, j - lo + 1, -1)
                 r = n
                 n += 1
             if j == hi - 1:
@@ -215,7 +133,7 @@ def _find(table, piece_cp, h, text, lo, n):
     """The piece id of ``text[lo:lo+n]`` (hash ``h``) in ``table`` (see ``piece_table``), -1 for a
     prefix of some piece that is no piece, -2 when absent."""
     slots, entries = table
-    _, r = _lookup(slots, entries, piece_cp, h, text, lo, n)
+    _, r = lookup(slots, entries, piece_cp, h, text, lo, n)
     return -2 if r == -1 else entries[r, VALUE]
 
 
@@ -231,7 +149,7 @@ def lattice_edges(cp, offsets, piece_cp, table, max_len):
         for b in range(lo, hi):
             h = np.uint64(0)
             for e in range(b, min(hi, b + max_len)):
-                h = _extend(h, cp[e])
+                h = extend_hash(h, cp[e])
                 p = _find(table, piece_cp, h, cp, b, e - b + 1)
                 if p == -2:
                     break
@@ -280,7 +198,7 @@ def pruning_losses(piece_cp, piece_off, table, scores, freq, users, total, requi
                 continue
             h = np.uint64(0)
             for e in range(b + 1, L + 1):
-                h = _extend(h, piece_cp[lo + e - 1])
+                h = extend_hash(h, piece_cp[lo + e - 1])
                 p = _find(table, piece_cp, h, piece_cp, lo + b, e - b)
                 if p == -2:
                     break

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 from ..core.errors import DataError, ModelError
 from ..core.progress import progress
@@ -28,7 +29,9 @@ _CHAR_SPLIT_PATTERN = r"[\s\S]"
 
 def split_words(text: str) -> list[str]:
     """Split on runs of Unicode whitespace (HF ``WhitespaceSplit``)."""
-    return _WORD_RE.findall(text)
+    if "\x1c" in text or "\x1d" in text or "\x1e" in text or "\x1f" in text:
+        return _WORD_RE.findall(text)
+    return text.split()  # the same split where \x1c-\x1f (white space to Python only) do not occur
 
 
 class WordLevelTokenizer(TrainableTokenizer):
@@ -72,8 +75,8 @@ class WordLevelTokenizer(TrainableTokenizer):
         return split_words(text) if self.level == "word" else list(text)
 
     def _encode_text(self, text: str) -> list[int]:
-        ids, unk = self.ids, self._unk
-        return [ids.get(p, unk) for p in self.pieces(text)]
+        pieces = self.pieces(text)
+        return list(map(self.ids.get, pieces, repeat(self._unk, len(pieces))))
 
     def _encode_text_offsets(self, text: str) -> list[tuple[int, int, int]]:
         ids, unk = self.ids, self._unk

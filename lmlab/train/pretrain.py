@@ -216,6 +216,7 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     torch.manual_seed(train_config.seed)  # the same settings always start from the same weights
     model_obj = build_model(family, settings, tokenizer, extra_tokens=extra)
     recurrent = family not in TRANSFORMERS and family != RNN_SEQ2SEQ  # read as carried streams
+    recurrent = recurrent or bool(getattr(getattr(model_obj, "config", None), "memory_length", 0))  # Transformer-XL
     if scheduled_sampling and family not in ("lstm", "gru", "rnn"):
         raise ConfigError("scheduled sampling is for recurrent models", "use --family lstm, gru or rnn")
     if resume and (run / RUN_FILE).exists() and read_run(run)["tokenizer"] != tokenizer.fingerprint():

@@ -21,7 +21,8 @@ def stream_loss(model, tokens, *, context: int, batch_size: int = 16, stride: in
     """Mean cross-entropy (nats/token) of ``model`` over ``tokens`` (anything with ``read``)."""
     n = len(tokens) if max_tokens is None else min(len(tokens), max_tokens + 1)
     with torch.no_grad():
-        if getattr(model, "context_length", None) is None:
+        carried = getattr(model, "context_length", None) is None  # an RNN, or Transformer-XL's segment memory
+        if carried or getattr(getattr(model, "config", None), "memory_length", 0):
             return _carried_loss(model, _Prefix(tokens, n), batch_size, context)
         return _window_loss(model, tokens, n, model.context_length, stride or model.context_length // 2,
                             batch_size)
