@@ -14,9 +14,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="directory to write the quantized model to")
     p.add_argument("--group-size", type=int, default=None, help="values per scale (default: the method's)")
     p.add_argument("--no-head", action="store_true", help="keep the output projection in float")
-    p.add_argument("--head-method", default=None, choices=[m for m, spec in METHODS.items() if not spec.calibrated],
-                   help="quantize the output projection by this calibration-free method instead (e.g. int8-group: "
-                        "llama.cpp's Q4_0/Q4_1 files keep the tied head in Q8_0)")
     p.add_argument("--calibration", default="wikitext-2:train",
                    help="calibration text for gptq/awq/smoothquant: a file or NAME:SPLIT (default wikitext-2:train)")
     p.add_argument("--calibration-sequences", type=int, default=32)
@@ -36,11 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def complete(p: argparse.ArgumentParser) -> None:
-    """--method, whose choices come from ``lmlab.quant`` (it imports torch)."""
+    """--method and --head-method, whose choices come from ``lmlab.quant`` (it imports torch)."""
     from ..quant import METHODS
 
     p.add_argument("--method", required=True, choices=[*METHODS, "gguf"],
                    help="quantization method; gguf keeps a GGUF model's own block codes (Q4_1, Q8_0, ...)")
+    p.add_argument("--head-method", default=None, choices=[m for m, spec in METHODS.items() if not spec.calibrated],
+                   help="quantize the output projection by this calibration-free method instead (e.g. int8-group: "
+                        "llama.cpp's Q4_0/Q4_1 files keep the tied head in Q8_0)")
 
 
 def run(args: argparse.Namespace) -> int:
