@@ -33,11 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def complete(p: argparse.ArgumentParser) -> None:
-    """--method, whose choices come from ``lmlab.quant`` (it imports torch)."""
+    """--method and --head-method, whose choices come from ``lmlab.quant`` (it imports torch)."""
     from ..quant import METHODS
 
     p.add_argument("--method", required=True, choices=[*METHODS, "gguf"],
                    help="quantization method; gguf keeps a GGUF model's own block codes (Q4_1, Q8_0, ...)")
+    p.add_argument("--head-method", default=None, choices=[m for m, spec in METHODS.items() if not spec.calibrated],
+                   help="quantize the output projection by this calibration-free method instead (e.g. int8-group: "
+                        "llama.cpp's Q4_0/Q4_1 files keep the tied head in Q8_0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             calibration = calibration_ids(tokenizer, open_corpus(args.calibration), args.calibration_sequences,
                                           args.calibration_length)
         quantize_model(lm, args.method, group_size=args.group_size, calibration=calibration,
-                       act_order=args.act_order, damp=args.damp, alpha=args.alpha, head=not args.no_head)
+                       act_order=args.act_order, damp=args.damp, alpha=args.alpha, head=not args.no_head,
+                       head_method=args.head_method)
     save_model_dir(args.out, *lm.to_state(), tokenizer=tokenizer)
     result = {"model": args.model, "method": args.method, "out": args.out, **weight_bits(lm),
               "size_mb": directory_mb(args.out)}
