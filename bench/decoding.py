@@ -1,5 +1,6 @@
 """Advanced decoding on SmolLM2-135M-Instruct: speculative decoding against ``transformers``, exactness on
-20 prompts, MBR on Multi30k, FUDGE on SST-2.
+20 prompts, MBR on Multi30k, FUDGE on SST-2, contrastive decoding and search on WikiText-2, self-consistency
+on GSM8K.
 
 Sections (``--only`` picks some; each is bounded by its flags):
 
@@ -12,23 +13,34 @@ Sections (``--only`` picks some; each is bounded by its flags):
 * ``draft`` — chat prompts (Self-Instruct seed tasks), plain vs speculative with a draft model
   (``--draft``, made by ``bench/draft_model.py``): lmlab vs ``transformers`` assisted generation with the
   same draft (exported to a Hugging Face directory), ``--draft-tokens`` a step (constant schedule, no
-  confidence threshold: the same rule on both sides), batch 1.
+  confidence threshold: the same rule on both sides), batch 1; and lmlab with a trigram model of the draft's
+  training answers (``answers.jsonl`` beside ``--draft``) as the draft.
 * ``server`` — the same chat prompts from ``--clients`` concurrent clients through ``Scheduler`` (the
   continuous-batching loop ``lmlab serve`` runs): aggregate tokens/s plain vs speculative.
 * ``exactness`` — ``--exact-prompts`` chat prompts: speculative greedy (draft model, n-gram on the
   prompt, prompt lookup) equals plain greedy token for token.
 * ``mbr`` — Multi30k de→en test sentences with an lmlab translation model (``--mt-model``: a model
   directory or an ``lmlab pretrain --objective seq2seq`` run directory, its newest checkpoint): corpus BLEU
-  of greedy, beam search and MBR with chrF as utility over ``--mbr-samples`` ε-sampled hypotheses
+  (and chrF) of greedy, beam search and MBR with chrF as utility over ``--mbr-samples`` ε-sampled hypotheses
   (ε = 0.02, Freitag et al., 2023) and over a beam's n-best.
 * ``fudge`` — SST-2: a prefix classifier (logistic regression on TF-IDF of SST-2 training sentences and
   their prefixes) steers SmolLM2's continuations of neutral openings toward "positive" with strength
   λ ∈ ``--strengths``; reported: the share judged positive by an independent judge (naive Bayes on
   full sentences) and SmolLM2's mean log-probability of the text (fluency).
+* ``contrastive`` — ``--open-prompts`` WikiText-2 test openings (``--open-words`` words) continued for
+  ``--open-new-tokens`` tokens: greedy, contrastive search (α = 0.6, k = 4) and contrastive decoding (α = 0.1)
+  with a bigram amateur (WikiText-2 training text on SmolLM2's ids) and, with ``--draft``, the draft model as
+  amateur; reported: seq-rep-2/3/4, diversity, coherence (MiniLM cosine of opening and continuation) and
+  SmolLM2's mean log-probability of the continuation.
+* ``selfconsistency`` — ``--sc-items`` GSM8K test problems (zero-shot chat prompts): accuracy of greedy vs
+  a majority vote over ``--sc-samples`` samples (the GSM8K task's answer extraction), and how often any
+  sample was right.
 
 Timing figures are noisy on a shared machine: every variant is measured in the same run, interleaved,
 with the load average and the CPU reported. The last line is one JSON object.
 Run: python bench/decoding.py --draft runs/draft/model [--mt-model DIR] [--threads 2] [--only lookup,draft]
+(docs/decoding.md's MBR figures: ``--mt-model runs/mt-rnn-luong-300/model``, the model directory of
+``bench/mt.py --model rnn-luong --steps 300 --out runs/mt-rnn-luong-300``)
 """
 
 from __future__ import annotations
@@ -55,7 +67,7 @@ from lmlab.generate.speculative import ModelDraft, PromptLookup, PromptNgram, Sp
 from lmlab.models import load_model  # noqa: E402
 
 DATA = Path(os.environ.get("LMLAB_DATA", HERE.parent.parent / "shared" / "data"))
-SECTIONS = ("lookup", "draft", "server", "exactness", "mbr", "fudge")
+SECTIONS = ("lookup", "draft", "server", "exactness", "mbr", "fudge", "contrastive", "selfconsistency")
 
 
 def say(message: str) -> None:
@@ -228,6 +240,14 @@ def section_draft(args, lm, tok, hf, draft) -> dict:
     variants = {"lmlab_plain": lambda p: lmlab_run(engine, p, plain),
                 "lmlab_draft": lambda p: lmlab_run(engine, p, fixed),
                 "lmlab_draft_adaptive": lambda p: lmlab_run(engine, p, adaptive)}
+    answers = Path(args.draft).parent / "answers.jsonl"
+    if answers.exists():  # a trigram model of the same distilled answers drafts too (no peer has one)
+        from lmlab.ngram.model import NgramLM
+
+        texts = [json.loads(line)["messages"][-1]["content"] for line in open(answers, encoding="utf-8")]
+        ngram = NgramLM.fit_corpus(texts, tok, order=3, smoothing="wb")
+        by_ngram = plain.with_(method=Speculative(ModelDraft(ngram), draft_tokens=args.draft_tokens))
+        variants["lmlab_ngram_draft"] = lambda p: lmlab_run(engine, p, by_ngram)
     if hf is not None:
         assistant = hf_draft(draft, tok, Path(args.work) / "draft-hf")
         variants["hf_plain"] = lambda p: hf_run(hf, p, args.max_new_tokens, tok.eos_id)
@@ -245,6 +265,9 @@ def section_draft(args, lm, tok, hf, draft) -> dict:
            "lmlab_adaptive_speedup": v["lmlab_draft_adaptive"]["tokens_per_s"] / v["lmlab_plain"]["tokens_per_s"],
            "lmlab_identical_to_plain": agreement(runs["lmlab_plain"], runs["lmlab_draft"]),
            "draft_cost": draft_cost(lm, draft, prompts[0])}
+    if "lmlab_ngram_draft" in v:
+        out["lmlab_ngram_speedup"] = v["lmlab_ngram_draft"]["tokens_per_s"] / v["lmlab_plain"]["tokens_per_s"]
+        out["lmlab_ngram_identical_to_plain"] = agreement(runs["lmlab_plain"], runs["lmlab_ngram_draft"])
     if hf is not None:
         out["hf_speedup"] = v["hf_assisted"]["tokens_per_s"] / v["hf_plain"]["tokens_per_s"]
         out["hf_identical_to_plain"] = agreement(runs["hf_plain"], runs["hf_assisted"])
@@ -310,6 +333,7 @@ def section_exactness(args, lm, tok, draft) -> dict:
     drafters = {"prompt_lookup": PromptLookup(max_ngram=args.lookup_ngram), "ngram_on_prompt": PromptNgram()}
     if draft is not None:
         drafters["draft_model"] = ModelDraft(draft)
+    drafters = {name: d for name, d in drafters.items() if name in args.exact_drafters}
     want = [engine.generate([Request(p, settings=plain)])[0].ids for p in prompts]
     out = {"prompts": len(prompts), "max_new_tokens": args.exact_tokens}
     for name, drafter in drafters.items():
@@ -345,6 +369,7 @@ def translation_model(path: Path):
 
 def section_mbr(args) -> dict:
     from lmlab.eval.bleu import corpus_bleu
+    from lmlab.eval.chrf import corpus_chrf
     from lmlab.eval.utility import utility
     from lmlab.generate.sampling import run_one
     from lmlab.generate.select import MBR
@@ -357,8 +382,10 @@ def section_mbr(args) -> dict:
     start = time.perf_counter()
     greedy = translate(model, tok, src)
     out["greedy_bleu"] = corpus_bleu(greedy, [ref]).score
+    out["greedy_chrf"] = corpus_chrf(greedy, [ref]).score
     beam = translate(model, tok, src, beam_size=5)
     out["beam5_bleu"] = corpus_bleu(beam, [ref]).score
+    out["beam5_chrf"] = corpus_chrf(beam, [ref]).score
     chrf = MBR(utility("chrf"), "chrf")
     limit = min(model.context_length, 64) - 1
     sampled = DecodingSettings(best_of=args.mbr_samples, epsilon=0.02, select=chrf, max_new_tokens=limit, seed=0)
@@ -371,6 +398,8 @@ def section_mbr(args) -> dict:
     model.source = None
     out["mbr_chrf_sampled_bleu"] = corpus_bleu(mbr_sample, [ref]).score
     out["mbr_chrf_beam_bleu"] = corpus_bleu(mbr_beam, [ref]).score
+    out["mbr_chrf_sampled_chrf"] = corpus_chrf(mbr_sample, [ref]).score
+    out["mbr_chrf_beam_chrf"] = corpus_chrf(mbr_beam, [ref]).score
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -402,13 +431,108 @@ def section_fudge(args, lm, tok) -> dict:
         requests = [Request([tok.start_id, *tok.encode(o)], settings=settings) for o in openings]
         start = time.perf_counter()
         outs = engine.generate(requests)
+        seconds = time.perf_counter() - start
         full = [openings[i // args.fudge_samples] + outs[i].text for i in range(len(outs))]
         positive = label_probabilities(judge, full, judge.classes.index("1"))
+        total = count = 0.0
+        for i, o in enumerate(outs):  # SmolLM2's own log-probability of each continuation (fluency)
+            prompt = requests[i // args.fudge_samples].prompt
+            if o.ids:
+                total += float(lm.score(torch.tensor([list(prompt) + o.ids]))[0, len(prompt) - 1:].sum())
+                count += len(o.ids)
         out[f"strength_{strength:g}"] = {
             "judged_positive": float((positive > 0.5).mean()), "mean_p_positive": float(positive.mean()),
-            "mean_logprob": float(sum(sum(o.logprobs) for o in outs) / max(1, sum(len(o.logprobs) for o in outs))),
-            "seconds": time.perf_counter() - start, "example": full[0]}
+            "smollm2_mean_logprob": total / max(count, 1), "seconds": seconds, "example": full[0]}
         say(f"  fudge λ={strength}: {out[f'strength_{strength:g}']['judged_positive']:.2f} judged positive")
+    return out
+
+
+def section_contrastive(args, lm, tok, draft) -> dict:
+    """WikiText-2 test paragraphs: their first ``--open-words`` words continued by greedy decoding,
+    contrastive decoding (amateurs: the draft model, a bigram model of WikiText-2 training text on SmolLM2's
+    ids) and contrastive search; Li et al. (2023) and Su et al. (2022) measure repetition, diversity,
+    coherence and fluency of such open-ended continuations."""
+    from lmlab.align.unlikelihood import repetition
+    from lmlab.embeddings.sentence import sentence_encoder
+    from lmlab.generate.contrastive_search import ContrastiveSearch
+    from lmlab.generate.guided import Contrastive
+    from lmlab.ngram.model import NgramLM
+
+    lines = [line.strip() for line in open(DATA / "wikitext-2" / "test.txt", encoding="utf-8")]
+    paragraphs = [line for line in lines if len(line.split()) > 60 and not line.startswith("=")][:args.open_prompts]
+    openings = [" ".join(p.split()[:args.open_words]) for p in paragraphs]
+    train = [line.strip() for line in open(DATA / "wikitext-2" / "train.txt", encoding="utf-8")]
+    train = [line for line in train if line and not line.startswith("=")][:args.amateur_lines]
+    bigram = NgramLM.fit_corpus(train, tok, order=2, smoothing="wb")
+    plain = DecodingSettings(greedy=True, max_new_tokens=args.open_new_tokens)
+    methods = {"greedy": plain, "contrastive_search": plain.with_(method=ContrastiveSearch(0.6, 4)),
+               "contrastive_bigram_amateur": plain.with_(method=Contrastive(bigram, alpha=0.1))}
+    if draft is not None:
+        methods["contrastive_draft_amateur"] = plain.with_(method=Contrastive(draft, alpha=0.1))
+    engine = Engine(lm, tok, decode_layout=False)
+    encoder = sentence_encoder("minilm")
+    opening_vectors = encoder(openings)
+    out: dict = {"prompts": len(openings), "open_words": args.open_words, "new_tokens": args.open_new_tokens,
+                 "bigram_amateur_lines": len(train)}
+    for name, settings in methods.items():
+        prompts = [[tok.start_id, *tok.encode(o)] for o in openings]
+        start = time.perf_counter()
+        outs = engine.generate([Request(p, settings=settings) for p in prompts])
+        seconds = time.perf_counter() - start
+        ids = [o.ids for o in outs]
+        logprob = sum(float(lm.score(torch.tensor([p + i]))[0, len(p) - 1:].sum()) for p, i in zip(prompts, ids, strict=True))
+        coherence = (opening_vectors * encoder([o.text for o in outs])).sum(1)
+        reps = {n: repetition(ids, n)[f"seq_rep_{n}"] for n in (2, 3, 4)}
+        out[name] = {"seq_rep_2": reps[2], "seq_rep_3": reps[3], "seq_rep_4": reps[4],
+                     "diversity": float((1 - reps[2]) * (1 - reps[3]) * (1 - reps[4])),
+                     "distinct_tokens": repetition(ids, 1)["distinct_tokens"],
+                     "coherence_minilm": float(coherence.mean()),
+                     "smollm2_mean_logprob": logprob / max(1, sum(len(i) for i in ids)),
+                     "seconds": seconds, "example": openings[0] + "|" + outs[0].text}
+        say(f"  {name}: rep-4 {reps[4]:.3f}, coherence {out[name]['coherence_minilm']:.3f}")
+    return out
+
+
+def section_selfconsistency(args, lm, tok) -> dict:
+    """GSM8K test problems, zero-shot chat prompts: greedy vs self-consistency (majority vote over
+    ``--sc-samples`` sampled solutions, answers extracted by the GSM8K task's flexible rule: the last number);
+    ``any_sample_right`` is the share of problems where at least one sample has the right answer (the vote's
+    ceiling)."""
+    from lmlab.eval.tasks import BUILTIN, extract_answer, normalize_number_answer
+    from lmlab.eval.utility import task_answer
+    from lmlab.generate.select import MajorityVote
+
+    rows = read_jsonl(DATA / "gsm8k" / "test.jsonl", args.sc_items)
+    strict = BUILTIN["gsm8k"][0]["answer_regex"]
+    gold = [normalize_number_answer(extract_answer(r["answer"], strict)) for r in rows]
+    prompts = [chat_prompt(tok, [{"role": "user", "content": r["question"] + "\nSolve it step by step and end "
+                                  "with the final number."}]) for r in rows]
+    answer = task_answer("gsm8k")
+    engine = Engine(lm, tok, decode_layout=False)
+    greedy = DecodingSettings(greedy=True, max_new_tokens=args.sc_tokens)
+    vote = DecodingSettings(best_of=args.sc_samples, n=args.sc_samples, temperature=args.sc_temperature, max_new_tokens=args.sc_tokens,
+                            select=MajorityVote(answer))
+    start = time.perf_counter()
+    greedy_answers = [answer(o.text) for o in engine.generate([Request(p, settings=greedy) for p in prompts])]
+    greedy_s = time.perf_counter() - start
+    voted, any_right, votes, loads = [], 0, [], []
+    start = time.perf_counter()
+    for i, p in enumerate(prompts):  # one problem at a time: best_of rows share a batch already
+        ranked = engine.generate([Request(p, settings=vote.with_(seed=i))])
+        best = ranked[0]
+        voted.append(best.info["answer"])
+        any_right += any(c.info["answer"] == gold[i] for c in ranked)
+        votes.append(best.info["votes"])
+        loads.append(os.getloadavg()[0])
+        say(f"  gsm8k {i + 1}/{len(prompts)}: greedy {greedy_answers[i]}, voted {best.info['answer']} "
+            f"({best.info['votes']} votes), gold {gold[i]}")
+    out = {"items": len(rows), "samples": args.sc_samples, "temperature": args.sc_temperature,
+           "max_new_tokens": args.sc_tokens,
+           "greedy_accuracy": sum(a == g for a, g in zip(greedy_answers, gold, strict=True)) / len(rows),
+           "self_consistency_accuracy": sum(a == g for a, g in zip(voted, gold, strict=True)) / len(rows),
+           "any_sample_right": any_right / len(rows), "mean_winning_votes": sum(votes) / len(votes),
+           "greedy_seconds": greedy_s,
+           "self_consistency_seconds": time.perf_counter() - start, "load": loads}
     return out
 
 
@@ -427,6 +551,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--exact-prompts", type=int, default=20)
     ap.add_argument("--exact-tokens", type=int, default=48)
+    ap.add_argument("--exact-drafters", nargs="+", default=["prompt_lookup", "ngram_on_prompt", "draft_model"],
+                    choices=["prompt_lookup", "ngram_on_prompt", "draft_model"])
     ap.add_argument("--mt-model", default=None, help="an lmlab translation model directory (de→en)")
     ap.add_argument("--mt-items", type=int, default=200)
     ap.add_argument("--mbr-samples", type=int, default=16)
@@ -435,6 +561,14 @@ def main() -> None:
     ap.add_argument("--fudge-samples", type=int, default=4)
     ap.add_argument("--fudge-tokens", type=int, default=24)
     ap.add_argument("--strengths", type=float, nargs="+", default=[0.0, 2.0, 5.0])
+    ap.add_argument("--open-prompts", type=int, default=16, help="contrastive: WikiText-2 openings")
+    ap.add_argument("--open-words", type=int, default=24)
+    ap.add_argument("--open-new-tokens", type=int, default=64)
+    ap.add_argument("--amateur-lines", type=int, default=6000, help="WikiText-2 training lines of the bigram amateur")
+    ap.add_argument("--sc-items", type=int, default=30, help="self-consistency: GSM8K test problems")
+    ap.add_argument("--sc-samples", type=int, default=8)
+    ap.add_argument("--sc-temperature", type=float, default=0.7)
+    ap.add_argument("--sc-tokens", type=int, default=192)
     ap.add_argument("--no-peer", action="store_true", help="skip transformers")
     ap.add_argument("--work", default="runs/decoding-bench", help="scratch directory (the draft exported for HF)")
     args = ap.parse_args()
@@ -464,6 +598,10 @@ def main() -> None:
                              {"skipped": "no --mt-model (an lmlab de→en translation model directory)"})
         elif section == "fudge":
             result["fudge"] = section_fudge(args, lm, tok)
+        elif section == "contrastive":
+            result["contrastive"] = section_contrastive(args, lm, tok, draft)
+        elif section == "selfconsistency":
+            result["selfconsistency"] = section_selfconsistency(args, lm, tok)
         say(json.dumps(result.get(section), default=str)[:600])
     result["load_after"] = os.getloadavg()[0]
     print(json.dumps(result, default=str))

@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-pruning", action="store_true")
+    ap.add_argument("--no-distillation", action="store_true", help="only the pruning rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     teacher, tok = load_model("smollm2-135m-instruct")
@@ -61,11 +62,13 @@ def main() -> None:
         return compare_models(teacher, model, eval_ids, window=512, stride=256)["perplexity"]
 
     report["teacher_perplexity"] = compare_models(teacher, teacher, eval_ids, window=512, stride=256)["perplexity"]
-    report["student_untrained_perplexity"] = ppl(student_from_teacher(teacher))
+    print(json.dumps({"teacher": report["teacher_perplexity"]}), flush=True)
     config = TrainConfig(steps=args.steps, lr=args.lr, warmup=min(20, args.steps // 10), weight_decay=0.0,
                          log_every=10, device="cpu", seed=0)
-    for label, objective in (("with_teacher", Distillation(teacher, args.temperature, args.alpha)),
-                             ("without_teacher", CausalLM())):
+    if not args.no_distillation:
+        report["student_untrained_perplexity"] = ppl(student_from_teacher(teacher))
+    students = (("with_teacher", Distillation(teacher, args.temperature, args.alpha)), ("without_teacher", CausalLM()))
+    for label, objective in students if not args.no_distillation else ():
         student = student_from_teacher(teacher)
         source = RandomWindows(TokenArray(train_ids, tok.vocab_size), args.batch_size, args.context, seed=0)
         with tempfile.TemporaryDirectory() as run:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import importlib.util
 import json
 import math
@@ -30,6 +31,7 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +43,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from lmlab.data import open_corpus  # noqa: E402
+from lmlab.formats.gguf import read_gguf  # noqa: E402
 from lmlab.generate.chat_template import chat_prompt  # noqa: E402
 from lmlab.lm import windows  # noqa: E402
 from lmlab.models import load_model  # noqa: E402
@@ -64,7 +67,10 @@ LMLAB = {"int8": ("int8", {}), "int8-g32": ("int8-group", {"group_size": 32}),
          "gptq-g32": ("gptq", {"group_size": 32, "symmetric": True}),
          "gptq-zp-g32": ("gptq", {"group_size": 32, "act_order": True}),
          "awq-g32": ("awq", {"group_size": 32, "symmetric": True}),
-         "smoothquant-w8a8": ("smoothquant", {})}
+         "smoothquant-w8a8": ("smoothquant", {}),
+         # the tied head in 8 bits, as llama.cpp's Q4_0/Q4_1 files keep it: equal bits per weight to those files
+         "int4-g32-head8": ("int4", {"group_size": 32, "head_method": "int8-group"}),
+         "gptq-g32-head8": ("gptq", {"group_size": 32, "symmetric": True, "head_method": "int8-group"})}
 SPEED = ("fp32", "gguf-Q4_1", "int8", "int8-g32", "int4-g32")
 FTYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15}
 
@@ -79,31 +85,41 @@ def llama_quantize(src: Path, dst: Path, kind: str, threads: int) -> Path:
     return dst
 
 
-def llama_logits(path: Path, ids: list[int], window: int, stride: int, threads: int) -> list[np.ndarray]:
-    """llama.cpp's logits at every position of each sliding window over ``ids``."""
+def matrix_bits(path: Path) -> float:
+    """Bits per weight of a GGUF file's matrices as stored (llama.cpp keeps some, e.g. the embedding
+    or a row width its type cannot split, in a wider type than the file's name says)."""
+    matrices = [t for t in read_gguf(path).tensors.values() if len(t.shape) == 2]
+    return sum(t.n_bytes for t in matrices) * 8 / sum(t.n_elements for t in matrices)
+
+
+def llama_logits(path: Path, ids: list[int], window: int, stride: int, threads: int) -> Iterator[np.ndarray]:
+    """llama.cpp's logits at every position of each sliding window over ``ids``, one window at a time."""
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(path), n_ctx=window, n_batch=window, n_threads=threads, n_threads_batch=threads,
                 logits_all=True, verbose=False)
-    out = []
-    for begin, end, _ in windows(len(ids), window, stride):
-        llm.reset()
-        llm.eval(ids[begin:end])
-        out.append(np.array(llm.scores[: end - begin], dtype=np.float32))
-    del llm
-    return out
+    try:
+        for begin, end, _ in windows(len(ids), window, stride):
+            llm.reset()
+            llm.eval(ids[begin:end])
+            yield np.array(llm.scores[: end - begin], dtype=np.float32)
+    finally:
+        llm.close()
 
 
-def quality_from_logits(ref_logits: list[torch.Tensor], logits: list, ids: list[int], window: int,
+def scored_log_probs(logits, begin: int, end: int, first: int) -> torch.Tensor:
+    """Log-probabilities at the positions a window scores (position t predicts token t + 1)."""
+    return F.log_softmax(torch.as_tensor(logits)[first - begin - 1:end - begin - 1].float(), -1)
+
+
+def quality_from_logits(reference: list[torch.Tensor], logits: Iterable, ids: list[int], window: int,
                         stride: int) -> dict:
-    """Perplexity / KL / top-1 of precomputed window logits against the reference's."""
+    """Perplexity / KL / top-1 of window logits (streamed) against the reference's scored log-probabilities."""
     nll = ref_nll = kl = 0.0
     agree = tokens = 0
-    for (begin, end, first), ref, out in zip(windows(len(ids), window, stride), ref_logits, logits, strict=True):
-        rows = slice(first - begin - 1, end - begin - 1)
+    for (begin, end, first), r, out in zip(windows(len(ids), window, stride), reference, logits, strict=True):
         targets = torch.tensor(ids[first:end])[:, None]
-        r = F.log_softmax(ref[rows].float(), -1)
-        o = F.log_softmax(torch.as_tensor(out)[rows].float(), -1)
+        o = scored_log_probs(out, begin, end, first)
         ref_nll -= float(r.gather(1, targets).sum())
         nll -= float(o.gather(1, targets).sum())
         kl += float((r.exp() * (r - o)).sum())
@@ -114,8 +130,9 @@ def quality_from_logits(ref_logits: list[torch.Tensor], logits: list, ids: list[
 
 
 @torch.no_grad()
-def lmlab_window_logits(lm, ids: list[int], window: int, stride: int) -> list[torch.Tensor]:
-    return [lm(torch.tensor([ids[b:e]]))[0][0].float() for b, e, _ in windows(len(ids), window, stride)]
+def lmlab_window_logits(lm, ids: list[int], window: int, stride: int) -> Iterator[torch.Tensor]:
+    for b, e, _ in windows(len(ids), window, stride):
+        yield lm(torch.tensor([ids[b:e]]))[0][0].float()
 
 
 @torch.no_grad()
@@ -135,6 +152,7 @@ def main() -> None:
     ap.add_argument("--calibration-length", type=int, default=256)
     ap.add_argument("--methods", default=",".join(LMLAB), help="lmlab variants to measure (comma-separated)")
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--no-round-trip", action="store_true", help="skip the GGUF round trip with llama.cpp")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     flags = cpu_flags()
@@ -144,20 +162,9 @@ def main() -> None:
     fp32, tok = load_model("smollm2-135m-instruct")
     ids = text_tokens(tok, open_corpus("wikitext-2:test"), args.eval_tokens)
     calib = calibration_ids(tok, open_corpus("wikitext-2:train"), args.calibration_sequences, args.calibration_length)
-    ref_logits = lmlab_window_logits(fp32, ids, args.window, args.stride)
-    models = {"fp32": fp32, "gguf-Q4_1": load_model("smollm2-135m-instruct", quantized=True)[0]}
-    for label in args.methods.split(","):
-        method, options = LMLAB[label]
-        models[label] = quantize_model(copy.deepcopy(fp32), method, calibration=calib, **options)
-    rows: dict = {}
-    for label, lm in models.items():
-        kernels = sorted({m.kernel for m in quantized_layers(lm).values()})
-        rows[label] = {**weight_bits(lm), "kernels": kernels,
-                       **(quality_from_logits(ref_logits, lmlab_window_logits(lm, ids, args.window, args.stride),
-                                              ids, args.window, args.stride) if label != "fp32" else {})}
-        print(json.dumps({label: rows[label]}), flush=True)
-    report["lmlab"] = rows
-
+    reference = [scored_log_probs(out, b, e, f) for (b, e, f), out
+                 in zip(windows(len(ids), args.window, args.stride),
+                        lmlab_window_logits(fp32, ids, args.window, args.stride), strict=True)]
     llama = {}
     work = Path(tempfile.mkdtemp(prefix="lmlab-quant-bench-"))
     if importlib.util.find_spec("llama_cpp") is not None:
@@ -165,13 +172,32 @@ def main() -> None:
         files = {"Q4_1": smollm2_gguf(), "Q8_0": llama_quantize(f16, work / "llama.Q8_0.gguf", "Q8_0", args.threads),
                  "Q4_0": llama_quantize(f16, work / "llama.Q4_0.gguf", "Q4_0", args.threads),
                  "Q4_K_M": llama_quantize(f16, work / "llama.Q4_K_M.gguf", "Q4_K_M", args.threads)}
-        bpw = {"Q4_0": 4.5, "Q4_1": 5.0, "Q8_0": 8.5}
         for kind in ("Q8_0", "Q4_0", "Q4_1"):
-            llama[kind] = {"bits_per_weight": bpw[kind],
-                           **quality_from_logits(ref_logits, llama_logits(files[kind], ids, args.window, args.stride,
+            llama[kind] = {"bits_per_weight": matrix_bits(files[kind]),
+                           **quality_from_logits(reference, llama_logits(files[kind], ids, args.window, args.stride,
                                                                           args.threads), ids, args.window, args.stride)}
             print(json.dumps({f"llama.cpp {kind}": llama[kind]}), flush=True)
-        # GGUF round trip: the same file in both programs, next-token logits after a prompt
+    builds = {"fp32": lambda: fp32, "gguf-Q4_1": lambda: load_model("smollm2-135m-instruct", quantized=True)[0]}
+    for label in args.methods.split(","):
+        method, options = LMLAB[label]
+        builds[label] = lambda method=method, options=options: quantize_model(copy.deepcopy(fp32), method,
+                                                                             calibration=calib, **options)
+    models: dict = {}  # only the variants timed later stay in memory
+    rows: dict = {}
+    for label, build in builds.items():
+        lm = build()
+        kernels = sorted({m.kernel for m in quantized_layers(lm).values()})
+        rows[label] = {**weight_bits(lm), "kernels": kernels,
+                       **(quality_from_logits(reference, lmlab_window_logits(lm, ids, args.window, args.stride),
+                                              ids, args.window, args.stride) if label != "fp32" else {})}
+        print(json.dumps({label: rows[label]}), flush=True)
+        if label in SPEED and not args.no_speed:
+            models[label] = lm
+        del lm
+        gc.collect()
+    report["lmlab"] = rows
+
+    if llama and not args.no_round_trip:  # the same file in both programs, next-token logits after a prompt
         probe = tok.encode("The capital of France is Paris, and the capital of Germany is")
         trip = {}
         for kind in ("Q8_0", "Q4_0", "Q4_1"):
@@ -181,7 +207,9 @@ def main() -> None:
             trip[f"llama.cpp {kind} in lmlab"] = files[kind]
         round_trip = {}
         for name, path in trip.items():
-            theirs = llama_logits(path, probe, len(probe), len(probe) - 1, args.threads)[0][-1]
+            one_window = llama_logits(path, probe, len(probe), len(probe) - 1, args.threads)
+            theirs = next(one_window)[-1]
+            one_window.close()
             lm_kept = load_gguf(path, quantized=True)[0]
             lm_float = load_gguf(path)[0]
             mine, mine_float = next_token_logits(lm_kept, probe), next_token_logits(lm_float, probe)
@@ -216,12 +244,15 @@ def main() -> None:
                  for k, v in runs.items()}
         report["speed"] = speed
         if llama:
-            ref41, ref80 = speed["llama.cpp Q4_1"]["decode_tokens_per_s"], speed["llama.cpp Q8_0"]["decode_tokens_per_s"]
-            four = max(("gguf-Q4_1", "int4-g32"), key=lambda k: speed.get(k, {}).get("decode_tokens_per_s", 0))
-            eight = max(("int8", "int8-g32"), key=lambda k: speed.get(k, {}).get("decode_tokens_per_s", 0))
-            report["targets"] = {
-                "fastest_4bit": four, "decode_ratio_4bit_vs_llama_q4_1": speed[four]["decode_tokens_per_s"] / ref41,
-                "fastest_int8": eight, "decode_ratio_int8_vs_llama_q8_0": speed[eight]["decode_tokens_per_s"] / ref80}
+            targets = {}
+            for bits, candidates, peer in (("4bit", ("gguf-Q4_1", "int4-g32"), "Q4_1"), ("int8", ("int8", "int8-g32"), "Q8_0")):
+                measured = [k for k in candidates if k in speed]
+                if measured:  # only the variants this run measured (--methods may leave some out)
+                    best = max(measured, key=lambda k: speed[k]["decode_tokens_per_s"])
+                    targets[f"fastest_{bits}"] = best
+                    targets[f"decode_ratio_{bits}_vs_llama_{peer.lower()}"] = (
+                        speed[best]["decode_tokens_per_s"] / speed[f"llama.cpp {peer}"]["decode_tokens_per_s"])
+            report["targets"] = targets
     print(json.dumps(report))
 
 

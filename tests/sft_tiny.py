@@ -24,17 +24,17 @@ def tiny_tokenizer() -> WordLevelTokenizer:
     return tok
 
 
-def tiny_model(tok, seed: int = 0, n_layers: int = 2) -> TransformerLM:
+def tiny_model(tok, seed: int = 0, n_layers: int = 2, context_length: int = 128) -> TransformerLM:
     torch.manual_seed(seed)
     cfg = TransformerConfig.from_preset("llama", vocab_size=tok.vocab_size, d_model=32, n_layers=n_layers,
-                                        n_heads=4, n_kv_heads=2, d_ff=64, context_length=128)
+                                        n_heads=4, n_kv_heads=2, d_ff=64, context_length=context_length)
     return TransformerLM(cfg, {"bos_id": tok.bos_id, "eos_id": tok.eos_id, "pad_id": tok.pad_id,
                                "unk_id": tok.unk_id}).eval()
 
 
-def save_tiny(path: Path, seed: int = 0) -> Path:
+def save_tiny(path: Path, seed: int = 0, context_length: int = 128) -> Path:
     tok = tiny_tokenizer()
-    return save_model_dir(path, *tiny_model(tok, seed).to_state(), tokenizer=tok)
+    return save_model_dir(path, *tiny_model(tok, seed, context_length=context_length).to_state(), tokenizer=tok)
 
 
 def rows(n: int = 40) -> list[dict]:

@@ -161,6 +161,21 @@ def test_final_output_rule_sends_feedback_until_the_answer_matches():
     assert "must match the pattern [0-9]+" in model.requests[1].messages[-1]["content"]
 
 
+def test_a_reply_cut_short_or_a_missing_forced_call_is_no_final_answer():
+    replies = iter([Reply('<tool_call>{"name": "calcul', [], "length"), Reply("Seven."),
+                    Reply("", [{"id": "c1", "name": "calculator", "arguments": '{"expression": "3 + 4"}'}],
+                          "tool_calls"), Reply("It is 7.")])
+    model = ScriptedModel(lambda r: next(replies), native_tools=True)
+    agent = Agent("a", "x", model, tools=[calculator_tool()], mode="tools", first_tool="calculator", max_tokens=9)
+    result = run(agent, "What is 3 + 4?")
+    assert result.status == "completed" and result.answer == "It is 7." and result.steps == 4
+    feedback = [m["content"] for m in model.requests[-1].messages if m["role"] == "user"][1:]
+    assert feedback[0].startswith("error: the reply was cut at 9 tokens before it ended")
+    assert feedback[1:] == ["error: this step must call a tool; call one"]
+    assert [r.tool_choice for r in model.requests][2:] == [{"type": "function", "function": {"name": "calculator"}},
+                                                           "auto"]  # forced until the first call is made
+
+
 def test_input_and_output_guardrails_refuse(tmp_path):
     from lmlab.agents.guardrails import REFUSAL, blocked_topics, pii
 

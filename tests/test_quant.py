@@ -278,10 +278,15 @@ def test_quantize_cli_saves_reports_and_generates(capsys, tmp_path):
     assert "the calibration text has 1700 tokens where 32 sequences of 256 need 8192" in capsys.readouterr().err
 
 
-def test_generate_quant_choices_are_the_calibration_free_methods():
+def test_generate_and_chat_quant_choices_are_the_calibration_free_methods():
+    from lmlab.cli import build_parser
     from lmlab.cli.generate import WEIGHT_ONLY
 
     assert set(WEIGHT_ONLY) == {m for m, spec in METHODS.items() if not spec.calibrated}
+    verbs = next(a for a in build_parser()._actions if a.choices and "chat" in a.choices).choices
+    for verb in ("generate", "chat"):
+        quant = next(a for a in verbs[verb]._actions if "--quant" in a.option_strings)
+        assert tuple(quant.choices) == WEIGHT_ONLY
 
 
 def test_lora_trains_on_a_quantized_base():
@@ -297,3 +302,72 @@ def test_lora_trains_on_a_quantized_base():
     loss.backward()
     assert q.blocks[1].mlp.down.lora_A.grad is not None
     assert not torch.allclose(before, q(ids)[0].detach())
+
+
+def test_the_server_batches_a_saved_quantized_model(tmp_path):
+    """`lmlab serve --model DIR` of a quantized directory: concurrent requests share the batch and
+    each gets the quantized model's own greedy continuation."""
+    import http.client
+    import threading
+    from urllib.parse import urlparse
+
+    from lmlab.models import load_model, save_model_dir
+    from lmlab.serve import create_app
+    from lmlab.serve.background import background
+
+    tok = WordLevelTokenizer("char").train([TEXT])
+    save_model_dir(tmp_path / "m", *quantize_model(make(tok.vocab_size), "int4").to_state(), tokenizer=tok)
+    lm, tok = load_model(tmp_path / "m")
+    assert isinstance(lm.blocks[0].mlp.up, QuantLinear)
+    prompts = ["the quick", "a", "lazy dog", "pack my"]
+    expected = [Engine(lm, tok, greedy=True).generate([Request(tok.encode(p), max_new_tokens=12)])[0].text
+                for p in prompts]
+
+    def complete(url: str, prompt: str) -> str:
+        parts = urlparse(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        conn.request("POST", "/v1/completions", headers={"Content-Type": "application/json"},
+                     body=json.dumps({"model": "q", "prompt": [tok.encode(prompt)], "max_tokens": 12, "temperature": 0}))
+        body = json.loads(conn.getresponse().read())
+        conn.close()
+        return body["choices"][0]["text"]
+
+    served = [None] * len(prompts)
+    with background(create_app(lm, tok, model_id="q", max_batch=4)) as url:
+        threads = [threading.Thread(target=lambda i=i: served.__setitem__(i, complete(url, prompts[i])))
+                   for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert served == expected
+
+
+def test_the_head_can_take_its_own_method(tmp_path):
+    """llama.cpp's Q4_0 files keep the tied embedding/head in Q8_0: head_method does the same here."""
+    from lmlab.models import load_model, save_model_dir
+
+    q = quantize_model(make(), "int4", head_method="int8-group")
+    assert (q.head.bits, q.head.group_size) == (8, 32) and q.blocks[0].mlp.up.bits == 4
+    ids = torch.randint(0, 40, (1, 12), generator=gen(13))
+    save_model_dir(tmp_path / "m", *q.to_state())
+    back, _ = load_model(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(back(ids)[0], q(ids)[0]) and back.head.bits == 8
+    with pytest.raises(LmlabError, match="head_method"):
+        quantize_model(make(), "int4", head_method="gptq")
+    with pytest.raises(LmlabError, match="head_method"):
+        quantize_model(make(), "int4", head=False, head_method="int8")
+
+
+def test_quantize_cli_head_method(capsys, tmp_path):
+    from lmlab.cli import main
+    from lmlab.models import load_model, save_model_dir
+
+    tok = WordLevelTokenizer("char").train([TEXT])
+    save_model_dir(tmp_path / "m", *make(tok.vocab_size).to_state(), tokenizer=tok)
+    assert main(["quantize", "--model", str(tmp_path / "m"), "--method", "int4", "--head-method", "int8-group",
+                 "--out", str(tmp_path / "q"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    back, _ = load_model(tmp_path / "q")
+    assert back.head.bits == 8 and back.blocks[1].mlp.down.bits == 4 and 4.5 < out["bits_per_weight"] < 8.5

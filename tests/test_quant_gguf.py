@@ -123,6 +123,27 @@ def test_export_refuses_what_gguf_cannot_hold(tiny, tmp_path):
         export_gguf(w8a8, tok, tmp_path / "x.gguf")
 
 
+def test_a_lora_model_is_refused_until_merged_and_then_carries_its_update(tiny, tmp_path):
+    import copy
+
+    from lmlab.peft.lora import LoraConfig, apply_lora
+    from lmlab.peft.merging import merge_and_unload
+
+    base, tok = tiny
+    tuned = apply_lora(copy.deepcopy(base), LoraConfig(r=4, targets=["q_proj", "down"]))
+    with torch.no_grad():  # a trained adapter: B away from its zero init
+        for layer in (tuned.blocks[0].attn.q_proj, tuned.blocks[1].mlp.down):
+            layer.lora_B.normal_(generator=torch.Generator().manual_seed(1))
+    with pytest.raises(LmlabError, match="blocks.0.attn.q_proj is a LoraLinear.*merge"):
+        export_gguf(tuned, tok, tmp_path / "x.gguf", "F16")
+    ids = torch.tensor([tok.encode("The quick brown fox jumps over the lazy dog.")])
+    with torch.no_grad():
+        want, before = tuned(ids)[0], base(ids)[0]
+        back, _ = load_gguf(export_gguf(merge_and_unload(tuned.eval()), tok, tmp_path / "m.gguf", "F16"))
+        got = back(ids)[0]
+    assert (got - want).abs().max() < 1e-2 * want.abs().max() < (before - want).abs().max()
+
+
 @pytest.mark.parametrize("name", ["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1"])
 def test_kept_blocks_run_as_their_dequantized_weight(tmp_path, name):
     from lmlab.formats.ggml_quants import BLOCK

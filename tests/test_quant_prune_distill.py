@@ -104,3 +104,40 @@ def test_distillation_runs_on_the_trainer(tmp_path):
     train(student, Distillation(teacher), source, TrainConfig(steps=3, lr=1e-3, device="cpu"), tmp_path / "run")
     assert not torch.equal(before, student.blocks[0].mlp.up.weight)
     assert torch.equal(teacher.blocks[0].mlp.up.weight, before)  # the teacher is untouched
+
+
+def test_distilbert_recipe_on_an_encoder(tmp_path):
+    """Sanh et al. 2019 on a BERT: both read the same masked input; KD and MLM at the masked
+    positions, hidden-state cosine at every position; trains on the trainer."""
+    from lmlab.train.denoising import MaskedLM
+    from lmlab.train.trainer import TrainConfig, train
+
+    torch.manual_seed(0)
+    teacher = TransformerLM(TransformerConfig.from_preset("bert", vocab_size=30, d_model=32, n_layers=4, n_heads=4,
+                                                          context_length=16)).eval()
+    student = student_from_teacher(teacher).eval()
+    masking = MaskedLM(29, 30, rate=0.3, special_ids=[0], seed=1)
+    ids = torch.randint(1, 29, (3, 16), generator=torch.Generator().manual_seed(4))
+    objective = Distillation(teacher, temperature=2.0, alpha=0.4, cosine=1.5, masking=masking)
+    loss, n = objective(student, {"input": ids, "target": ids, "step": 5})
+
+    noised, labels = masking.noise(ids, 5)
+    keep = labels != -100
+    assert 0 < int(keep.sum()) < ids.numel() and not torch.equal(noised, ids)
+    with torch.no_grad():
+        s, t = student(noised)[0], teacher(noised)[0]
+        s_h, t_h = student.hidden_states(noised)[0], teacher.hidden_states(noised)[0]
+    kd = 4.0 * F.kl_div(F.log_softmax(s[keep] / 2, -1), F.softmax(t[keep] / 2, -1), reduction="batchmean")
+    mlm = F.cross_entropy(s[keep], labels[keep])
+    cos = 1 - F.cosine_similarity(s_h, t_h, dim=-1).mean()
+    assert n == int(keep.sum())
+    torch.testing.assert_close(loss.detach(), 0.4 * kd + 0.6 * mlm + 1.5 * cos, rtol=1e-5, atol=1e-5)
+
+    class Rows:
+        def batch(self, step, rank=0, world=1):
+            return {"input": ids, "target": ids}
+
+    before = student.blocks[1].mlp.up.weight.detach().clone()
+    train(student.train(), objective, Rows(), TrainConfig(steps=3, lr=1e-3, device="cpu"), tmp_path / "run")
+    assert not torch.equal(before, student.blocks[1].mlp.up.weight)
+    assert torch.equal(teacher.blocks[2].mlp.up.weight, before)  # student layer 1 was teacher layer 2

@@ -216,3 +216,45 @@ def test_bad_combinations_are_refused(tok, target):
         Engine(target).generate([Request(prompts(tok)[0], settings=greedy(method=Speculative(ModelDraft(other))))])
     with pytest.raises(SettingError, match="greedy or sampled"):
         DecodingSettings(beam_size=2, method=Speculative(PromptLookup()))
+
+
+# --- constraints compose with speculation ------------------------------------------------------------------
+def test_constrained_speculation_equals_constrained_greedy_and_samples_stay_valid():
+    """A regex or JSON schema masks every verified position: greedy speculation under a constraint gives
+    the constrained plain greedy tokens (every drafter, even one proposing tokens the mask forbids), and
+    sampled speculation's outputs all match."""
+    import json
+    import re
+
+    from structured_tiny import make_tiny
+
+    from lmlab.generate.constrain import constraint_processor
+
+    lm, chars = make_tiny()
+    small, _ = make_tiny(seed=1)
+    small.eos_id, small.bos_id = lm.eos_id, lm.bos_id
+    pattern = r"[a-z]{2,5}-\d{1,3}( [a-z]{2,5}-\d{1,3}){0,3}"
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
+                                               "tags": {"type": "array", "items": {"enum": ["ab", "ab-12"]}}},
+              "required": ["name", "tags"], "additionalProperties": False}
+    checks = {"regex": (pattern, lambda t: re.fullmatch(pattern, t) is not None),
+              "json_schema": (schema, lambda t: set(json.loads(t)) == {"name", "tags"})}
+    engine = Engine(lm, chars, decode_layout=False)
+    prompt = chars.encode("ab-12 ab-12 ab-12 {\"name\": \"ab\", \"tags\": [\"ab-12\", ")
+    for kind, (source, valid) in checks.items():
+        constraint = constraint_processor(kind, source, chars, [chars.eos_id])
+        plain = DecodingSettings(greedy=True, max_new_tokens=120, constraint=constraint)
+        want = engine.generate([Request(prompt, settings=plain)])[0]
+        assert want.finish_reason == "stop" and valid(want.text), (kind, want.text)
+        accepted = 0
+        for drafter in (ModelDraft(small), PromptLookup(max_ngram=3), PromptNgram(order=3)):
+            got = engine.generate([Request(prompt, settings=plain.with_(method=Speculative(drafter, draft_tokens=4)))])
+            assert got[0].ids == want.ids, (kind, drafter, got[0].text, want.text)
+            accepted += got[0].info["accepted_tokens"]
+        assert accepted > 0  # drafts were kept: the constrained positions were verified several at a time
+        sampled = DecodingSettings(max_new_tokens=120, constraint=constraint, n=4, seed=3,
+                                   method=Speculative(ModelDraft(small), draft_tokens=3))
+        outs = engine.generate([Request(prompt, settings=sampled)])
+        assert len({o.text for o in outs}) > 1
+        for out in outs:
+            assert out.finish_reason == "stop" and valid(out.text), (kind, out.text)

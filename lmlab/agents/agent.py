@@ -61,7 +61,7 @@ class Defenses:
 class Agent:
     """A model with instructions, tools and handoffs (see the module docstring).
 
-    ``first_tool`` forces a tool call at the first step ("required", or a tool's name);
+    ``first_tool`` forces a tool call ("required", or a tool's name) until the first call is made;
     ``stop_on_tool`` makes the first successful tool result the final output (the Agents SDK's
     ``stop_on_first_tool``); ``examples`` are worked ReAct examples, shown as earlier turns
     (``react.example_turns``).
@@ -164,7 +164,7 @@ class _Run:
 
 def _request(run: _Run, messages: list[dict]) -> Generation:
     a = run.agent
-    first = run.steps == 0 and a.first_tool is not None
+    first = _forcing(run)
     tools = a.all_tools()
     if a.resolved_mode == "tools":
         choice = None
@@ -179,6 +179,11 @@ def _request(run: _Run, messages: list[dict]) -> Generation:
         constraint = ("grammar", react.step_grammar(allowed, a.answer_pattern, allow_final=not first))
     return Generation(messages=messages, max_tokens=a.max_tokens, temperature=a.temperature,
                       constraint=constraint, stop=() if constraint else ("\nObservation:",))
+
+
+def _forcing(run: _Run) -> bool:
+    """Whether this step must call a tool: ``first_tool`` is set and no call has been made yet."""
+    return run.agent.first_tool is not None and not run.calls
 
 
 def _untrusted(run: _Run, text: str) -> str:
@@ -299,6 +304,12 @@ def _loop(agent: Agent, task: str, trace: Trace) -> Generator[tuple[Any, Generat
                     tool_calls=reply.tool_calls, prompt_tokens=reply.prompt_tokens,
                     completion_tokens=reply.completion_tokens, seconds=round(reply.seconds, 4))
         if run.agent.resolved_mode == "tools":
+            if not reply.tool_calls and (reply.finish_reason == "length" or _forcing(run)):
+                feedback = (f"error: the reply was cut at {run.agent.max_tokens} tokens before it ended (a tool "
+                            "call cut short is no call); write a shorter one" if reply.finish_reason == "length"
+                            else "error: this step must call a tool; call one")
+                run.messages += [{"role": "assistant", "content": reply.text}, {"role": "user", "content": feedback}]
+                continue
             if not reply.tool_calls:
                 outcome = _final(run, reply.text)
                 if isinstance(outcome, RunResult):

@@ -297,8 +297,9 @@ class Strategy:
     def _generate_pal(self, task: Task, runner: Any, model: LocalModel) -> tuple[dict, list[dict]]:
         from ..eval.sandbox import run_python
 
-        requests = [Generation(prompt=PAL_PROMPT.render(problem=problem_text(task, r)), max_tokens=self.max_tokens,
-                               stop=("\n\n", "Question:")) for r in task.items]
+        questions = [re.sub(r"^(Question|Q)\s*:\s*", "", problem_text(task, r)) for r in task.items]  # one label
+        requests = [Generation(prompt=PAL_PROMPT.render(problem=q), max_tokens=self.max_tokens,
+                               stop=("\n\n", "Question:")) for q in questions]
         programs = [o[0] for o in self._generate(model, requests, runner.batch_size, "writing programs")]
         predictions, extra = [], []
         for program in progress(programs, desc="running programs", unit="program"):

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import ConfigError, LmlabError
+from ..core.errors import ConfigError, LmlabError, MissingDependencyError
 from ..core.validate import check_number
 from .calculator import calculate
 
@@ -121,7 +121,7 @@ def calculator_tool() -> Tool:
     """Exact arithmetic on numbers with + - * / ( ) (``lmlab.agents.calculator``)."""
     return Tool("calculator", "Evaluate an arithmetic expression exactly, e.g. 4827 * 356 - 12.",
                 {"type": "object", "properties": {"expression": {"type": "string",
-                                                                 "pattern": r"^[0-9+*/(). -]{1,160}$"}},
+                                                                 "pattern": r"^[0-9+*/(). -]{1,80}$"}},
                  "required": ["expression"], "additionalProperties": False},
                 lambda expression: calculate(expression))
 
@@ -263,6 +263,22 @@ def send_email_tool(outbox: list[dict]) -> Tool:
                 {"type": "object", "properties": {"to": {"type": "string", "pattern": r"^[^\s@]{1,40}@[^\s@]{1,40}$"},
                                                   "body": {"type": "string", "pattern": r"^[^\n]{0,300}$"}},
                  "required": ["to", "body"], "additionalProperties": False}, send, side_effects=True)
+
+
+def openai_agents_tool(tool: Tool) -> Any:
+    """The tool as the OpenAI Agents SDK's ``FunctionTool`` (package ``openai-agents``): the same schema,
+    and every call goes through ``call_tool``, so the SDK's agent sees the same results and error
+    observations as lmlab's loop — for comparing the two loops on one tool."""
+    try:
+        import agents as sdk
+    except ImportError:
+        raise MissingDependencyError("openai-agents", "the OpenAI Agents SDK tool adapter") from None
+
+    async def invoke(context: Any, arguments: str) -> str:
+        return call_tool(tool, arguments).observation
+
+    return sdk.FunctionTool(name=tool.name, description=tool.description, params_json_schema=tool.parameters,
+                            on_invoke_tool=invoke, strict_json_schema=False)
 
 
 BUILTIN = ("calculator", "python", "search", "rag", "fetch", "send_email")

@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=show_trace)
 
 
-def _tools(args: argparse.Namespace, model) -> list:
+def _tool_names(args: argparse.Namespace) -> list[str]:
+    """The --tools names, each known and with what it needs (checked before a model loads)."""
     from ..agents import tools as builtin
     from ..core.errors import ConfigError
 
@@ -63,6 +64,18 @@ def _tools(args: argparse.Namespace, model) -> list:
         raise ConfigError("the search and rag tools need an index", "pass --index DIR (built by lmlab rag index)")
     if "fetch" in names and not args.allow_fetch:
         raise ConfigError("the fetch tool needs an allow-list", "pass --allow-fetch 127.0.0.1:PORT")
+    if "fetch" in names:
+        builtin.fetch_tool(args.allow_fetch)  # refuses an entry that is not a local host:port
+    if any(n in names for n in ("search", "rag")):
+        from ..retrieval.rag import RagIndex
+
+        RagIndex(args.index)  # refuses a folder that holds no index
+    return names
+
+
+def _tools(args: argparse.Namespace, names: list[str], model) -> list:
+    from ..agents import tools as builtin
+
     out = []
     for name in names:
         if name == "calculator":
@@ -103,9 +116,10 @@ def run_agent(args: argparse.Namespace) -> int:
         checks.append(g.blocked_topics([t.strip() for t in args.block_topics.split(",") if t.strip()]))
     if args.block_pii:
         checks.append(g.pii())
+    names = _tool_names(args)
     status(args, f"loading {args.model}" + (f" at {args.base_url}" if args.base_url else ""))
     model = load_chat_model(args.model, args.base_url, args.api_key)
-    tools = _tools(args, model)
+    tools = _tools(args, names, model)
     memory = None
     if args.memory:
         memory = LongTermMemory.load(args.memory) if Path(args.memory).exists() else LongTermMemory()

@@ -22,6 +22,7 @@ from .common import (
     emit,
     methods_from_args,
 )
+from .generate import WEIGHT_ONLY
 
 HELP = "commands: /system TEXT, /reset, /settings, /quit"
 
@@ -35,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_constraint_options(p)
     add_method_options(p, search=False)
     p.add_argument("--dtype", default="float32", help="weights dtype: float32 or bfloat16")
-    p.add_argument("--quant", default=None, choices=["int8"],
-                   help="weight-only int8 matmuls (bf16 inputs; the rest stays in --dtype)")
+    p.add_argument("--quant", default=None, choices=WEIGHT_ONLY,
+                   help="quantize the weights on load (calibration-free methods, as generate --quant; "
+                        "the rest stays in --dtype)")
     p.add_argument("--compile", action="store_true", help="torch.compile the transformer's decode step")
     p.add_argument("--on-overflow", default="truncate", choices=["error", "truncate"],
                    help="a conversation longer than the context: stop, or drop its oldest tokens")

@@ -35,11 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def complete(p: argparse.ArgumentParser) -> None:
-    """--method, whose choices come from ``lmlab.quant`` (it imports torch)."""
+    """--method and --head-method, whose choices come from ``lmlab.quant`` (it imports torch)."""
     from ..quant import METHODS
 
     p.add_argument("--method", required=True, choices=[*METHODS, "gguf"],
                    help="quantization method; gguf keeps a GGUF model's own block codes (Q4_1, Q8_0, ...)")
+    p.add_argument("--head-method", default=None, choices=[m for m, spec in METHODS.items() if not spec.calibrated],
+                   help="quantize the output projection by this calibration-free method instead (e.g. int8-group: "
+                        "llama.cpp's Q4_0/Q4_1 files keep the tied head in Q8_0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             calibration = calibration_ids(tokenizer, open_corpus(text), sequences, length)
         quantize_model(lm, args.method, group_size=args.group_size, calibration=calibration, act_order=args.act_order,
                        damp=0.01 if args.damp is None else args.damp, alpha=0.5 if args.alpha is None else args.alpha,
-                       head=not args.no_head)
+                       head=not args.no_head, head_method=args.head_method)
     save_model_dir(args.out, *lm.to_state(), tokenizer=tokenizer)
     result = {"model": args.model, "method": args.method, "out": args.out, **weight_bits(lm),
               "size_mb": directory_mb(args.out)}

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="beam: rank finished hypotheses by log-probability / length^α (default α = 1; 0 = none)")
     p.add_argument("--target-language", help="a multilingual model (bench/mt.py --multilingual): translate into "
                    "this language, e.g. en or de")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="longest output (default: the model's context)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="longest output (default and ceiling: the model's context less the start token)")
     p.add_argument("--references", "--reference", dest="reference",
                    help="reference translations, line-aligned (or NAME:SPLIT): report BLEU")
     p.add_argument("--limit", type=int, default=None, help="translate only the first N sentences")

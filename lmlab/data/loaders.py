@@ -13,6 +13,7 @@ A batch is a dict: ``input`` [B, T], ``target`` [B, T] (long tensors) and, for s
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -21,6 +22,16 @@ import torch
 from ..core.errors import ConfigError, DataError
 from ..core.seed import make_generator
 from ..core.validate import check_number
+
+
+def shuffled_batch(rows: int, batch_size: int, index: int, seed: int = 0) -> list[int]:
+    """The row numbers of batch ``index`` when ``rows`` rows are cut into whole batches of ``batch_size``
+    and reshuffled at every pass through them (seeded by ``seed`` and the pass number): a pure
+    function of ``index``, so a resumed run sees the same batches."""
+    epoch, k = divmod(index, rows // batch_size)
+    order = list(range(rows))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order[k * batch_size:(k + 1) * batch_size]
 
 
 def rank_rows(batch_size: int, rank: int, world: int) -> range:

@@ -1,6 +1,7 @@
-"""Translation with an encoder–decoder (the transformer presets or the attentional RNN): sources
-encoded once, then greedy decoding of a whole batch at a time, or beam search per sentence through
-the LM protocol (``bind``) with length-normalised scores (score / length^α, ``length_penalty`` α).
+"""Translation with an encoder–decoder (the transformer presets or the attentional RNN): a batch of
+sources bound to the model (``bind``) and decoded through the one decoding loop (``Engine``) —
+greedily, a whole batch at a time, or by beam search with length-normalised scores
+(score / length^α, ``length_penalty`` α).
 
 Sources are encoded as in ``lmlab pretrain --objective seq2seq``: the tokenizer's ids cut to the
 model's context, ending in EOS; the decoder starts from BOS (PAD when there is none).
@@ -20,7 +21,8 @@ from ..core.progress import progress
 from ..core.validate import check_number
 from ..data.loaders import pad_batch
 from ..data.parallel import language_tag
-from .beam import beam_search
+from .engine import Engine, Request
+from .settings import DecodingSettings
 
 
 def encode_sources(model, tokenizer, texts: Sequence[str]) -> list[list[int]]:
@@ -39,40 +41,24 @@ def decoder_start(model) -> int:
     return int(start)
 
 
-@torch.no_grad()
-def greedy_batch(model, sources: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
-    """Greedy decoding of every source at once; each row stops at EOS (not included)."""
-    src, mask = pad_batch(sources, model.pad_id if model.pad_id is not None else 0)
-    state = model.start(src, mask.long())
-    b = len(sources)
-    ids = torch.full((b, 1), decoder_start(model), dtype=torch.long, device=model.device)
-    out = torch.zeros(b, 0, dtype=torch.long, device=model.device)
-    done = torch.zeros(b, dtype=torch.bool, device=model.device)
-    eos = model.eos_id
-    for _ in range(max_new_tokens):
-        logits, state = model(ids, state)
-        ids = logits[:, -1].argmax(-1, keepdim=True)
-        out = torch.cat([out, ids], 1)
-        if eos is not None:
-            done |= ids[:, 0] == eos
-            if bool(done.all()):
-                break
-    rows = []
-    for row in out.tolist():
-        rows.append(row[:row.index(eos)] if eos is not None and eos in row else row)
-    return rows
-
-
 def translate(model, tokenizer, texts: Sequence[str], *, beam_size: int = 1, max_new_tokens: int | None = None,
               batch_size: int = 64, length_penalty: float = 1.0, target_language: str | None = None,
               source_tokenizer=None) -> list[str]:
-    """Translations of ``texts``: greedy (``beam_size`` 1, batched) or beam search per sentence;
-    ``source_tokenizer`` reads the sources of a model trained with separate vocabularies.
-    ``target_language`` asks a multilingual model (``lmlab.data.parallel.both_directions``) for that
-    language by putting its tag before every source; the tokenizer must know the tag."""
+    """Translations of ``texts``, greedy (``beam_size`` 1) or by beam search, at most ``max_new_tokens``
+    tokens each (default and ceiling: the model's context less the start token).
+
+    Sources are sorted by length and bound ``batch_size`` at a time (padded, under a mask); each
+    batch decodes through the one decoding loop (``Engine``), request *i* on source *i* (the
+    encoder–decoder's ``prefill``), the rows of finished sentences dropping out. Beam search
+    decodes one sentence at a time (its rows are the beams). ``source_tokenizer`` reads the sources
+    of a model trained with separate vocabularies. ``target_language`` asks a multilingual model
+    (``lmlab.data.parallel.both_directions``) for that language by putting its tag before every
+    source; the tokenizer must know the tag."""
     check_number("beam_size", beam_size, low=1, integer=True)
     check_number("batch_size", batch_size, low=1, integer=True)
     check_number("length_penalty", length_penalty)
+    if max_new_tokens is not None:
+        check_number("max_new_tokens", max_new_tokens, low=1, integer=True)
     if target_language is not None:
         tag = language_tag(target_language)
         if (source_tokenizer or tokenizer).token_to_id(tag) is None:
@@ -80,26 +66,28 @@ def translate(model, tokenizer, texts: Sequence[str], *, beam_size: int = 1, max
                               "into several languages", "leave --target-language out")
         texts = [f"{tag} {t}" for t in texts]
     model.eval()
-    limit = max_new_tokens or model.context_length
-    sources = encode_sources(model, source_tokenizer or tokenizer, texts)
-    results: list[list[int]] = []
+    limit = model.context_length - 1 if max_new_tokens is None else min(max_new_tokens, model.context_length - 1)
     if beam_size == 1:
-        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # little padding per batch
-        by_index: dict[int, list[int]] = {}
-        for k in progress(range(0, len(order), batch_size), desc="translating", unit="batch"):
-            chunk = order[k:k + batch_size]
-            for i, ids in zip(chunk, greedy_batch(model, [sources[i] for i in chunk], limit), strict=True):
-                by_index[i] = ids
-        results = [by_index[i] for i in range(len(sources))]
+        settings = DecodingSettings(greedy=True, max_new_tokens=limit)
     else:
-        start = decoder_start(model)
-        for src in progress(sources, desc="translating", unit="sentence"):
-            model.bind(torch.tensor(src))
-            results.append(beam_search(model, [start], beam_size=beam_size,
-                                       max_new_tokens=min(limit, model.context_length - 1),
-                                       length_penalty=length_penalty)[0].ids)
+        settings = DecodingSettings(beam_size=beam_size, max_new_tokens=limit, length_penalty=length_penalty)
+        batch_size = 1
+    engine = Engine(model, settings=settings, decode_layout=False)
+    sources = encode_sources(model, source_tokenizer or tokenizer, texts)
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # little padding per batch
+    start, pad = decoder_start(model), model.pad_id if model.pad_id is not None else 0
+    results: dict[int, list[int]] = {}
+    try:
+        for k in progress(range(0, len(order), batch_size), desc="translating",
+                          unit="batch" if batch_size > 1 else "sentence"):
+            chunk = order[k:k + batch_size]
+            ids, mask = pad_batch([sources[i] for i in chunk], pad)
+            model.bind(ids, mask.long())
+            for i, done in zip(chunk, engine.generate([Request([start]) for _ in chunk]), strict=True):
+                results[i] = done.ids
+    finally:
         model.source = None
-    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in results]
+    return [tokenizer.decode(results[i], skip_special_tokens=True) for i in range(len(sources))]
 
 
 @torch.no_grad()

@@ -35,10 +35,13 @@ def permute_rope(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-def float_weight(module: torch.nn.Module) -> torch.Tensor:
+def float_weight(module: torch.nn.Module, name: str = "layer") -> torch.Tensor:
     """The float32 weight a linear layer (plain or quantized) multiplies its input by."""
     from .quantized import QuantLinear
 
+    if not isinstance(module, torch.nn.Linear | QuantLinear):  # e.g. a LoRA wrapper: its update is not a weight
+        raise ConfigError(f"{name} is a {type(module).__name__}, which a GGUF file cannot hold",
+                          "merge the adapters into the weights first (lmlab.peft.merging.merge_and_unload)")
     if isinstance(module, QuantLinear):
         if module.act_bits is not None:
             raise ConfigError("a model with quantized activations (SmoothQuant W8A8) cannot be written to GGUF",
@@ -115,7 +118,7 @@ def export_gguf(lm: Any, tokenizer: Any, path: str | os.PathLike, ggml_type: str
             if full.endswith("_norm.weight"):
                 w = params[full]
             else:
-                w = float_weight(modules[full.removesuffix(".weight")])
+                w = float_weight(modules[full.removesuffix(".weight")], full.removesuffix(".weight"))
             if gguf_part == "attn_q.weight":
                 w = permute_rope(w, cfg.n_heads)
             elif gguf_part == "attn_k.weight":
@@ -123,5 +126,5 @@ def export_gguf(lm: Any, tokenizer: Any, path: str | os.PathLike, ggml_type: str
             add(f"blk.{i}.{gguf_part}", w)
     add("output_norm.weight", lm.final_norm.weight)
     if getattr(lm.head, "weight", None) is not lm.embed.weight:  # a quantized head is its own tensor, tied or not
-        add("output.weight", float_weight(lm.head))
+        add("output.weight", float_weight(lm.head, "head"))
     return write_gguf(path, meta, tensors)

@@ -29,7 +29,9 @@ beam search and every other strategy of ``lmlab.generate`` decode it unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +40,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from ..core.errors import ConfigError, ModelError
 from ..core.validate import check_choice, check_number
 from .neural import NeuralLM
-from .seq2seq import as_source, bound_initial_state
+from .seq2seq import as_source, bound_initial_state, bound_prefill
 
 ATTENTIONS = ("bahdanau", "dot", "general", "none")
 CELLS = ("gru", "lstm")
@@ -64,6 +66,32 @@ class RNNDecoderState:
                   else pick(self.hidden, 1))
         return RNNDecoderState(hidden, pick(self.memory), pick(self.keys), pick(self.source_mask),
                                pick(self.source_ids), pick(self.feed), pick(self.attention))
+
+    @staticmethod
+    def concat(states: Sequence[RNNDecoderState]) -> RNNDecoderState:
+        """The rows of ``states`` in order, their sources right-padded to the longest (masked out); the
+        attention of the tokens just fed is kept only when every state fed as many."""
+        width = max(s.memory.shape[1] for s in states)
+
+        def padded(t: torch.Tensor, dim: int) -> torch.Tensor:
+            shape = list(t.shape)
+            shape[dim] = width - t.shape[dim]
+            return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+        def rows(ts: list[torch.Tensor | None], dim: int = 0) -> torch.Tensor | None:
+            return None if any(t is None for t in ts) else torch.cat(ts, dim=dim)
+
+        first = states[0].hidden
+        hidden = (tuple(torch.cat([s.hidden[i] for s in states], dim=1) for i in range(len(first)))
+                  if isinstance(first, tuple) else torch.cat([s.hidden for s in states], dim=1))
+        attention = [s.attention for s in states]
+        if any(a is None for a in attention) or len({a.shape[1] for a in attention}) > 1:
+            attention = [None]
+        return RNNDecoderState(hidden, rows([padded(s.memory, 1) for s in states]),
+                               rows([padded(s.keys, 1) for s in states]),
+                               rows([padded(s.source_mask, 1) for s in states]),
+                               rows([padded(s.source_ids, 1) for s in states]), rows([s.feed for s in states]),
+                               rows([None if a is None else padded(a, 2) for a in attention]))
 
 
 class RNNEncoderDecoder(NeuralLM):
@@ -159,8 +187,16 @@ class RNNEncoderDecoder(NeuralLM):
     def initial_state(self, batch_size: int) -> RNNDecoderState:
         return bound_initial_state(self, batch_size, lambda state: state.memory.shape[0])
 
+    def prefill(self, prompts: Sequence[Sequence[int]], reserve: int = 0,
+                setup: Callable[[Any], None] | None = None) -> tuple[torch.Tensor, RNNDecoderState]:
+        """Row *i* decodes bound source row *i* (or the one bound source): see ``bound_prefill``."""
+        return bound_prefill(self, prompts, setup)
+
     def select_state(self, state: RNNDecoderState, index: torch.Tensor) -> RNNDecoderState:
         return state.select(index)
+
+    def concat_states(self, states: list[RNNDecoderState]) -> RNNDecoderState:
+        return RNNDecoderState.concat(states)
 
     @torch.no_grad()
     def cross_attention(self, source: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ that cross cache plus the usual self-attention KV cache, so every decoding strat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 
 from ..core.errors import InputError, ModelError
 from ..kvcache import KVCache
+from ..lm import as_id_tensor
 from .config import TransformerConfig
 from .neural import NeuralLM
 from .transformer import TransformerLM
@@ -61,6 +62,29 @@ def bound_initial_state(model: Any, batch_size: int, rows: Callable[[Any], int])
         raise InputError(f"{n} bound sources for a batch of {batch_size}",
                          "bind one source per row, or a single source to share")
     return state.select(torch.zeros(batch_size, dtype=torch.long))
+
+
+def bound_prefill(model: Any, prompts: Sequence[Sequence[int]], setup: Callable[[Any], None] | None = None
+                  ) -> tuple[torch.Tensor, Any]:
+    """The protocol's ``prefill`` for an encoder–decoder given its bound sources (``model.bind``): prompt
+    row *i* decodes bound source row *i* — so a batch of sources bound at once (padded, with its
+    mask) decodes as one batch through the decoding loop, each request on its own source — or the
+    one bound source, shared by every prompt. Prompts of one length go in one forward pass;
+    otherwise row by row, then ``concat_states``."""
+    state = model.initial_state(len(prompts))
+    if setup is not None:
+        setup(state)
+    if len({len(p) for p in prompts}) == 1:
+        scores, state = model.next_scores(as_id_tensor([list(p) for p in prompts], model.vocab_size, model.device),
+                                          state)
+        return scores.float(), state
+    rows, states = [], []
+    for i, prompt in enumerate(prompts):
+        row = model.select_state(state, torch.tensor([i], dtype=torch.long, device=model.device))
+        scores, row = model.next_scores(as_id_tensor([list(prompt)], model.vocab_size, model.device), row)
+        rows.append(scores.float())
+        states.append(row)
+    return torch.cat(rows), model.concat_states(states)
 
 
 class EncoderDecoder(NeuralLM):
@@ -127,6 +151,11 @@ class EncoderDecoder(NeuralLM):
     # --- LM protocol (the decoder, given the bound source) -----------------------------------
     def initial_state(self, batch_size: int) -> Seq2SeqState:
         return bound_initial_state(self, batch_size, lambda state: state.cache.batch_size)
+
+    def prefill(self, prompts: Sequence[Sequence[int]], reserve: int = 0,
+                setup: Callable[[Any], None] | None = None) -> tuple[torch.Tensor, Seq2SeqState]:
+        """Row *i* decodes bound source row *i* (or the one bound source): see ``bound_prefill``."""
+        return bound_prefill(self, prompts, setup)
 
     def select_state(self, state: Seq2SeqState, index: torch.Tensor) -> Seq2SeqState:
         return state.select(index)

@@ -54,15 +54,21 @@ ACTIVATION_DTYPES = ("float32", "bfloat16", "float16")
 def quantize_model(model: nn.Module, method: str = "int8", *, group_size: int | None = None,
                    symmetric: bool | None = None, calibration: torch.Tensor | None = None,
                    act_order: bool = False, damp: float = 0.01, alpha: float = 0.5, dtype: str = "float32",
-                   head: bool = True) -> nn.Module:
+                   head: bool = True, head_method: str | None = None) -> nn.Module:
     """``model`` with its linear layers quantized by ``method`` (see ``METHODS``), in place; returned.
 
     ``group_size`` and ``symmetric`` override the method's; ``calibration`` [sequences, length] token ids for GPTQ
     (``act_order``, ``damp``), AWQ and SmoothQuant (``alpha``); ``dtype`` is the dtype of everything
     that stays float (residual stream, norms, attention, KV cache); ``head=False`` keeps the output
-    projection in float.
+    projection in float; ``head_method`` quantizes it with another calibration-free method instead
+    (e.g. ``int8-group``: llama.cpp's Q4_0/Q4_1 files keep the tied embedding/head in Q8_0).
     """
     check_choice("method", method, tuple(METHODS))
+    if head_method is not None:
+        check_choice("head_method", head_method, tuple(m for m, s in METHODS.items() if not s.calibrated))
+        if not head or not isinstance(getattr(model, "head", None), nn.Linear):
+            raise ConfigError("head_method needs a model with a float output head to quantize",
+                              "leave head_method out, or head=True")
     check_choice("dtype", dtype, ACTIVATION_DTYPES)
     check_number("damp", damp, low=0.0)
     check_number("alpha", alpha, low=0.0, high=1.0)
@@ -84,12 +90,17 @@ def quantize_model(model: nn.Module, method: str = "int8", *, group_size: int | 
             raise ConfigError(f"{method} quantizes transformer models block by block", "use a calibration-free method")
         model.float()
         blockwise(model, calibration, lambda module, inputs: _calibrated(module, inputs, method, spec, group,
-                                                                          act_order, damp, alpha), head=head)
+                                                                          act_order, damp, alpha),
+                  head=head and head_method is None)
     else:
-        skip = set() if head else {id(getattr(model, "head", None))}
+        skip = set() if head and head_method is None else {id(getattr(model, "head", None))}
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.Linear) and id(module) not in skip:
                 replace_module(model, name, _weight_only(module, method, spec, group))
+    if head_method is not None:
+        head_spec = METHODS[head_method]
+        replace_module(model, "head", _weight_only(model.head, head_method, head_spec,
+                                                   None if head_spec.per_tensor else head_spec.group_size))
     if not quantized_layers(model):
         raise ConfigError(f"the model has no linear layers to quantize with {method}", "quantize a neural model")
     float_dtype = resolve_dtype(dtype)

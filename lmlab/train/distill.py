@@ -7,6 +7,11 @@ plus ``cosine`` · (1 − cos(h_s, h_t)) between the last hidden states (DistilB
 Sanh et al. 2019, for students as wide as their teacher). The teacher is frozen and runs without
 gradients. ``student_from_teacher`` builds DistilBERT's initialisation: the teacher's config
 with every ``every``-th layer, those layers' weights copied, embeddings, final norm and head too.
+
+For an encoder, DistilBERT's whole recipe is ``Distillation(teacher, masking=MaskedLM(...))``: both
+models read the same masked input (BERT's 80/10/10 noise, a function of the step), the soft term
+is taken at the masked positions, the hard term is the MLM loss there, and the cosine term aligns
+the hidden states at every position (the paper's losses L_ce, L_mlm and L_cos).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from ..core.validate import check_number
+from .denoising import IGNORE_INDEX, MaskedLM
 from .objectives import token_loss
 
 
@@ -38,14 +44,23 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 class Distillation:
     """Token-level KD from a frozen ``teacher`` mixed with the LM loss (see the module docstring)."""
 
-    def __init__(self, teacher: nn.Module, temperature: float = 2.0, alpha: float = 0.5, cosine: float = 0.0) -> None:
+    def __init__(self, teacher: nn.Module, temperature: float = 2.0, alpha: float = 0.5, cosine: float = 0.0,
+                 masking: MaskedLM | None = None) -> None:
         self.temperature = float(check_number("temperature", temperature, low=0.0, low_inclusive=False))
         self.alpha = float(check_number("alpha", alpha, low=0.0, high=1.0))
         self.cosine = float(check_number("cosine", cosine, low=0.0))
         self.teacher = teacher.eval().requires_grad_(False)
+        self.masking = masking
 
     def __call__(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
-        ids, target, mask = batch["input"], batch["target"], batch.get("mask")
+        if self.masking is None:
+            ids, target, mask = batch["input"], batch["target"], batch.get("mask")
+            cosine_mask = mask
+        else:  # an encoder: predict the masked tokens of a noised input (the labels elsewhere are ignored)
+            ids, target = self.masking.noise(batch["input"], int(batch.get("step", 0)))
+            mask, cosine_mask = target != IGNORE_INDEX, None
+            if not mask.any():
+                return model.logits(model.hidden_states(ids)[0]).sum() * 0.0, 0
         hidden, _ = model.hidden_states(ids)
         logits = model.logits(hidden)
         with torch.no_grad():
@@ -59,7 +74,7 @@ class Distillation:
                 raise ConfigError("the hidden-state cosine loss needs a student as wide as its teacher",
                                   "set cosine=0 for a narrower student")
             cos = F.cosine_similarity(hidden.float(), t_hidden.to(hidden.device).float(), dim=-1)
-            loss = loss + self.cosine * (1 - (cos[mask.bool()] if mask is not None else cos).mean())
+            loss = loss + self.cosine * (1 - (cos[cosine_mask.bool()] if cosine_mask is not None else cos).mean())
         return loss, int(mask.sum()) if mask is not None else target.numel()
 
     def state_dict(self) -> dict:
