@@ -15,7 +15,7 @@
    the translation contains — the words a copy mechanism should help with.
 
 Run (one model per call; the last line is one JSON object):
-  LMLAB_DATA=/work/shared/data nice -n 10 python bench/mt.py --model transformer --out runs/mt-transformer
+  LMLAB_DATA=../shared/data nice -n 10 python bench/mt.py --model transformer --out runs/mt-transformer
   ... --model rnn-bahdanau | rnn-luong | rnn-copy   (see MODELS below for the settings)
   ``--from-run RUN`` evaluates a finished run instead; ``--multilingual`` trains de→en and en→de in
   one model (target-language tags ``<2en>``/``<2de>``) and scores both directions.

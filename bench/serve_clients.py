@@ -8,7 +8,7 @@ last entry, the generated token). lmlab's side is ``lmlab eval task --tasks arc_
 on the same model object. Reported: acc/acc_norm of both, the largest per-choice log-likelihood
 difference (target ≤ 1e-4) and items/s of each. The last line is one JSON object.
 
-    LMLAB_DATA=/work/shared/data nice -n 10 python bench/serve_clients.py [--limit N] [--threads T]
+    LMLAB_DATA=../shared/data nice -n 10 python bench/serve_clients.py [--limit N] [--threads T]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ very same predictions; POS is token accuracy. Every run prints its settings, wal
 the machine load around it.
 
 Run (one configuration per call, or several; the last line is one JSON object):
-  LMLAB_DATA=/work/shared/data nice -n 10 python bench/tagging.py --run ner-minilm-crf
+  LMLAB_DATA=../shared/data nice -n 10 python bench/tagging.py --run ner-minilm-crf
   ... --run ner-bilstm-crf ner-minilm pos-bilstm   (see RUNS below)
 """
 

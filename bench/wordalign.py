@@ -4,7 +4,7 @@ the largest difference between the two translation (and alignment) tables, and h
 Viterbi alignments agree — then lmlab alone on the whole training set, with the symmetrised
 alignments' sizes.
 
-Run: LMLAB_DATA=/work/shared/data nice -n 10 python bench/wordalign.py [--pairs 2000 --iterations 5]
+Run: LMLAB_DATA=../shared/data nice -n 10 python bench/wordalign.py [--pairs 2000 --iterations 5]
 (the last line is one JSON object).
 """
 

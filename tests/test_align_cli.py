@@ -79,7 +79,7 @@ def test_bad_inputs_get_one_clear_line(files, tmp_path, capsys):
     assert main(["align", "dpo", "--model", str(files["model"]), "--data", str(bad), "--out", str(tmp_path / "o"),
                  "--quiet"]) == 1
     assert "has no 'rejected'" in capsys.readouterr().err
-    for flags, message in ((["--group-size", "1"], "group of 1"), (["--kl-coef", "-0.5"], "kl_coef")):
+    for flags, message in ((["--group-size", "1"], "group of 1"), (["--kl-coef", "-0.5"], "--kl-coef = -0.5")):
         assert main(["align", "grpo", "--model", str(files["model"]), "--prompts", str(files["prompts"]),
                      "--eval-rows", "8", "--out", str(tmp_path / "o"), "--quiet", *flags]) == 1
         assert message in capsys.readouterr().err

@@ -93,6 +93,6 @@ def test_bench_cli_bad_input(capsys, tiny):
     code, _, err = run(capsys, "bench", "--model", path, "--batch-sizes", "x")
     assert code == 1 and "--batch-sizes" in err
     code, _, err = run(capsys, "bench", "--model", path, "--new-tokens", "0", "--repeats", "1")
-    assert code == 1 and "new_tokens" in err
+    assert code == 1 and "--new-tokens = 0" in err
     code, _, err = run(capsys, "bench", "--model", str(path) + "-missing")
     assert code == 1 and "model not found" in err

@@ -138,3 +138,19 @@ def test_debug_shows_traceback(capsys, tmp_path):
 def test_console_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "lmlab", "--version"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and proc.stdout.startswith("lmlab ")
+
+
+def test_help_imports_no_torch():
+    """``lmlab --help`` (and a verb's) registers every verb without torch or transformers (numpy at most;
+    bench/startup.py times it); choice lists the CLI names itself for that agree with the library's."""
+    probe = ("import sys; from lmlab.cli import build_parser; build_parser({argv}); "
+             "print(sorted({{'torch', 'transformers'}} & set(sys.modules)))")
+    for argv in (["--help"], ["generate", "--help"], ["eval", "retrieval", "--help"]):
+        proc = subprocess.run([sys.executable, "-c", probe.format(argv=argv)], capture_output=True, text=True,
+                              check=True)
+        assert proc.stdout.strip() == "[]", (argv, proc.stdout)
+    from lmlab.cli.align_words import MODELS, SYMMETRIZATIONS
+    from lmlab.wordalign import corpus
+    from lmlab.wordalign.symmetrize import SYMMETRIZATIONS as LIBRARY_SYMMETRIZATIONS
+
+    assert MODELS == corpus.MODELS and SYMMETRIZATIONS == LIBRARY_SYMMETRIZATIONS

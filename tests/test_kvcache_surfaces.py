@@ -141,8 +141,6 @@ def test_stream_perplexity_is_exact():
 
 
 def test_server_applies_its_cache_and_each_requests_policy(tiny):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("uvicorn")
     from lmlab.serve import create_app
     from lmlab.serve.background import background
     from tests.test_serve import raw

@@ -75,12 +75,12 @@ def test_the_hand_made_set_retrieves_every_answer_and_rejects_the_absent_ones(tm
 
 @pytest.mark.slow
 def test_smollm2_answers_from_the_sources_and_cites_one(tmp_path, no_progress):
-    from lmlab.core.errors import LmlabError
+    from lmlab.core.errors import MissingDependencyError
     from lmlab.retrieval.rag import ChatModel
 
     try:
         chat = ChatModel("smollm2-135m-instruct", max_new_tokens=48)
-    except LmlabError as exc:
+    except MissingDependencyError as exc:
         pytest.skip(f"SmolLM2 is not installed: {exc}")
     build_rag_index([DATA / "docs"], tmp_path / "ix", size=240, overlap=0)
     out = ask(RagIndex(tmp_path / "ix"), "Who founded Pellworth Bakery?", chat.generate, k=3, cite=chat.cite)

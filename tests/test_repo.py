@@ -89,7 +89,8 @@ def test_the_readme_layout_and_the_package_docstring_state_the_same_layers():
     import lmlab
 
     statement = lmlab.__doc__.split("Layers", 1)[1].split(":", 1)[1].split(".", 1)[0]
-    doc_groups = [{name.strip() for name in group.split(",")} for group in statement.replace("\n", " ").split("<")]
+    doc_groups = [{name.strip() for name in re.split(r"[,/]", group)}
+                  for group in re.split(r"[<→]", statement.replace("\n", " "))]  # "a, b < c" or "a/b → c"
     assert doc_groups == _groups(LAYERS)
 
 

@@ -501,4 +501,5 @@ def test_a_bad_setting_gets_the_same_message_from_the_cli_and_the_server(client,
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model="tiny", prompt="the", max_tokens=4, extra_body={field: value})
     assert err.value.body["param"] == field
-    assert err.value.body["message"] in cli_message and field in cli_message
+    # one validator: the same message, each surface naming the setting as its users write it
+    assert err.value.body["message"].replace(field, flag) in cli_message and flag in cli_message

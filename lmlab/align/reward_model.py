@@ -22,6 +22,7 @@ from torch import nn
 
 from ..core.errors import InputError, ModelError
 from ..core.io import atomic_path, write_json
+from ..core.validate import check_number
 from ..data.loaders import pad_batch
 from ..models.backbone import load_backbone
 from ..models.directory import save_model_dir
@@ -87,6 +88,10 @@ class BradleyTerryObjective:
     plot_keys = ("accuracy", "margin")
 
     def __init__(self, margin: float | None = None, center: float | None = None) -> None:
+        if margin is not None:
+            check_number("margin", margin)
+        if center is not None:
+            check_number("center", center, low=0.0)
         self.margin, self.center = margin, center
         self.running = RunningMeans()
 

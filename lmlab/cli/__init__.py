@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except LmlabError as exc:
         if debug:
             traceback.print_exc()
-        print(f"lmlab: error: {exc}", file=sys.stderr)
+        from .common import in_flag_terms
+
+        print(f"lmlab: error: {in_flag_terms(exc, args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("lmlab: interrupted", file=sys.stderr)

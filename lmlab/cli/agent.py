@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import add_common, emit, status
+from .common import add_common, check_outputs, emit, status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,6 +110,7 @@ def run_agent(args: argparse.Namespace) -> int:
     from ..core.validate import check_number
 
     check_number("--max-steps", args.max_steps, low=1, integer=True)
+    check_outputs(args, files=("trace",), dirs=("memory",))
     checks = []
     if args.block_topics:
         checks.append(g.blocked_topics([t.strip() for t in args.block_topics.split(",") if t.strip()]))

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_common, emit, status
+from .common import add_common, check_outputs, emit, status
 
 PREFERENCE_VERBS = {"dpo": "DPO and its family (--loss sigmoid, cdpo, robust, ipo, hinge)",
                     "simpo": "SimPO: reference-free, length-normalised, with a target margin",
@@ -145,6 +145,7 @@ def _setup(args: argparse.Namespace):
     from ..align import Adapter, Schedule
     from ..core.validate import check_number
 
+    check_outputs(args, dirs=("out",))
     for name in ("steps", "batch_size", "rank"):
         check_number(f"--{name.replace('_', '-')}", getattr(args, name), low=1, integer=True)
     if args.threads is not None:

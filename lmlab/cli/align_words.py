@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import add_common, emit, status
+from .common import add_common, check_outputs, emit, status
 
 #: words and single punctuation marks: "Hut," → "Hut", ","
 WORD_OR_MARK = r"\w+|[^\w\s]"
+#: ``lmlab.wordalign``'s models and symmetrizations, named here so that building the parser imports no
+#: numpy (tests/test_cli.py checks they agree)
+MODELS = ("ibm1", "ibm2")
+SYMMETRIZATIONS = ("intersection", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,12 +54,13 @@ def run(args: argparse.Namespace) -> int:
     from ..data.parallel import aligned_lines, parallel_corpora
     from ..wordalign.corpus import align_corpus, save_alignment
 
+    check_outputs(args, dirs=("out",))
     if (args.source is None) != (args.target is None):
         raise ConfigError("only one side of the parallel data was given", "pass both --source and --target")
     if args.source is None and args.corpus is None:
         raise ConfigError("no parallel text", "pass a prefix (multi30k:train) or --source FILE --target FILE")
     if args.limit is not None:
-        check_number("limit", args.limit, low=1, integer=True)
+        check_number("--limit", args.limit, low=1, integer=True)
     corpora = (parallel_corpora(args.source, args.target) if args.source is not None
                else parallel_corpora(args.corpus, pair=args.pair))
     sources, targets = aligned_lines(corpora)

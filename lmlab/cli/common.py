@@ -211,38 +211,70 @@ def add_method_options(parser: argparse.ArgumentParser, *, search: bool = True) 
     g.add_argument("--speculative", default=None, metavar="MODEL|ngram|prompt-lookup",
                    help="speculative decoding with a draft model (a directory or name sharing the tokenizer), an "
                         "n-gram model trained on the prompt, or prompt lookup")
-    g.add_argument("--draft-tokens", type=int, default=4, help="tokens drafted per step (default 4)")
+    g.add_argument("--draft-tokens", type=int, default=None, help="tokens drafted per step (default 4)")
     g.add_argument("--adaptive-draft", action="store_true", help="adapt the draft length per row (+2 / -1)")
-    g.add_argument("--lookup-ngram", type=int, default=2, help="prompt lookup: longest n-gram matched (default 2)")
+    g.add_argument("--lookup-ngram", type=int, default=None, help="prompt lookup: longest n-gram matched (default 2)")
     g.add_argument("--contrastive-amateur", default=None, metavar="MODEL",
                    help="contrastive decoding against this amateur model (sharing the tokenizer)")
-    g.add_argument("--alpha", type=float, default=0.1, help="contrastive decoding's plausibility threshold α")
-    g.add_argument("--amateur-temperature", type=float, default=1.0, help="temperature of the amateur's scores")
+    g.add_argument("--alpha", type=float, default=None,
+                   help="contrastive decoding's plausibility threshold α (default 0.1)")
+    g.add_argument("--amateur-temperature", type=float, default=None,
+                   help="temperature of the amateur's scores (default 1)")
     g.add_argument("--penalty-alpha", type=float, default=None,
                    help="contrastive search with this degeneration penalty α (k from --top-k, default 4)")
     g.add_argument("--fudge", default=None, metavar="CLASSIFIER",
                    help="FUDGE: steer toward --fudge-label of this saved classifier (lmlab classify train --out)")
     g.add_argument("--fudge-label", default=None, help="the label to steer toward (default: the classifier's last)")
-    g.add_argument("--strength", type=float, default=1.0, help="FUDGE's strength λ (0: no steering)")
-    g.add_argument("--fudge-top-k", type=int, default=20, help="candidates FUDGE reweights per step")
+    g.add_argument("--strength", type=float, default=None, help="FUDGE's strength λ (0: no steering; default 1)")
+    g.add_argument("--fudge-top-k", type=int, default=None, help="candidates FUDGE reweights per step (default 20)")
     if search:
         g.add_argument("--mbr", default=None, choices=["bleu", "chrf", "rouge", "bertscore"],
                        help="minimum Bayes risk: the hypothesis of highest expected utility under this metric")
-        g.add_argument("--samples", type=int, default=16, help="hypotheses for --mbr (default 16)")
-        g.add_argument("--mbr-evidence", default="sample", choices=["sample", "beam"],
+        g.add_argument("--samples", type=int, default=None, help="hypotheses for --mbr (default 16)")
+        g.add_argument("--mbr-evidence", default=None, choices=["sample", "beam"],
                        help="--mbr hypotheses: sampled (default) or a beam's n-best")
         g.add_argument("--self-consistency", type=int, default=None, metavar="N",
                        help="sample N answers and keep the majority answer (by --answer-task's rules)")
-        g.add_argument("--answer-task", default="gsm8k", help="answer extraction rules for --self-consistency")
+        g.add_argument("--answer-task", default=None,
+                       help="answer extraction rules for --self-consistency (default gsm8k)")
         g.add_argument("--reward", default=None, metavar="CLASSIFIER",
                        help="with --best-of N: keep the sample the classifier scores highest for --reward-label")
         g.add_argument("--reward-label", default=None, help="the label --reward scores (default: the classifier's last)")
 
 
+#: each method or selection flag, and the options that only apply with it
+METHOD_OPTIONS = {"speculative": ("draft_tokens", "adaptive_draft", "lookup_ngram"),
+                  "contrastive_amateur": ("alpha", "amateur_temperature"),
+                  "fudge": ("fudge_label", "strength", "fudge_top_k"), "mbr": ("samples", "mbr_evidence"),
+                  "self_consistency": ("answer_task",), "reward": ("reward_label",)}
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def refuse_orphans(args: argparse.Namespace, owners: dict[str, tuple[str, ...]]) -> None:
+    """Refuse an option given without the option it belongs to (``owners``: owner → its options; an
+    option not given is None or False), rather than ignore it."""
+    from ..core.errors import ConfigError
+
+    def flag(name: str) -> str:
+        return f"--{name.replace('_', '-')}"
+
+    for owner, options in owners.items():
+        if getattr(args, owner, None) in (None, False):
+            given = [flag(o) for o in options if getattr(args, o, None) not in (None, False)]
+            if given:
+                raise ConfigError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with "
+                                  f"{flag(owner)}", f"add {flag(owner)} or leave {', '.join(given)} out")
+
+
 def methods_from_args(args: argparse.Namespace, settings: Any, lm: Any, tokenizer: Any) -> Any:
     """``settings`` with the method and the selection rule the method flags ask for (models loaded here)."""
     from ..core.errors import ConfigError
+    from ..core.validate import check_number
 
+    refuse_orphans(args, METHOD_OPTIONS)
     methods = [flag for flag, value in (("--speculative", args.speculative),
                                         ("--contrastive-amateur", args.contrastive_amateur),
                                         ("--penalty-alpha", args.penalty_alpha), ("--fudge", args.fudge))
@@ -255,8 +287,9 @@ def methods_from_args(args: argparse.Namespace, settings: Any, lm: Any, tokenize
     elif args.contrastive_amateur is not None:
         from ..generate.guided import Contrastive
 
-        changes["method"] = Contrastive(helper_model("amateur", args.contrastive_amateur, tokenizer), alpha=args.alpha,
-                                        amateur_temperature=args.amateur_temperature)
+        changes["method"] = Contrastive(helper_model("amateur", args.contrastive_amateur, tokenizer),
+                                        alpha=_given(args.alpha, 0.1),
+                                        amateur_temperature=_given(args.amateur_temperature, 1.0))
     elif args.penalty_alpha is not None:
         from ..generate.contrastive_search import ContrastiveSearch
 
@@ -267,8 +300,9 @@ def methods_from_args(args: argparse.Namespace, settings: Any, lm: Any, tokenize
 
         classifier = load_classifier_arg(args.fudge)
         label = args.fudge_label if args.fudge_label is not None else str(classifier.classes[-1])
-        changes["method"] = Fudge(prefix_scorer(classifier, tokenizer, label), strength=args.strength,
-                                  top_k=args.fudge_top_k)
+        changes["method"] = Fudge(prefix_scorer(classifier, tokenizer, label), strength=_given(args.strength, 1.0),
+                                  top_k=check_number("--fudge-top-k", _given(args.fudge_top_k, 20), low=1,
+                                                     integer=True))
     changes.update(selection_from_args(args, settings))
     return settings.with_(**changes) if changes else settings
 
@@ -276,6 +310,7 @@ def methods_from_args(args: argparse.Namespace, settings: Any, lm: Any, tokenize
 def selection_from_args(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     """The settings --mbr, --self-consistency and --reward change (none without those flags)."""
     from ..core.errors import ConfigError
+    from ..core.validate import check_number
     from ..generate.select import MBR, MajorityVote, Reward
 
     rules = [flag for flag, value in (("--mbr", getattr(args, "mbr", None)),
@@ -292,15 +327,14 @@ def selection_from_args(args: argparse.Namespace, settings: Any) -> dict[str, An
             raise ConfigError("--mbr sets its own hypotheses", "give their number with --samples N, not "
                               "--best-of/--beam-size")
         rule = MBR(utility(args.mbr), metric=args.mbr)
-        if args.mbr_evidence == "beam":
-            return {"select": rule, "beam_size": args.samples}
-        return {"select": rule, "best_of": args.samples}
+        samples = check_number("--samples", _given(args.samples, 16), low=1, integer=True)
+        return {"select": rule, "beam_size" if args.mbr_evidence == "beam" else "best_of": samples}
     if args.self_consistency is not None:
         from ..eval.utility import task_answer
 
         if settings.best_of is not None or settings.beam_size is not None:
             raise ConfigError("--self-consistency N sets its own samples", "leave --best-of/--beam-size out")
-        return {"select": MajorityVote(task_answer(args.answer_task)), "best_of": args.self_consistency}
+        return {"select": MajorityVote(task_answer(_given(args.answer_task, "gsm8k"))), "best_of": args.self_consistency}
     from ..classify.guidance import label_reward
 
     if settings.best_of is None:
@@ -312,15 +346,17 @@ def selection_from_args(args: argparse.Namespace, settings: Any) -> dict[str, An
 
 def speculative_method(args: argparse.Namespace, lm: Any, tokenizer: Any) -> Any:
     """The speculative method --speculative names (a draft model, 'ngram' or 'prompt-lookup')."""
+    from ..core.validate import check_number
     from ..generate.speculative import ModelDraft, PromptLookup, PromptNgram, Speculative
 
     if args.speculative == "prompt-lookup":
-        drafter = PromptLookup(max_ngram=args.lookup_ngram)
+        drafter = PromptLookup(max_ngram=check_number("--lookup-ngram", _given(args.lookup_ngram, 2), low=1,
+                                                      integer=True))
     elif args.speculative == "ngram":
         drafter = PromptNgram()
     else:
         drafter = ModelDraft(helper_model("draft", args.speculative, tokenizer))
-    return Speculative(drafter, draft_tokens=args.draft_tokens, adaptive=args.adaptive_draft)
+    return Speculative(drafter, draft_tokens=_given(args.draft_tokens, 4), adaptive=args.adaptive_draft)
 
 
 def helper_model(role: str, spec: str, tokenizer: Any) -> Any:
@@ -343,6 +379,27 @@ def load_classifier_arg(path: str) -> Any:
 
 #: argparse names of the decoding flags that are settings under another name
 RENAMED = {"num_samples": "n", "stop_id": "stop_ids"}
+
+
+def in_flag_terms(exc: Exception, args: argparse.Namespace) -> str:
+    """The message of ``exc`` with the library's name for what was refused written as the flag the user
+    typed: a ``SettingError``'s ``setting`` (``n``, ``length_penalty`` → ``--num-samples``,
+    ``--length-penalty``), or the name a ``check_number``/``check_choice`` message starts with
+    (``margin must be finite`` → ``--margin must be finite``) when it is one of this verb's options and
+    was given (a library name that only matches an option not given came from another one)."""
+    import re
+
+    text = str(exc)
+    setting = getattr(exc, "setting", None)
+    dest = {v: k for k, v in RENAMED.items()}.get(setting, setting)
+    if setting is None:
+        match = re.match(r"([a-z][a-z0-9_]*) (?:= |must be )", text)
+        setting = dest = match.group(1) if match else None
+        if getattr(args, dest or "", None) is None:
+            return text
+    if not setting or not hasattr(args, dest):
+        return text
+    return re.sub(rf"(?<![\w-]){re.escape(setting)}(?!\w)", f"--{dest.replace('_', '-')}", text)
 
 
 def decoding_from_args(args: argparse.Namespace) -> Any:
@@ -425,11 +482,13 @@ def with_adapter(lm: Any, path: str) -> Any:
 
 def input_lines(texts: list[str], path: str | None) -> list[str]:
     """The texts given as arguments, then the lines of ``path`` ('-' = stdin), blank lines dropped."""
+    from ..data.corpus import text_file
+
     lines = list(texts)
-    if path:
-        fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
-        with fh:
-            lines += [line.rstrip("\n") for line in fh]
+    if path == "-":
+        lines += [line.rstrip("\n") for line in sys.stdin]
+    elif path:
+        lines += list(text_file(path))  # a missing, binary or non-UTF-8 file is one clear error
     return [line for line in lines if line.strip()]
 
 

@@ -15,6 +15,7 @@ from .common import (
     kv_from_args,
     model_from_args,
     open_corpus_arg,
+    refuse_orphans,
     table,
 )
 
@@ -339,11 +340,11 @@ def register_task(verbs: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("prompting strategy (lmlab.agents.strategies)")
     g.add_argument("--strategy", choices=["direct", "cot", "zero-shot-cot", "least-to-most", "self-consistency", "pal"],
                    default=None, help="answer the items this way (default: the task's own prompt)")
-    g.add_argument("--fewshot-selection", choices=["fixed", "random", "bm25", "dense"], default="fixed",
+    g.add_argument("--fewshot-selection", choices=["fixed", "random", "bm25", "dense"], default=None,
                    help="how a strategy picks its few-shot examples (default fixed: the pool's first)")
-    g.add_argument("--samples", type=int, default=5, help="self-consistency: reasoning paths per item (default 5)")
-    g.add_argument("--temperature", type=float, default=0.7, help="self-consistency: sampling temperature (0.7)")
-    g.add_argument("--max-new-tokens", type=int, default=256, help="a strategy's tokens per reasoning (256)")
+    g.add_argument("--samples", type=int, default=None, help="self-consistency: reasoning paths per item (default 5)")
+    g.add_argument("--temperature", type=float, default=None, help="self-consistency: sampling temperature (0.7)")
+    g.add_argument("--max-new-tokens", type=int, default=None, help="a strategy's tokens per reasoning (256)")
     add_kv_options(p)
     add_corpus_options(p)
     add_common(p)
@@ -370,12 +371,18 @@ def run_task(args: argparse.Namespace) -> int:
     if "lambada" not in names and (args.corpus is not None or args.min_words is not None):
         raise ConfigError("--corpus and --min-words apply to the lambada task", "leave them out for these tasks")
     tasks = [load_task(n, num_fewshot=args.num_fewshot, corpus=args.corpus, min_words=args.min_words) for n in names]
+    refuse_orphans(args, {"strategy": ("fewshot_selection", "samples", "temperature", "max_new_tokens")})
+    sampling = [f for f, v in (("--samples", args.samples), ("--temperature", args.temperature)) if v is not None]
+    if sampling and args.strategy != "self-consistency":
+        raise ConfigError(f"{', '.join(sampling)} only apply to --strategy self-consistency",
+                          f"leave {', '.join(sampling)} out")
     strategy = None
     if args.strategy is not None:
         from ..agents.strategies import Strategy
 
-        strategy = Strategy(args.strategy, selection=args.fewshot_selection, samples=args.samples,
-                            temperature=args.temperature, max_tokens=args.max_new_tokens, seed=args.seed)
+        given = {"selection": args.fewshot_selection, "samples": args.samples, "temperature": args.temperature,
+                 "max_tokens": args.max_new_tokens}
+        strategy = Strategy(args.strategy, seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     kv_cache = kv_from_args(args)  # bad cache flags fail before the model loads
     lm, tokenizer, desc = model_from_args(args)
     runner = RequestRunner(lm, tokenizer, batch_size=args.batch_size, cache_path=args.cache, model_id=desc,

@@ -14,20 +14,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="directory to write the quantized model to")
     p.add_argument("--group-size", type=int, default=None, help="values per scale (default: the method's)")
     p.add_argument("--no-head", action="store_true", help="keep the output projection in float")
-    p.add_argument("--calibration", default="wikitext-2:train",
+    p.add_argument("--calibration", default=None,
                    help="calibration text for gptq/awq/smoothquant: a file or NAME:SPLIT (default wikitext-2:train)")
-    p.add_argument("--calibration-sequences", type=int, default=32)
-    p.add_argument("--calibration-length", type=int, default=256)
+    p.add_argument("--calibration-sequences", type=int, default=None, help="default 32")
+    p.add_argument("--calibration-length", type=int, default=None, help="tokens per sequence (default 256)")
     p.add_argument("--act-order", action="store_true", help="GPTQ: quantize columns by decreasing Hessian diagonal")
-    p.add_argument("--damp", type=float, default=0.01, help="GPTQ: damping, a fraction of the mean Hessian diagonal")
-    p.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant: migration strength")
+    p.add_argument("--damp", type=float, default=None,
+                   help="GPTQ: damping, a fraction of the mean Hessian diagonal (default 0.01)")
+    p.add_argument("--alpha", type=float, default=None, help="SmoothQuant: migration strength (default 0.5)")
     p.add_argument("--report", action="store_true",
                    help="measure bits/weight, size, perplexity, KL and top-1 agreement vs float, speed, memory")
-    p.add_argument("--eval", default="wikitext-2:test", help="text for --report's quality (a file or NAME:SPLIT)")
+    p.add_argument("--eval", default=None,
+                   help="text for --report's quality (a file or NAME:SPLIT; default wikitext-2:test)")
     p.add_argument("--eval-tokens", type=int, default=None, help="score only the first N tokens (default: all)")
-    p.add_argument("--window", type=int, default=512, help="--report's sliding window (tokens)")
-    p.add_argument("--stride", type=int, default=256, help="--report's window stride (tokens)")
-    p.add_argument("--new-tokens", type=int, default=128, help="--report's decode length")
+    p.add_argument("--window", type=int, default=None, help="--report's sliding window (tokens, default 512)")
+    p.add_argument("--stride", type=int, default=None, help="--report's window stride (tokens, default 256)")
+    p.add_argument("--new-tokens", type=int, default=None, help="--report's decode length (default 128)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -51,10 +53,22 @@ def run(args: argparse.Namespace) -> int:
     from ..quant import METHODS, quantize_model
     from ..quant.calibration import calibration_ids
     from ..quant.report import compare_models, decode_speed, directory_mb, text_tokens, weight_bits
-    from .common import emit, status
+    from .common import check_outputs, emit, refuse_orphans, status
 
-    check_number("--calibration-sequences", args.calibration_sequences, low=1, integer=True)
-    check_number("--calibration-length", args.calibration_length, low=2, integer=True)
+    check_outputs(args, dirs=("out",))
+    refuse_orphans(args, {"report": ("eval", "eval_tokens", "window", "stride", "new_tokens")})
+    calibrated = args.method != "gguf" and METHODS[args.method].calibrated
+    for flag, value, applies, methods in (
+            ("--calibration", args.calibration, calibrated, "gptq, awq and smoothquant"),
+            ("--calibration-sequences", args.calibration_sequences, calibrated, "gptq, awq and smoothquant"),
+            ("--calibration-length", args.calibration_length, calibrated, "gptq, awq and smoothquant"),
+            ("--damp", args.damp, args.method == "gptq", "gptq"), ("--act-order", args.act_order or None,
+                                                                   args.method == "gptq", "gptq"),
+            ("--alpha", args.alpha, args.method == "smoothquant", "smoothquant")):
+        if value is not None and not applies:
+            raise ConfigError(f"{flag} applies to {methods}, not to --method {args.method}", f"leave {flag} out")
+    sequences = check_number("--calibration-sequences", args.calibration_sequences or 32, low=1, integer=True)
+    length = check_number("--calibration-length", args.calibration_length or 256, low=2, integer=True)
     if args.method == "gguf":
         if args.group_size or args.no_head:
             raise ConfigError("--method gguf keeps the file's own blocks; --group-size/--no-head do not apply",
@@ -63,14 +77,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         lm, tokenizer = load_model(args.model)
         calibration = None
-        if METHODS[args.method].calibrated:
-            status(args, f"calibrating on {args.calibration_sequences} × {args.calibration_length} tokens "
-                         f"of {args.calibration}")
-            calibration = calibration_ids(tokenizer, open_corpus(args.calibration), args.calibration_sequences,
-                                          args.calibration_length)
-        quantize_model(lm, args.method, group_size=args.group_size, calibration=calibration,
-                       act_order=args.act_order, damp=args.damp, alpha=args.alpha, head=not args.no_head,
-                       head_method=args.head_method)
+        if calibrated:
+            text = args.calibration or "wikitext-2:train"
+            status(args, f"calibrating on {sequences} × {length} tokens of {text}")
+            calibration = calibration_ids(tokenizer, open_corpus(text), sequences, length)
+        quantize_model(lm, args.method, group_size=args.group_size, calibration=calibration, act_order=args.act_order,
+                       damp=0.01 if args.damp is None else args.damp, alpha=0.5 if args.alpha is None else args.alpha,
+                       head=not args.no_head, head_method=args.head_method)
     save_model_dir(args.out, *lm.to_state(), tokenizer=tokenizer)
     result = {"model": args.model, "method": args.method, "out": args.out, **weight_bits(lm),
               "size_mb": directory_mb(args.out)}
@@ -79,13 +92,14 @@ def run(args: argparse.Namespace) -> int:
 
         quantized, _ = load_model(args.out)  # what a user gets back: the saved codes
         reference, _ = load_model(args.model)
-        ids = text_tokens(tokenizer, open_corpus(args.eval), args.eval_tokens)
-        status(args, f"scoring {len(ids)} tokens of {args.eval} with both models")
-        result.update(compare_models(reference, quantized, ids, window=args.window, stride=args.stride))
+        text = args.eval or "wikitext-2:test"
+        ids = text_tokens(tokenizer, open_corpus(text), args.eval_tokens)
+        status(args, f"scoring {len(ids)} tokens of {text} with both models")
+        result.update(compare_models(reference, quantized, ids, window=args.window or 512, stride=args.stride or 256))
         del reference
         prompt = (chat_prompt(tokenizer, [{"role": "user", "content": "Explain why the sky is blue."}])
                   if getattr(tokenizer, "chat_template", None) else ids[:32])
-        result.update(decode_speed(quantized, tokenizer, prompt, args.new_tokens))
+        result.update(decode_speed(quantized, tokenizer, prompt, 128 if args.new_tokens is None else args.new_tokens))
     human = "\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items())
     emit(args, result, human)
     return 0

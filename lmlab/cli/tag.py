@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import add_common, emit, input_lines, status, table
+from .common import add_common, check_outputs, emit, input_lines, status, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +70,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..data.conll import read_conll
     from ..tagging import Tagger
 
+    check_outputs(args, dirs=("out", "run_dir"))
     sentences = read_conll(args.data, args.column)
     sentences = sentences[:args.limit] if args.limit else sentences
     tagger = Tagger(args.kind, backbone=args.backbone, crf=args.crf, constraints=args.constraints,
@@ -99,6 +100,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..data.conll import read_conll
     from ..tagging import Tagger
 
+    check_outputs(args, files=("predictions",))
     tagger = Tagger.load(args.model)
     column = args.column or tagger.column
     sentences = read_conll(args.data, column)

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text", action="append", help="a sentence to translate (repeatable)")
     p.add_argument("--beam-size", "--beam", dest="beam", type=int, default=1,
                    help="beam size (default 1 = greedy, batched)")
-    p.add_argument("--length-penalty", type=float, default=1.0,
+    p.add_argument("--length-penalty", type=float, default=None,
                    help="beam: rank finished hypotheses by log-probability / length^α (default α = 1; 0 = none)")
     p.add_argument("--target-language", help="a multilingual model (bench/mt.py --multilingual): translate into "
                    "this language, e.g. en or de")
@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, files=("out",))
     if args.limit is not None:
         check_number("--limit", args.limit, low=1, integer=True)
+    if args.length_penalty is not None and args.beam == 1:
+        raise ConfigError("--length-penalty ranks the hypotheses of beam search", "add --beam-size N (N > 1) or "
+                          "leave --length-penalty out")
+    length_penalty = 1.0 if args.length_penalty is None else args.length_penalty
     if args.input and args.input_spec:
         raise ConfigError("the input was given twice (INPUT and --input)", "pass one of them")
     spec = args.input or args.input_spec
@@ -85,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
     source_tokenizer = _source_tokenizer(args.model)
     status(args, f"translating {len(texts)} sentence(s) with {args.model} (beam {args.beam})")
     outputs = translate(model, tokenizer, texts, beam_size=args.beam, max_new_tokens=args.max_new_tokens,
-                        length_penalty=args.length_penalty, target_language=args.target_language,
+                        length_penalty=length_penalty, target_language=args.target_language,
                         source_tokenizer=source_tokenizer)
-    result: dict = {"model": str(args.model), "beam": args.beam, "length_penalty": args.length_penalty,
+    result: dict = {"model": str(args.model), "beam": args.beam, "length_penalty": length_penalty,
                     "count": len(texts)}
     if args.reference:
         from ..eval.bleu import corpus_bleu

@@ -43,11 +43,15 @@ def peak_memory_mb(device: torch.device) -> float | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def release_free_memory() -> None:
+def release_free_memory(collect_cycles: bool = True) -> None:
     """Return freed heap memory to the operating system (glibc's ``malloc_trim``) after a phase that
     allocated and freed a lot, such as dequantising a model: glibc keeps such memory resident, so
-    the process's size, and any peak measured after it, would count memory no tensor holds."""
-    gc.collect()
+    the process's size, and any peak measured after it, would count memory no tensor holds.
+    ``collect_cycles`` first runs a full garbage collection, for memory only a reference cycle held;
+    leave it off when reference counting freed everything (a full collection in a long-lived process,
+    a server or a test run, costs up to seconds)."""
+    if collect_cycles:
+        gc.collect()
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no malloc_trim): nothing to hand back

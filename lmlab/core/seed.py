@@ -39,14 +39,19 @@ def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
     """Within the block, PyTorch uses deterministic kernels only (``torch.use_deterministic_algorithms``):
     an operation whose result could depend on thread or GPU scheduling (atomic adds of repeated indices,
     some cuBLAS reductions) takes its deterministic implementation, or raises if it has none. On CUDA the
-    cuBLAS workspace is fixed too (``CUBLAS_WORKSPACE_CONFIG``). The previous setting is restored after."""
+    cuBLAS workspace is fixed too (``CUBLAS_WORKSPACE_CONFIG``). PyTorch would also fill every new
+    uninitialised tensor with NaN (a debugging aid that slowed training 1.6x here, bench/determinism.py);
+    lmlab's code reads no uninitialised memory, so that stays off. The previous settings are restored after."""
     import torch
+    import torch.utils.deterministic
 
-    previous = torch.are_deterministic_algorithms_enabled()
+    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(enabled)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous)
+        torch.use_deterministic_algorithms(previous[0])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[1]

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from ..core.errors import ConfigError, DataError, InputError
+from .corpus import text_file
 
 #: CoNLL-2003's columns after the word
 CONLL2003_COLUMNS = {"pos": 1, "chunk": 2, "ner": 3}
@@ -45,20 +46,19 @@ def read_conll(spec: str | os.PathLike, column: str | int = "ner") -> list[tuple
     words: list[str] = []
     tags: list[str] = []
     width = None
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            fields = line.split()
-            if not fields or fields[0] == "-DOCSTART-":
-                if words:
-                    sentences.append((words, tags))
-                    words, tags = [], []
-                continue
-            width = width or len(fields)
-            if len(fields) != width or not -width < index < width or index == 0:
-                raise DataError(f"{path}:{lineno}: {len(fields)} columns where the file has {width} "
-                                f"(tag column {index})", "every token line needs the same columns: word ... tag")
-            words.append(fields[0])
-            tags.append(fields[index])
+    for lineno, line in enumerate(text_file(path, keep_blank=True), 1):  # UTF-8 text, or one clear error
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                sentences.append((words, tags))
+                words, tags = [], []
+            continue
+        width = width or len(fields)
+        if len(fields) != width or not -width < index < width or index == 0:
+            raise DataError(f"{path}:{lineno}: {len(fields)} columns where the file has {width} "
+                            f"(tag column {index})", "every token line needs the same columns: word ... tag")
+        words.append(fields[0])
+        tags.append(fields[index])
     if words:
         sentences.append((words, tags))
     if not sentences:

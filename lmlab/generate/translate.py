@@ -56,6 +56,7 @@ def translate(model, tokenizer, texts: Sequence[str], *, beam_size: int = 1, max
     source; the tokenizer must know the tag."""
     check_number("beam_size", beam_size, low=1, integer=True)
     check_number("batch_size", batch_size, low=1, integer=True)
+    check_number("length_penalty", length_penalty)
     if max_new_tokens is not None:
         check_number("max_new_tokens", max_new_tokens, low=1, integer=True)
     if target_language is not None:

@@ -53,7 +53,7 @@ def column_major_linears(module: nn.Module) -> int:
                 sub.weight.data = sub.weight.data.t().contiguous().t()
                 count += 1
     if count:
-        release_free_memory()  # the row-major copies just freed
+        release_free_memory(collect_cycles=False)  # the row-major copies, freed by reference counting
     return count
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..core.device import resolve_dtype
 from ..core.errors import ConfigError
-from ..core.validate import check_choice
+from ..core.validate import check_choice, check_number
 from ..models.quantized import QuantLinear, quantized_layers, replace_module
 from .activation_aware import quantize_awq, quantize_smoothquant, shared_input_groups
 from .calibration import blockwise
@@ -70,6 +70,8 @@ def quantize_model(model: nn.Module, method: str = "int8", *, group_size: int | 
             raise ConfigError("head_method needs a model with a float output head to quantize",
                               "leave head_method out, or head=True")
     check_choice("dtype", dtype, ACTIVATION_DTYPES)
+    check_number("damp", damp, low=0.0)
+    check_number("alpha", alpha, low=0.0, high=1.0)
     spec = METHODS[method]
     if symmetric is not None and symmetric != spec.symmetric:
         if method in ("nf4", "hqq", "smoothquant", "int8-tensor"):
