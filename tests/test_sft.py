@@ -67,7 +67,7 @@ def test_row_formats_and_errors(tok):
 def test_read_conversations_names_the_line(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"messages": CHAT}) + "\n\n{oops\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"d.jsonl:3: not valid JSON"):
+    with pytest.raises(DataError, match=r"d.jsonl:3 is not valid JSON"):
         read_conversations(path)
     assert len(read_conversations(path, limit=1)) == 1
     path.write_bytes(json.dumps({"messages": CHAT}).encode() + b"\n\xff\xfe\n")

@@ -69,7 +69,8 @@ def test_invalid_smoothing_settings():
 def test_model_directory_round_trip(tmp_path, word_model):
     lm, tok = word_model
     save_model_dir(tmp_path / "m", *lm.to_state(), tokenizer=tok)
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors", "tokenizer.json",
+                                                                   "tokenizer_config.json"]
     lm2, tok2 = load_model(tmp_path / "m")
     assert torch.equal(lm2.logprobs, lm.logprobs) and tok2.vocab == tok.vocab
     assert lm2.eos_id == tok.eos_id
