@@ -77,7 +77,7 @@ CHECKS: list[tuple[str, list[str], str]] = [  # the note of a row whose tests ch
      "the figure: cosine >= 0.99999, token states within 1e-5"),
     ("SmolLM2-135M-Instruct greedy through the one decode loop",
      ["tests/test_generation_parity.py::test_greedy_with_processors_equals_transformers_generate"],
-     "the figure: identical tokens on 6 of the 20 prompts"),
+     "the figure: identical tokens on the 20 prompts"),
     ("speculative decoding by prompt lookup", ["tests/test_speculative.py::test_speculative_greedy_equals_plain_greedy"],
      "greedy exactness for every drafter on a tiny model; the speed-up only in the benchmark"),
     ("KV-cache policies against kvpress", ["tests/test_kvcache_kvpress.py::test_same_kept_positions_and_next_token_logits_as_kvpress"],
