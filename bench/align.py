@@ -53,7 +53,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 from lmlab import align  # noqa: E402
 from lmlab.align.preferences import Truncation, encode  # noqa: E402
-from lmlab.cli.align import engine_generate  # noqa: E402
+from lmlab.generate.engine import rollout_generate  # noqa: E402
 from lmlab.models import load_model  # noqa: E402
 
 
@@ -255,7 +255,7 @@ def rl_lmlab(args, model_dir, work, seed: int, method: str = "grpo") -> dict:
                                                     if method == "grpo" else {}))
     config = align.rl.with_overrides(config, **{k: v for k, v in extra.items()}) if extra else config
     r = align.policy_optimization(lm, tok, align.encode_prompts(tok, train), align.encode_prompts(tok, held),
-                                  engine_generate(lm, tok, args.temperature), align.NumberMatch(),
+                                  rollout_generate(lm, tok, args.temperature), align.NumberMatch(),
                                   work / f"{method}-lmlab-{seed}", config=config,
                                   adapter=align.Adapter(rank=args.rank, alpha=2.0 * args.rank),
                                   schedule=schedule(args, args.steps, args.lr, seed))
@@ -373,7 +373,7 @@ def unlikelihood_section(args: argparse.Namespace, model_dir: Path, work: Path) 
             train(lm, objective, ItemBatches(windows(text, tok), args.batch_size, batch, seed=0), config,
                   work / f"ul-{variant}")
         lm.eval()
-        generate = engine_generate(lm, tok)
+        generate = rollout_generate(lm, tok)
         prefixes = [w[:32] for w in held[:args.ul_prefixes]]
         continuations = generate(prefixes, n_new, list(range(len(prefixes))), True)
         with torch.no_grad():

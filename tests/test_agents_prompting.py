@@ -122,8 +122,6 @@ def test_self_consistency_takes_the_majority_of_shared_prefill_samples(arith, ru
         nonlocal answers
         p = next(p for p in arith.items if p["question"] in request.prompt.split("Question: ")[-1])
         right, wrong = p["value"], str(int(p["value"]) + 5)
-        if request.prompt.count(p["question"]) and not hasattr(policy, "seen"):
-            pass
         sample = next(answers, None)
         if sample is None:
             answers = iter([right, wrong, right])

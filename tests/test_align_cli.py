@@ -117,7 +117,7 @@ def _resume_case(kind, files):
         read_prompts,
     )
     from lmlab.align.preferences import ItemBatches, Truncation, encode_preferences, pair_batch
-    from lmlab.cli.align import engine_generate
+    from lmlab.generate.engine import rollout_generate
     from lmlab.models import load_model
 
     lm, tok = load_model(files["model"])
@@ -129,7 +129,7 @@ def _resume_case(kind, files):
         return lm, PreferenceObjective("sigmoid", reference=Reference(lm)), source
     config = RLConfig.preset("ppo", prompts_per_step=2, max_new_tokens=4, epochs=2, minibatches=2)
     prompts = encode_prompts(tok, read_prompts(files["prompts"]))
-    objective = PolicyGradient(config, prompts=prompts, generate=engine_generate(lm, tok), tokenizer=tok,
+    objective = PolicyGradient(config, prompts=prompts, generate=rollout_generate(lm, tok), tokenizer=tok,
                                reward=LengthReward(target=2), reference=Reference(lm), stop_id=lm.eos_id, seed=3)
     return PolicyWithValue(lm), objective, RolloutSchedule(len(prompts), config, seed=3)
 

@@ -349,7 +349,7 @@ def policy_optimization(lm: nn.Module, tokenizer: Any, train_prompts: Sequence[P
                         resume: bool = False) -> dict:
     """GRPO, RLOO, REINFORCE or PPO (``config.method``) on ``lm`` with rollouts from ``generate``.
 
-    ``generate`` must sample from ``lm`` itself (e.g. ``lmlab.cli.align.engine_generate(lm, ...)``),
+    ``generate`` must sample from ``lm`` itself (e.g. ``lmlab.generate.engine.rollout_generate(lm, ...)``),
     so each rollout comes from the current weights.
     """
     out, adapter, schedule = Path(out), adapter or Adapter(), schedule or Schedule(lr=2e-5)

@@ -2,7 +2,7 @@
 
 The learning layer does not import the inference engine (it is a higher layer); whoever runs RL —
 the CLI, a benchmark, a notebook — passes a ``Generate`` callable, normally built on
-``lmlab.generate.engine.Engine`` (batched, a seed per row; ``lmlab.cli.align.engine_generate``).
+``lmlab.generate.engine.Engine`` (batched, a seed per row; ``lmlab.generate.engine.rollout_generate``).
 Its contract: ``generate(prompt_ids, max_new_tokens, seeds, greedy) -> completion ids``, each
 ending with the stop id when the model stopped (so the policy learns to stop), one per prompt row.
 

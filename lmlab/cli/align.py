@@ -284,27 +284,6 @@ def run_preference(args: argparse.Namespace) -> int:
     return 0
 
 
-def engine_generate(lm: Any, tokenizer: Any, temperature: float = 1.0):
-    """A ``lmlab.align.rollout.Generate`` on the inference engine: batched, a seed per row, sampling at
-    ``temperature`` (or greedy); completions end with the EOS id when the model stopped."""
-    from ..generate.engine import Engine, Request
-    from ..generate.processors import Temperature
-
-    processors = [] if temperature == 1.0 else [Temperature(temperature)]
-    sampler = Engine(lm, tokenizer, processors=processors, greedy=False, decode_layout=False)
-    greedy = Engine(lm, tokenizer, greedy=True, decode_layout=False)
-    stop = getattr(lm, "eos_id", None)
-
-    def generate(prompts: list[list[int]], max_new_tokens: int, seeds: list[int], is_greedy: bool) -> list[list[int]]:
-        engine = greedy if is_greedy else sampler
-        outs = engine.generate([Request(p, max_new_tokens=max_new_tokens, seed=s,
-                                        stop_ids=[stop] if stop is not None else [])
-                                for p, s in zip(prompts, seeds, strict=True)])
-        return [o.ids + ([stop] if o.finish_reason == "stop" and stop is not None else []) for o in outs]
-
-    return generate
-
-
 def _prompt_rows(args: argparse.Namespace):
     from ..align import arithmetic_problems, read_prompts
     from ..core.errors import DataError
@@ -361,6 +340,7 @@ def rl_config(args: argparse.Namespace):
 
 def run_rl(args: argparse.Namespace) -> int:
     from .. import align
+    from ..generate.engine import rollout_generate
 
     adapter, schedule = _setup(args)
     config = rl_config(args)
@@ -370,7 +350,7 @@ def run_rl(args: argparse.Namespace) -> int:
     reward = _reward(args, tokenizer)
     result = align.policy_optimization(
         lm, tokenizer, align.encode_prompts(tokenizer, train_rows), align.encode_prompts(tokenizer, eval_rows),
-        engine_generate(lm, tokenizer, config.temperature), reward, args.out, config=config, adapter=adapter,
+        rollout_generate(lm, tokenizer, config.temperature), reward, args.out, config=config, adapter=adapter,
         schedule=schedule, step_reward=align.LineSteps() if config.process else None, resume=args.resume)
     human = (f"{config.method} on {args.model}: {result['metric']} {result['eval_before']:.3f} → "
              f"{result['eval_after']:.3f} ({result['prompts']['eval']} prompts)\n"

@@ -22,7 +22,7 @@ from ..core.validate import check_choice
 from ..lm import LanguageModel
 from .loop import OVERFLOW, DecodeLoop, Request, fit_prompt
 from .output import Completion, Event, Stats
-from .processors import Processor
+from .processors import Processor, Temperature
 from .settings import DecodingSettings
 
 __all__ = ["OVERFLOW", "Completion", "Engine", "Request", "Stats", "fit_prompt"]
@@ -133,3 +133,21 @@ class Engine:
         for c in outs:
             c.stats = stats
         return outs
+
+
+def rollout_generate(lm: Any, tokenizer: Any, temperature: float = 1.0):
+    """A ``lmlab.align.rollout.Generate`` on the inference engine: batched, a seed per row, sampling at
+    ``temperature`` (or greedy); completions end with the EOS id when the model stopped."""
+    processors = [] if temperature == 1.0 else [Temperature(temperature)]
+    sampler = Engine(lm, tokenizer, processors=processors, greedy=False, decode_layout=False)
+    greedy = Engine(lm, tokenizer, greedy=True, decode_layout=False)
+    stop = getattr(lm, "eos_id", None)
+
+    def generate(prompts: list[list[int]], max_new_tokens: int, seeds: list[int], is_greedy: bool) -> list[list[int]]:
+        engine = greedy if is_greedy else sampler
+        outs = engine.generate([Request(p, max_new_tokens=max_new_tokens, seed=s,
+                                        stop_ids=[stop] if stop is not None else [])
+                                for p, s in zip(prompts, seeds, strict=True)])
+        return [o.ids + ([stop] if o.finish_reason == "stop" and stop is not None else []) for o in outs]
+
+    return generate
