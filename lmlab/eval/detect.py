@@ -1,0 +1,182 @@
+"""Machine-text detection by likelihood: perplexity, burstiness and two-model ratios.
+
+Every figure comes from the one probability interface (``lmlab.lm``): per-token log-probabilities
+from ``lm.score`` (through ``lm_metrics.score_rows``), and, for Binoculars, the full next-token
+distributions from ``lm.next_scores_all``. Each detector's *machine score* is oriented so that
+higher means "more likely machine-written"; ``detection_auroc`` ranks documents by it.
+
+* **perplexity** (GPTZero's first signal, Tian 2023): sampled text is what the model itself finds
+  likely, so its per-token perplexity under a similar model is low. Machine score: −log PPL.
+* **burstiness** (GPTZero's second signal): human writing mixes plain and surprising sentences,
+  so its per-sentence perplexity varies more. Here: the standard deviation (population) of the
+  per-sentence log-perplexities (mean negative log-likelihood of each sentence's tokens, scored in
+  the context of the whole document). Machine score: −burstiness. Needs two sentences or more.
+* **likelihood ratio** against a smaller reference model sharing the tokenizer (the comparison
+  model of Carlini et al. 2021, "Extracting training data from large language models"): the mean
+  per-token log-likelihood under the model minus that under the reference. It cancels how
+  predictable a text is in itself; what is left is how much *more* the large model likes it.
+  Machine score: +ratio.
+* **Binoculars** (Hans et al. 2024, "Spotting LLMs with Binoculars"): the model's log-perplexity
+  of the text divided by its cross-perplexity — the model's expected per-token surprise when the
+  next token is drawn from the reference model's distribution instead —,
+  B = [−(1/L) Σ log p(x_i)] / [−(1/L) Σ_i Σ_v q_i(v) log p_i(v)] with p the model (the paper's
+  code calls it the performer) and q the reference (observer). Machine score: −B.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..core.errors import DataError
+from ..core.progress import progress
+from ..core.validate import check_number
+from ..lm import LanguageModel, as_id_tensor, check_shared_tokenizer, check_tokenizer
+from .lm_metrics import score_rows
+from .roc import auroc
+
+DETECTORS = ("perplexity", "burstiness", "likelihood_ratio", "binoculars")
+#: detector → sign that turns its value into a machine score (higher = more likely machine)
+ORIENTATION = {"perplexity": -1.0, "burstiness": -1.0, "likelihood_ratio": 1.0, "binoculars": -1.0}
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Cut ``text`` after ., ! or ? followed by whitespace, and at newlines; each piece after the first keeps
+    the whitespace before it, so the pieces concatenate back to ``text`` (and tokenise like it)."""
+    cuts = [m.start() for m in _SENTENCE_BREAK.finditer(text) if 0 < m.start() < len(text)]
+    bounds = [0, *cuts, len(text)]
+    pieces = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [p for p in pieces if p.strip()]
+
+
+def encode_document(tokenizer, text: str) -> tuple[list[int], list[int]]:
+    """(ids: the start token, if any, then each sentence's tokens; the token count of each sentence)."""
+    sentences = [tokenizer.encode(s, add_special_tokens=False) for s in split_sentences(text)]
+    start = tokenizer.start_id
+    ids = ([start] if start is not None else []) + [i for s in sentences for i in s]
+    return ids, [len(s) for s in sentences if s]
+
+
+def _burstiness(token_logprobs: np.ndarray, sentence_lengths: list[int]) -> tuple[float | None, list[float]]:
+    bounds = np.cumsum([0, *sentence_lengths])
+    per_sentence = [float(-token_logprobs[a:b].mean()) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return (float(np.std(per_sentence)) if len(per_sentence) >= 2 else None), per_sentence
+
+
+def _binoculars(lm: LanguageModel, reference: LanguageModel, ids: list[int]) -> float:
+    """B for one document (see the module docstring); both models read the same ids."""
+    x = as_id_tensor([ids], lm.vocab_size, lm.device)
+    with torch.no_grad():
+        p_scores, _ = lm.next_scores_all(x[:, :-1], lm.initial_state(1))
+        q_scores, _ = reference.next_scores_all(x[:, :-1].to(reference.device), reference.initial_state(1))
+    log_p = torch.log_softmax(p_scores[0].double().cpu(), dim=-1)
+    log_q = torch.log_softmax(q_scores[0].double().cpu(), dim=-1)
+    nll = -log_p.gather(1, x[0, 1:].cpu().unsqueeze(1)).mean()
+    # where q gives a token probability 0, its log is -inf: 0 · -inf would be NaN, the term is 0
+    cross = -(log_q.exp() * torch.where(torch.isfinite(log_p), log_p, torch.zeros_like(log_p))).sum(-1).mean()
+    return float(nll / cross)
+
+
+def score_documents(lm: LanguageModel, tokenizer, texts: Sequence[str], *, reference: LanguageModel | None = None,
+                    reference_tokenizer=None, min_tokens: int = 8, batch_size: int = 16) -> list[dict]:
+    """Per document: ``tokens``, ``perplexity``, ``burstiness`` (None with fewer than two sentences),
+    ``sentence_log_perplexities`` and, with a ``reference`` model (which must share ``tokenizer``),
+    ``likelihood_ratio`` and ``binoculars``. A document with fewer than ``min_tokens`` tokens is an error
+    (its scores would be noise)."""
+    check_tokenizer(lm, tokenizer)
+    check_number("min_tokens", min_tokens, low=2, integer=True)
+    check_number("batch_size", batch_size, low=1, integer=True)
+    if reference is not None:
+        check_shared_tokenizer("reference", reference_tokenizer if reference_tokenizer is not None else tokenizer,
+                               tokenizer)
+    texts = list(texts)
+    if not texts:
+        raise DataError("no documents to score", "give a file with at least one non-blank document")
+    encoded = [encode_document(tokenizer, t) for t in texts]
+    first = 1 if tokenizer.start_id is not None else 0
+    for i, (ids, _) in enumerate(encoded):
+        if len(ids) - first < min_tokens:
+            raise DataError(f"document {i} has {len(ids) - first} tokens, fewer than the minimum of {min_tokens} "
+                            f"({texts[i][:40]!r})", "drop short documents or lower --min-tokens")
+    if first == 0:  # no start token: the first token is context, never predicted
+        encoded = [(ids, [max(lengths[0] - 1, 0), *lengths[1:]]) for ids, lengths in encoded]
+    out: list[dict] = []
+    for lo in progress(range(0, len(texts), batch_size), desc="detecting", unit="batch"):
+        rows = [ids for ids, _ in encoded[lo:lo + batch_size]]
+        scores, mask = score_rows(lm, rows)
+        ref = score_rows(reference, rows) if reference is not None else None
+        for row, (ids, lengths) in enumerate(encoded[lo:lo + batch_size]):
+            lp = scores[row, mask[row]].numpy()
+            burst, per_sentence = _burstiness(lp, lengths)
+            doc = {"index": lo + row, "tokens": int(lp.size), "perplexity": math.exp(-lp.mean()),
+                   "burstiness": burst, "sentence_log_perplexities": per_sentence}
+            if ref is not None:
+                ref_lp = ref[0][row, ref[1][row]].numpy()
+                doc["likelihood_ratio"] = float(lp.mean() - ref_lp.mean())
+                doc["binoculars"] = _binoculars(lm, reference, ids)
+            out.append(doc)
+    return out
+
+
+def machine_scores(documents: Sequence[dict], detector: str) -> np.ndarray:
+    """The detector's value per document turned into a machine score (higher = more likely machine);
+    NaN where it is undefined (burstiness of a one-sentence document)."""
+    sign = ORIENTATION[detector]
+    values = []
+    for d in documents:
+        v = d.get(detector)
+        if v is not None and detector == "perplexity":
+            v = math.log(v)
+        values.append(float("nan") if v is None else sign * v)
+    return np.array(values, dtype=np.float64)
+
+
+def detector_scores(documents: Sequence[dict], labels: Sequence[int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """For every detector present in ``documents``: (machine scores, labels) of the documents it could score
+    (burstiness leaves out one-sentence documents)."""
+    y = np.asarray(labels)
+    out = {}
+    for name in DETECTORS:
+        if any(d.get(name) is not None for d in documents):
+            s = machine_scores(documents, name)
+            keep = np.isfinite(s)
+            out[name] = (s[keep], y[keep])
+    return out
+
+
+def detection_auroc(documents: Sequence[dict], labels: Sequence[int]) -> dict[str, dict]:
+    """AUROC of every detector present in ``documents`` at telling ``labels`` 1 (machine) from 0 (human),
+    with how many documents it scored and left out."""
+    return {name: {"auroc": auroc(s, y), "documents": int(len(s)), "left_out": len(documents) - int(len(s))}
+            for name, (s, y) in detector_scores(documents, labels).items()}
+
+LABELS = {"human": 0, "machine": 1, 0: 0, 1: 1}
+
+
+def read_documents(path: str) -> tuple[list[str], list[int] | None]:
+    """Documents to score and their labels (0 human, 1 machine; None when the file has none): a ``.jsonl`` file
+    of ``{"text": …, "label": "human"|"machine"|0|1}`` objects (label optional), or any other text file with
+    one document per line. An empty file is an error."""
+    from ..data.corpus import read_jsonl, text_file
+
+    if str(path).endswith(".jsonl"):
+        records = read_jsonl(path)
+        for i, r in enumerate(records):
+            if not isinstance(r.get("text"), str):
+                raise DataError(f"{path}: record {i} has no string 'text'", 'write {"text": "...", "label": "human"}')
+        texts = [r["text"] for r in records]
+        given = [r.get("label") for r in records]
+        bad = next((i for i, v in enumerate(given) if v is not None and v not in LABELS), None)
+        if bad is not None:
+            raise DataError(f"{path}: record {bad} has label {given[bad]!r}", "use human/machine (or 0/1)")
+        labels = [LABELS[v] for v in given] if all(v is not None for v in given) else None
+    else:
+        texts, labels = list(text_file(path)), None
+    if not texts:
+        raise DataError(f"{path} holds no documents", "give one document per line (or a JSONL file with 'text')")
+    return texts, labels
