@@ -68,18 +68,20 @@ def _burstiness(token_logprobs: np.ndarray, sentence_lengths: list[int]) -> tupl
     return (float(np.std(per_sentence)) if len(per_sentence) >= 2 else None), per_sentence
 
 
-def _binoculars(lm: LanguageModel, reference: LanguageModel, ids: list[int]) -> float:
-    """B for one document (see the module docstring); both models read the same ids."""
+def _with_reference(lm: LanguageModel, reference: LanguageModel, ids: list[int]) -> tuple[np.ndarray, np.ndarray, float]:
+    """One document through both models' full next-token distributions (``next_scores_all``): the model's and
+    the reference's log-probability of each token, and Binoculars' cross term — the model's expected
+    negative log-likelihood under the reference's next-token distribution, averaged over positions."""
     x = as_id_tensor([ids], lm.vocab_size, lm.device)
     with torch.no_grad():
         p_scores, _ = lm.next_scores_all(x[:, :-1], lm.initial_state(1))
         q_scores, _ = reference.next_scores_all(x[:, :-1].to(reference.device), reference.initial_state(1))
     log_p = torch.log_softmax(p_scores[0].double().cpu(), dim=-1)
     log_q = torch.log_softmax(q_scores[0].double().cpu(), dim=-1)
-    nll = -log_p.gather(1, x[0, 1:].cpu().unsqueeze(1)).mean()
-    # where q gives a token probability 0, its log is -inf: 0 · -inf would be NaN, the term is 0
+    target = x[0, 1:].cpu().unsqueeze(1)
+    # where p gives a token probability 0 its log is -inf, and q there may be 0 too: that term counts 0
     cross = -(log_q.exp() * torch.where(torch.isfinite(log_p), log_p, torch.zeros_like(log_p))).sum(-1).mean()
-    return float(nll / cross)
+    return log_p.gather(1, target).squeeze(1).numpy(), log_q.gather(1, target).squeeze(1).numpy(), float(cross)
 
 
 def score_documents(lm: LanguageModel, tokenizer, texts: Sequence[str], *, reference: LanguageModel | None = None,
@@ -98,27 +100,27 @@ def score_documents(lm: LanguageModel, tokenizer, texts: Sequence[str], *, refer
     if not texts:
         raise DataError("no documents to score", "give a file with at least one non-blank document")
     encoded = [encode_document(tokenizer, t) for t in texts]
-    first = 1 if tokenizer.start_id is not None else 0
     for i, (ids, _) in enumerate(encoded):
-        if len(ids) - first < min_tokens:
-            raise DataError(f"document {i} has {len(ids) - first} tokens, fewer than the minimum of {min_tokens} "
+        if len(ids) - 1 < min_tokens:  # predicted tokens: all but the start token (or the first, without one)
+            raise DataError(f"document {i} has {len(ids) - 1} scored tokens, fewer than the minimum of {min_tokens} "
                             f"({texts[i][:40]!r})", "drop short documents or lower --min-tokens")
-    if first == 0:  # no start token: the first token is context, never predicted
+    if tokenizer.start_id is None:  # no start token: the first token is context, never predicted
         encoded = [(ids, [max(lengths[0] - 1, 0), *lengths[1:]]) for ids, lengths in encoded]
     out: list[dict] = []
     for lo in progress(range(0, len(texts), batch_size), desc="detecting", unit="batch"):
-        rows = [ids for ids, _ in encoded[lo:lo + batch_size]]
-        scores, mask = score_rows(lm, rows)
-        ref = score_rows(reference, rows) if reference is not None else None
-        for row, (ids, lengths) in enumerate(encoded[lo:lo + batch_size]):
-            lp = scores[row, mask[row]].numpy()
+        chunk = encoded[lo:lo + batch_size]
+        if reference is None:
+            scores, mask = score_rows(lm, [ids for ids, _ in chunk])
+            scored = [(scores[row, mask[row]].numpy(), None, None) for row in range(len(chunk))]
+        else:  # the full distributions give the model's token log-probabilities as well: one forward pass
+            scored = [_with_reference(lm, reference, ids) for ids, _ in chunk]
+        for row, ((_, lengths), (lp, ref_lp, cross)) in enumerate(zip(chunk, scored, strict=True)):
             burst, per_sentence = _burstiness(lp, lengths)
             doc = {"index": lo + row, "tokens": int(lp.size), "perplexity": math.exp(-lp.mean()),
                    "burstiness": burst, "sentence_log_perplexities": per_sentence}
-            if ref is not None:
-                ref_lp = ref[0][row, ref[1][row]].numpy()
+            if reference is not None:
                 doc["likelihood_ratio"] = float(lp.mean() - ref_lp.mean())
-                doc["binoculars"] = _binoculars(lm, reference, ids)
+                doc["binoculars"] = float(-lp.mean() / cross)
             out.append(doc)
     return out
 
