@@ -52,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
     human = table(rows, ["doc", "tokens", *names])
     if args.eval:
         result["auroc"] = detection_auroc(docs, labels)
-        human += "\n\n" + table([[n, f"{v['auroc']:.4f}", v["documents"]] for n, v in result["auroc"].items()],
+        human += "\n\n" + table([[n, "-" if v["auroc"] is None else f"{v['auroc']:.4f}", v["documents"]] for n, v in result["auroc"].items()],
                                 ["detector", "AUROC", "documents"])
         if args.plot:
-            result["plot"] = plot_roc(detector_scores(docs, labels), args.plot,
+            curves = {n: c for n, c in detector_scores(docs, labels).items() if result["auroc"][n]["auroc"] is not None}
+            result["plot"] = plot_roc(curves, args.plot,
                                       title=f"machine-text detection ({desc})")
     emit(args, result, human)
     return 0

@@ -153,9 +153,16 @@ def detector_scores(documents: Sequence[dict], labels: Sequence[int]) -> dict[st
 
 def detection_auroc(documents: Sequence[dict], labels: Sequence[int]) -> dict[str, dict]:
     """AUROC of every detector present in ``documents`` at telling ``labels`` 1 (machine) from 0 (human),
-    with how many documents it scored and left out."""
-    return {name: {"auroc": auroc(s, y), "documents": int(len(s)), "left_out": len(documents) - int(len(s))}
-            for name, (s, y) in detector_scores(documents, labels).items()}
+    with how many documents it scored and left out; None (and a note) where the documents it could score
+    are all of one class."""
+    out = {}
+    for name, (s, y) in detector_scores(documents, labels).items():
+        both = 0 < int(y.sum()) < len(y)
+        out[name] = {"auroc": auroc(s, y) if both else None, "documents": int(len(s)),
+                     "left_out": len(documents) - int(len(s))}
+        if not both:
+            out[name]["note"] = "the documents this detector could score are all of one class"
+    return out
 
 LABELS = {"human": 0, "machine": 1, 0: 0, 1: 1}
 
@@ -178,7 +185,7 @@ def read_documents(path: str) -> tuple[list[str], list[int] | None]:
             raise DataError(f"{path}: record {bad} has label {given[bad]!r}", "use human/machine (or 0/1)")
         labels = [LABELS[v] for v in given] if all(v is not None for v in given) else None
     else:
-        texts, labels = list(text_file(path)), None
+        texts, labels = [line for line in text_file(path, keep_blank=True) if line.strip()], None
     if not texts:
         raise DataError(f"{path} holds no documents", "give one document per line (or a JSONL file with 'text')")
     return texts, labels
