@@ -54,6 +54,8 @@ BASE: dict[str, list] = {
     "classify predict": ["--model", "{classifier}", ("texts", "a good film")],
     "data list": [],
     "data tokenize": [("corpus", "{corpus}"), "--out", "{out}/shards"],
+    "detect": [("file", "{corpus}"), "--model", "{chat_model}", "--reference-model", "{chat_model}",
+               "--min-tokens", "2", "--quiet"],
     "embed": ["--input", "{corpus}"],
     "eval perplexity": ["--model", "{chat_model}", "--data", "{corpus}"],
     "eval bleu": ["--hyp", "{corpus}", "--ref", "{corpus}"],
@@ -122,7 +124,7 @@ IN = {"--model", "--adapter", "--data", "--train", "--valid", "--tokenizer", "--
       "--embedding-model", "corpus", "model", "input", "folder", "paths", "tokenizer", "--prompts", "--eval-prompts",
       "--reward-model", "--judge-model", "--speculative", "--contrastive-amateur", "--fudge", "--reward@generate",
       "--json-schema", "--grammar", "--haystack", "--calibration", "--source-tokenizer", "task@eval task",
-      "input_spec", "file", "data"}
+      "input_spec", "file", "data", "--reference-model"}
 TEXT_ARGS = {"--prompt", "--system", "--stop", "--question", "--text", "--host", "--model-id", "--api-key",
              "--device", "--dtype", "--k@eval passk", "--targets", "--field", "--smoothing",
              "--pair", "--method", "--split", "--variant", "--stopwords", "--stemmer", "--pattern", "--fusion",

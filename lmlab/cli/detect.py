@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.errors import ConfigError
+    from ..core.validate import check_number
     from ..eval.detect import (
         DETECTORS,
         detection_auroc,
@@ -34,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..eval.roc import plot_roc
 
+    check_number("--min-tokens", args.min_tokens, low=2, integer=True)
+    check_number("--batch-size", args.batch_size, low=1, integer=True)
     if args.plot and not args.eval:
         raise ConfigError("--plot draws the ROC curves of --eval", "add --eval (and labels in the file)")
     check_outputs(args, files=("plot",))
