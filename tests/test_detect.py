@@ -172,5 +172,9 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path, model_dirs):
     assert len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "detect", str(short), "--model", main_dir, "--reference-model", word_dir)
     assert code == 1 and "the reference model's tokenizer" in err and "Traceback" not in err
+    long = tmp_path / "long.txt"
+    long.write_text("the quick brown fox." * 5 + "\n", encoding="utf-8")  # 100 characters and <s>: the context is 64
+    code, _, err = run(capsys, "detect", str(long), "--model", main_dir, "--quiet")
+    assert code == 1 and "document 0 has 101 tokens, more than the model's context of 64" in err
     code, _, err = run(capsys, "detect", str(short), "--model", main_dir, "--eval")
     assert code == 1 and "--eval needs a label" in err

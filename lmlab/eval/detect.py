@@ -104,6 +104,11 @@ def score_documents(lm: LanguageModel, tokenizer, texts: Sequence[str], *, refer
         if len(ids) - 1 < min_tokens:  # predicted tokens: all but the start token (or the first, without one)
             raise DataError(f"document {i} has {len(ids) - 1} scored tokens, fewer than the minimum of {min_tokens} "
                             f"({texts[i][:40]!r})", "drop short documents or lower --min-tokens")
+    limit = min((m.context_length for m in (lm, reference) if m is not None and m.context_length), default=None)
+    longest = max(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    if limit is not None and len(encoded[longest][0]) > limit:
+        raise DataError(f"document {longest} has {len(encoded[longest][0])} tokens, more than the model's context of "
+                        f"{limit}", "split long documents into parts that fit")
     if tokenizer.start_id is None:  # no start token: the first token is context, never predicted
         encoded = [(ids, [max(lengths[0] - 1, 0), *lengths[1:]]) for ids, lengths in encoded]
     out: list[dict] = []
