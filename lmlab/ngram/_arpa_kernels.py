@@ -107,7 +107,7 @@ def parse_number(buf, lo, hi):
     return -value if negative else value, True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def parse_section(buf, lo, hi, n, expected, word_slots, word_rows):
     """Parse the ``expected`` lines of an n-gram section ``buf[lo:hi]``: returns (status,
     log10 probabilities, log10 backoffs (0 where absent), words). For n = 1 the words are the

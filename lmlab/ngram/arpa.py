@@ -156,8 +156,12 @@ def _read_fast(raw: bytes) -> tuple[list[str], dict] | None:
     if duplicate >= 0 or not set(SPECIALS.values()) <= set(words):
         return None
     sections = {1: (_natural(probs), None, _natural(bows))}
+    higher = sorted(range(2, max(declared) + 1), key=lambda n: -declared[n] * n)  # the longest first
+    with ThreadPoolExecutor(max_workers=max(1, min(len(higher), os.cpu_count() or 1))) as pool:  # nogil kernel
+        parsed = dict(zip(higher, pool.map(lambda n: _arpa_kernels.parse_section(
+            buf, *bodies[n], n, declared[n], slots, rows), higher), strict=True))
     for n in range(2, max(declared) + 1):
-        status, probs, bows, grams = _arpa_kernels.parse_section(buf, *bodies[n], n, declared[n], slots, rows)
+        status, probs, bows, grams = parsed[n]
         if status:
             return None
         sections[n] = (_natural(probs), grams, _natural(bows))
@@ -288,11 +292,15 @@ def _build(words: list[str], sections: dict, path: Path, smoothing: str) -> tupl
     logp1[:len(sections[1][0])], bow1[:len(sections[1][0])] = sections[1][0], sections[1][2]
     logp1[ids["<s>"]] = -math.inf
     keys, logprobs, logbows = [np.arange(V, dtype=np.int64)], [logp1], [bow1]
-    for n in range(2, order + 1):
+    # in word order (how lmlab writes them; lmplz lists them by their last words) the prefix lookups
+    # below ascend, and the keys come out sorted; the orders sort at once (the kernel runs without the GIL)
+    higher = range(2, order + 1)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(higher), os.cpu_count() or 1))) as pool:
+        word_orders = dict(zip(higher, pool.map(lambda n: _kernels.lexicographic_order(sections[n][1], V), higher),
+                               strict=True))
+    for n in higher:
         probs, grams, bows = sections[n]
-        # in word order (how lmlab writes them; lmplz lists them by their last words) the prefix lookups
-        # below ascend, and the keys come out sorted
-        by_words = _kernels.lexicographic_order(grams, V)
+        by_words = word_orders[n]
         row = grams[by_words, 0]
         for j in range(1, n - 1):
             row = _kernels.extend_rows(keys[j], row, grams, by_words, j, V)
