@@ -137,6 +137,8 @@ class TransformerConfig:
         if self.n_heads % self.n_kv_heads:
             raise ConfigError(f"n_kv_heads = {self.n_kv_heads} does not divide n_heads = {self.n_heads}",
                               "use a divisor of n_heads (1 = multi-query attention)")
+        if self.positions == "transformer_xl":
+            self._check_xl_positions()
         if self.positions == "rope" and self.head_dim % 2:
             raise ConfigError(f"RoPE needs an even head width, got {self.head_dim}", "change d_model or n_heads")
         if self.d_ff is None:
@@ -178,10 +180,20 @@ class TransformerConfig:
         if self.memory_length:
             if self.positions in ("learned", "sinusoidal"):
                 raise ConfigError(f"segment recurrence reuses states at new positions: {self.positions} positions "
-                                  "are absolute", "use positions rope, alibi or relative_bias (relative positions)")
+                                  "are absolute", "use positions rope, alibi, relative_bias or transformer_xl (relative positions)")
             if variant != "full" or not self.causal:
                 raise ConfigError("segment recurrence (memory_length) is implemented for full causal attention",
                                   "use attention full with causal true")
+
+    def _check_xl_positions(self) -> None:
+        """Transformer-XL's relative encoding: a causal dot-product score on full attention, even width."""
+        if not self.causal or self.attention != "full" or self.score not in ("dot", "scaled_dot"):
+            raise ConfigError("transformer_xl positions are implemented for causal full attention with dot-product "
+                              f"scores (got causal {self.causal}, attention {self.attention}, score {self.score})",
+                              "use causal true, attention full and score scaled_dot, or positions rope/alibi")
+        if self.d_model % 2:
+            raise ConfigError(f"transformer_xl positions need an even d_model (sin and cos halves), got {self.d_model}",
+                              "choose an even width")
 
     @property
     def head_dim(self) -> int:
@@ -223,6 +235,7 @@ class TransformerConfig:
         total += 0 if self.tie_embeddings else v * d
         total += self.context_length * d if self.positions == "learned" else 0
         total += self.relative_buckets * h if self.positions == "relative_bias" else 0
+        total += layers * (d * h * hd + 2 * h * hd) if self.positions == "transformer_xl" else 0  # W_R, u, v
         total += norm if self.norm_position == "pre" else 0  # final norm
         total += self.type_vocab_size * d + (norm if self.embedding_norm else 0)
         total += d * d + b * d + norm + v if self.mlm_head else 0
