@@ -144,6 +144,8 @@ def approximation_errors(t: int = 1024, heads: int = 4, dim: int = 16) -> dict:
         for rounds in (1, 2, 4, 8):
             rotations = torch.randn(rounds, heads, dim, 8, generator=g)  # 16 buckets
             out[f"lsh_rounds_{rounds}_x{sharp}"] = error(lsh_attention(q, shared, v, rotations, 64, scale), exact)
+            out[f"lsh_uncorrected_rounds_{rounds}_x{sharp}"] = error(  # without the duplicate correction
+                lsh_attention(q, shared, v, rotations, 64, scale, dedupe=False), exact)
     return out
 
 
