@@ -29,6 +29,7 @@ from .attention import Attention
 from .config import TransformerConfig
 from .hooks import HookHandle, add_hook, hook_names
 from .long_attention import LongAttention
+from .memory_compression import MemoryCompression
 from .mlm_head import HeadTransform
 from .mlp import MLP
 from .moe import MoE
@@ -60,6 +61,8 @@ class Block(nn.Module):
         self.xl = (XLRelativePositions(cfg.d_model, cfg.n_heads, cfg.head_dim,
                                        1.0 / math.sqrt(cfg.head_dim) if cfg.score == "scaled_dot" else 1.0)
                    if cfg.positions == "transformer_xl" else None)
+        self.compression = (MemoryCompression(cfg.d_model, cfg.compression_rate, cfg.compression,
+                                              cfg.compression_loss) if cfg.compressed_memory else None)
         self.cross_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cross_attention else None
         self.cross = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
                                dropout=cfg.dropout) if cross_attention else None
@@ -415,6 +418,9 @@ class TransformerLM(NeuralLM):
         if memory is not None:
             ctx["memory_allowed"] = None if memory[2] is None else memory[2].bool().view(b, 1, 1, -1)
         recompute = self.activation_checkpointing and torch.is_grad_enabled() and not past and not state.capacity
+        if recompute and isinstance(state, SegmentMemory):
+            raise ConfigError("activation checkpointing does not combine with segment memory (the recomputed "
+                              "blocks would attend without it)", "train Transformer-XL models without it")
         if recompute and cfg.moe_experts:
             raise ConfigError("activation checkpointing does not combine with mixture-of-experts layers "
                               "(their balancing statistics would count the recomputation)",
