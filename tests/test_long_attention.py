@@ -417,3 +417,11 @@ def test_yarn_llama_matches_transformers_both_ways(tmp_path):
         assert (again(ids).logits - hf(ids).logits).abs().max() < 1e-5
     with pytest.raises(ModelError, match="no transformers"):
         export_hf_dir(TransformerLM(TransformerConfig.from_preset("llama", **TINY, attention="strided")), tmp_path / "x")
+
+
+def test_activation_checkpointing_with_segment_memory_is_refused():
+    """The recomputed blocks would attend without the memory: refused, not silently memoryless."""
+    model = TransformerLM(TransformerConfig.from_preset("llama", **{**TINY, "context_length": 8}, memory_length=8))
+    model.activation_checkpointing = True
+    with pytest.raises(ConfigError, match="segment memory"):
+        model(torch.randint(0, 40, (1, 8)))
