@@ -92,9 +92,14 @@ def test_the_auxiliary_loss_reaches_the_compression_only():
     with torch.no_grad():
         expected = (content_attention(block, h, old) - content_attention(block, h, block.compression(old))).pow(2).mean()
         assert float(reconstruction_loss(block, h, old, block.compression(old))) == pytest.approx(float(expected))
-    # a segment that evicts nothing adds nothing
+    # a segment that evicts nothing adds nothing, yet gives f_c a (zero) gradient, as DDP expects
+    model.zero_grad()
     model(ids[:, :2])
-    assert float(hooks.add_auxiliary_losses(torch.zeros(()))) == 0.0
+    zero = hooks.add_auxiliary_losses(torch.zeros(()))
+    assert float(zero.detach()) == 0.0
+    zero.backward()
+    conv = model.blocks[0].compression.conv
+    assert conv.weight.grad is not None and not conv.weight.grad.any()
 
 
 def test_max_pooled_memory_and_bad_settings():

@@ -69,9 +69,11 @@ class MemoryCompression(nn.Module):
     # --- the trainer's hooks (``lmlab.train.trainer.TrainingHooks``) -----------------------------
     def auxiliary_loss(self) -> torch.Tensor:
         """The weighted attention-reconstruction loss of the last segment (0 when nothing was compressed)."""
-        if self.last_loss is None:
-            return torch.zeros(())
-        return self.loss_weight * self.last_loss
+        if self.last_loss is not None:
+            return self.loss_weight * self.last_loss
+        if self.conv is not None:  # a zero that still reaches f_c (DDP expects a gradient for every parameter)
+            return 0.0 * sum(p.sum() for p in self.conv.parameters())
+        return torch.zeros(())
 
     def training_stats(self) -> dict:
         return {"compression_loss": float(self.last_loss.detach())} if self.last_loss is not None else {}
