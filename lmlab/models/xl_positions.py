@@ -65,13 +65,12 @@ class XLRelativePositions(nn.Module):
         query i at slot S − T + i (``distances`` None: the shift), or at the distances [B, T, S] given."""
         t = q.shape[2]
         u, v = (p.to(q.dtype).view(1, self.n_heads, 1, self.head_dim) for p in (self.content_bias, self.position_bias))
+        qv = (q + v) * self.scale  # scaled before the product: one [T, S] tensor fewer
         if distances is None:
             table = self.projected(torch.arange(s - 1, -1, -1, device=q.device), q.dtype)  # S−1 … 0
-            bias = relative_shift((q + v) @ table.transpose(-1, -2))
-        else:
-            table = self.projected(torch.arange(s, device=q.device), q.dtype)  # 0 … S−1
-            scores = (q + v) @ table.transpose(-1, -2)  # [B, H, T, S]: column δ is distance δ
-            index = distances.to(q.device).long().clamp(0, s - 1).unsqueeze(1).expand(q.shape[0], q.shape[1], t, s)
-            bias = scores.gather(-1, index)
-        return q + u, bias * self.scale
+            return q + u, relative_shift(qv @ table.transpose(-1, -2))
+        table = self.projected(torch.arange(s, device=q.device), q.dtype)  # 0 … S−1
+        scores = qv @ table.transpose(-1, -2)  # [B, H, T, S]: column δ is distance δ
+        index = distances.to(q.device).long().clamp(0, s - 1).unsqueeze(1).expand(q.shape[0], q.shape[1], t, s)
+        return q + u, scores.gather(-1, index)
 
