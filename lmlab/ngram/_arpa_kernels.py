@@ -317,7 +317,7 @@ def format_g7(out, pos, value):
     return _put_int(out, pos, abs(e), 2 if abs(e) < 100 else 3)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def format_section(probs, prefix, word, bows, with_bows, vocab_bytes, vocab_offsets, prev_out, prev_spans):
     """The lines of one ARPA section as UTF-8 bytes, ``prob<TAB>w1 … wn[<TAB>bow]``, and the [start,
     end) of each line's words in them. Line i's words are those of line ``prefix[i]`` of the previous

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,15 @@ def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
     unigram_rows = np.array([i for i in range(lm.vocab_size) if i != lm.pad_id], dtype=np.int64)
     sizes = [len(unigram_rows)] + [len(k) for k in lm.keys[1:]]
     out = Path(path)
-    with atomic_write(out, "wb") as fh:
-        fh.write(("\\data\\\n" + "".join(f"ngram {n}={size}\n" for n, size in enumerate(sizes, 1))).encode())
+    # one thread writes a section while the next is formatted (the kernel runs without the GIL); a single
+    # worker keeps the writes in order
+    with atomic_write(out, "wb") as fh, ThreadPoolExecutor(max_workers=1) as writer:
+        pending = []
+
+        def write(data: bytes | np.ndarray) -> None:
+            pending.append(writer.submit(fh.write, data))
+
+        write(("\\data\\\n" + "".join(f"ngram {n}={size}\n" for n, size in enumerate(sizes, 1))).encode())
         text, spans = np.empty(0, dtype=np.uint8), np.zeros((lm.vocab_size, 2), dtype=np.int64)
         for n in progress(range(1, lm.order + 1), desc="writing ARPA", unit="order"):
             rows = unigram_rows if n == 1 else slice(None)
@@ -68,15 +76,17 @@ def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
             if n == 1 and lm.bos_id is not None:
                 probs[unigram_rows == lm.bos_id] = LOG_ZERO
             bows = _log10(lm.logbows[n - 1][rows])
-            fh.write(f"\n\\{n}-grams:\n".encode())
+            write(f"\n\\{n}-grams:\n".encode())
             text, written = _arpa_kernels.format_section(probs, prefix, word, bows, n < lm.order, vocab_bytes,
                                                          vocab_offsets, text, spans)
-            fh.write(text)
+            write(text)  # the next section only reads it
             if n == 1:  # order 2 names its prefixes by id; the padding id has no line
                 spans[unigram_rows] = written
             else:
                 spans = written
-        fh.write(b"\n\\end\\\n")
+        write(b"\n\\end\\\n")
+        for done in pending:
+            done.result()  # a failed write (a full disk) is raised here, before the file is put in place
     return out
 
 
