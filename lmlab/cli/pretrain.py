@@ -10,8 +10,8 @@ from .common import add_common, add_corpus_options, check_outputs, emit, open_co
 
 #: settings passed to ``pretrain`` itself (the rest go to the model or the trainer)
 RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing",
-            "objective", "mask_rate", "whole_word", "nsp")
-FLAGS = ("nsp", "activation_checkpointing", "compile", "deterministic")  # may be given bare (--nsp = --nsp true)
+            "objective", "mask_rate", "whole_word", "nsp", "sop")
+FLAGS = ("nsp", "sop", "activation_checkpointing", "compile", "deterministic")  # may be given bare (--nsp = --nsp true)
 
 
 def _value(text: str):

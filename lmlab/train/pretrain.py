@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..core.errors import ConfigError, InputError
+from ..core.errors import ConfigError, DataError, InputError
 from ..core.io import write_json
 from ..core.progress import progress
 from ..core.validate import check_choice, check_keys
@@ -43,6 +43,7 @@ from .denoising import (
     ElectraModel,
     MaskedLM,
     MaskedLMWithNsp,
+    MaskedLMWithSop,
     NspModel,
     mask_token_id,
     word_starts,
@@ -157,7 +158,7 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
              training: TrainConfig | dict | None = None, valid=None, batch_size: int = 12, context: int = 64,
              eval_batches: int = 20, scheduled_sampling: float = 0.0, label_smoothing: float = 0.0,
              objective: str = "causal", mask_rate: float = 0.15, whole_word: bool = False,
-             nsp: bool = False, resume: bool = False,
+             nsp: bool = False, sop: bool = False, resume: bool = False,
              monitor: Callable[[Any], dict[str, float]] | None = None,
              source_tokenizer=None) -> PretrainResult:
     """Train a ``family`` model (``model`` = its settings, e.g. d_model, n_layers) on ``corpus``.
@@ -167,7 +168,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     carried (truncated BPTT). ``valid`` (a corpus) gives periodic validation loss.
     ``objective`` is ``causal`` (next token), ``mlm`` (BERT's masked LM, ``mask_rate`` of the
     tokens, ``whole_word`` masking; ``nsp`` adds BERT's next-sentence prediction on [CLS] A [SEP] B [SEP]
-    pairs cut from the windows) or ``electra`` (replaced-token detection) — these two make
+    pairs cut from the windows; ``sop`` instead adds ALBERT's sentence-order prediction: two consecutive
+    segments cut at a sentence end, swapped half of the time) or ``electra`` (replaced-token detection) — these two make
     the transformer bidirectional and append a [MASK] id when the tokenizer has none — or, for
     the t5/bart encoder–decoders, ``span`` (T5 span corruption of ``mask_rate``, sentinel ids
     appended), ``denoise`` (BART text infilling of 2·``mask_rate`` plus sentence permutation) or
@@ -190,8 +192,12 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                           "positions the model learns (context_length)",
                           f"use --context {settings['context_length']} or less, or a larger --context-length")
     masking = objective in ("mlm", "electra")
-    if nsp and objective != "mlm":
-        raise ConfigError("next-sentence prediction is trained with the masked LM", "use --objective mlm with --nsp")
+    if (nsp or sop) and objective != "mlm":
+        name = "next-sentence" if nsp else "sentence-order"
+        raise ConfigError(f"{name} prediction is trained with the masked LM",
+                          f"use --objective mlm with --{'nsp' if nsp else 'sop'}")
+    if nsp and sop:
+        raise ConfigError("--nsp and --sop are two heads for the same [CLS] pair", "choose one (ALBERT: --sop)")
     if masking:
         if family not in TRANSFORMERS:
             raise ConfigError(f"the {objective} objective needs a transformer", "use --family bert")
@@ -224,7 +230,7 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     write_json(run / RUN_FILE, {"family": family, "model": settings, "training": asdict(train_config),
                                 "batch_size": batch_size, "context": context, "eval_batches": eval_batches,
                                 "scheduled_sampling": scheduled_sampling, "label_smoothing": label_smoothing,
-                                "objective": objective, "mask_rate": mask_rate, "whole_word": whole_word, "nsp": nsp,
+                                "objective": objective, "mask_rate": mask_rate, "whole_word": whole_word, "nsp": nsp, "sop": sop,
                                 "tokenizer": tokenizer.fingerprint()})
     tokenizer.save(run)
     if source_tokenizer is not None:
@@ -251,11 +257,16 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         options = dict(rate=mask_rate, special_ids=sorted(tokenizer.special_ids), seed=train_config.seed,
                        word_starts=word_starts(tokenizer, extra) if whole_word else None)
         mask_id = tokenizer.vocab_size if mask_id is None else mask_id
-        if nsp:
+        if nsp or sop:
             cls_id = _first_id(tokenizer, "[CLS]", tokenizer.bos_id)
             sep_id = _first_id(tokenizer, "[SEP]", tokenizer.eos_id)
-            loss_fn = MaskedLMWithNsp(mask_id, model_obj.vocab_size, cls_id=cls_id, sep_id=sep_id, pad_id=pad,
-                                      **options)
+            pair_options = dict(cls_id=cls_id, sep_id=sep_id, pad_id=pad, **options)
+            if sop:
+                ends = sentence_end_ids(tokenizer)
+                check_segments(train_tokens, ends, tokenizer.eos_id)
+                loss_fn = MaskedLMWithSop(mask_id, model_obj.vocab_size, sentence_end_ids=ends, **pair_options)
+            else:
+                loss_fn = MaskedLMWithNsp(mask_id, model_obj.vocab_size, **pair_options)
         else:
             loss_fn = (MaskedLM if objective == "mlm" else Electra)(mask_id, model_obj.vocab_size, **options)
     elif seq2seq:
@@ -271,7 +282,7 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                                 seed=train_config.seed)
     else:
         loss_fn = CausalLM(label_smoothing, carry_state=recurrent)
-    trained = ElectraModel(model_obj) if objective == "electra" else NspModel(model_obj) if nsp else model_obj
+    trained = ElectraModel(model_obj) if objective == "electra" else NspModel(model_obj) if nsp or sop else model_obj
     eval_fn = None
     if valid_tokens is not None and translation:
         valid_batches = PairBatches(valid_tokens, batch_size, pad).all_batches()[:eval_batches]
@@ -323,6 +334,35 @@ def _monitored(eval_fn: Callable, monitor: Callable, model: Any) -> Callable:
     def evaluate(engine) -> dict[str, float]:
         return {"loss": float(eval_fn(engine)), **monitor(model)}
     return evaluate
+
+
+SENTENCE_ENDS = (".", "!", "?")
+
+
+def sentence_end_ids(tokenizer) -> list[int]:
+    """The ids of the tokens that end a sentence (``.``, ``!``, ``?``) in the vocabulary."""
+    found = [tokenizer.token_to_id(t) for t in SENTENCE_ENDS]
+    return [i for i in found if i is not None]
+
+
+def check_segments(tokens, sentence_ends: list[int], eos_id: int | None, sample: int = 1 << 21) -> None:
+    """Refuse sentence-order prediction on a corpus whose documents (EOS-separated, in the first ``sample``
+    tokens) are never two segments: no document there has a sentence end before its last token."""
+    import numpy as np
+
+    hint = "train SOP on documents of several sentences (e.g. wikitext-2 paragraphs), or leave --sop out"
+    if not sentence_ends:
+        raise ConfigError("sentence-order prediction cuts documents at sentence ends, and the tokenizer has no "
+                          f"{', '.join(SENTENCE_ENDS)} token", hint)
+    ids = np.asarray(tokens.read(0, min(len(tokens), sample)))
+    is_end = np.isin(ids, sentence_ends)
+    is_eos = ids == eos_id if eos_id is not None else np.zeros_like(is_end)
+    doc = np.cumsum(is_eos) - is_eos  # the document each token belongs to (its EOS included)
+    inner = is_end & np.r_[(doc[1:] == doc[:-1]) & ~is_eos[1:], False]  # a sentence end with text after it
+    if not inner.any():
+        raise DataError(f"every document of the training corpus is one segment (no sentence end inside any of "
+                        f"{int(doc[-1]) + 1 if len(doc) else 0} documents): sentence-order prediction needs two "
+                        "consecutive segments of a document", hint)
 
 
 def _first_id(tokenizer, token: str, fallback: int | None) -> int:
