@@ -76,9 +76,10 @@ def complete(p: argparse.ArgumentParser) -> None:
     from ..train import FAMILIES
 
     p.add_argument("--family", choices=FAMILIES, default=None,
-                   help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
-                        "rnn, feedforward, rnn-seq2seq (--attention bahdanau|dot|general|none, --copy). --objective "
-                        "mlm|electra (encoders), span|denoise|seq2seq (t5, bart, rnn-seq2seq). Transformers take "
+                   help="model family: a transformer preset (vaswani, gpt2, llama; bert, albert; t5, bart) or lstm, "
+                        "gru, rnn, elmo (--objective bilm), feedforward, rnn-seq2seq (--attention "
+                        "bahdanau|dot|general|none, --copy). --objective mlm|electra (encoders; --nsp, or --sop "
+                        "for albert), span|denoise|seq2seq (t5, bart, rnn-seq2seq), bilm (elmo). Transformers take "
                         "--attention full|sliding_window|strided|adaptive_span|lsh (decoders), linformer|nystrom "
                         "(encoders) and --memory-length N (Transformer-XL); see docs/long_attention.md")
     model_keys, train_keys = setting_keys()

@@ -48,7 +48,7 @@ from .denoising import (
     mask_token_id,
     word_starts,
 )
-from .objectives import CausalLM, ScheduledSampling
+from .objectives import BidirectionalLM, CausalLM, ScheduledSampling
 from .seq2seq_objectives import Denoising, Seq2SeqLM, SpanCorruption, num_sentinels
 from .streams import stream_loss
 from .trainer import TrainConfig, TrainResult, train
@@ -56,8 +56,11 @@ from .trainer import TrainConfig, TrainResult, train
 TRANSFORMERS = (*PRESETS, *ENCODER_PRESETS, *SEQ2SEQ_PRESETS)
 RNN_SEQ2SEQ = "rnn-seq2seq"  # lmlab.models.rnn_seq2seq: attention (Bahdanau / Luong) and copying
 ENCODER_DECODERS = (*SEQ2SEQ_PRESETS, RNN_SEQ2SEQ)
-FAMILIES = (*TRANSFORMERS, "lstm", "gru", "rnn", "feedforward", RNN_SEQ2SEQ)
-OBJECTIVES_BY_NAME = ("causal", "mlm", "electra", "span", "denoise", "seq2seq")
+#: recurrent presets: ELMo's biLM (Peters et al., 2018) is an LSTM with both directions and a tied softmax
+RECURRENT_PRESETS = {"elmo": dict(cell="lstm", bidirectional=True, tie_embeddings=True)}
+RECURRENT = ("lstm", "gru", "rnn", *RECURRENT_PRESETS)
+FAMILIES = (*TRANSFORMERS, *RECURRENT, "feedforward", RNN_SEQ2SEQ)
+OBJECTIVES_BY_NAME = ("causal", "mlm", "electra", "span", "denoise", "seq2seq", "bilm")
 RUN_FILE = "run.json"
 SOURCE_DIR = "source"  # where a separate source-side tokenizer.json is kept (run and model directory)
 
@@ -73,7 +76,7 @@ class PretrainResult:
 
 
 def build_model(family: str, settings: dict[str, Any], tokenizer, extra_tokens: int = 0) -> Any:
-    """A fresh model of ``family`` (a transformer preset, lstm/gru/rnn, or feedforward) for ``tokenizer``
+    """A fresh model of ``family`` (a transformer preset, lstm/gru/rnn/elmo, or feedforward) for ``tokenizer``
     (plus ``extra_tokens`` ids after its vocabulary, e.g. an appended [MASK])."""
     if family not in FAMILIES:
         raise ConfigError(f"unknown model family {family!r}", f"choose one of: {', '.join(FAMILIES)}")
@@ -89,7 +92,7 @@ def build_model(family: str, settings: dict[str, Any], tokenizer, extra_tokens: 
     elif family == "feedforward":
         model = FeedForwardLM(vocab, **settings)
     else:
-        model = RecurrentLM(vocab, cell=family, **settings)
+        model = RecurrentLM(vocab, **{**RECURRENT_PRESETS.get(family, {"cell": family}), **settings})
     model.set_special_ids({"bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
                            "pad_id": tokenizer.pad_id, "unk_id": tokenizer.unk_id})
     return model
@@ -175,7 +178,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     appended), ``denoise`` (BART text infilling of 2·``mask_rate`` plus sentence permutation) or
     ``seq2seq`` (translation: ``corpus``/``valid`` are (source, target) line-aligned corpora, each
     side cut to ``context`` tokens ending in EOS, batched by length, teacher-forced cross-entropy).
-    ``monitor(model)`` (with ``valid``) gives more figures to log at every evaluation — e.g. validation
+    ``bilm`` trains ELMo's biLM (``--family lstm``; bidirectional, on random windows): the forward and backward
+    LMs' losses summed. ``monitor(model)`` (with ``valid``) gives more figures to log at every evaluation — e.g. validation
     BLEU from a caller in a higher layer; they land in ``metrics.jsonl`` beside ``eval_loss``.
     ``source_tokenizer`` (translation with ``rnn-seq2seq``) gives the source side its own vocabulary
     and embedding; it is saved in ``source/`` of the run and of the model directory.
@@ -202,6 +206,15 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         if family not in TRANSFORMERS:
             raise ConfigError(f"the {objective} objective needs a transformer", "use --family bert")
         settings.setdefault("causal", False)
+    if objective == "bilm":  # ELMo: a forward and a backward LSTM LM in one model
+        if family not in RECURRENT:
+            raise ConfigError(f"the bilm objective trains a bidirectional recurrent LM, not a {family} model",
+                              "use --family elmo (or lstm, gru, rnn)")
+        if not settings.setdefault("bidirectional", True):
+            raise ConfigError("the bilm objective needs both directions", "leave --bidirectional out (or true)")
+    elif settings.get("bidirectional", family in RECURRENT_PRESETS):
+        raise ConfigError(f"a bidirectional recurrent LM ({family}) is trained with both directions' losses",
+                          "add --objective bilm")
     seq2seq = objective in ("span", "denoise", "seq2seq")
     translation = objective == "seq2seq"  # paired data: ``corpus`` and ``valid`` are (source, target) corpora
     if seq2seq != (family in ENCODER_DECODERS):
@@ -223,7 +236,11 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     model_obj = build_model(family, settings, tokenizer, extra_tokens=extra)
     recurrent = family not in TRANSFORMERS and family != RNN_SEQ2SEQ  # read as carried streams
     recurrent = recurrent or bool(getattr(getattr(model_obj, "config", None), "memory_length", 0))  # Transformer-XL
-    if scheduled_sampling and family not in ("lstm", "gru", "rnn"):
+    recurrent = recurrent and objective != "bilm"  # the backward LM cannot carry its state forward: windows
+    if scheduled_sampling and objective != "causal":
+        raise ConfigError(f"scheduled sampling is for the causal objective, not {objective}",
+                          "leave --scheduled-sampling out")
+    if scheduled_sampling and family not in RECURRENT:
         raise ConfigError("scheduled sampling is for recurrent models", "use --family lstm, gru or rnn")
     if resume and (run / RUN_FILE).exists() and read_run(run)["tokenizer"] != tokenizer.fingerprint():
         raise ConfigError(f"{run} was trained with another tokenizer", "resume with the run's own tokenizer.json")
@@ -280,6 +297,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
             loss_fn = Denoising(tokenizer.vocab_size if mask_id is None else mask_id, start_id=start, pad_id=pad,
                                 rate=2 * mask_rate, sentence_end_id=tokenizer.token_to_id("."),
                                 seed=train_config.seed)
+    elif objective == "bilm":
+        loss_fn = BidirectionalLM()
     else:
         loss_fn = CausalLM(label_smoothing, carry_state=recurrent)
     trained = ElectraModel(model_obj) if objective == "electra" else NspModel(model_obj) if nsp or sop else model_obj
