@@ -47,6 +47,16 @@ def test_sharing_divides_block_parameters_by_the_layer_count_and_factorisation_g
     assert count(factorised.embed) + count(factorised.embed_projection) - D == V * E + E * D  # (+ the bias D)
 
 
+@pytest.mark.parametrize(("share", "embedding_size", "millions"), [
+    ("none", 0, 108), ("attention", 0, 83), ("ffn", 0, 57), ("all", 0, 31),
+    ("none", 128, 89), ("attention", 128, 64), ("ffn", 128, 38), ("all", 128, 12)])
+def test_albert_base_counts_match_the_papers_table_4(share, embedding_size, millions):
+    cfg = TransformerConfig.from_preset("albert", vocab_size=30000, d_model=768, n_layers=12, n_heads=12, d_ff=3072,
+                                        context_length=512, share_layers=share, embedding_size=embedding_size,
+                                        mlm_head=False)
+    assert abs(cfg.num_parameters() / 1e6 - millions) < 1.0  # Lan et al. (2020) report whole millions
+
+
 def test_shared_layers_are_the_same_tensors_and_stay_shared_after_saving():
     model = TransformerLM(config(share_layers="attention", embedding_size=E))
     first = model.blocks[0]
@@ -82,6 +92,8 @@ def test_forward_equals_transformers_albert_model():
         expected = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
         got, _ = ours.hidden_states(ids, attention_mask=mask, token_type_ids=types)
     assert (expected - got)[mask.bool()].abs().max() < 1e-5
+    pooler, projection_out = D * D + D, D * E  # theirs has a pooler; ours maps d_model → E for the tied head
+    assert count(ours) == theirs.num_parameters() - pooler + projection_out == ours.config.num_parameters()
 
 
 def test_bad_sizes_and_sharing_modes_are_refused_with_the_fix():
