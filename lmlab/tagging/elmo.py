@@ -1,10 +1,12 @@
 """ELMo features for a tagger (Peters et al., 2018, §3.3): a pretrained biLM (``RecurrentLM`` with
 ``bidirectional=True``) is frozen, its layers are mixed by a ``ScalarMix`` whose weights the task
-learns, and the mix feeds the task's own BiLSTM and tag layer (``TaggerNet``, softmax or CRF).
+learns, and — as in the paper — the mix is concatenated with the task's own trainable word embedding
+and fed to the task's BiLSTM and tag layer (``TaggerNet``, softmax or CRF).
 
-The same tagger reads, for comparison, the biLM's token layer only (``static``: context-free
-pretrained word vectors) or a trainable embedding of the same width from random initialisation
-(``random``). Words are looked up whole in the biLM's word-level vocabulary (unknown → its UNK).
+For comparison the same tagger reads the trainable embedding alone (``random``: the baseline without
+pretraining) or beside the biLM's token layer only (``static``: context-free pretrained vectors).
+Pretrained features are layer-normalised (the biLM's layers differ in scale). Words are looked up in
+the biLM's word-level vocabulary as written, else lower-cased, else title-cased (unknown → its UNK).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError, DataError
@@ -33,18 +36,20 @@ FEATURES = ("elmo", "static", "random")
 class BiLMWordEncoder(nn.Module):
     """Words [B, W] → a frozen biLM's features (``features``: elmo / static / random) → task BiLSTM → [B, W, 2·d_task]."""
 
-    def __init__(self, bilm: RecurrentLM, features: str = "elmo", *, d_task: int = 64, dropout: float = 0.2) -> None:
+    def __init__(self, bilm: RecurrentLM, features: str = "elmo", *, d_word: int = 100, d_task: int = 64,
+                 dropout: float = 0.2) -> None:
         super().__init__()
         self.features = check_choice("features", features, FEATURES)
         if not bilm.args.get("bidirectional"):
             raise ConfigError("ELMo features come from a bidirectional LM", "pretrain it with --objective bilm")
+        check_number("d_word", d_word, low=1, integer=True)
         check_number("d_task", d_task, low=1, integer=True)
         self.bilm = bilm.requires_grad_(False).eval()
-        width = 2 * bilm.args["d_hidden"]
-        self.mix = ScalarMix(bilm.args["n_layers"] + 1) if features == "elmo" else None
-        self.embed = nn.Embedding(bilm.vocab_size, width) if features == "random" else None
+        width = 0 if features == "random" else 2 * bilm.args["d_hidden"]
+        self.mix = ScalarMix(bilm.args["n_layers"] + 1, layer_norm=True) if features == "elmo" else None
+        self.embed = nn.Embedding(bilm.vocab_size, d_word)
         self.dropout = nn.Dropout(dropout)
-        self.lstm = nn.LSTM(width, d_task, batch_first=True, bidirectional=True)
+        self.lstm = nn.LSTM(d_word + width, d_task, batch_first=True, bidirectional=True)
         self.width = 2 * d_task
 
     def train(self, mode: bool = True) -> BiLMWordEncoder:
@@ -54,12 +59,12 @@ class BiLMWordEncoder(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         ids, mask = batch["words"], batch["word_mask"]
-        if self.embed is not None:
-            x = self.embed(ids)
-        else:
+        x = self.embed(ids)
+        if self.features != "random":
             with torch.no_grad():
                 layers = self.bilm.layer_states(ids, mask)
-            x = self.mix(layers) if self.mix is not None else layers[0]
+            pretrained = self.mix(layers) if self.mix is not None else F.layer_norm(layers[0], layers.shape[-1:])
+            x = torch.cat([x, pretrained], dim=-1)
         lengths = mask.sum(1).clamp(min=1).cpu()
         packed = nn.utils.rnn.pack_padded_sequence(self.dropout(x), lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
@@ -86,23 +91,29 @@ class WordBatches:
 
 
 def word_ids(tokenizer: Any, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
-    """Each word's id in the biLM's word-level vocabulary (its UNK id when absent)."""
+    """Each word's id in the biLM's word-level vocabulary: as written, else lower-cased, else title-cased, else UNK."""
     if tokenizer.unk_id is None:
         raise ConfigError("the biLM's tokenizer has no UNK token for unseen words", "pretrain with --tokenizer word")
-    return [[tokenizer.token_to_id(w) if tokenizer.token_to_id(w) is not None else tokenizer.unk_id for w in words]
-            for words in sentences]
+    def lookup(word: str) -> int:
+        for form in (word, word.lower(), word.title()):
+            found = tokenizer.token_to_id(form)
+            if found is not None:
+                return found
+        return tokenizer.unk_id
+
+    return [[lookup(w) for w in words] for words in sentences]
 
 
 def fit_bilm_tagger(bilm: RecurrentLM, tokenizer: Any, sentences: Sequence[tuple[Sequence[str], Sequence[str]]],
                     features: str = "elmo", *, steps: int = 300, batch_size: int = 32, lr: float = 2e-3,
-                    d_task: int = 64, crf: bool = False, seed: int = 0, run_dir: str | os.PathLike | None = None
+                    d_word: int = 100, d_task: int = 64, crf: bool = False, seed: int = 0, run_dir: str | os.PathLike | None = None
                     ) -> tuple[TaggerNet, list[str], TrainResult]:
     """Train a tagger on ``features`` of the frozen ``bilm`` (see the module docstring) for (words, tags)
     ``sentences`` through the one trainer; (network, tag names, trainer result)."""
     tags = sorted({t for _, ts in sentences for t in ts})
     index = {t: i for i, t in enumerate(tags)}
     torch.manual_seed(seed)
-    net = TaggerNet(BiLMWordEncoder(bilm, features, d_task=d_task), len(tags), crf=crf)
+    net = TaggerNet(BiLMWordEncoder(bilm, features, d_word=d_word, d_task=d_task), len(tags), crf=crf)
     source = WordBatches(word_ids(tokenizer, [w for w, _ in sentences]), [[index[t] for t in ts] for _, ts in sentences],
                          batch_size, seed)
     config = TrainConfig(steps=steps, lr=lr, schedule="linear", warmup=steps // 10, weight_decay=0.0, clip=5.0,
