@@ -76,6 +76,9 @@ def test_scalar_mix_is_gamma_times_the_softmax_weighted_sum():
     assert mix.weights.grad.abs().sum() > 0 and mix.gamma.grad is not None
     with pytest.raises(ModelError, match="weighs 3 layers, got 2"):
         mix(layers[:2])
+    normed = ScalarMix(3, layer_norm=True)
+    centred = (layers - layers.mean(-1, keepdim=True)) / (layers.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    assert torch.allclose(normed(layers), centred.mean(0), atol=1e-5)  # w = 0, γ = 1: the mean of the normed layers
 
 
 def test_bad_settings_are_refused():
