@@ -101,6 +101,12 @@ BASE: dict[str, list] = {
     "tokenizer info": [("tokenizer", "{tokenizer}")],
     "tokenizer compare": [("corpus", "{corpus}"), "--tokenizer", "{tokenizer}"],
     "translate": ["--model", "{seq2seq}", "--input", "{corpus}", "--limit", "2", "--max-new-tokens", "3"],
+    "vae": [("train", "{corpus}"), "--out", "{out}/vae", "--steps", "1", "--batch-size", "2", "--d-embed", "4",
+            "--d-hidden", "4", "--d-latent", "2"],
+    "simcse": [("texts", "{corpus}"), "--model", "{encoder}", "--out", "{out}/simcse", "--steps", "1",
+               "--batch-size", "2", "--max-length", "8"],
+    "clip": ["--out", "{out}/clip", "--steps", "1", "--batch-size", "2", "--d-model", "4", "--n-heads", "2",
+             "--image-layers", "1"],
     "word2vec train": ["--data", "{corpus}", "--out", "{out}/w2v", "--min-count", "1", "--dim", "4",
                        "--epochs", "1", "--threads", "1"],
     "word2vec similar": ["--vectors", "{vectors}", ("words", "cat")],
@@ -122,7 +128,7 @@ IN = {"--model", "--adapter", "--data", "--train", "--valid", "--tokenizer", "--
       "--embedding-model", "corpus", "model", "input", "folder", "paths", "tokenizer", "--prompts", "--eval-prompts",
       "--reward-model", "--judge-model", "--speculative", "--contrastive-amateur", "--fudge", "--reward@generate",
       "--json-schema", "--grammar", "--haystack", "--calibration", "--source-tokenizer", "task@eval task",
-      "input_spec", "file", "data"}
+      "input_spec", "file", "data", "train@vae", "texts@simcse", "--positives"}
 TEXT_ARGS = {"--prompt", "--system", "--stop", "--question", "--text", "--host", "--model-id", "--api-key",
              "--device", "--dtype", "--k@eval passk", "--targets", "--field", "--smoothing",
              "--pair", "--method", "--split", "--variant", "--stopwords", "--stemmer", "--pattern", "--fusion",
@@ -195,6 +201,7 @@ def world(tmp_path_factory):
     from lmlab.models import save_model_dir
     from lmlab.models.config import TransformerConfig
     from lmlab.models.seq2seq import EncoderDecoder
+    from lmlab.models.transformer import TransformerLM
     from lmlab.ngram import NgramLM
     from lmlab.ngram.arpa import write_arpa
     from lmlab.peft import LoraConfig, apply_lora, save_adapter
@@ -260,6 +267,9 @@ def world(tmp_path_factory):
     w["target"] = text("target.en", "the house\nthe book\na book\n")
     w["conll"] = text("tags.conll", "Peter X X B-PER\nvisited X X O\nParis X X B-LOC\n\n"
                                     "Anna X X B-PER\nMeyer X X I-PER\nsmiled X X O\n\n" * 2)
+    encoder = TransformerLM(TransformerConfig.from_preset("bert", vocab_size=word.vocab_size, d_model=8, n_layers=1,
+                                                          n_heads=2, context_length=16))
+    w["encoder"] = save_model_dir(root / "encoder", *encoder.to_state(), tokenizer=word)
     w["tagger"] = root / "tagger"
     assert main(["tag", "train", str(w["conll"]), "--out", str(w["tagger"]), "--steps", "1", "--batch-size", "2",
                  "--quiet"]) == 0

@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--kl-schedule", default="none", choices=["none", "linear", "cyclical"],
                    help="KL weight: 1 throughout, 0→1 linearly (Bowman et al.), or cyclical (Fu et al.)")
     g.add_argument("--anneal-steps", type=int, default=None, help="linear: steps to reach 1 (default half the run)")
-    g.add_argument("--cycles", type=int, default=4, help="cyclical: number of cycles")
-    g.add_argument("--ratio", type=float, default=0.5, help="cyclical: share of each cycle spent rising")
+    g.add_argument("--cycles", type=int, default=None, help="cyclical: number of cycles (default 4)")
+    g.add_argument("--ratio", type=float, default=None, help="cyclical: share of each cycle spent rising (default 0.5)")
     g.add_argument("--free-bits", type=float, default=0.0, help="nats of KL each latent dimension keeps for free")
     g.add_argument("--word-dropout", type=float, default=0.0, help="decoder inputs replaced by UNK at this rate")
     g = p.add_argument_group("training")
@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.latent and (args.kl_schedule != "none" or args.free_bits or args.word_dropout):
         raise ConfigError("--no-latent trains a plain LSTM LM: there is no KL to anneal or free",
                           "leave --kl-schedule, --free-bits and --word-dropout out with --no-latent")
+    for name, schedule in (("anneal_steps", "linear"), ("cycles", "cyclical"), ("ratio", "cyclical")):
+        if getattr(args, name) is not None and args.kl_schedule != schedule:
+            raise ConfigError(f"--{name.replace('_', '-')} applies to --kl-schedule {schedule}",
+                              f"add --kl-schedule {schedule}, or leave --{name.replace('_', '-')} out")
     texts = list(open_corpus_arg(args, args.train))
     valid = list(open_corpus_arg(args, args.valid)) if args.valid else None
     tokenizer = load(args.tokenizer) if args.tokenizer else None
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     run_ = fit_sentence_vae(texts, args.out, valid=valid, tokenizer=tokenizer, d_embed=args.d_embed,
                             d_hidden=args.d_hidden, d_latent=args.d_latent, dropout=args.dropout, steps=args.steps,
                             batch_size=args.batch_size, lr=args.lr, schedule=args.kl_schedule,
-                            anneal_steps=args.anneal_steps, cycles=args.cycles, ratio=args.ratio,
+                            anneal_steps=args.anneal_steps, cycles=4 if args.cycles is None else args.cycles,
+                            ratio=0.5 if args.ratio is None else args.ratio,
                             free_bits=args.free_bits, word_dropout=args.word_dropout, latent=args.latent,
                             seed=args.seed)
     s = run_.scores
