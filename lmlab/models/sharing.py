@@ -16,8 +16,8 @@ from ..core.validate import check_choice
 #: the sublayers each sharing mode ties across layers (``Block`` attribute names)
 SHARED_PARTS: dict[str, tuple[str, ...]] = {
     "none": (),
-    "all": ("attn_norm", "attn", "long", "cross_norm", "cross", "mlp_norm", "mlp"),
-    "attention": ("attn_norm", "attn", "long"),
+    "all": ("attn_norm", "attn", "long", "xl", "cross_norm", "cross", "mlp_norm", "mlp"),
+    "attention": ("attn_norm", "attn", "long", "xl"),
     "ffn": ("mlp_norm", "mlp"),
 }
 SHARING = tuple(SHARED_PARTS)
