@@ -66,7 +66,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.bilm:
             bilm, tokenizer = load_model(args.bilm)
-            out["vocab"] = tokenizer.vocab_size
+            out["vocab"], out["bilm"] = tokenizer.vocab_size, args.bilm
+            del out["pretrain_steps"]
         else:
             start = time.perf_counter()
             result = pretrain("elmo", train_text, tokenizer, Path(args.save_bilm or Path(tmp) / "bilm"),
