@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_common, add_corpus_options, check_outputs, emit, open_corpus_arg, status, table
+from .common import (
+    add_common,
+    add_corpus_options,
+    check_outputs,
+    emit,
+    open_corpus_arg,
+    status,
+    table,
+)
 
 FIT_FILE = "fit.json"
 PLOT_FILE = "scaling_fit.png"

@@ -37,6 +37,7 @@ CHINCHILLA_INITS = {"alpha": (0.0, 0.5, 1.0, 1.5, 2.0), "beta": (0.0, 0.5, 1.0, 
 N_PARAMETERS = 5  # E, A, B, α, β
 EXPLORE_ITERATIONS = 200  # L-BFGS iterations of every start before the best are polished
 POLISHED = 8  # the best starts scipy's L-BFGS-B then runs to convergence
+NEAR_BEST = 0.01  # a start "reached the best" when its explored objective is within 1 % of the final one
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class ScalingLaw:
 
 @dataclass
 class LawFit:
-    """A fitted law, the Huber objective it reached, and how many of the initialisations ended there."""
+    """A fitted law, the Huber objective it reached, and how many initialisations ended within
+    ``NEAR_BEST`` of it (many: the minimum is easy to find; one: treat the fit with suspicion)."""
 
     law: ScalingLaw
     objective: float
@@ -161,12 +163,13 @@ def batched_lbfgs(fun, x0: np.ndarray, *, memory: int = 10, max_iter: int = 2000
     return x, f
 
 
-def huber_objective(theta: Sequence[float], params, tokens, losses,
-                    delta: float = HUBER_DELTA) -> tuple[float, np.ndarray]:
-    """The fitted objective at θ = (log A, log B, log E, α, β), with its gradient (for checks)."""
-    value, grad = _objective(np.asarray(theta, dtype=float)[None, :], np.log(np.asarray(params, dtype=float)),
+def huber_objective(theta, params, tokens, losses, delta: float = HUBER_DELTA):
+    """The fitted objective at θ = (log A, log B, log E, α, β) with its gradient: a float and [5] for one θ,
+    [K] and [K, 5] for a batch θ [K, 5]."""
+    theta = np.asarray(theta, dtype=float)
+    value, grad = _objective(np.atleast_2d(theta), np.log(np.asarray(params, dtype=float)),
                              np.log(np.asarray(tokens, dtype=float)), np.log(np.asarray(losses, dtype=float)), delta)
-    return float(value[0]), grad[0]
+    return (float(value[0]), grad[0]) if theta.ndim == 1 else (value, grad)
 
 
 def check_finite(losses, names: Sequence[str]) -> None:
@@ -181,13 +184,13 @@ def check_finite(losses, names: Sequence[str]) -> None:
 def check_points(params, tokens, losses, names: Sequence[str] | None = None) -> tuple[np.ndarray, ...]:
     """The (N, D, L) arrays, refused with the fix when they cannot be fitted: fewer points than the law's
     five parameters, one size or one token budget only, non-finite or non-positive values."""
-    n, d, l = (np.asarray(x, dtype=float).ravel() for x in (params, tokens, losses))
-    if not len(n) == len(d) == len(l):
-        raise DataError(f"{len(n)} parameter counts, {len(d)} token counts and {len(l)} losses do not pair up",
+    n, d, loss = (np.asarray(x, dtype=float).ravel() for x in (params, tokens, losses))
+    if not len(n) == len(d) == len(loss):
+        raise DataError(f"{len(n)} parameter counts, {len(d)} token counts and {len(loss)} losses do not pair up",
                         "give one N, D and loss per run")
     labels = list(names) if names is not None else [f"point {i}" for i in range(len(n))]
-    check_finite(l, labels)
-    bad = [labels[i] for i in range(len(n)) if not (n[i] > 0 and d[i] > 0 and l[i] > 0 and np.isfinite(n[i] * d[i]))]
+    check_finite(loss, labels)
+    bad = [labels[i] for i in range(len(n)) if not (n[i] > 0 and d[i] > 0 and loss[i] > 0 and np.isfinite(n[i] * d[i]))]
     if bad:
         raise DataError(f"run(s) {', '.join(bad)} have a parameter count, token count or loss that is not positive",
                         "the law is fitted in log space: every N, D and loss must be > 0")
@@ -199,7 +202,7 @@ def check_points(params, tokens, losses, names: Sequence[str] | None = None) -> 
         raise DataError(f"the fitted runs have {len(np.unique(n))} model size(s) and {len(np.unique(d))} token "
                         "budget(s); A/N^alpha and B/D^beta each need at least two",
                         "train the grid over several sizes and several token budgets")
-    return n, d, l
+    return n, d, loss
 
 
 def fit_law(params, tokens, losses, *, delta: float = HUBER_DELTA, inits: dict | None = None,
@@ -208,21 +211,21 @@ def fit_law(params, tokens, losses, *, delta: float = HUBER_DELTA, inits: dict |
     Hoffmann et al. 2022): L-BFGS from every combination of ``inits`` (default the paper's grid)."""
     from scipy.optimize import minimize
 
-    n, d, l = check_points(params, tokens, losses, names)
+    n, d, loss = check_points(params, tokens, losses, names)
     check_number("delta", delta, low=0.0, low_inclusive=False)
     grid = CHINCHILLA_INITS if inits is None else inits
-    log_n, log_d, log_l = np.log(n), np.log(d), np.log(l)
+    log_n, log_d, log_l = np.log(n), np.log(d), np.log(loss)
     starts = list(itertools.product(grid["a"], grid["b"], grid["e"], grid["alpha"], grid["beta"]))
     x, values = batched_lbfgs(lambda theta: _objective(theta, log_n, log_d, log_l, delta), np.array(starts),
                               max_iter=EXPLORE_ITERATIONS)
     finite = np.flatnonzero(np.isfinite(values))
     ends = []
     for row in finite[np.argsort(values[finite])[:POLISHED]]:  # scipy runs the best starts to convergence
-        result = minimize(huber_objective, x[row], args=(n, d, l, delta), jac=True, method="L-BFGS-B",
+        result = minimize(huber_objective, x[row], args=(n, d, loss, delta), jac=True, method="L-BFGS-B",
                           options={"maxiter": 10000, "ftol": 1e-15, "gtol": 1e-12})
         ends.append((float(result.fun), result.x) if result.fun <= values[row] else (float(values[row]), x[row]))
     best_value, best = min(ends, key=lambda end: end[0])
-    reached = int((values[finite] <= best_value * (1 + 1e-6) + 1e-300).sum())
+    reached = int((values[finite] <= best_value * (1 + NEAR_BEST) + 1e-300).sum())
     a, b, e, alpha, beta = (float(x) for x in best)
     law = ScalingLaw(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta)
     return LawFit(law=law, objective=best_value, runs=len(n), initialisations=len(starts), reached_best=reached)
