@@ -67,8 +67,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None, help="runs directory (default: a new temporary directory)")
     p.add_argument("--data", default="wikitext-2", help="a data set with train and valid splits (wikitext-2, ptb)")
-    p.add_argument("--sizes", type=sizes, default=[(32, 2), (48, 2), (64, 3), (96, 3), (128, 4)])
-    p.add_argument("--tokens", type=counts, default=[250_000, 500_000, 1_000_000])
+    p.add_argument("--sizes", type=sizes, default="32x2,48x2,64x3,96x3,128x4")
+    p.add_argument("--tokens", type=lambda text: counts(text, "--tokens"), default="250k,500k,1M")
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--holdout", type=int, default=3)
     p.add_argument("--budget", type=float, default=1e15, help="FLOPs for the compute-optimal prediction")
@@ -85,7 +85,7 @@ def main() -> None:
     tokenizer_s = time.perf_counter() - began
     runs = grid(args.sizes, args.tokens)
     began = time.perf_counter()
-    run_grid(out, runs, tokenizer, train, valid, GridSettings(data=args.data))
+    run_grid(out, runs, tokenizer, train, valid, GridSettings(data=args.data, tokenizer_label=f"bpe:{args.vocab_size}"))
     grid_s = time.perf_counter() - began
     names = {r.name for r in runs}
     results = [r for r in read_results(out) if r["name"] in names]

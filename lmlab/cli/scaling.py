@@ -21,32 +21,40 @@ PLOT_FILE = "scaling_fit.png"
 UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9, "t": 10**12}
 
 
-def count(text: str) -> float:
-    """A count written as 250k, 1.5M, 2G/2B, 3T or 1e18."""
+def count(text: str, flag: str) -> float:
+    """A positive count written as 250k, 1.5M, 2G/2B, 3T or 1e18 (``flag`` names the option in errors)."""
+    from ..core.errors import ConfigError
+
     scale = UNITS.get(text[-1:].lower(), 1)
     try:
         value = float(text[:-1] if scale != 1 else text) * scale
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a count: {text!r} (write e.g. 250k, 1.5M, 1e18)") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite count")
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise ConfigError(f"{flag} {text!r} is not a positive count", "write e.g. 250k, 1.5M or 1e18")
     return value
 
 
-def counts(text: str) -> list[int]:
-    """A comma-separated list of token budgets (250k,500k,1M)."""
-    return [round(count(item)) for item in text.split(",") if item]
+def counts(text: str, flag: str) -> list[int]:
+    """A comma-separated list of positive counts (token budgets: 250k,500k,1M)."""
+    return [round(count(item, flag)) for item in text.split(",") if item]
 
 
 def sizes(text: str) -> list[tuple[int, int]]:
     """A comma-separated list of model shapes D_MODELxN_LAYERS (32x2,64x3)."""
+    from ..core.errors import ConfigError
+
     out = []
     for item in (i for i in text.split(",") if i):
         width, _, layers = item.lower().partition("x")
-        if not (width.isdigit() and layers.isdigit()):
-            raise argparse.ArgumentTypeError(f"not a model shape: {item!r} (write D_MODELxN_LAYERS, e.g. 64x3)")
+        if not (width.isdigit() and layers.isdigit() and int(width) > 0 and int(layers) > 0):
+            raise ConfigError(f"--sizes: {item!r} is not a model shape", "write D_MODELxN_LAYERS, e.g. 32x2,64x3")
         out.append((int(width), int(layers)))
     return out
+
+
+def optional_count(text: str | None, flag: str) -> float | None:
+    return None if text is None else count(text, flag)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,9 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--train", default="wikitext-2:train", help="training corpus (NAME:SPLIT or a file; default "
                    "wikitext-2:train; ptb:train works too)")
     r.add_argument("--valid", default=None, help="held-out corpus (default: the valid split of --train's data set)")
-    r.add_argument("--sizes", type=sizes, default=[(32, 2), (48, 2), (64, 3), (96, 3), (128, 4)],
+    r.add_argument("--sizes", default="32x2,48x2,64x3,96x3,128x4",
                    help="model shapes D_MODELxN_LAYERS (default 32x2,48x2,64x3,96x3,128x4)")
-    r.add_argument("--tokens", type=counts, default=[250_000, 500_000, 1_000_000],
+    r.add_argument("--tokens", default="250k,500k,1M",
                    help="training token budgets (default 250k,500k,1M)")
     r.add_argument("--tokenizer", default=None, help="a new grid's tokenizer: bpe (default), byte-bpe, unigram, "
                    "wordpiece, bpe-eow (trained on --train), word, char, or a tokenizer.json; a rerun reuses RUNS's")
@@ -83,43 +91,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("runs", help="the runs directory of `lmlab scaling run`")
     f.add_argument("--holdout", type=int, default=None, help="hold out this many runs of largest compute (default 3)")
     f.add_argument("--holdout-runs", default=None, help="hold out these runs instead (comma-separated names)")
-    f.add_argument("--budget", type=count, default=None, help="also give the compute-optimal N, D for this many FLOPs")
+    f.add_argument("--budget", default=None, help="also give the compute-optimal N, D for this many FLOPs")
     f.add_argument("--plot", default=None, help=f"the PNG to write (default RUNS/{PLOT_FILE})")
     add_common(f).set_defaults(func=run_fit)
 
     pr = verbs.add_parser("predict", help="compute-optimal N and D for a budget, or the loss at N and D (from RUNS/fit.json)")
     pr.add_argument("runs", help="a runs directory fitted by `lmlab scaling fit`")
-    pr.add_argument("--compute", type=count, default=None, help="a FLOP budget C (e.g. 1e18): N_opt, D_opt")
-    pr.add_argument("--params", type=count, default=None, help="parameters N (with --tokens): the predicted loss")
-    pr.add_argument("--tokens", type=count, default=None, help="training tokens D (with --params)")
+    pr.add_argument("--compute", default=None, help="a FLOP budget C (e.g. 1e18): N_opt, D_opt")
+    pr.add_argument("--params", default=None, help="parameters N (with --tokens): the predicted loss")
+    pr.add_argument("--tokens", default=None, help="training tokens D (with --params)")
     add_common(pr).set_defaults(func=run_predict)
 
 
 def _tokenizer(args: argparse.Namespace, runs_dir, corpus):
-    """The grid's tokenizer: RUNS/tokenizer.json on a rerun, else the one --tokenizer names (trained on ``corpus``)."""
+    """(the grid's tokenizer, its label): RUNS/tokenizer.json on a rerun (a --tokenizer given then must name
+    the one the grid was made with: the label is checked against grid.json), else the one --tokenizer
+    names, trained on ``corpus``."""
     from pathlib import Path
 
     from ..core.errors import ConfigError
+    from ..core.io import read_json
     from ..tokenizers import WordLevelTokenizer, load
     from ..tokenizers.trainers import KINDS, train_tokenizer
+    from ..train.scaling import GRID_FILE
 
-    if (Path(runs_dir) / "tokenizer.json").exists():
-        if args.tokenizer is not None or args.vocab_size is not None:
-            raise ConfigError(f"{runs_dir} already has its grid's tokenizer (tokenizer.json)",
-                              "leave --tokenizer and --vocab-size out when continuing a grid")
-        return load(runs_dir)
     kind = args.tokenizer or "bpe"
     if args.vocab_size is not None and kind not in KINDS:
         raise ConfigError(f"--vocab-size applies to a trained subword tokenizer, not {kind!r}",
                           f"use --tokenizer {' or '.join(KINDS)}, or leave --vocab-size out")
+    label = f"{kind}:{args.vocab_size or 2048}" if kind in KINDS else kind
+    saved = Path(runs_dir) / "tokenizer.json"
+    if saved.exists() and (Path(runs_dir) / GRID_FILE).exists():
+        if args.tokenizer is None and args.vocab_size is None:  # a rerun: the grid's own
+            label = read_json(Path(runs_dir) / GRID_FILE, "the grid's settings").get("tokenizer_label", label)
+        return load(saved), label
     if kind in ("word", "char"):
         status(args, f"training a {kind}-level vocabulary on {args.train}")
-        return WordLevelTokenizer(kind).train(corpus)
+        return WordLevelTokenizer(kind).train(corpus), label
     if kind in KINDS:
-        vocab = args.vocab_size or 2048
-        status(args, f"training a {kind} tokenizer of {vocab} ids on {args.train}")
-        return train_tokenizer(kind, corpus, vocab)
-    return load(kind)
+        status(args, f"training a {kind} tokenizer of {args.vocab_size or 2048} ids on {args.train}")
+        return train_tokenizer(kind, corpus, args.vocab_size or 2048), label
+    return load(kind), label
 
 
 def run_grid(args: argparse.Namespace) -> int:
@@ -135,14 +147,15 @@ def run_grid(args: argparse.Namespace) -> int:
         if not sep:
             raise ConfigError("no held-out corpus", "pass --valid FILE (or train on a data set: --train NAME:train)")
         valid = f"{name}:valid"
+    shapes, budgets = sizes(args.sizes), counts(args.tokens, "--tokens")
     settings = GridSettings(data=f"{args.train} / {valid}", family=args.family, context=args.context,
                             batch_size=args.batch_size, head_width=args.head_width, lr=args.lr,
                             eval_tokens=args.eval_tokens, seed=args.seed, device=args.device)
-    runs = grid(args.sizes, args.tokens)
+    runs = grid(shapes, budgets)
     train_corpus, valid_corpus = open_corpus_arg(args, args.train), open_corpus_arg(args, valid)
-    tokenizer = _tokenizer(args, args.out, train_corpus)
+    tokenizer, settings.tokenizer_label = _tokenizer(args, args.out, train_corpus)
     finished = sum((Path(args.out) / r.name / RESULT_FILE).exists() for r in runs)
-    status(args, f"scaling grid: {len(runs)} runs ({len(args.sizes)} sizes × {len(args.tokens)} token budgets), "
+    status(args, f"scaling grid: {len(runs)} runs ({len(shapes)} sizes × {len(budgets)} token budgets), "
                  f"{finished} finished already, into {args.out}")
     results = run_grid(args.out, runs, tokenizer, train_corpus, valid_corpus, settings)
     rows = [[r["name"], f"{r['params']:,}", f"{r['tokens']:,}", f"{r['compute']:.3g}",
@@ -168,7 +181,7 @@ def run_fit(args: argparse.Namespace) -> int:
     holdout = [n for n in args.holdout_runs.split(",") if n] if args.holdout_runs else \
         (3 if args.holdout is None else args.holdout)
     status(args, f"fitting the law to {len(results)} runs (L-BFGS from 4,500 starting points)")
-    report = fit_runs(results, holdout=holdout, budget=args.budget)
+    report = fit_runs(results, holdout=holdout, budget=optional_count(args.budget, "--budget"))
     report["runs"] = sorted(r["name"] for r in results)
     plot = args.plot or str(Path(args.runs) / PLOT_FILE)
     report["plot"] = plot_law(report, plot)
@@ -213,19 +226,21 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path} was fitted on {len(report.get('runs') or [])} runs, and {args.runs} now holds "
                           f"{len(now)} finished runs", f"refit: lmlab scaling fit {args.runs}")
     law = ScalingLaw(**{k: report[k] for k in ("E", "A", "B", "alpha", "beta")})
+    compute = optional_count(args.compute, "--compute")
+    params, tokens = optional_count(args.params, "--params"), optional_count(args.tokens, "--tokens")
     if (args.params is None) != (args.tokens is None):
         raise ConfigError("--params and --tokens go together", "give both (the loss at N and D) or --compute alone")
     if args.compute is None and args.params is None:
         raise ConfigError("nothing to predict", "pass --compute FLOPS, or --params N --tokens D")
     if args.compute is not None and args.params is not None:
         raise ConfigError("--compute and --params/--tokens ask two questions", "give one of them")
-    if args.compute is not None:
-        result = optimum_report(law, args.compute)
-        human = (f"compute-optimal for C = {args.compute:.3g}: N = {result['params']:.4g}, D = {result['tokens']:.4g} "
+    if compute is not None:
+        result = optimum_report(law, compute)
+        human = (f"compute-optimal for C = {compute:.3g}: N = {result['params']:.4g}, D = {result['tokens']:.4g} "
                  f"({result['tokens_per_param']:.1f} tokens/parameter), predicted loss {result['loss']:.4f}")
     else:
-        loss = float(law.loss(args.params, args.tokens))
-        result = {"params": args.params, "tokens": args.tokens, "compute": 6 * args.params * args.tokens, "loss": loss}
-        human = f"predicted loss at N = {args.params:.4g}, D = {args.tokens:.4g}: {loss:.4f} nats/token"
+        loss = float(law.loss(params, tokens))
+        result = {"params": params, "tokens": tokens, "compute": 6 * params * tokens, "loss": loss}
+        human = f"predicted loss at N = {params:.4g}, D = {tokens:.4g}: {loss:.4f} nats/token"
     emit(args, {**result, "law": law.to_dict()}, human)
     return 0

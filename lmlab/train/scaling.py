@@ -63,6 +63,7 @@ class GridSettings:
     """What every run of a grid shares; kept in ``grid.json``, and a rerun on the grid must agree with it."""
 
     data: str = "wikitext-2"  # a label for the results (the corpora themselves are passed in)
+    tokenizer_label: str = "given"  # how the tokenizer was made (e.g. bpe:2048); its fingerprint is checked too
     family: str = "gpt2"  # a decoder preset of lmlab.models.config
     context: int = 64
     batch_size: int = 16
@@ -172,6 +173,10 @@ def run_grid(runs_dir: str | os.PathLike, runs: list[GridRun], tokenizer, train_
         missing = " and ".join(n for n, t in (("training", train_tokens), ("validation", valid_tokens)) if t is None)
         raise ConfigError(f"no {missing} corpus for the grid in {runs_dir}",
                           "pass the training and validation corpora (a rerun reuses their shards in RUNS/data)")
+    if len(valid_tokens) < 2 or len(train_tokens) < settings.context + 1:
+        raise DataError(f"the grid's data is too short: {len(train_tokens)} training and {len(valid_tokens)} "
+                        f"validation tokens (windows need {settings.context + 1})",
+                        "pass longer corpora, or a shorter --context")
     results = []
     bar = progress(desc="scaling grid", total=len(runs), unit="run")
     for run in runs:
