@@ -149,13 +149,12 @@ def batched_lbfgs(fun, x0: np.ndarray, *, memory: int = 10, max_iter: int = 2000
         moved = ~pending  # a row no step lowered is at its minimum to machine precision
         s_vec = np.where(moved[:, None], step[:, None] * direction, 0.0)
         y_vec = g_new - ga
-        sy = np.einsum("kp,kp->k", s_vec, y_vec)
-        curved = moved & (sy > 1e-300)
+        sy, yy = np.einsum("kp,kp->k", s_vec, y_vec), np.einsum("kp,kp->k", y_vec, y_vec)
+        curved = moved & (sy > 1e-300) & (yy > 1e-300)
         slot = (it + 1) % memory  # the newest pair of the next iteration, over the oldest
         s_hist[slot, active] = np.where(curved[:, None], s_vec, 0.0)
         y_hist[slot, active] = np.where(curved[:, None], y_vec, 0.0)
         rho[slot, active] = np.where(curved, 1.0 / np.where(curved, sy, 1.0), 0.0)
-        yy = np.einsum("kp,kp->k", y_vec, y_vec)
         gamma[active] = np.where(curved, sy / np.where(curved, yy, 1.0), gamma[active])
         x[active], f[active], g[active] = xa + s_vec, f_new, g_new
         converged = (np.abs(g_new).max(axis=1) <= gtol) | (fa - f_new <= ftol * np.maximum(np.abs(f_new), 1.0))
