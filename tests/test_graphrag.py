@@ -247,3 +247,23 @@ def test_graph_mode_on_an_index_built_without_graph_says_to_rebuild(docs, tmp_pa
     assert "--mode graph" in capsys.readouterr().err
     assert main(["rag", "index", str(docs), "--out", ix, "--extractor", "model"]) == 1
     assert "--graph" in capsys.readouterr().err
+
+
+def test_many_questions_share_the_map_and_reduce_calls_and_keep_their_order():
+    from lmlab.retrieval.graph_search import global_search_many
+
+    chat = CannedChat({"Question: storms?\nFirst": " 70\nAnswer: storm", "Question: poets?\nFirst": " 60\nAnswer: poet",
+                       "Question: storms?\nCombine": "storms", "Question: poets?\nCombine": "poets"}, default=" 0")
+    out = global_search_many(small_index(), ["storms?", "none?", "poets?"], chat)
+    assert [o["answer"] for o in out] == ["storms", "Not found in the sources.", "poets"]
+    assert len(chat.prompts) == 3 * 2 + 2  # 3 questions x 2 reports, then 2 reduce prompts
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(tiny_chat):
+    from lmlab.retrieval.rag import ChatModel
+
+    chat = ChatModel(tiny_chat, max_new_tokens=6, batch_size=2)
+    prompts = ["a", "what is the storm", "hi", "poet? the poet"]
+    batched = chat.generate_many(prompts, start="ab")
+    assert batched == [chat.generate_many([p], start="ab")[0] for p in prompts]
+    assert all(text.startswith("ab") for text in batched)

@@ -73,20 +73,33 @@ def pack_by_score(partials: list[PartialAnswer], budget: int, count_tokens: Call
 def global_search(graph: GraphIndex, question: str, chat: Chat, level: int = 0, budget: int = 2000,
                   map_tokens: int = 96, answer_tokens: int = 200) -> dict:
     """Map (every community of ``level`` answers with a score) then reduce (the final answer)."""
+    return global_search_many(graph, [question], chat, level, budget, map_tokens, answer_tokens)[0]
+
+
+def global_search_many(graph: GraphIndex, questions: list[str], chat: Chat, level: int = 0, budget: int = 2000,
+                       map_tokens: int = 96, answer_tokens: int = 200) -> list[dict]:
+    """``global_search`` for many questions, every map prompt of every question in one batched call
+    and every reduce prompt in another."""
     communities = [c for c in graph.at_level(level) if c.report]
-    outputs = chat.generate_many([MAP_PROMPT.format(report=c.report, question=question) for c in communities],
+    outputs = chat.generate_many([MAP_PROMPT.format(report=c.report, question=q) for q in questions for c in communities],
                                  map_tokens, desc="map: community answers", start=MAP_START)
-    partials = [PartialAnswer(c.id, *parse_scored_answer(text)) for c, text in zip(communities, outputs, strict=True)]
-    used = pack_by_score(partials, budget, chat.count_tokens)
-    result = {"question": question, "mode": "graph", "search": "global", "level": level,
-              "partials": [asdict(p) for p in partials], "used": [p.community for p in used],
-              "unscored": sum(p.score is None for p in partials)}
-    if not used:
-        return {**result, "answer": NOT_FOUND, "found": False}
-    answers = "\n\n".join(f"Analyst {i} (helpfulness {p.score}): {p.answer}" for i, p in enumerate(used, 1))
-    prompt = REDUCE_PROMPT.format(answers=answers, question=question)
-    answer = chat.generate_many([prompt], answer_tokens, desc="reduce: final answer")[0].strip()
-    return {**result, "prompt": prompt, "answer": answer, "found": True}
+    results, prompts = [], {}
+    for i, question in enumerate(questions):
+        texts = outputs[i * len(communities):(i + 1) * len(communities)]
+        partials = [PartialAnswer(c.id, *parse_scored_answer(t)) for c, t in zip(communities, texts, strict=True)]
+        used = pack_by_score(partials, budget, chat.count_tokens)
+        results.append({"question": question, "mode": "graph", "search": "global", "level": level,
+                        "partials": [asdict(p) for p in partials], "used": [p.community for p in used],
+                        "unscored": sum(p.score is None for p in partials), "found": bool(used)})
+        if used:
+            answers = "\n\n".join(f"Analyst {n} (helpfulness {p.score}): {p.answer}" for n, p in enumerate(used, 1))
+            prompts[i] = REDUCE_PROMPT.format(answers=answers, question=question)
+        else:
+            results[-1]["answer"] = NOT_FOUND
+    finals = chat.generate_many(list(prompts.values()), answer_tokens, desc="reduce: final answers") if prompts else []
+    for (i, prompt), answer in zip(prompts.items(), finals, strict=True):
+        results[i].update(prompt=prompt, answer=answer.strip())
+    return results
 
 
 def match_entities(graph: GraphIndex, question: str, k: int = 5) -> list[tuple[str, float]]:
