@@ -130,7 +130,8 @@ TEXT_ARGS = {"--prompt", "--system", "--stop", "--question", "--text", "--host",
              "--cache@eval retrieval", "task@agent run", "--base-url", "--tools", "--allow-fetch", "--instructions",
              "--first-tool", "--answer-pattern", "--block-topics", "--reward", "--format-regex", "--regex",
              "--fudge-label", "--reward-label", "--answer-task", "--ruler-tasks", "--column", "--target-language",
-             "--clean", "--corrupted", "--right", "--wrong", "--sender", "--positive", "--negative"}
+             "--clean", "--corrupted", "--right", "--wrong", "--sender", "--positive", "--negative",
+             "--extractor", "--entity-types", "--mode@rag ask", "--search@rag ask"}
 # comma-separated numbers: fed a negative and a non-number
 NUMBER_LISTS = {"--lengths", "--depths", "--batch-sizes"}
 # a positional that is the same as an option of the base command line: dropped from it when the positional is fuzzed
