@@ -88,17 +88,17 @@ def wikitext_articles(path: Path, titles: tuple[str, ...], max_chars: int) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("LMLAB_DATA", "../shared/data"))
-    parser.add_argument("--chars", type=int, default=1800, help="characters kept per article (default 1800)")
+    parser.add_argument("--chars", type=int, default=1000, help="characters kept per article (at least its first paragraph; default 1000)")
     parser.add_argument("--size", type=int, default=800, help="characters per chunk (default 800)")
     parser.add_argument("--questions", type=int, default=len(QUESTIONS))
     parser.add_argument("--extractor", default="cooccurrence", help="graph extractor: cooccurrence (default) or model")
-    parser.add_argument("--extract-sample", type=int, default=4,
-                        help="chunks the model extracts from in the paper's format, to report its validity (default 4)")
+    parser.add_argument("--extract-sample", type=int, default=2,
+                        help="chunks the model extracts from in the paper's format, to report its validity (default 2)")
     parser.add_argument("--level", type=int, default=0, help="community level of global search (default 0)")
-    parser.add_argument("--report-tokens", type=int, default=100)
+    parser.add_argument("--report-tokens", type=int, default=80)
     parser.add_argument("--report-budget", type=int, default=800)
-    parser.add_argument("--map-tokens", type=int, default=64)
-    parser.add_argument("--answer-tokens", type=int, default=120)
+    parser.add_argument("--map-tokens", type=int, default=48)
+    parser.add_argument("--answer-tokens", type=int, default=96)
     parser.add_argument("-k", type=int, default=3, help="plain RAG sources (default 3)")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--out", default=None, help="write every question's answers and judgements here (JSONL)")
