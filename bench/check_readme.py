@@ -91,6 +91,7 @@ CHECKS: list[tuple[str, list[str], str]] = [  # the note of a row whose tests ch
                                        "tests/test_interp.py::test_head_ablation_matches_transformer_lens"],
      "the figure: within 1e-4 of TransformerLens"),
     ("sparse autoencoder on SmolLM2", [], "the figures (sae-lens is a bench peer)"),
+    ("GraphRAG global search vs plain RAG", [], "the figures"),
     ("HumanEval in the sandbox", ["tests/test_eval_passk.py::test_humaneval_references_pass_and_their_wrong_versions_fail"],
      "the figure on a slice of the problems"),
     ("CLIP-style dual encoder on scikit-learn digits", [], "the figures"),
