@@ -135,7 +135,8 @@ TEXT_ARGS = {"--prompt", "--system", "--stop", "--question", "--text", "--host",
              "--first-tool", "--answer-pattern", "--block-topics", "--reward", "--format-regex", "--regex",
              "--fudge-label", "--reward-label", "--answer-task", "--ruler-tasks", "--column", "--target-language",
              "--clean", "--corrupted", "--right", "--wrong", "--sender", "--positive", "--negative",
-             "--family@scaling run", "--holdout-runs"}
+             "--family@scaling run", "--holdout-runs",
+             "--extractor", "--entity-types", "--mode@rag ask", "--search@rag ask"}
 # comma-separated numbers: fed a negative and a non-number
 NUMBER_LISTS = {"--lengths", "--depths", "--batch-sizes", "--sizes", "--tokens", "--budget", "--compute", "--params"}
 # a positional that is the same as an option of the base command line: dropped from it when the positional is fuzzed
