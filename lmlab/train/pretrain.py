@@ -112,8 +112,9 @@ def _check_settings(family: str, settings: dict[str, Any]) -> None:
     check_keys(f"setting(s) of the {family} family", settings, known)
 
 
-def _shards(corpus, tokenizer, path: Path) -> TokenShards | None:
-    """The run's shards of ``corpus``, tokenized once (a resumed run reuses them)."""
+def cached_shards(corpus, tokenizer, path: Path) -> TokenShards | None:
+    """The shards of ``corpus`` in ``path``, tokenized once: a resumed run (or another run of a scaling
+    grid) reuses them while the tokenizer is the same; None when there are none and no ``corpus``."""
     if (path / HEADER_FILE).exists():
         shards = TokenShards(path)
         if shards.header["tokenizer"]["fingerprint"] == tokenizer.fingerprint():
@@ -257,8 +258,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         train_tokens = _pairs(corpus, tokenizer, run / "data" / "train_pairs.safetensors", context, source_tokenizer)
         valid_tokens = _pairs(valid, tokenizer, run / "data" / "valid_pairs.safetensors", context, source_tokenizer)
     else:
-        train_tokens = _shards(corpus, tokenizer, run / "data" / "train")
-        valid_tokens = _shards(valid, tokenizer, run / "data" / "valid")
+        train_tokens = cached_shards(corpus, tokenizer, run / "data" / "train")
+        valid_tokens = cached_shards(valid, tokenizer, run / "data" / "valid")
     if train_tokens is None:
         raise ConfigError("no training corpus", "pass the training corpus (a resumed run reuses its shards)")
     if translation:
