@@ -14,7 +14,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from ..core.errors import ModelError
 from ..core.validate import check_number
+from .neural import unique_tensors
+
+MODEL_TYPE = "sentence_vae"
 
 
 class SentenceVAE(nn.Module):
@@ -28,6 +32,7 @@ class SentenceVAE(nn.Module):
             check_number(name, value, low=1, integer=True)
         check_number("dropout", dropout, low=0.0, high=1.0, high_inclusive=False)
         self.d_hidden, self.d_latent = d_hidden, d_latent
+        self.args = dict(vocab_size=vocab_size, d_embed=d_embed, d_hidden=d_hidden, d_latent=d_latent, dropout=dropout)
         self.embed = nn.Embedding(vocab_size, d_embed)
         self.dropout = nn.Dropout(dropout)
         self.encoder = nn.LSTM(d_embed, d_hidden, batch_first=True, bidirectional=True)
@@ -68,3 +73,17 @@ class SentenceVAE(nn.Module):
             return self.decode(inputs, zero), zero, zero
         mean, logvar = self.encode(source, source_mask)
         return self.decode(inputs, self.sample(mean, logvar)), mean, logvar
+
+    def to_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(config.json, tensors) of a model directory (``lmlab.models.directory.save_model_dir``)."""
+        return {"model_type": MODEL_TYPE, **self.args}, unique_tensors(self.state_dict())
+
+    @classmethod
+    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> SentenceVAE:
+        """The model a ``to_state`` pair describes, in eval mode."""
+        if config.get("model_type") != MODEL_TYPE:
+            raise ModelError(f"a {config.get('model_type')!r} model is not a sentence VAE",
+                             "pass a directory written by lmlab vae")
+        model = cls(**{k: v for k, v in config.items() if k != "model_type"})
+        model.load_state_dict(tensors)
+        return model.eval()
