@@ -22,6 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--d-hidden", type=int, default=256)
     g.add_argument("--d-latent", type=int, default=16)
     g.add_argument("--dropout", type=float, default=0.2)
+    g.add_argument("--latent-type", default="gaussian", choices=["gaussian", "categorical"],
+                   help="categorical: --d-latent variables of --categories values each, sampled by straight-through "
+                        "Gumbel-softmax at temperature --tau, uniform prior")
+    g.add_argument("--categories", type=int, default=10, help="categorical: values per latent variable")
+    g.add_argument("--tau", type=float, default=1.0, help="categorical: Gumbel-softmax temperature")
     g.add_argument("--no-latent", dest="latent", action="store_false",
                    help="train the same decoder as a plain LSTM LM (z = 0, no KL): the baseline of the bound")
     g = p.add_argument_group("objective")
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                             anneal_steps=args.anneal_steps, cycles=4 if args.cycles is None else args.cycles,
                             ratio=0.5 if args.ratio is None else args.ratio,
                             free_bits=args.free_bits, word_dropout=args.word_dropout, latent=args.latent,
-                            seed=args.seed)
+                            latent_type=args.latent_type, n_categories=args.categories, tau=args.tau, seed=args.seed)
     s = run_.scores
     summary = {"model_dir": str(run_.model_dir), "steps": run_.train.steps, "final_train_loss": run_.train.final_loss,
                "seconds": run_.train.seconds, "latent": args.latent, "kl_schedule": args.kl_schedule,
