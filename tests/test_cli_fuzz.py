@@ -135,7 +135,7 @@ IN = {"--model", "--adapter", "--data", "--train", "--valid", "--tokenizer", "--
       "--reward-model", "--judge-model", "--speculative", "--contrastive-amateur", "--fudge", "--reward@generate",
       "--json-schema", "--grammar", "--haystack", "--calibration", "--source-tokenizer", "task@eval task",
       "input_spec", "file", "data", "runs", "train@vae", "texts@simcse", "--positives", "--reference-model"}
-TEXT_ARGS = {"--prompt", "--system", "--stop", "--question", "--text", "--host", "--model-id", "--api-key",
+TEXT_ARGS = {"--prompt", "--interpolate", "--system", "--stop", "--question", "--text", "--host", "--model-id", "--api-key",
              "--device", "--dtype", "--k@eval passk", "--targets", "--field", "--smoothing",
              "--pair", "--method", "--split", "--variant", "--stopwords", "--stemmer", "--pattern", "--fusion",
              "--chunk", "--cite", "texts", "question", "words", "a", "b", "c", "text", "--negative-words",

@@ -37,8 +37,10 @@ def test_vae_trains_reports_the_bound_and_saves(tmp_path, capsys, no_progress):
     out = tmp_path / "vae"
     r = run_json(capsys, ["vae", str(train), "--valid", str(valid), "--out", str(out), "--steps", "4",
                           "--batch-size", "8", "--d-embed", "8", "--d-hidden", "16", "--d-latent", "4",
-                          "--kl-schedule", "cyclical", "--free-bits", "0.1", "--word-dropout", "0.2", "--json"])
+                          "--kl-schedule", "cyclical", "--free-bits", "0.1", "--word-dropout", "0.2", "--json",
+                          "--interpolate", sentences(2)[0], sentences(2)[1], "--interpolation-steps", "3"])
     assert r["steps"] == 4 and r["kl_schedule"] == "cyclical" and 0 <= r["active_units"] <= 4
+    assert len(r["interpolation"]) == 3 and all(isinstance(t, str) for t in r["interpolation"])
     assert r["perplexity_bound"] == pytest.approx(2.718281828 ** r["nll_bound_per_token"], rel=1e-6)
     model = SentenceVAE.from_state(*read_model_dir(out / "model"))
     tok = load(out / "model")
@@ -49,6 +51,8 @@ def test_vae_trains_reports_the_bound_and_saves(tmp_path, capsys, no_progress):
     assert "--no-latent" in capsys.readouterr().err
     assert main(["vae", str(train), "--out", str(tmp_path / "x"), "--steps", "0"]) == 1
     assert "--steps" in capsys.readouterr().err
+    assert main(["vae", str(train), "--out", str(tmp_path / "x"), "--no-latent", "--interpolate", "a", "b"]) == 1
+    assert "--interpolate" in capsys.readouterr().err
 
 
 def test_simcse_trains_an_encoder_that_lmlab_embed_reads(tmp_path, capsys, no_progress):

@@ -139,3 +139,40 @@ def test_a_discrete_latent_vae_trains_and_its_code_is_used(tmp_path):
     config, tensors = model.to_state()
     again = SentenceVAE.from_state(config, tensors)
     assert again.latent_type == "categorical" and again.n_categories == 6
+
+
+def test_the_bound_decoder_equals_the_vae_decoder_and_decodes_through_the_loop():
+    from lmlab.generate.latent import decode_codes, interpolate, sentence_codes
+    from lmlab.models.sentence_vae import CodeDecoder
+    from lmlab.tokenizers import WordLevelTokenizer
+
+    texts = ["the cat sat", "a dog ran far", "the dog sat", "a cat ran"] * 5
+    tok = WordLevelTokenizer("word").train(texts)
+    torch.manual_seed(0)
+    vae = SentenceVAE(tok.vocab_size, d_embed=8, d_hidden=16, d_latent=3).eval()
+    z = torch.randn(3, 3)
+    inputs = torch.tensor([[tok.bos_id, 5, 6, 7]] * 3)
+    with torch.no_grad():
+        full = vae.decode(inputs, z)
+        lm = CodeDecoder(vae, z, bos_id=tok.bos_id, eos_id=tok.eos_id)
+        state = lm.initial_state(3)
+        for t in range(4):  # step by step, with a row reorder half way
+            scores, state = lm.next_scores(inputs[:, t:t + 1], state)
+            torch.testing.assert_close(scores, full[:, t])
+        picked = lm.select_state(state, torch.tensor([2, 0]))
+        torch.testing.assert_close(picked[2], z[[2, 0]])
+
+    def greedy(code: torch.Tensor) -> str:  # the decoder's own argmax loop, no Engine
+        ids = [tok.bos_id]
+        with torch.no_grad():
+            for _ in range(10):
+                nxt = int(vae.decode(torch.tensor([ids]), code[None])[0, -1].argmax())
+                if nxt == tok.eos_id:
+                    break
+                ids.append(nxt)
+        return tok.decode(ids[1:], skip_special_tokens=True)  # as the loop writes its text
+
+    assert decode_codes(vae, tok, z, max_new_tokens=10) == [greedy(row) for row in z]
+    path = interpolate(vae, tok, "the cat sat", "a dog ran far", steps=4, max_new_tokens=10)
+    codes = sentence_codes(vae, tok, ["the cat sat", "a dog ran far"])
+    assert len(path) == 4 and path[0] == greedy(codes[0]) and path[-1] == greedy(codes[1])

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--lr", type=float, default=2e-3)
     g.add_argument("--seed", type=int, default=0)
+    p.add_argument("--interpolate", nargs=2, metavar=("FIRST", "SECOND"),
+                   help="after training, decode codes evenly spaced between these two sentences' codes")
+    p.add_argument("--interpolation-steps", type=int, default=5, help="sentences on the path, ends included")
     add_corpus_options(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -56,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, dirs=("out",))
     for name in ("steps", "batch_size", "d_embed", "d_hidden", "d_latent"):
         check_number(name, getattr(args, name), low=1, integer=True)
+    check_number("--interpolation-steps", args.interpolation_steps, low=2, integer=True)
+    if args.interpolate and not args.latent:
+        raise ConfigError("--interpolate walks between two codes; --no-latent trains a model without one",
+                          "leave --interpolate or --no-latent out")
     if not args.latent and (args.kl_schedule != "none" or args.free_bits or args.word_dropout):
         raise ConfigError("--no-latent trains a plain LSTM LM: there is no KL to anneal or free",
                           "leave --kl-schedule, --free-bits and --word-dropout out with --no-latent")
@@ -82,5 +89,11 @@ def run(args: argparse.Namespace) -> int:
              f"validation: NLL bound {s['nll_bound_per_token']:.4f} nats/token (perplexity ≤ {s['perplexity_bound']:.1f}), "
              f"KL {s['kl_per_sentence']:.3f} nats/sentence, active units {s['active_units']}/{args.d_latent}\n"
              f"model: {run_.model_dir}")
+    if args.interpolate:
+        from ..generate.latent import interpolate
+
+        path = interpolate(run_.model, run_.tokenizer, *args.interpolate, steps=args.interpolation_steps)
+        summary["interpolation"] = path
+        human += "\ninterpolation:\n" + "\n".join(f"  {i / (len(path) - 1):.2f}  {text}" for i, text in enumerate(path))
     emit(args, summary, human)
     return 0

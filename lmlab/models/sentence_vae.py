@@ -19,10 +19,12 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ..core.errors import ModelError
+from ..core.errors import InputError, ModelError
 from ..core.validate import check_choice, check_number
+from ..lm import LanguageModel
 from .gumbel import categorical_kl_uniform, gumbel_softmax
 from .neural import unique_tensors
+from .seq2seq import bound_prefill
 
 MODEL_TYPE = "sentence_vae"
 LATENT_TYPES = ("gaussian", "categorical")
@@ -126,3 +128,57 @@ class SentenceVAE(nn.Module):
         model = cls(**{k: v for k, v in config.items() if k != "model_type"})
         model.load_state_dict(tensors)
         return model.eval()
+
+
+class CodeDecoder(LanguageModel):
+    """A ``SentenceVAE``'s decoder bound to codes ``z`` [N, code width] as a language model, so that it
+    decodes through the one decoding loop: row i of a batch reads code row i (or the one code, shared);
+    the state is the decoder LSTM's (h, c) and each row's code."""
+
+    def __init__(self, vae: SentenceVAE, z: torch.Tensor, *, bos_id: int | None = None,
+                 eos_id: int | None = None) -> None:
+        width = vae.d_latent * vae.n_categories
+        if z.dim() != 2 or z.shape[1] != width:
+            raise InputError(f"codes of shape {tuple(z.shape)} given; this VAE decodes [N, {width}]",
+                             "encode sentences with the same model, or pass one code per row")
+        self.vae, self.z, self.bos_id, self.eos_id = vae, z.detach(), bos_id, eos_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vae.head.out_features
+
+    @property
+    def device(self) -> torch.device:
+        return self.vae.head.weight.device
+
+    def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = self.z
+        if len(z) != batch_size:
+            if len(z) != 1:
+                raise InputError(f"{len(z)} codes for a batch of {batch_size}", "bind one code per row, or one code")
+            z = z.expand(batch_size, -1)
+        start = torch.tanh(self.vae.from_latent(z)).view(-1, 2, self.vae.d_hidden).transpose(0, 1).contiguous()
+        return start[:1].contiguous(), start[1:].contiguous(), z
+
+    def next_logprobs(self, tokens: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        scores, state = self.next_scores(tokens, state)
+        return scores.float().log_softmax(-1), state
+
+    def next_scores(self, tokens: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        h, c, z = state
+        x = self.vae.embed(tokens.to(self.device))
+        x = torch.cat([x, z.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
+        out, (h, c) = self.vae.decoder(x, (h, c))
+        return self.vae.head(out[:, -1]), (h, c, z)
+
+    def select_state(self, state: tuple, index: torch.Tensor) -> tuple:
+        h, c, z = state
+        return h[:, index], c[:, index], z[index]
+
+    def concat_states(self, states: list) -> tuple:
+        return (torch.cat([s[0] for s in states], 1), torch.cat([s[1] for s in states], 1),
+                torch.cat([s[2] for s in states], 0))
+
+    def prefill(self, prompts, reserve: int = 0, setup=None):
+        """Row i decodes code row i (or the one code): see ``seq2seq.bound_prefill``."""
+        return bound_prefill(self, prompts, setup)
