@@ -337,3 +337,14 @@ def test_cli_mix_and_bad_input(tmp_path, capsys):
     assert main(["data", "mix", "--tasks", "sst2", "--total", "4", "--templates", str(templates),
                  "--out", str(out), "--quiet"]) != 0
     assert "uses field(s) ['review']" in capsys.readouterr().err
+
+
+def test_cli_self_instruct_refuses_a_bad_seed_file_before_loading_a_model(tmp_path, capsys):
+    from lmlab.cli import main
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"instruction": "Say hi.", "instances": [{"input": "", "output": "hi"}]}) + "\n"
+                     + json.dumps({"instances": [{"input": "", "output": "x"}]}) + "\n")
+    assert main(["data", "self-instruct", "--seeds", str(seeds), "--model", "no-such-model", "--out",
+                 str(tmp_path / "o.jsonl"), "--quiet"]) == 1
+    assert "seeds.jsonl:2 has no field 'instruction'" in capsys.readouterr().err
