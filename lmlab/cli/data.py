@@ -82,7 +82,7 @@ def register_instruction_data(verbs: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=run_evol_instruct)
 
     mx = verbs.add_parser("mix", help="FLAN-style multitask mixture of templated tasks (SFT JSONL)")
-    mx.add_argument("--tasks", default="sst2,agnews,arc,gsm8k,multi30k", help="comma-separated tasks to mix")
+    mx.add_argument("--tasks", default="sst2,agnews,arc,gsm8k,multi30k", help="comma-separated tasks to mix: built-in names, or NAME=FILE.jsonl (templates from --templates)")
     mx.add_argument("--out", required=True, help="Alpaca JSONL to write")
     mx.add_argument("--total", type=int, required=True, help="examples in the mixture")
     mx.add_argument("--cap", type=int, default=3000, help="example-proportional cap K (rate ∝ min(n, K))")
@@ -174,10 +174,13 @@ def run_self_instruct(args: argparse.Namespace) -> int:
 
 def run_evol_instruct(args: argparse.Namespace) -> int:
     from ..core.errors import DataError
+    from ..core.validate import check_number
     from ..data.corpus import read_jsonl
     from ..instruct import evol_instruct
 
     check_outputs(args, files=("out",))
+    if args.max_rows is not None:
+        check_number("max_rows", args.max_rows, low=1, integer=True)
     rows = read_jsonl(args.data, args.max_rows)
     for k, row in enumerate(rows, 1):
         if not isinstance(row.get("instruction"), str) or not row["instruction"].strip():
@@ -218,13 +221,13 @@ def run_mix(args: argparse.Namespace) -> int:
     check_outputs(args, files=("out",))
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     templates = read_templates(args.templates) if args.templates else None
-    status(args, f"reading {', '.join(names)}")
+    status(args, f"reading {', '.join(n.partition('=')[0] for n in names)}")
     rows, summary = multitask_mixture(names, args.total, cap=None if args.no_cap else args.cap,
                                       temperature=args.temperature, rates=_rates(args.rates), seed=args.seed,
                                       templates=templates)
     _write_rows(args, rows)
     summary["out"] = args.out
-    human = table([[n, summary["sizes"][n], f"{summary['rates'][n]:.4f}", summary["counts"][n]] for n in names],
+    human = table([[n, summary["sizes"][n], f"{summary['rates'][n]:.4f}", summary["counts"][n]] for n in summary["tasks"]],
                   ["task", "examples", "rate", "rows"])
     emit(args, summary, f"{human}\nwrote {len(rows)} rows to {args.out}")
     return 0

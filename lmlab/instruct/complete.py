@@ -17,11 +17,20 @@ from ..core.progress import progress
 from ..core.validate import check_number
 
 
+def check_settings(*, batch_size: int, seed: int, temperature: float, **token_limits: int) -> None:
+    """Refuse, before any model call, settings no generation could run with."""
+    check_number("batch_size", batch_size, low=1, integer=True)
+    check_number("seed", seed, low=0, integer=True)
+    check_number("temperature", temperature, low=0.0)
+    for name, value in token_limits.items():
+        check_number(name, value, low=1, integer=True)
+
+
 def complete(model: Any, prompts: Sequence[str], *, chat: bool = False, max_tokens: int = 128,
              temperature: float = 0.0, seed: int = 0, stop: Sequence[str] = (), batch_size: int = 16,
              desc: str = "", on_batch: Callable[[int, int], None] | None = None) -> list[Reply]:
     """One reply per prompt, ``batch_size`` prompts per model call (progress bar ``desc``)."""
-    check_number("batch_size", batch_size, low=1, integer=True)
+    check_settings(batch_size=batch_size, seed=seed, temperature=temperature, max_tokens=max_tokens)
     settings = {"max_tokens": max_tokens, "temperature": temperature, "stop": tuple(stop)}
     requests = [Generation(messages=[{"role": "user", "content": p}], seed=seed + i, **settings) if chat
                 else Generation(prompt=p, seed=seed + i, **settings) for i, p in enumerate(prompts)]

@@ -28,7 +28,7 @@ from typing import Any
 from ..analysis.stopwords import NLTK_ENGLISH
 from ..core.errors import ConfigError
 from ..core.validate import check_number
-from .complete import complete
+from .complete import check_settings, complete
 from .self_instruct import SynthesisResult
 
 DEPTH_BASE = (
@@ -108,6 +108,8 @@ def evol_instruct(model: Any, instructions: Sequence[str], *, rounds: int = 1, s
                   operations: Sequence[str] = OPERATIONS) -> SynthesisResult:
     """``rounds`` rounds of evolution over ``instructions`` on ``model``; survivors of every round become rows."""
     check_number("rounds", rounds, low=1, integer=True)
+    check_settings(batch_size=batch_size, seed=seed, temperature=temperature, instruction_tokens=instruction_tokens,
+                   response_tokens=response_tokens)
     unknown = sorted(set(operations) - set(OPERATIONS))
     if unknown or not operations:
         raise ConfigError(f"unknown evolution operation(s) {unknown or '(none given)'}",

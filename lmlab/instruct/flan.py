@@ -165,21 +165,39 @@ def render_record(task: str, template: Template, record: dict, shots: Sequence[d
     return {"instruction": "\n\n".join([*solved, query]), "input": "", "output": answer}
 
 
+def file_task(name: str, path: str) -> TaskSource:
+    """A task of your own: the JSON objects of a JSONL file, its fields those every record has (no
+    built-in templates: give them with ``templates``)."""
+    from ..data.corpus import read_jsonl
+
+    records = read_jsonl(path)
+    if not records:
+        raise DataError(f"task {name}: {path} holds no records", "write one JSON object per line")
+    fields = set(records[0]).intersection(*records[1:])
+    return TaskSource(name, tuple(sorted(fields)), lambda: records, ())
+
+
 def load_tasks(names: Sequence[str], templates: Mapping[str, Sequence[Template]] | None = None
                ) -> dict[str, tuple[list[dict], tuple[Template, ...]]]:
-    """Records and (checked) templates per task; ``templates`` replaces a task's built-in ones."""
-    unknown = [n for n in names if n not in TASKS]
-    if unknown:
-        raise ConfigError(f"unknown task(s) {', '.join(unknown)}", f"choose from {', '.join(TASKS)}")
-    extra = sorted(set(templates or {}) - set(names))
+    """Records and (checked) templates per task: a built-in name, or ``NAME=FILE.jsonl`` for a task of your
+    own (``file_task``); ``templates`` replaces a task's built-in ones."""
+    sources = {}
+    for entry in names:
+        name, eq, path = entry.partition("=")
+        if eq:
+            sources[name] = file_task(name, path)
+        elif name in TASKS:
+            sources[name] = TASKS[name]
+        else:
+            raise ConfigError(f"unknown task {name!r}", f"choose from {', '.join(TASKS)}, or give NAME=FILE.jsonl")
+    extra = sorted(set(templates or {}) - set(sources))
     if extra:
         raise ConfigError(f"templates given for task(s) {extra} that are not mixed", "add them to the tasks or drop them")
     out = {}
-    for name in names:
-        source = TASKS[name]
+    for name, source in sources.items():
         chosen = tuple((templates or {}).get(name, source.templates))
         if not chosen:
-            raise ConfigError(f"task {name} has no templates", "give it at least one")
+            raise ConfigError(f"task {name} has no templates", "give it templates in the templates file (--templates)")
         for t in chosen:
             check_template(name, t, source.fields)
         out[name] = (source.read(), chosen)
@@ -210,7 +228,7 @@ def multitask_mixture(names: Sequence[str], total: int, *, cap: int | None = 300
                 shots.append(other)
         rows.append(render_record(name, template, record, shots))
         used[name][k] += 1
-    summary = {"tasks": list(names), "sizes": sizes, "cap": cap, "temperature": temperature,
+    summary = {"tasks": list(tasks), "sizes": sizes, "cap": cap, "temperature": temperature,
                "explicit_rates": rates is not None, "rates": shares, "counts": counts, "template_counts": used,
                "rows": len(rows), "seed": seed}
     return rows, summary

@@ -33,7 +33,7 @@ from typing import Any
 from ..core.errors import ConfigError, DataError
 from ..core.validate import check_number
 from ..data.corpus import jsonl_records
-from .complete import complete
+from .complete import check_settings, complete
 from .filters import NOVELTY_THRESHOLD, NoveltyPool, heuristic_reason
 
 INSTRUCTION_HEADER = "Come up with a series of tasks:\n"
@@ -176,6 +176,7 @@ def generate_instructions(model: Any, seeds: Sequence[SeedTask], n: int, *, huma
                           on_progress: Callable[[int, int], None] | None = None) -> tuple[list[str], SynthesisResult]:
     """Up to ``n`` new instructions that pass the heuristics and the novelty filter (step 1)."""
     check_number("n", n, low=1, integer=True)
+    check_settings(batch_size=batch_size, seed=seed, temperature=temperature, max_tokens=max_tokens)
     check_number("human", human, low=1, integer=True)
     check_number("machine", machine, low=0, integer=True)
     if human > len(seeds):
@@ -279,6 +280,8 @@ def self_instruct(model: Any, seeds: Sequence[SeedTask], n: int, *, batch_size: 
                   max_prompts: int | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> SynthesisResult:
     """The whole pipeline (steps 1–3) on ``model`` (``LocalModel`` or ``EndpointModel``); see the module docstring."""
+    check_settings(batch_size=batch_size, seed=seed, temperature=temperature, instruction_tokens=instruction_tokens,
+                   instance_tokens=instance_tokens)
     instructions, result = generate_instructions(
         model, seeds, n, human=human, machine=machine, batch_size=batch_size, seed=seed,
         max_tokens=instruction_tokens, temperature=temperature, chat=chat, threshold=threshold,
