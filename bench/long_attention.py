@@ -1,16 +1,18 @@
 """Long-sequence attention variants trained with the trainer on tiny Shakespeare, against full attention.
 
-For each context length and each causal variant (full, sliding_window, strided, adaptive_span, lsh, and
-Transformer-XL segment memory) a small LLaMA-style character LM is pretrained with ``pretrain`` for the
+For each context length and each causal variant (full, sliding_window, strided, adaptive_span, lsh,
+Transformer-XL segment memory with RoPE and with the paper's relative positions, and the compressive
+memory with mean-pooled and learned-convolution compression) a small LLaMA-style character LM is pretrained with ``pretrain`` for the
 same steps and tokens per step (batch = tokens_per_step / context); the encoder variants (linformer,
 nystrom) are BERT-style encoders trained with the masked-LM objective against a full-attention encoder.
 Each run happens in its own process, so its peak resident memory is its own. Reported per run:
 validation loss, step time (the median training step, and the run's seconds per step with its
 evaluation), peak RSS, and attention scores per head and sequence (the size of the score
-matrices each variant forms: the memory the variant saves, exactly). Then Transformer-XL's validation
+matrices each variant forms: the memory the variant saves, exactly). Then each memory model's validation
 loss read with its memory carried across segments vs reset at every segment (it evaluates beyond its
-segment length), and the approximation error of LSH, Linformer and Nyström attention against full
-attention on random inputs (relative Frobenius error).
+segment length), and the approximation error of LSH (with and without the multi-round duplicate
+correction), Linformer and Nyström attention against full attention on random inputs (relative
+Frobenius error).
 Run: LMLAB_DATA=../shared/data python bench/long_attention.py [--contexts 256,1024,4096] [--steps 120]
 (the last line is one JSON object).
 """
@@ -35,7 +37,8 @@ sys.path.insert(0, str(HERE.parent))  # this checkout's lmlab, not an installed 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-CAUSAL = ("full", "sliding_window", "strided", "adaptive_span", "lsh", "transformer_xl")
+CAUSAL = ("full", "sliding_window", "strided", "adaptive_span", "lsh", "transformer_xl", "transformer_xl_rel",
+          "compressive_mean", "compressive_conv")
 ENCODER = ("full_encoder", "linformer", "nystrom")
 
 
@@ -50,7 +53,11 @@ def variant_settings(name: str, context: int, window: int) -> tuple[str, dict]:
              "strided": dict(attention="strided", attention_window=int(math.sqrt(context))),
              "adaptive_span": dict(attention="adaptive_span", attention_window=window, adaptive_span_ramp=16),
              "lsh": dict(attention="lsh", attention_window=window, lsh_buckets=8, lsh_rounds=2),
-             "transformer_xl": dict(memory_length=context)}.get(name, {})
+             "transformer_xl": dict(memory_length=context),  # RoPE positions
+             "transformer_xl_rel": dict(memory_length=context, positions="transformer_xl"),  # the paper's own
+             "compressive_mean": dict(memory_length=context // 2, compressed_memory=context // 2, compression_rate=3),
+             "compressive_conv": dict(memory_length=context // 2, compressed_memory=context // 2, compression_rate=3,
+                                      compression="conv")}.get(name, {})
     return "llama", {**base, **extra}
 
 
@@ -58,7 +65,8 @@ def scores_per_head(name: str, t: int, window: int) -> int:
     """Entries of the attention score matrices one head forms for a sequence of t tokens."""
     blocks = math.ceil(t / window)
     stride = int(math.sqrt(t))
-    return {"full": t * t, "full_encoder": t * t, "transformer_xl": t * 2 * t,
+    return {"full": t * t, "full_encoder": t * t, "transformer_xl": t * 2 * t, "transformer_xl_rel": t * 2 * t,
+            "compressive_mean": t * 2 * t, "compressive_conv": t * 2 * t,
             "sliding_window": blocks * window * 2 * window,
             "strided": math.ceil(t / stride) * stride * (stride + math.ceil(t / stride)),
             "adaptive_span": math.ceil(t / (window + 16)) * (window + 16) * 2 * (window + 16),
@@ -92,7 +100,7 @@ def one_run(name: str, context: int, steps: int, tokens_per_step: int, window: i
              "median_step_ms": step_ms[len(step_ms) // 2] if step_ms else None,
              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_training_mb": before,
              "scores_per_head": scores_per_head(name, context, window)}
-    if name == "transformer_xl":
+    if name.startswith(("transformer_xl", "compressive")):
         entry.update(xl_memory_gain(result.model, tokenizer, text[cut:cut + 20000], context))
     return entry
 
@@ -144,6 +152,8 @@ def approximation_errors(t: int = 1024, heads: int = 4, dim: int = 16) -> dict:
         for rounds in (1, 2, 4, 8):
             rotations = torch.randn(rounds, heads, dim, 8, generator=g)  # 16 buckets
             out[f"lsh_rounds_{rounds}_x{sharp}"] = error(lsh_attention(q, shared, v, rotations, 64, scale), exact)
+            out[f"lsh_uncorrected_rounds_{rounds}_x{sharp}"] = error(  # without the duplicate correction
+                lsh_attention(q, shared, v, rotations, 64, scale, dedupe=False), exact)
     return out
 
 

@@ -115,6 +115,24 @@ def test_step_limit_ends_with_a_clear_status_and_the_trace_intact(tmp_path):
     assert events[-1]["status"] == "max_steps"
 
 
+def test_answer_at_limit_makes_the_last_step_an_answer():
+    """A tiny random model that must call a tool first (forced), then may only answer at the limit: the run
+    completes in two steps; a native-tools endpoint gets tool_choice "none" on its last step."""
+    from structured_tiny import make_tiny
+
+    lm, tok = make_tiny(seed=3)
+    agent = Agent("a", "x", LocalModel(lm, tok, "tiny"), tools=[calculator_tool()], max_steps=2, first_tool="required",
+                  answer_at_limit=True, max_tokens=120,
+                  answer_pattern=r"[0-9]{1,4}")
+    result = run(agent, "What is 2 + 2?")
+    assert result.status == "completed" and result.steps == 2 and len(result.tool_calls) == 1, result.error
+    model = ScriptedModel(lambda r: Reply("", [{"id": "c", "name": "calculator", "arguments": '{"expression": "1"}'}],
+                                          "tool_calls") if r.tool_choice != "none" else Reply("done"), native_tools=True)
+    result = run(Agent("b", "x", model, tools=[calculator_tool()], max_steps=3, answer_at_limit=True), "loop")
+    assert [r.tool_choice for r in model.requests] == ["auto", "auto", "none"]
+    assert result.status == "completed" and result.answer == "done" and result.steps == 3
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -186,6 +186,9 @@ def test_context_overflow_error_or_truncation(tok):
     out = Engine(lm, tok, greedy=True, on_overflow="truncate").generate([Request(prompt, max_new_tokens=4,
                                                                                  stop_ids=[])])[0]
     assert out.prompt_tokens == 12 and len(out.ids) == 4
+    with pytest.raises(LmlabError, match="16 new tokens leave no room") as caught:  # truncating cannot help
+        Engine(lm, tok, greedy=True, on_overflow="truncate").generate([Request(prompt, max_new_tokens=16)])
+    assert "--on-overflow" not in caught.value.fix and "below 16" in caught.value.fix
 
 
 def test_any_protocol_model_runs_through_the_engine(tok):

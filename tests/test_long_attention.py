@@ -96,12 +96,15 @@ def test_adaptive_span_penalty_and_clamp_reach_the_trainer():
     assert hooks.stats()["mean_span"]["blocks.0.long.span"] == pytest.approx(4.0)
 
 
-def _lsh_reference(q, k, v, rotations, chunk, scale):
+def _lsh_reference(q, k, v, rotations, chunk, scale, dedupe=True):
     """Dense LSH attention: per round, the keys of the same bucket, earlier or equal, whose sorted
-    chunk is the query's or the one before (self only as a last resort); rounds by logsumexp."""
+    chunk is the query's or the one before (self only as a last resort), each score less the log of
+    the rounds in which the pair shares a bucket (``dedupe``); rounds by logsumexp."""
     t = q.shape[2]
+    buckets = hash_buckets(k, rotations)
+    shared = (buckets.unsqueeze(-1) == buckets.unsqueeze(-2)).sum(0)  # [B, H, T, T]
     outs, norms = [], []
-    for bucket in hash_buckets(k, rotations):
+    for bucket in buckets:
         rank = (bucket * t + torch.arange(t)).argsort(-1).argsort(-1)  # where each position lands
         chunk_of = rank // chunk
         qc, kc = chunk_of.unsqueeze(-1), chunk_of.unsqueeze(-2)
@@ -110,19 +113,50 @@ def _lsh_reference(q, k, v, rotations, chunk, scale):
         allowed &= pos.view(1, t) <= pos.view(t, 1)
         scores = (q @ k.transpose(-1, -2) * scale).masked_fill(~allowed, float("-inf"))
         scores = scores.masked_fill(torch.eye(t, dtype=torch.bool), SELF_SCORE)
+        if dedupe and len(buckets) > 1:
+            scores = scores - shared.clamp(min=1).log()
         outs.append(torch.softmax(scores, -1) @ v)
         norms.append(torch.logsumexp(scores, -1))
     w = torch.softmax(torch.stack(norms), 0).unsqueeze(-1)
     return (torch.stack(outs) * w).sum(0)
 
 
-@pytest.mark.parametrize("rounds,chunk", [(1, 4), (2, 5), (3, 32)])
-def test_lsh_attention_equals_its_dense_definition(rounds, chunk):
+@pytest.mark.parametrize("rounds,chunk,dedupe", [(1, 4, True), (2, 5, True), (3, 32, True), (3, 4, True),
+                                                 (3, 4, False)])
+def test_lsh_attention_equals_its_dense_definition(rounds, chunk, dedupe):
     q, _, v = _qkv(19, h=2)
     k = F.normalize(q, dim=-1)  # shared queries and keys
     rotations = torch.randn(rounds, 2, 8, 2, generator=torch.Generator().manual_seed(1))
-    got = lsh_attention(q, k, v, rotations, chunk, 0.35)
-    assert torch.allclose(got, _lsh_reference(q, k, v, rotations, chunk, 0.35), atol=1e-5)
+    got = lsh_attention(q, k, v, rotations, chunk, 0.35, dedupe=dedupe)
+    assert torch.allclose(got, _lsh_reference(q, k, v, rotations, chunk, 0.35, dedupe), atol=1e-5)
+
+
+def test_lsh_duplicate_correction_makes_rounds_one_attention_over_their_union():
+    """Round 0 hashes every key into one bucket (so the union of the rounds is full causal attention);
+    the other rounds hash at random, so some pairs meet in more rounds than others. Corrected, the
+    rounds combine to full attention exactly; uncorrected, the keys met twice weigh double."""
+    g = torch.Generator().manual_seed(4)
+    t, h, d = 23, 2, 8
+    q = torch.randn(1, h, t, d, generator=g, dtype=torch.float64)
+    q[..., 0] = q[..., 0].abs() + 0.1  # a positive first coordinate: bucket 0 under round 0's rotation
+    k = F.normalize(q, dim=-1)
+    v = torch.randn(1, h, t, d, generator=g, dtype=torch.float64)
+    rotations = torch.randn(3, h, d, 4, generator=g)  # 8 buckets
+    rotations[0] = 0.0
+    rotations[0, :, 0, 0] = 1.0  # xR = (x_1, 0, 0, 0): argmax of [xR; −xR] is bucket 0 for every key
+    buckets = hash_buckets(k, rotations)
+    assert bool((buckets[0] == 0).all()) and buckets[1].unique().numel() > 2
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    scores = (q @ k.transpose(-1, -2) * 0.35).masked_fill(~causal, float("-inf"))
+    full = torch.softmax(scores.masked_fill(torch.eye(t, dtype=torch.bool), SELF_SCORE), -1) @ v
+    corrected = lsh_attention(q, k, v, rotations, t, 0.35)  # one chunk: no pair is cut off by chunking
+    uncorrected = lsh_attention(q, k, v, rotations, t, 0.35, dedupe=False)
+    assert (corrected - full).abs().max() < 1e-6
+    assert (uncorrected - full).abs().max() > 1e-2
+    # every round hashing everything into one bucket: both are full attention
+    same = rotations[:1].expand(3, -1, -1, -1)
+    assert (lsh_attention(q, k, v, same, t, 0.35) - full).abs().max() < 1e-6
+    assert (lsh_attention(q, k, v, same, t, 0.35, dedupe=False) - full).abs().max() < 1e-6
 
 
 def test_lsh_buckets_are_the_argmax_of_the_rotations_by_hand():
@@ -383,3 +417,11 @@ def test_yarn_llama_matches_transformers_both_ways(tmp_path):
         assert (again(ids).logits - hf(ids).logits).abs().max() < 1e-5
     with pytest.raises(ModelError, match="no transformers"):
         export_hf_dir(TransformerLM(TransformerConfig.from_preset("llama", **TINY, attention="strided")), tmp_path / "x")
+
+
+def test_activation_checkpointing_with_segment_memory_is_refused():
+    """The recomputed blocks would attend without the memory: refused, not silently memoryless."""
+    model = TransformerLM(TransformerConfig.from_preset("llama", **{**TINY, "context_length": 8}, memory_length=8))
+    model.activation_checkpointing = True
+    with pytest.raises(ConfigError, match="segment memory"):
+        model(torch.randint(0, 40, (1, 8)))

@@ -51,9 +51,29 @@ def test_nibbles_round_trip():
 def test_affine_round_trip_within_half_a_step(bits, symmetric, group):
     w = torch.randn(24, 64, generator=gen(bits + group))
     layer = quantize_affine(w, bits=bits, group_size=group, symmetric=symmetric)
-    step = layer.scale.float().repeat_interleave(group, dim=1)
-    assert ((layer.dequantize() - w).abs() <= step / 2 * (1 + 1e-3) + 1e-6).all()
+    step = layer.scale.float().abs().repeat_interleave(group, dim=1)
+    bound = step / 2
+    if bits == 4 and symmetric:  # ggml's Q4_0 rule: −8 on the largest value's side, +7 on the other, so values
+        bound = torch.where(w / layer.scale.float().repeat_interleave(group, dim=1) > 7.5, step, bound)  # past 7.5 steps clip
+    assert ((layer.dequantize() - w).abs() <= bound * (1 + 1e-3) + 1e-6).all()
     assert layer.storage_bits() / w.numel() == bits + (16 if symmetric else 32) / group
+
+
+def test_symmetric_int4_uses_all_sixteen_levels_as_ggml_q4_0():
+    extreme = torch.tensor([1.0, -2.0, 0.5, -0.25] * 4).reshape(8, 2, 1)  # each block's: a power of two,
+    w = (torch.rand(8, 2, 32, generator=gen(5)) * 1.98 - 0.99) * extreme.abs()
+    w[:, :, :1] = extreme
+    w = w.reshape(8, 64)
+    codes, scale, zero = affine_codes(w, 4, 32, True)                      # so float16 rounding of d changes nothing
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize as gguf_quantize  # gguf-py, llama.cpp's own Python reference
+
+    raw = gguf_quantize(w.numpy(), GGMLQuantizationType.Q4_0).reshape(-1, 18)
+    d = raw[:, :2].copy().view(np.float16).reshape(8, 2)
+    ggml_codes = np.concatenate([raw[:, 2:] & 0x0F, raw[:, 2:] >> 4], axis=1).reshape(8, 2, 32)
+    assert zero is None and np.array_equal(scale.numpy(), d)
+    assert np.array_equal(codes.numpy(), ggml_codes)
+    assert codes.min() == 0 and codes.max() == 15  # the largest value maps to −8, the other side reaches +7
 
 
 def test_absmax_int8_by_hand_and_per_tensor():
@@ -104,6 +124,9 @@ def test_hqq_error_no_worse_than_round_to_nearest():
     hqq = (scale[:, :, None] * codes.float() + zero[:, :, None]).reshape(w.shape)
     rtn = quantize_affine(w, bits=4, group_size=64, symmetric=False).dequantize()
     assert (hqq - w).abs().mean() <= (rtn - w).abs().mean()
+    assert scale.dtype == zero.dtype == torch.float16  # stored as the other zero-point forms: 4 + 32/64 bits
+    assert METHODS["hqq"].bits == 4 and quantize_model(make(), "hqq").get_submodule("blocks.0.attn.q_proj").storage_bits() \
+        / (64 * 64) == 4 + 32 / 64
 
 
 def direct_gptq(w: torch.Tensor, h: torch.Tensor, bits: int, group: int, damp: float) -> torch.Tensor:

@@ -63,8 +63,11 @@ class Agent:
 
     ``first_tool`` forces a tool call ("required", or a tool's name) until the first call is made;
     ``stop_on_tool`` makes the first successful tool result the final output (the Agents SDK's
-    ``stop_on_first_tool``); ``examples`` are worked ReAct examples, shown as earlier turns
-    (``react.example_turns``).
+    ``stop_on_first_tool``); ``answer_at_limit`` makes the last step allowed by ``max_steps`` a final
+    answer (the step grammar without actions; ``tool_choice="none"`` for endpoints) instead of ending
+    ``max_steps`` without one (LangChain's ``early_stopping_method="generate"``, without the extra call;
+    small models otherwise repeat a tool call up to the limit); ``examples`` are worked ReAct examples,
+    shown as earlier turns (``react.example_turns``).
     """
 
     name: str
@@ -80,6 +83,7 @@ class Agent:
     temperature: float = 0.0
     first_tool: str | None = None
     stop_on_tool: bool = False
+    answer_at_limit: bool = False
     input_checks: list[Check] = field(default_factory=list)
     output_checks: list[Check] = field(default_factory=list)
     defenses: Defenses = field(default_factory=Defenses)
@@ -164,18 +168,19 @@ class _Run:
 
 def _request(run: _Run, messages: list[dict]) -> Generation:
     a = run.agent
-    first = _forcing(run)
+    last = a.answer_at_limit and run.steps == a.max_steps - 1
+    first = _forcing(run) and not last
     tools = a.all_tools()
     if a.resolved_mode == "tools":
         choice = None
         if tools:
-            choice = ("required" if a.first_tool == "required" else {"type": "function", "function": {
-                "name": a.first_tool}}) if first else "auto"
+            choice = "none" if last else ("required" if a.first_tool == "required" else {
+                "type": "function", "function": {"name": a.first_tool}}) if first else "auto"
         return Generation(messages=messages, max_tokens=a.max_tokens, temperature=a.temperature,
                           tools=[t.openai() for t in tools] or None, tool_choice=choice)
     constraint = None
     if a.model.constrains:
-        allowed = [t for t in tools if not first or a.first_tool in ("required", t.name)]
+        allowed = [] if last else [t for t in tools if not first or a.first_tool in ("required", t.name)]
         constraint = ("grammar", react.step_grammar(allowed, a.answer_pattern, allow_final=not first))
     return Generation(messages=messages, max_tokens=a.max_tokens, temperature=a.temperature,
                       constraint=constraint, stop=() if constraint else ("\nObservation:",))

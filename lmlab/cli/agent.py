@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--mode", choices=["auto", "react", "tools"], default="auto",
                    help="ReAct text (in-process default) or OpenAI tool calls (endpoint default)")
     r.add_argument("--max-steps", type=int, default=6, help="step limit (default 6)")
+    r.add_argument("--answer-at-limit", action="store_true",
+                   help="the last step allowed by --max-steps must be a final answer (no tool call)")
     r.add_argument("--max-tokens", type=int, default=192, help="tokens per model reply (default 192)")
     r.add_argument("--first-tool", help="force a tool call at the first step: 'required' or a tool's name")
     r.add_argument("--answer-pattern", help="the final answer must match this regular expression")
@@ -126,7 +128,7 @@ def run_agent(args: argparse.Namespace) -> int:
     examples = [] if args.no_examples else [BUILTIN_EXAMPLES[t.name] for t in tools if t.name in BUILTIN_EXAMPLES]
     agent = Agent("agent", args.instructions, model, tools=tools, max_steps=args.max_steps, mode=args.mode,
                   answer_pattern=args.answer_pattern, examples=examples, max_tokens=args.max_tokens,
-                  first_tool=args.first_tool, input_checks=checks, output_checks=list(checks),
+                  first_tool=args.first_tool, answer_at_limit=args.answer_at_limit, input_checks=checks, output_checks=list(checks),
                   defenses=Defenses.off() if args.no_defenses else Defenses(), memory_budget=args.memory_budget,
                   long_term=memory)
     trace = args.trace or str(Path(tempfile.gettempdir()) / "lmlab-agent-traces" /

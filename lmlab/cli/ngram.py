@@ -117,10 +117,9 @@ def estimator_options(args: argparse.Namespace) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     from ..core.validate import check_number
-    from ..ngram import NgramLM
     from ..ngram.files import save_ngram
+    from ..ngram.model import fit_word_model
     from ..ngram.prune import prune_by_count
-    from ..tokenizers import WordLevelTokenizer
 
     check_number("--order", args.order, low=1, integer=True)
     check_number("--min-count", args.min_count, low=1, integer=True)
@@ -133,12 +132,11 @@ def run_train(args: argparse.Namespace) -> int:
         check_number("--max-vocab", args.max_vocab, low=1, integer=True)
     start = time.perf_counter()
     corpus = open_corpus_arg(args, args.corpus)
-    status(args, f"building the vocabulary of {corpus.name}")
-    tokenizer = WordLevelTokenizer("word", min_count=args.min_count, max_size=args.max_vocab).train(corpus)
     heldout = open_corpus_arg(args, args.heldout) if args.heldout else None
-    status(args, f"counting and estimating an order-{args.order} {args.smoothing} model")
-    lm = NgramLM.fit_corpus(corpus, tokenizer, order=args.order, smoothing=args.smoothing, heldout=heldout,
-                            **options)
+    status(args, f"building the vocabulary of {corpus.name}, counting and estimating an order-{args.order} "
+                 f"{args.smoothing} model")
+    lm, tokenizer = fit_word_model(corpus, order=args.order, smoothing=args.smoothing, min_count=args.min_count,
+                                   max_vocab=args.max_vocab, heldout=heldout, **options)
     if args.prune:
         lm = prune_by_count(lm, args.prune)
     fmt = save_ngram(lm, tokenizer, args.output)

@@ -80,7 +80,8 @@ def complete(p: argparse.ArgumentParser) -> None:
                         "rnn, feedforward, rnn-seq2seq (--attention bahdanau|dot|general|none, --copy). --objective "
                         "mlm|electra (encoders), span|denoise|seq2seq (t5, bart, rnn-seq2seq). Transformers take "
                         "--attention full|sliding_window|strided|adaptive_span|lsh (decoders), linformer|nystrom "
-                        "(encoders) and --memory-length N (Transformer-XL); see docs/long_attention.md")
+                        "(encoders), --memory-length N (Transformer-XL; --positions transformer_xl for its relative "
+                        "encoding) and --compressed-memory C --compression mean|max|conv; see docs/long_attention.md")
     model_keys, train_keys = setting_keys()
     groups = [("model settings", model_keys), ("training settings", train_keys), ("data settings", RUN_KEYS)]
     for title, keys in groups:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from tqdm.auto import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 T = TypeVar("T")
 _quiet = False
@@ -25,6 +26,12 @@ def is_quiet() -> bool:
 
 def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
              unit: str = "it", unit_scale: bool = False, leave: bool = False) -> Iterator[T] | tqdm:
-    """Wrap ``iterable`` in a progress bar (or return a manual bar when ``iterable`` is None)."""
+    """Wrap ``iterable`` in a progress bar (or return a manual bar when ``iterable`` is None): a notebook
+    widget inside Jupyter, text elsewhere (``tqdm.auto``'s choice, without its import of asyncio and IPython
+    on every start of the command line)."""
+    if "ipykernel" in sys.modules:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
     return tqdm(iterable, desc=desc, total=total, unit=unit, unit_scale=unit_scale,
                 leave=leave, disable=is_quiet(), dynamic_ncols=True)

@@ -29,9 +29,12 @@ class Corpus:
     yields no document raises DataError, so an empty file never trains a silent model.
     """
 
-    def __init__(self, name: str, opener: Callable[[], Iterable[str]]) -> None:
+    def __init__(self, name: str, opener: Callable[[], Iterable[str]], *, lines_of: Path | None = None) -> None:
         self.name = name
         self._opener = opener
+        #: the UTF-8 file whose non-blank lines are the documents, when that is all the corpus is (fast readers
+        #: may read its bytes directly; anything else leaves it None)
+        self.lines_of = lines_of
 
     def __iter__(self) -> Iterator[str]:
         count = 0
@@ -107,7 +110,8 @@ def text_file(path: str | os.PathLike, *, unit: str = "lines", errors: str = "st
     check_choice("unit", unit, UNITS)
     check_choice("errors", errors, ERRORS)
     p = _check_file(Path(path))
-    return Corpus(str(p), lambda: _documents(p, unit, errors, keep_blank))
+    plain = unit == "lines" and not keep_blank
+    return Corpus(str(p), lambda: _documents(p, unit, errors, keep_blank), lines_of=p if plain else None)
 
 
 def jsonl_records(path: str | os.PathLike, limit: int | None = None) -> list[tuple[str, Any]]:

@@ -74,10 +74,13 @@ def fit_prompt(prompt: Sequence[int], max_new_tokens: int, context_length: int |
         raise ConfigError("the prompt has no tokens", "pass some text (or the tokenizer's BOS id)")
     if context_length is not None and len(prompt) + max_new_tokens > context_length:
         room = context_length - max_new_tokens
-        if on_overflow == "error" or room < 1:
+        if room < 1:  # truncating cannot help: the new tokens alone fill the context
+            raise ContextOverflow(f"{max_new_tokens} new tokens leave no room for a prompt in the model's context of "
+                                  f"{context_length} tokens", f"lower --max-new-tokens below {context_length}")
+        if on_overflow == "error":
             raise ContextOverflow(f"the prompt ({len(prompt)} tokens) plus {max_new_tokens} new tokens exceeds the "
-                             f"model's context of {context_length} tokens",
-                             "shorten the prompt, lower --max-new-tokens, or truncate (--on-overflow truncate)")
+                                  f"model's context of {context_length} tokens",
+                                  "shorten the prompt, lower --max-new-tokens, or truncate (--on-overflow truncate)")
         prompt = prompt[-room:]
     return prompt
 

@@ -13,6 +13,7 @@ from ..core.errors import ConfigError
 from ..core.validate import check_choice, check_keys, check_number
 from .attention import SCORES
 from .long_attention import ATTENTIONS
+from .memory_compression import COMPRESSIONS
 from .mlp import ACTIVATIONS
 from .moe import ROUTINGS
 from .norms import NORMS
@@ -88,7 +89,9 @@ class TransformerConfig:
     adaptive_span_loss: float = 2e-6  # adaptive_span: weight λ of the L1 penalty on the spans
     memory_length: int = 0  # > 0: Transformer-XL segment recurrence over this many previous layer inputs
     compressed_memory: int = 0  # > 0: compressive memory of this many slots (needs memory_length)
-    compression_rate: int = 3  # compressive memory: old memories mean-pooled this many to one
+    compression_rate: int = 3  # compressive memory: old memories compressed this many to one
+    compression: str = "mean"  # ... by mean or max pooling, or conv (learned: lmlab.models.memory_compression)
+    compression_loss: float = 1.0  # conv: weight of the attention-reconstruction loss
     moe_experts: int = 0  # > 0 replaces every MLP by a mixture of this many experts (lmlab.models.moe)
     moe_top_k: int = 2  # experts per token (1 for switch routing)
     moe_routing: str = "topk"  # topk, noisy_topk, switch, expert_choice or hash
@@ -137,6 +140,8 @@ class TransformerConfig:
         if self.n_heads % self.n_kv_heads:
             raise ConfigError(f"n_kv_heads = {self.n_kv_heads} does not divide n_heads = {self.n_heads}",
                               "use a divisor of n_heads (1 = multi-query attention)")
+        if self.positions == "transformer_xl":
+            self._check_xl_positions()
         if self.positions == "rope" and self.head_dim % 2:
             raise ConfigError(f"RoPE needs an even head width, got {self.head_dim}", "change d_model or n_heads")
         if self.d_ff is None:
@@ -172,16 +177,31 @@ class TransformerConfig:
         if variant == "lsh" and self.n_kv_heads not in (None, self.n_heads):
             raise ConfigError("LSH attention shares queries and keys, so it needs as many key heads as query heads",
                               "leave n_kv_heads unset")
+        check_choice("compression", self.compression, COMPRESSIONS)
+        check_number("compression_loss", self.compression_loss, low=0.0)
+        if self.compression == "conv" and self.score not in ("dot", "scaled_dot"):
+            raise ConfigError("the conv compression's reconstruction loss attends with dot-product scores, "
+                              f"not {self.score!r}", "use score scaled_dot, or compression mean or max")
         if self.compressed_memory and not self.memory_length:
             raise ConfigError("compressive memory holds what leaves the memory: it needs memory_length > 0",
                               "set memory_length too")
         if self.memory_length:
             if self.positions in ("learned", "sinusoidal"):
                 raise ConfigError(f"segment recurrence reuses states at new positions: {self.positions} positions "
-                                  "are absolute", "use positions rope, alibi or relative_bias (relative positions)")
+                                  "are absolute", "use positions rope, alibi, relative_bias or transformer_xl (relative positions)")
             if variant != "full" or not self.causal:
                 raise ConfigError("segment recurrence (memory_length) is implemented for full causal attention",
                                   "use attention full with causal true")
+
+    def _check_xl_positions(self) -> None:
+        """Transformer-XL's relative encoding: a causal dot-product score on full attention, even width."""
+        if not self.causal or self.attention != "full" or self.score not in ("dot", "scaled_dot"):
+            raise ConfigError("transformer_xl positions are implemented for causal full attention with dot-product "
+                              f"scores (got causal {self.causal}, attention {self.attention}, score {self.score})",
+                              "use causal true, attention full and score scaled_dot, or positions rope/alibi")
+        if self.d_model % 2:
+            raise ConfigError(f"transformer_xl positions need an even d_model (sin and cos halves), got {self.d_model}",
+                              "choose an even width")
 
     @property
     def head_dim(self) -> int:
@@ -223,6 +243,9 @@ class TransformerConfig:
         total += 0 if self.tie_embeddings else v * d
         total += self.context_length * d if self.positions == "learned" else 0
         total += self.relative_buckets * h if self.positions == "relative_bias" else 0
+        total += layers * (d * h * hd + 2 * h * hd) if self.positions == "transformer_xl" else 0  # W_R, u, v
+        if self.compressed_memory and self.compression == "conv":  # f_c: a [d, d, c] convolution per layer
+            total += layers * (d * d * self.compression_rate + d)
         total += norm if self.norm_position == "pre" else 0  # final norm
         total += self.type_vocab_size * d + (norm if self.embedding_norm else 0)
         total += d * d + b * d + norm + v if self.mlm_head else 0

@@ -4,7 +4,9 @@ Absolute schemes are added to the token embeddings; RoPE rotates queries and key
 attention (``rotate_half`` convention of Hugging Face LLaMA, so imported weights need no
 permutation); ALiBi adds a per-head linear distance penalty to the attention scores; T5's
 relative bias (``relative_bias``) adds a learned per-head scalar for each log-spaced bucket of
-the key-minus-query distance, one table per stack shared by all its layers.
+the key-minus-query distance, one table per stack shared by all its layers. Transformer-XL's
+relative encoding (``transformer_xl``: sinusoids of the distance with the global biases u, v) is
+``lmlab.models.xl_positions``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch import nn
 from ..core.errors import ModelError
 from .rope_scaling import rope_frequencies
 
-POSITIONS = ("sinusoidal", "learned", "rope", "alibi", "relative_bias", "none")
+POSITIONS = ("sinusoidal", "learned", "rope", "alibi", "relative_bias", "transformer_xl", "none")
 
 
 def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:

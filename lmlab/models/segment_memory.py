@@ -10,9 +10,11 @@ moves forward one segment per layer beyond the segment length. Positions must be
 token's distance to every key is what it would be in one long sequence.
 
 The Compressive Transformer keeps what falls out of the memory instead of dropping it: the
-evicted layer inputs are mean-pooled ``compression_rate`` to one (one of the paper's compression
-functions; it needs no reconstruction loss) into a compressed memory of ``compressed_memory``
-slots that is attended over in front of the memory.
+evicted layer inputs are compressed ``compression_rate`` to one by each layer's compression
+function (``lmlab.models.memory_compression``: mean or max pooling, or a strided convolution trained
+by the attention-reconstruction loss) into a compressed memory of ``compressed_memory`` slots that
+is attended over in front of the memory. The memory carries no gradient: what it holds is stored
+detached.
 
 The memory a model returns is a pair of tensors (inputs [L, B, M', d], compressed [L, B, C', d]),
 so truncated-BPTT training (``lmlab.train.objectives.CausalLM(carry_state=True)``) detaches and
@@ -25,9 +27,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..core.errors import ModelError
+from .memory_compression import reconstruction_loss
 from .positions import apply_rope, rope_angles
 
 Memory = tuple[torch.Tensor, torch.Tensor]
@@ -88,9 +90,13 @@ class SegmentMemory:
             kept = max(seq.shape[1] - cfg.memory_length, 0)
             self.inputs[i], evicted = seq[:, kept:], seq[:, :kept]
             if cfg.compressed_memory:
+                compression = self.blocks[i].compression
+                compression.last_loss = None
                 if evicted.shape[1]:
-                    pooled = F.avg_pool1d(evicted.transpose(1, 2), cfg.compression_rate, ceil_mode=True).transpose(1, 2)
-                    self.compressed[i] = torch.cat([self.compressed[i], pooled], dim=1)
+                    pooled = compression(evicted.detach())
+                    if compression.learned and torch.is_grad_enabled():  # trains f_c (the trainer's auxiliary loss)
+                        compression.last_loss = reconstruction_loss(self.blocks[i], new, evicted, pooled)
+                    self.compressed[i] = torch.cat([self.compressed[i], pooled.detach()], dim=1)
                 self.compressed[i] = self.compressed[i][:, -cfg.compressed_memory:]
             else:
                 self.compressed[i] = self.compressed[i][:, :0]

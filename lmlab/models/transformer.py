@@ -29,6 +29,7 @@ from .attention import Attention
 from .config import TransformerConfig
 from .hooks import HookHandle, add_hook, hook_names
 from .long_attention import LongAttention
+from .memory_compression import MemoryCompression
 from .mlm_head import HeadTransform
 from .mlp import MLP
 from .moe import MoE
@@ -44,6 +45,7 @@ from .positions import (
     sinusoidal,
 )
 from .segment_memory import SegmentMemory
+from .xl_positions import XLRelativePositions
 
 
 class Block(nn.Module):
@@ -56,6 +58,11 @@ class Block(nn.Module):
         self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
                               dropout=cfg.dropout)
         self.long = LongAttention(cfg) if cfg.attention != "full" else None
+        self.xl = (XLRelativePositions(cfg.d_model, cfg.n_heads, cfg.head_dim,
+                                       1.0 / math.sqrt(cfg.head_dim) if cfg.score == "scaled_dot" else 1.0)
+                   if cfg.positions == "transformer_xl" else None)
+        self.compression = (MemoryCompression(cfg.d_model, cfg.compression_rate, cfg.compression,
+                                              cfg.compression_loss) if cfg.compressed_memory else None)
         self.cross_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cross_attention else None
         self.cross = Attention(cfg.d_model, cfg.n_heads, cfg.n_kv_heads, score=cfg.score, bias=cfg.bias,
                                dropout=cfg.dropout) if cross_attention else None
@@ -83,6 +90,8 @@ class Block(nn.Module):
         if self.long is not None:
             k = self.long.keys(q, k)
         allowed, bias = ctx["allowed"], ctx["bias"]
+        if self.xl is not None:  # Transformer-XL: the query moved by u, the position terms a score bias
+            q, bias = self.xl(q, ctx["k_slot"].numel(), ctx["xl_distances"])
         if kv is not None:  # the cache's keys/values, and the mask/bias over the slots this layer holds
             k, v, allowed, bias = kv(q, k, v, allowed, bias, self.attn.weights)
         causal = ctx["causal"] and allowed is None
@@ -129,7 +138,8 @@ def with_prefix(past_prefix, t: int, k: torch.Tensor, v: torch.Tensor, allowed: 
     """Keys and values with the prefix-tuning prefixes in front, and the mask with P visible columns
     (the prefix interface of ``lmlab.peft.prefix``: ``past_prefix(batch)`` gives [B, KV, P, D] each)."""
     if bias is not None:
-        raise ModelError("prefix tuning does not combine with ALiBi positions", "use another PEFT method")
+        raise ModelError("prefix tuning does not combine with a position bias (ALiBi, T5, Transformer-XL)",
+                         "use another PEFT method")
     pk, pv = past_prefix(k.shape[0])
     s = k.shape[2]
     if allowed is None:  # the plain causal mask over the keys, made explicit
@@ -204,7 +214,8 @@ class TransformerLM(NeuralLM):
         if capacity and getattr(self.embed, "enabled", False):  # a prompt-tuning embedding's soft tokens
             capacity += self.embed.n_tokens
         scheme = self.config.positions
-        positions = "rotary" if scheme == "rope" else "relative" if scheme in ("alibi", "relative_bias", "none") \
+        positions = "rotary" if scheme == "rope" else "relative" if scheme in ("alibi", "relative_bias", "transformer_xl",
+                                                                               "none") \
             else "absolute"
         return KVCache(self.config.n_layers, batch_size, capacity=capacity or 0, growable=growable,
                        positions=positions, rotate=self.rotate_keys if scheme == "rope" else None)
@@ -407,6 +418,9 @@ class TransformerLM(NeuralLM):
         if memory is not None:
             ctx["memory_allowed"] = None if memory[2] is None else memory[2].bool().view(b, 1, 1, -1)
         recompute = self.activation_checkpointing and torch.is_grad_enabled() and not past and not state.capacity
+        if recompute and isinstance(state, SegmentMemory):
+            raise ConfigError("activation checkpointing does not combine with segment memory (the recomputed "
+                              "blocks would attend without it)", "train Transformer-XL models without it")
         if recompute and cfg.moe_experts:
             raise ConfigError("activation checkpointing does not combine with mixture-of-experts layers "
                               "(their balancing statistics would count the recomputation)",
@@ -461,12 +475,20 @@ class TransformerLM(NeuralLM):
             q_pos = q_slot.unsqueeze(0).float() if mask is None else k_pos[:, past:]
             bias = (alibi_bias(self.alibi, q_pos, k_pos) if cfg.positions == "alibi"
                     else self.relative_bias(q_pos, k_pos))
+        distances = None  # Transformer-XL: each row's query-minus-key distances where padding moves positions
+        if cfg.positions == "transformer_xl":
+            if prefix_length is not None:
+                raise ModelError("Transformer-XL's relative positions are causal: a prefix LM sees keys ahead",
+                                 "use positions rope or alibi for a prefix LM")
+            if mask is not None:
+                k_pos = mask.long().cumsum(1) - 1
+                distances = k_pos[:, past:].unsqueeze(-1) - k_pos.unsqueeze(-2)
         rows = None  # each row's own query/key positions where padding moves them off the slots
         if cfg.attention == "strided" and mask is not None:
             k_pos = mask.long().cumsum(1) - 1
             rows = (k_pos[:, past:], k_pos)
         return {"rope": rope, "allowed": allowed, "bias": bias, "causal": past == 0 and allowed is None,
-                "q_slot": q_slot, "k_slot": k_slot, "row_positions": rows}
+                "q_slot": q_slot, "k_slot": k_slot, "row_positions": rows, "xl_distances": distances}
 
 
 def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:

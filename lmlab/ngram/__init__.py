@@ -8,7 +8,7 @@ from ..core.lazy import lazy_exports
 
 #: the names this package exports, and the module each lives in
 EXPORTS = {"NgramCounts": "counts", "count_ngrams": "counts", "NgramLM": "model", "corpus_counts": "model",
-           "fit_jm_lambdas": "model", "SMOOTHINGS": "smoothing", "estimate": "smoothing", "UnigramLM": "unigram"}
+           "fit_jm_lambdas": "model", "fit_word_model": "model", "SMOOTHINGS": "smoothing", "estimate": "smoothing", "UnigramLM": "unigram"}
 
 __all__ = sorted(EXPORTS)
 __getattr__ = lazy_exports(__name__, EXPORTS)

@@ -107,7 +107,7 @@ def parse_number(buf, lo, hi):
     return -value if negative else value, True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def parse_section(buf, lo, hi, n, expected, word_slots, word_rows):
     """Parse the ``expected`` lines of an n-gram section ``buf[lo:hi]``: returns (status,
     log10 probabilities, log10 backoffs (0 where absent), words). For n = 1 the words are the
@@ -317,7 +317,7 @@ def format_g7(out, pos, value):
     return _put_int(out, pos, abs(e), 2 if abs(e) < 100 else 3)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def format_section(probs, prefix, word, bows, with_bows, vocab_bytes, vocab_offsets, prev_out, prev_spans):
     """The lines of one ARPA section as UTF-8 bytes, ``prob<TAB>w1 … wn[<TAB>bow]``, and the [start,
     end) of each line's words in them. Line i's words are those of line ``prefix[i]`` of the previous

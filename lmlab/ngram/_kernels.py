@@ -29,7 +29,7 @@ def sort_by(values, n_buckets, perm):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def lexicographic_order(columns, n_buckets):
     """The permutation sorting the rows of ``columns`` (ids in 0..n_buckets-1) lexicographically,
     ties in row order (a radix sort, last column first); the identity when they are sorted."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,15 @@ def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
     unigram_rows = np.array([i for i in range(lm.vocab_size) if i != lm.pad_id], dtype=np.int64)
     sizes = [len(unigram_rows)] + [len(k) for k in lm.keys[1:]]
     out = Path(path)
-    with atomic_write(out, "wb") as fh:
-        fh.write(("\\data\\\n" + "".join(f"ngram {n}={size}\n" for n, size in enumerate(sizes, 1))).encode())
+    # one thread writes a section while the next is formatted (the kernel runs without the GIL); a single
+    # worker keeps the writes in order
+    with atomic_write(out, "wb") as fh, ThreadPoolExecutor(max_workers=1) as writer:
+        pending = []
+
+        def write(data: bytes | np.ndarray) -> None:
+            pending.append(writer.submit(fh.write, data))
+
+        write(("\\data\\\n" + "".join(f"ngram {n}={size}\n" for n, size in enumerate(sizes, 1))).encode())
         text, spans = np.empty(0, dtype=np.uint8), np.zeros((lm.vocab_size, 2), dtype=np.int64)
         for n in progress(range(1, lm.order + 1), desc="writing ARPA", unit="order"):
             rows = unigram_rows if n == 1 else slice(None)
@@ -68,15 +76,17 @@ def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
             if n == 1 and lm.bos_id is not None:
                 probs[unigram_rows == lm.bos_id] = LOG_ZERO
             bows = _log10(lm.logbows[n - 1][rows])
-            fh.write(f"\n\\{n}-grams:\n".encode())
+            write(f"\n\\{n}-grams:\n".encode())
             text, written = _arpa_kernels.format_section(probs, prefix, word, bows, n < lm.order, vocab_bytes,
                                                          vocab_offsets, text, spans)
-            fh.write(text)
+            write(text)  # the next section only reads it
             if n == 1:  # order 2 names its prefixes by id; the padding id has no line
                 spans[unigram_rows] = written
             else:
                 spans = written
-        fh.write(b"\n\\end\\\n")
+        write(b"\n\\end\\\n")
+        for done in pending:
+            done.result()  # a failed write (a full disk) is raised here, before the file is put in place
     return out
 
 
@@ -146,8 +156,12 @@ def _read_fast(raw: bytes) -> tuple[list[str], dict] | None:
     if duplicate >= 0 or not set(SPECIALS.values()) <= set(words):
         return None
     sections = {1: (_natural(probs), None, _natural(bows))}
+    higher = sorted(range(2, max(declared) + 1), key=lambda n: -declared[n] * n)  # the longest first
+    with ThreadPoolExecutor(max_workers=max(1, min(len(higher), os.cpu_count() or 1))) as pool:  # nogil kernel
+        parsed = dict(zip(higher, pool.map(lambda n: _arpa_kernels.parse_section(
+            buf, *bodies[n], n, declared[n], slots, rows), higher), strict=True))
     for n in range(2, max(declared) + 1):
-        status, probs, bows, grams = _arpa_kernels.parse_section(buf, *bodies[n], n, declared[n], slots, rows)
+        status, probs, bows, grams = parsed[n]
         if status:
             return None
         sections[n] = (_natural(probs), grams, _natural(bows))
@@ -278,11 +292,15 @@ def _build(words: list[str], sections: dict, path: Path, smoothing: str) -> tupl
     logp1[:len(sections[1][0])], bow1[:len(sections[1][0])] = sections[1][0], sections[1][2]
     logp1[ids["<s>"]] = -math.inf
     keys, logprobs, logbows = [np.arange(V, dtype=np.int64)], [logp1], [bow1]
-    for n in range(2, order + 1):
+    # in word order (how lmlab writes them; lmplz lists them by their last words) the prefix lookups
+    # below ascend, and the keys come out sorted; the orders sort at once (the kernel runs without the GIL)
+    higher = range(2, order + 1)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(higher), os.cpu_count() or 1))) as pool:
+        word_orders = dict(zip(higher, pool.map(lambda n: _kernels.lexicographic_order(sections[n][1], V), higher),
+                               strict=True))
+    for n in higher:
         probs, grams, bows = sections[n]
-        # in word order (how lmlab writes them; lmplz lists them by their last words) the prefix lookups
-        # below ascend, and the keys come out sorted
-        by_words = _kernels.lexicographic_order(grams, V)
+        by_words = word_orders[n]
         row = grams[by_words, 0]
         for j in range(1, n - 1):
             row = _kernels.extend_rows(keys[j], row, grams, by_words, j, V)

@@ -151,7 +151,12 @@ def pack_sentences(sequences: Iterable[list[int]], bos_id: int, eos_id: int) -> 
     buf = array("q")
     for ids in sequences:
         buf.extend(ids)
-    ids = np.frombuffer(buf, dtype=np.int64) if len(buf) else np.empty(0, dtype=np.int64)
+    return open_sentences(np.frombuffer(buf, dtype=np.int64) if len(buf) else np.empty(0, dtype=np.int64),
+                          bos_id, eos_id)
+
+
+def open_sentences(ids: np.ndarray, bos_id: int, eos_id: int) -> np.ndarray:
+    """``ids`` (sentences each ending with ``eos_id``, end to end) with ``bos_id`` opening every sentence."""
     ends = np.flatnonzero(ids == eos_id)
     return np.insert(ids, np.concatenate([[0], ends[:-1] + 1]).astype(np.int64), bos_id) if len(ends) else ids
 

@@ -20,7 +20,16 @@ from ..core.errors import ConfigError, ModelError
 from ..core.progress import progress
 from ..core.validate import check_number
 from ..lm import LanguageModel, State, as_id_tensor
-from .counts import KeyIndex, NgramCounts, count_ngrams, lookup, pack_sentences, suffix_rows
+from ..tokenizers.wordlevel import WordLevelTokenizer
+from .counts import (
+    KeyIndex,
+    NgramCounts,
+    count_ngrams,
+    lookup,
+    open_sentences,
+    pack_sentences,
+    suffix_rows,
+)
 from .smoothing import SMOOTHINGS, estimate
 
 if TYPE_CHECKING:  # torch is imported where it is used: training and writing ARPA files go without it
@@ -234,6 +243,22 @@ class NgramLM(LanguageModel):
         return suffix_rows(self.keys, self.vocab_size)
 
 
+def fit_word_model(corpus: Iterable[str], *, order: int = 3, smoothing: str = "mkn", min_count: int = 1,
+                   max_vocab: int | None = None, heldout: Iterable[str] | None = None,
+                   **options) -> tuple[NgramLM, WordLevelTokenizer]:
+    """A word-level tokenizer trained on ``corpus`` and an order-``order`` model counted through it (the
+    ``lmlab ngram train`` pipeline). The corpus is read once for both when it is a plain text file
+    (``WordLevelTokenizer.train_encode``)."""
+    check_number("order", order, low=1, integer=True)
+    tokenizer = WordLevelTokenizer("word", min_count=min_count, max_size=max_vocab)
+    tokens = open_sentences(tokenizer.train_encode(corpus), tokenizer.bos_id, tokenizer.eos_id)
+    counts = count_ngrams(tokens, order, tokenizer.vocab_size, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+                          unk_id=tokenizer.unk_id, pad_id=tokenizer.pad_id)
+    if smoothing == "jm" and options.get("lambdas") is None:
+        options["lambdas"] = fit_jm_lambdas(corpus, tokenizer, order, heldout)
+    return NgramLM.fit_counts(counts, smoothing, **options), tokenizer
+
+
 def corpus_counts(corpus: Iterable[str], tokenizer, order: int) -> NgramCounts:
     """Count every order up to ``order`` over documents encoded by ``tokenizer`` (``<s>`` … ``</s>``)."""
     check_number("order", order, low=1, integer=True)
@@ -312,4 +337,4 @@ def fit_jm_lambdas(corpus: Iterable[str], tokenizer, order: int, heldout: Iterab
     return lambdas
 
 
-__all__ = ["NgramLM", "SMOOTHINGS", "corpus_counts", "fit_jm_lambdas", "pad_rows"]
+__all__ = ["NgramLM", "SMOOTHINGS", "corpus_counts", "fit_jm_lambdas", "fit_word_model", "pad_rows"]

@@ -19,7 +19,7 @@ import torch
 
 from ..core.errors import ConfigError
 from ..models.quantized import QuantLinear, check_group_size
-from .weights import affine_codes, quant_layer
+from .weights import affine_codes, quant_layer, symmetric_levels
 
 
 def hessian(inputs: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,7 @@ def _quantize_column(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | 
     """(codes, dequantized values) of one column under its group's scale and zero (``affine_codes``' forms)."""
     if zero is None:
         mid = 2 ** (bits - 1)
-        codes = torch.round(w / scale).clamp(-(mid - 1), mid - 1) + mid
+        codes = torch.round(w / scale).clamp(*symmetric_levels(bits)) + mid
         return codes, scale * (codes - mid)
     codes = torch.round((w - zero) / scale).clamp(0, 2 ** bits - 1)
     return codes, scale * codes + zero

@@ -7,7 +7,8 @@ Q4_0, 5.0 with zero points as Q4_1; 8-bit g32: 8.5 as Q8_0). Codes are rounded a
 float16-rounded scale. ``group_size``
 equal to K is per output channel; ``per_tensor`` shares one scale across the whole weight.
 
-- absmax (symmetric): s = max|w| / (2^(b−1) − 1), code = round(w / s) — zero maps to zero.
+- absmax (symmetric): zero maps to zero. 8 bits: s = max|w| / 127, codes ±127 (Q8_0); 4 bits: ggml's Q4_0
+  rule, s = (the signed value of largest magnitude) / −8, codes −8…7 — all 16 levels, not 15.
 - zero-point (asymmetric): s = (max − min) / (2^b − 1), code = round((w − min) / s), w ≈ s·code + min —
   the full code range covers [min, max] (better for skewed groups, one more float per group).
 - NF4 (Dettmers et al. 2023, QLoRA): ``lmlab.peft.nf4``'s code book and block absmax, with
@@ -45,6 +46,18 @@ def to_half(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(min=6.2e-5, max=65504).to(torch.float16)
 
 
+def signed_half(x: torch.Tensor) -> torch.Tensor:
+    """``to_half`` of |x| with x's sign (a signed scale: ggml's Q4_0 stores the sign in d)."""
+    return torch.where(x < 0, -1.0, 1.0).to(torch.float16) * to_half(x.abs())
+
+
+def symmetric_levels(bits: int) -> tuple[int, int]:
+    """The signed code range of absmax codes. 4 bits use all 16 levels as ggml's Q4_0 does: the scale is the
+    group's largest-magnitude value over −8 (so that value maps to −8 exactly and the other side reaches +7);
+    8 bits stay ±127 as Q8_0 (the 256th level buys little and breaks the symmetry)."""
+    return (-8, 7) if bits == 4 else (-127, 127)
+
+
 def affine_codes(weight: torch.Tensor, bits: int, group_size: int, symmetric: bool,
                  per_tensor: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(codes [N, K/G, G] in 0..2^bits−1, float16 scale [N, K/G], float16 zero [N, K/G] or None) with
@@ -54,9 +67,12 @@ def affine_codes(weight: torch.Tensor, bits: int, group_size: int, symmetric: bo
     w = grouped(weight, group_size)
     mid = 2 ** (bits - 1)
     if symmetric:
-        top = w.abs().amax() if per_tensor else w.abs().amax(dim=2)
-        scale = to_half((top / (mid - 1)).expand(w.shape[:2]).contiguous())
-        codes = torch.round(w / scale.float()[:, :, None]).clamp(-(mid - 1), mid - 1) + mid
+        low_code, high_code = symmetric_levels(bits)
+        values = w.reshape(1, 1, -1) if per_tensor else w
+        top = values.gather(2, values.abs().argmax(dim=2, keepdim=True)).squeeze(2)  # signed largest magnitude
+        raw = top / low_code if bits == 4 else top.abs() / high_code
+        scale = signed_half(raw.expand(w.shape[:2]).contiguous())
+        codes = torch.round(w / scale.float()[:, :, None]).clamp(low_code, high_code) + mid
         return codes.to(torch.uint8), scale, None
     low = (w.amin() if per_tensor else w.amin(dim=2)).expand(w.shape[:2])
     high = (w.amax() if per_tensor else w.amax(dim=2)).expand(w.shape[:2])
@@ -115,9 +131,11 @@ def hqq_codes(weight: torch.Tensor, bits: int, group_size: int, *, p: float = 0.
         e = shrink_lp(w - w_r, beta, p)
         z = (q - (w - e) * inv).mean(dim=2, keepdim=True)
         beta *= kappa
-    q = torch.round(w * inv + best_z).clamp(0, top)
-    scale = (1 / inv).squeeze(2)
-    return q.to(torch.uint8), scale, -scale * best_z.squeeze(2)  # (code − z)/inv = s·code − s·z
+    # (code − z)/inv = s·code − s·z, stored float16 as every other zero-point form; codes re-rounded against them
+    scale = to_half((1 / inv).squeeze(2))
+    zero = (-(1 / inv) * best_z).squeeze(2).clamp(-65504, 65504).to(torch.float16)
+    q = torch.round((w - zero.float()[:, :, None]) / scale.float()[:, :, None]).clamp(0, top)
+    return q.to(torch.uint8), scale, zero
 
 
 def quantize_hqq(weight: torch.Tensor, bias: torch.Tensor | None = None, *, bits: int = 4,

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from itertools import repeat
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain, repeat
+from pathlib import Path
+
+import numpy as np
 
 from ..core.errors import DataError, ModelError
 from ..core.progress import progress
@@ -92,6 +95,11 @@ class WordLevelTokenizer(TrainableTokenizer):
         counts: Counter[str] = Counter()
         for doc in progress(texts, desc=f"counting {self.level}s", unit="doc"):
             counts.update(self.pieces(doc))
+        self._keep(counts)
+        return self
+
+    def _keep(self, counts: Mapping[str, int]) -> list[str]:
+        """Set the vocabulary from piece counts (the rule in the class docstring); returns the kept pieces."""
         specials = list(dict.fromkeys(self.special_tokens.values()))
         kept = sorted((t for t, c in counts.items() if c >= self.min_count and t not in specials),
                       key=lambda t: (-counts[t], t))
@@ -101,7 +109,51 @@ class WordLevelTokenizer(TrainableTokenizer):
             raise DataError(f"no {self.level} occurs at least min_count={self.min_count} times",
                             "lower --min-count or use a larger corpus")
         self._set_vocab(specials + kept)
-        return self
+        return kept
+
+    def train_encode(self, corpus: Iterable[str]) -> np.ndarray:
+        """Train on ``corpus`` and return it encoded: every document's ids followed by ``</s>``, laid end to
+        end (int64) — what an n-gram counter reads.
+
+        A word-level corpus that is a plain UTF-8 file of lines (``Corpus.lines_of``) is read in one numba
+        pass over its bytes that counts and encodes at once; any other corpus (or a file with white space
+        beyond ASCII's, bytes that are not UTF-8, or a special token's text inside a word) trains, then
+        encodes document by document. Both give the same vocabulary and the same ids (tested)."""
+        eos = self.special_tokens.get("eos")
+        if eos is None:
+            raise ModelError("encoding documents with </s> needs an 'eos' special token",
+                             "use the default special tokens")
+        path = getattr(corpus, "lines_of", None)
+        if self.level == "word" and path is not None:
+            ids = self._train_encode_file(path, eos)
+            if ids is not None:
+                return ids
+        self.train(corpus)
+        return np.fromiter(chain.from_iterable(self.encode(doc) + [self.ids[eos]] for doc in corpus), dtype=np.int64)
+
+    def _train_encode_file(self, path: Path, eos: str) -> np.ndarray | None:
+        from . import _wordlevel_kernels as kernels
+
+        specials = list(dict.fromkeys(self.special_tokens.values()))
+        head = [t.encode("utf-8") for t in specials]
+        raw = Path(path).read_bytes()
+        buf = np.frombuffer(b"".join(head) + raw, dtype=np.uint8)
+        begin = sum(map(len, head))
+        status, tokens = kernels.check_bytes(buf, begin)
+        if status != kernels.OK or tokens == 0:
+            return None
+        ids, entries = kernels.scan(buf, begin, np.cumsum([len(h) for h in head]).astype(np.int64),
+                                    specials.index(eos), tokens)
+        counts = entries[:, kernels.VALUE]
+        if any(raw.count(h) != counts[s] for s, h in enumerate(head)):
+            return None  # a special token's text inside a longer word: encode() cuts it out, so go the general way
+        words = [bytes(buf[a:a + n]).decode("utf-8") for a, n in entries[len(specials):, :2].tolist()]
+        kept = self._keep(dict(zip(words, counts[len(specials):].tolist(), strict=True)))
+        row_of = {w: len(specials) + r for r, w in enumerate(words)}
+        to_id = np.full(len(entries), self._unk, dtype=np.int64)
+        to_id[:len(specials)] = [self.ids[t] for t in specials]
+        to_id[[row_of[w] for w in kept]] = [self.ids[w] for w in kept]
+        return to_id[ids]
 
     # --- tokenizer.json -------------------------------------------------------------------
     def to_hf_json(self) -> dict:
