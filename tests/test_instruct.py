@@ -348,3 +348,21 @@ def test_cli_self_instruct_refuses_a_bad_seed_file_before_loading_a_model(tmp_pa
     assert main(["data", "self-instruct", "--seeds", str(seeds), "--model", "no-such-model", "--out",
                  str(tmp_path / "o.jsonl"), "--quiet"]) == 1
     assert "seeds.jsonl:2 has no field 'instruction'" in capsys.readouterr().err
+
+
+def test_complete_batches_by_length_and_answers_in_order():
+    from lmlab.instruct.complete import complete
+
+    class Echo:
+        def __init__(self):
+            self.batches = []
+
+        def generate(self, requests):
+            self.batches.append([r.prompt for r in requests])
+            return [[Reply(f"{r.prompt}|{r.seed}")] for r in requests]
+
+    model = Echo()
+    prompts = ["aaaa", "b", "cccccc", "dd", "eee"]
+    replies = complete(model, prompts, batch_size=2, seed=10)
+    assert [r.text for r in replies] == ["aaaa|10", "b|11", "cccccc|12", "dd|13", "eee|14"]
+    assert model.batches == [["b", "dd"], ["eee", "aaaa"], ["cccccc"]]

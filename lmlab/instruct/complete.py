@@ -4,7 +4,8 @@
 ``Engine.generate`` call) or ``EndpointModel`` (any OpenAI-compatible server, the batch posted
 concurrently). A prompt is continued as raw text (``/v1/completions``; the paper's setting for a
 base model) or sent as one user message (``chat=True``; what an instruction-tuned model expects).
-Request ``i`` of a call samples with seed ``seed + i``, so a run is reproducible.
+Request ``i`` of a call samples with seed ``seed + i``, so a run is reproducible. Prompts are batched
+in order of length (replies come back in the caller's order), so a batch pads little.
 """
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ def complete(model: Any, prompts: Sequence[str], *, chat: bool = False, max_toke
     settings = {"max_tokens": max_tokens, "temperature": temperature, "stop": tuple(stop)}
     requests = [Generation(messages=[{"role": "user", "content": p}], seed=seed + i, **settings) if chat
                 else Generation(prompt=p, seed=seed + i, **settings) for i, p in enumerate(prompts)]
-    replies: list[Reply] = []
-    starts = range(0, len(requests), batch_size)
+    # batches of similar length waste less on padding (every prompt of a batch is padded to its longest)
+    order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))
+    replies: dict[int, Reply] = {}
+    starts = range(0, len(order), batch_size)
     for start in progress(starts, desc=desc, total=len(starts), unit="batch") if desc else starts:
-        replies += [group[0] for group in model.generate(requests[start:start + batch_size])]
+        chunk = order[start:start + batch_size]
+        for i, group in zip(chunk, model.generate([requests[i] for i in chunk]), strict=True):
+            replies[i] = group[0]
         if on_batch is not None:
             on_batch(len(replies), len(requests))
-    return replies
+    return [replies[i] for i in range(len(requests))]
