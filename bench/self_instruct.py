@@ -6,7 +6,7 @@
 Stages (each writes into ``--out`` and is reused when its file is already there, so an
 interrupted run resumes):
 
-1. ``self_instruct.jsonl`` + ``self_instruct.json``: ``lmlab.instruct.self_instruct`` on the model
+1. ``instructions.json`` (step 1), then ``self_instruct.jsonl`` + ``self_instruct.json``: Self-Instruct on the model
    (in process, batched through the engine) from the 175 seed tasks: ``--n`` instructions with the
    novelty statistics (ROUGE-L to the nearest instruction in the pool) and rejections per reason.
 2. ``alpaca_train.jsonl`` (the first R Alpaca rows, R = the generated rows) and ``heldout.jsonl``
@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,19 +41,40 @@ def log(message: str) -> None:
 
 
 def generate(out: Path, n: int, batch_size: int, seed: int) -> dict:
+    """Self-Instruct's three steps, the kept instructions saved first (a rerun resumes after step 1)."""
     from lmlab.agents.models import LocalModel
     from lmlab.eval.records import write_jsonl
-    from lmlab.instruct import read_seed_tasks, self_instruct
+    from lmlab.instruct import SynthesisResult, read_seed_tasks
+    from lmlab.instruct.self_instruct import (
+        classify_instructions,
+        generate_instances,
+        generate_instructions,
+    )
 
-    rows_path, summary_path = out / "self_instruct.jsonl", out / "self_instruct.json"
+    rows_path, summary_path, step1 = out / "self_instruct.jsonl", out / "self_instruct.json", out / "instructions.json"
     if rows_path.exists() and summary_path.exists():
         log(f"reusing {rows_path}")
         return json.loads(summary_path.read_text())
-    start = time.perf_counter()
+    seeds = read_seed_tasks(DATA / "self_instruct_seed_tasks.jsonl")
     model = LocalModel.load(MODEL)
-    result = self_instruct(model, read_seed_tasks(DATA / "self_instruct_seed_tasks.jsonl"), n,
-                           batch_size=batch_size, seed=seed,
-                           on_progress=lambda kept, wanted: log(f"{kept}/{wanted} instructions kept"))
+    start = time.perf_counter()
+    if step1.exists():
+        saved = json.loads(step1.read_text())
+        instructions, result = saved["instructions"], SynthesisResult([], Counter(saved["counts"]), saved["nearest_kept"],
+                                                                      saved["nearest_all"], saved["prompts"])
+        start -= saved["seconds"]
+        log(f"reusing {step1}")
+    else:
+        instructions, result = generate_instructions(
+            model, seeds, n, batch_size=batch_size, seed=seed,
+            on_progress=lambda kept, wanted: log(f"{kept}/{wanted} instructions kept"))
+        step1.write_text(json.dumps({"instructions": instructions, "counts": result.counts,
+                                     "nearest_kept": result.nearest_kept, "nearest_all": result.nearest_all,
+                                     "prompts": result.prompts, "seconds": time.perf_counter() - start}))
+    log("classification?")
+    classification = classify_instructions(model, instructions, seeds, batch_size=batch_size, seed=seed)
+    log("instances")
+    generate_instances(model, instructions, classification, seeds, batch_size=batch_size, seed=seed, result=result)
     write_jsonl(rows_path, result.rows)
     summary = {**result.summary(), "seconds": time.perf_counter() - start}
     summary_path.write_text(json.dumps(summary, indent=1))
