@@ -1,7 +1,7 @@
 """Self-Instruct with SmolLM2-135M-Instruct, then LoRA SFT on the generated set vs on as many Alpaca rows.
 
     python bench/self_instruct.py                        # everything; last line: JSON
-    python bench/self_instruct.py --out /tmp/si --n 200 --steps 60 --train-batch 4 --judge-prompts 48
+    python bench/self_instruct.py --out /tmp/si --n 200 --steps 20 --train-batch 2 --judge-prompts 24  # shorter
 
 Stages (each writes into ``--out`` and is reused when its file is already there, so an
 interrupted run resumes):
@@ -136,11 +136,11 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/lmlab_self_instruct")
     p.add_argument("--n", type=int, default=200, help="instructions to generate")
     p.add_argument("--batch-size", type=int, default=32, help="prompts per engine call")
-    p.add_argument("--steps", type=int, default=20, help="LoRA steps per run")
-    p.add_argument("--train-batch", type=int, default=2)
-    p.add_argument("--heldout", type=int, default=32, help="Alpaca rows held out for the loss")
-    p.add_argument("--judge-prompts", type=int, default=24)
-    p.add_argument("--answer-tokens", type=int, default=64)
+    p.add_argument("--steps", type=int, default=60, help="LoRA steps per run")
+    p.add_argument("--train-batch", type=int, default=4)
+    p.add_argument("--heldout", type=int, default=64, help="Alpaca rows held out for the loss")
+    p.add_argument("--judge-prompts", type=int, default=48)
+    p.add_argument("--answer-tokens", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop-after", choices=["generate", "tune", "judge"], default="judge")
     args = p.parse_args()
