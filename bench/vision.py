@@ -20,15 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from lmlab.data.digits import TEMPLATES, caption, load_digits  # noqa: E402
-from lmlab.data.loaders import pad_batch  # noqa: E402
-from lmlab.models.config import TransformerConfig  # noqa: E402
-from lmlab.models.transformer import TransformerLM  # noqa: E402
-from lmlab.models.vision import DualEncoder, PatchEncoder, zero_shot  # noqa: E402
-from lmlab.tokenizers import WordLevelTokenizer  # noqa: E402
-from lmlab.train.clip import train_clip  # noqa: E402
+from lmlab.data.digits import load_digits  # noqa: E402
+from lmlab.train.clip import digits_clip  # noqa: E402
 
 
 def logistic_accuracy(train_x, train_y, test_x, test_y) -> float:
@@ -48,32 +42,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     train, test = load_digits("train", seed=args.seed), load_digits("test", seed=args.seed)
-    tok = WordLevelTokenizer("word").train([caption(y, k) for y in range(10) for k in range(len(TEMPLATES))])
-    torch.manual_seed(args.seed)
-    d = args.d_model
-    text = TransformerLM(TransformerConfig.from_preset("bert", vocab_size=tok.vocab_size, d_model=d, n_layers=1,
-                                                       n_heads=4, d_ff=2 * d, context_length=16))
-    model = DualEncoder(PatchEncoder(8, 2, d_model=d, n_layers=2, n_heads=4), text, dim=d)
-    out: dict = {"steps": args.steps, "d_model": d, "train_images": len(train.labels),
+    out: dict = {"steps": args.steps, "d_model": args.d_model, "train_images": len(train.labels),
                  "test_images": len(test.labels), "load_before": os.getloadavg()[0]}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_clip(model, tok, train.images, train.captions, tmp, steps=args.steps,
-                            batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+        run = digits_clip(tmp, d_model=args.d_model, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed)
     out["train_s"] = round(time.perf_counter() - start, 1)
-    out["final_loss"] = round(result.final_loss, 4)
-    classes = [pad_batch([tok.encode(caption(y, k)) for k in range(len(TEMPLATES))], tok.pad_id) for y in range(10)]
-    out["zero_shot_accuracy"] = round(float((zero_shot(model, test.images, classes) == test.labels).float().mean()), 4)
+    out["final_loss"] = round(run.train.final_loss, 4)
+    out.update({k: round(v, 4) for k, v in run.scores.items()})
     with torch.no_grad():
-        images = F.normalize(model.embed_images(test.images), dim=-1)
-        hits = []
-        for y, (ids, mask) in enumerate(classes):  # text → image: the 10 nearest held-out images of each caption
-            for k in range(len(ids)):
-                query = F.normalize(model.embed_texts(ids[k:k + 1], mask[k:k + 1]), dim=-1)
-                top = (images @ query[0]).topk(10).indices
-                hits.append(float((test.labels[top] == y).float().mean()))
-        out["text_to_image_precision@10"] = round(sum(hits) / len(hits), 4)
-        features = [model.image(x.images)[0].numpy() for x in (train, test)]
+        features = [run.model.image(x.images)[0].numpy() for x in (train, test)]
     out["linear_probe_accuracy"] = round(logistic_accuracy(features[0], train.labels.numpy(), features[1],
                                                            test.labels.numpy()), 4)
     out["peer_logistic_pixels_accuracy"] = round(logistic_accuracy(train.images.flatten(1).numpy(),

@@ -61,6 +61,8 @@ BASE: dict[str, list] = {
                            "--instruction-tokens", "4", "--response-tokens", "4"],
     "data mix": ["--tasks", "mine={mix_task}", "--templates", "{mix_templates}", "--total", "4",
                  "--out", "{out}/mix.jsonl"],
+    "detect": [("file", "{corpus}"), "--model", "{chat_model}", "--reference-model", "{chat_model}",
+               "--min-tokens", "2", "--quiet"],
     "embed": ["--input", "{corpus}"],
     "eval perplexity": ["--model", "{chat_model}", "--data", "{corpus}"],
     "eval bleu": ["--hyp", "{corpus}", "--ref", "{corpus}"],
@@ -98,6 +100,10 @@ BASE: dict[str, list] = {
     "quickstart": ["--out", "{out}/qs", "--steps", "0", "--answer-tokens", "0", "--samples", "1"],
     "rag index": [("paths", "{corpus}"), "--out", "{out}/idx"],
     "rag ask": [("question", "where is the cat?"), "--index", "{rag_index}", "--no-generate"],
+    "scaling run": ["--out", "{out}/grid", "--train", "{corpus}", "--valid", "{corpus}", "--sizes", "16x1",
+                    "--tokens", "32", "--tokenizer", "char", "--context", "8", "--batch-size", "2", "--eval-tokens", "16"],
+    "scaling fit": [("runs", "{scaling_runs}"), "--holdout", "1", "--plot", "{out}/fit.png"],
+    "scaling predict": [("runs", "{scaling_fitted}"), "--compute", "1e18"],
     "serve": ["--model", "{chat_model}", "--embedding-model", "none", "--port", "8000"],
     "tag train": [("data", "{conll}"), "--out", "{out}/tagger", "--steps", "1", "--batch-size", "2"],
     "tag eval": [("data", "{conll}"), "--model", "{tagger}"],
@@ -108,6 +114,12 @@ BASE: dict[str, list] = {
     "tokenizer info": [("tokenizer", "{tokenizer}")],
     "tokenizer compare": [("corpus", "{corpus}"), "--tokenizer", "{tokenizer}"],
     "translate": ["--model", "{seq2seq}", "--input", "{corpus}", "--limit", "2", "--max-new-tokens", "3"],
+    "vae": [("train", "{corpus}"), "--out", "{out}/vae", "--steps", "1", "--batch-size", "2", "--d-embed", "4",
+            "--d-hidden", "4", "--d-latent", "2"],
+    "simcse": [("texts", "{corpus}"), "--model", "{encoder}", "--out", "{out}/simcse", "--steps", "1",
+               "--batch-size", "2", "--max-length", "8"],
+    "clip": ["--out", "{out}/clip", "--steps", "1", "--batch-size", "2", "--d-model", "4", "--n-heads", "2",
+             "--image-layers", "1"],
     "word2vec train": ["--data", "{corpus}", "--out", "{out}/w2v", "--min-count", "1", "--dim", "4",
                        "--epochs", "1", "--threads", "1"],
     "word2vec similar": ["--vectors", "{vectors}", ("words", "cat")],
@@ -129,8 +141,9 @@ IN = {"--model", "--adapter", "--data", "--train", "--valid", "--tokenizer", "--
       "--embedding-model", "corpus", "model", "input", "folder", "paths", "tokenizer", "--prompts", "--eval-prompts",
       "--reward-model", "--judge-model", "--speculative", "--contrastive-amateur", "--fudge", "--reward@generate",
       "--json-schema", "--grammar", "--haystack", "--calibration", "--source-tokenizer", "task@eval task",
-      "input_spec", "file", "data", "--seeds", "--templates"}
-TEXT_ARGS = {"--prompt", "--system", "--stop", "--question", "--text", "--host", "--model-id", "--api-key",
+      "input_spec", "file", "data", "runs", "train@vae", "texts@simcse", "--positives", "--reference-model",
+      "--seeds", "--templates"}
+TEXT_ARGS = {"--prompt", "--interpolate", "--system", "--stop", "--question", "--text", "--host", "--model-id", "--api-key",
              "--device", "--dtype", "--k@eval passk", "--targets", "--field", "--smoothing",
              "--pair", "--method", "--split", "--variant", "--stopwords", "--stemmer", "--pattern", "--fusion",
              "--chunk", "--cite", "texts", "question", "words", "a", "b", "c", "text", "--negative-words",
@@ -138,9 +151,11 @@ TEXT_ARGS = {"--prompt", "--system", "--stop", "--question", "--text", "--host",
              "--first-tool", "--answer-pattern", "--block-topics", "--reward", "--format-regex", "--regex",
              "--fudge-label", "--reward-label", "--answer-task", "--ruler-tasks", "--column", "--target-language",
              "--clean", "--corrupted", "--right", "--wrong", "--sender", "--positive", "--negative",
+             "--family@scaling run", "--holdout-runs",
+             "--extractor", "--entity-types", "--mode@rag ask", "--search@rag ask",
              "--tasks@data mix", "--rates", "--operations"}
 # comma-separated numbers: fed a negative and a non-number
-NUMBER_LISTS = {"--lengths", "--depths", "--batch-sizes"}
+NUMBER_LISTS = {"--lengths", "--depths", "--batch-sizes", "--sizes", "--tokens", "--budget", "--compute", "--params"}
 # a positional that is the same as an option of the base command line: dropped from it when the positional is fuzzed
 SAME_AS = {"task@eval task": "--tasks", "input_spec@translate": "--input"}
 
@@ -203,6 +218,7 @@ def world(tmp_path_factory):
     from lmlab.models import save_model_dir
     from lmlab.models.config import TransformerConfig
     from lmlab.models.seq2seq import EncoderDecoder
+    from lmlab.models.transformer import TransformerLM
     from lmlab.ngram import NgramLM
     from lmlab.ngram.arpa import write_arpa
     from lmlab.peft import LoraConfig, apply_lora, save_adapter
@@ -273,9 +289,22 @@ def world(tmp_path_factory):
     w["target"] = text("target.en", "the house\nthe book\na book\n")
     w["conll"] = text("tags.conll", "Peter X X B-PER\nvisited X X O\nParis X X B-LOC\n\n"
                                     "Anna X X B-PER\nMeyer X X I-PER\nsmiled X X O\n\n" * 2)
+    encoder = TransformerLM(TransformerConfig.from_preset("bert", vocab_size=word.vocab_size, d_model=8, n_layers=1,
+                                                          n_heads=2, context_length=16))
+    w["encoder"] = save_model_dir(root / "encoder", *encoder.to_state(), tokenizer=word)
     w["tagger"] = root / "tagger"
     assert main(["tag", "train", str(w["conll"]), "--out", str(w["tagger"]), "--steps", "1", "--batch-size", "2",
                  "--quiet"]) == 0
+    from lmlab.core.io import write_json
+
+    for name, size in (("scaling_runs", 6), ("scaling_fitted", 6)):  # runs following L = 2 + 40/N^0.3 + 60/D^0.3
+        runs = [{"name": f"n{n}-d{d}", "params": n, "tokens": d, "loss": 2 + 40 / n ** 0.3 + 60 / d ** 0.3}
+                for n, d in [(1e5, 1e6), (1e5, 1e7), (1e6, 1e6), (1e6, 1e7), (1e7, 1e6), (1e7, 1e7)][:size]]
+        for run in runs:
+            write_json(root / name / run["name"] / "result.json", run)
+        w[name] = root / name
+    write_json(w["scaling_fitted"] / "fit.json", {"E": 2.0, "A": 40.0, "B": 60.0, "alpha": 0.3, "beta": 0.3,
+                                                  "runs": sorted(r["name"] for r in runs)})
     # what the cases feed
     w["missing"] = root / "no" / "such" / "file.txt"
     w["empty"] = text("empty.txt", "")

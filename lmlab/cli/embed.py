@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "pooled, normalised vectors; --out saves them as .npy.")
     p.add_argument("--input", help="a text file, one text per line (default: stdin)")
     p.add_argument("--text", action="append", help="a text to embed (repeatable)")
-    p.add_argument("--model", default="minilm", help="minilm (default) or a Hugging Face BERT directory")
+    p.add_argument("--model", default="minilm", help="minilm (default), a Hugging Face BERT directory or an lmlab encoder directory (lmlab simcse)")
     p.add_argument("--pooling", choices=("mean", "cls", "max"), default="mean", help="pooling (default mean)")
     p.add_argument("--no-normalize", action="store_true", help="keep raw pooled vectors (no L2 normalisation)")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")

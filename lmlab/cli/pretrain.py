@@ -10,8 +10,8 @@ from .common import add_common, add_corpus_options, check_outputs, emit, open_co
 
 #: settings passed to ``pretrain`` itself (the rest go to the model or the trainer)
 RUN_KEYS = ("batch_size", "context", "eval_batches", "scheduled_sampling", "label_smoothing",
-            "objective", "mask_rate", "whole_word", "nsp")
-FLAGS = ("nsp", "activation_checkpointing", "compile", "deterministic")  # may be given bare (--nsp = --nsp true)
+            "objective", "mask_rate", "whole_word", "nsp", "sop")
+FLAGS = ("nsp", "sop", "activation_checkpointing", "compile", "deterministic")  # may be given bare (--nsp = --nsp true)
 
 
 def _value(text: str):
@@ -76,9 +76,10 @@ def complete(p: argparse.ArgumentParser) -> None:
     from ..train import FAMILIES
 
     p.add_argument("--family", choices=FAMILIES, default=None,
-                   help="model family: a transformer preset (vaswani, gpt2, llama; bert; t5, bart) or lstm, gru, "
-                        "rnn, feedforward, rnn-seq2seq (--attention bahdanau|dot|general|none, --copy). --objective "
-                        "mlm|electra (encoders), span|denoise|seq2seq (t5, bart, rnn-seq2seq). Transformers take "
+                   help="model family: a transformer preset (vaswani, gpt2, llama; bert, albert; t5, bart) or lstm, "
+                        "gru, rnn, elmo (--objective bilm), feedforward, rnn-seq2seq (--attention "
+                        "bahdanau|dot|general|none, --copy). --objective mlm|electra (encoders; --nsp, or --sop "
+                        "for albert), span|denoise|seq2seq (t5, bart, rnn-seq2seq), bilm (elmo). Transformers take "
                         "--attention full|sliding_window|strided|adaptive_span|lsh (decoders), linformer|nystrom "
                         "(encoders), --memory-length N (Transformer-XL; --positions transformer_xl for its relative "
                         "encoding) and --compressed-memory C --compression mean|max|conv; see docs/long_attention.md")

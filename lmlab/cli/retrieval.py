@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_common, check_outputs, emit, status
+from .common import add_common, check_outputs, emit, refuse_orphans, status
 
 
 def add_retrieval_options(p: argparse.ArgumentParser) -> None:
@@ -85,54 +85,178 @@ def register(sub: argparse._SubParsersAction) -> None:
     ix.add_argument("--chunk", default="sentences", help="chunk by sentences (default) or tokens")
     ix.add_argument("--size", type=int, default=800, help="max characters (sentences) or tokens per chunk")
     ix.add_argument("--overlap", type=int, default=1, help="sentences or tokens shared by neighbouring chunks")
+    g = ix.add_argument_group("GraphRAG (with --graph)")
+    g.add_argument("--graph", action="store_true",
+                   help="also build GraphRAG's entity graph, Louvain communities and community reports")
+    g.add_argument("--extractor", default=None,
+                   help="model (the chat model writes entity/relation records; default) or cooccurrence "
+                        "(no model: capitalised spans, related when in one sentence)")
+    g.add_argument("--model", default=None, help="chat model for extraction and reports (default smollm2-135m-instruct)")
+    g.add_argument("--entity-types", default=None, help="comma-separated entity types (default organization,person,geo,event)")
+    g.add_argument("--seed", type=int, default=None, help="Louvain seed (default 0)")
+    g.add_argument("--resolution", type=float, default=None, help="Louvain resolution (default 1.0)")
+    g.add_argument("--report-budget", type=int, default=None, help="tokens of a community report's context (default 1500)")
+    g.add_argument("--extract-tokens", type=int, default=None, help="new tokens per chunk's extraction (default 200)")
+    g.add_argument("--report-tokens", type=int, default=None, help="new tokens per community report (default 160)")
+    g.add_argument("--batch-size", type=int, default=None, help="prompts per generation batch (default 16)")
     add_common(ix)
     ix.set_defaults(func=run_rag_index)
     ask = verbs.add_parser("ask", help="retrieve numbered sources, answer with the chat model, cite the source spans")
     ask.add_argument("question")
     ask.add_argument("--index", required=True, help="directory written by 'lmlab rag index'")
-    ask.add_argument("-k", type=int, default=3, help="sources to retrieve (default 3)")
-    ask.add_argument("--min-score", type=float, default=0.0,
-                     help="sources with a BM25 score at or below this are dropped (default 0)")
-    ask.add_argument("--min-coverage", type=float, default=0.4,
-                     help="when no source holds this share of the question's idf mass, the answer is "
+    ask.add_argument("--mode", default="plain",
+                     help="plain (BM25 sources with citations; default) or graph (GraphRAG over an index built "
+                          "with --graph; see --search)")
+    ask.add_argument("--search", default=None,
+                     help="with --mode graph: global (map-reduce over community reports; default) or local "
+                          "(matched entities, their neighbours, relations, reports and chunks)")
+    ask.add_argument("-k", type=int, default=None,
+                     help="sources to retrieve (plain) or entities to match (graph local) (default 3)")
+    ask.add_argument("--min-score", type=float, default=None,
+                     help="plain: sources with a BM25 score at or below this are dropped (default 0)")
+    ask.add_argument("--min-coverage", type=float, default=None,
+                     help="plain: when no source holds this share of the question's idf mass, the answer is "
                           "'not found in the sources' (default 0.4)")
+    ask.add_argument("--level", type=int, default=None,
+                     help="graph: community level, 0 the coarsest (default 0 for global, the finest for local)")
+    ask.add_argument("--budget", type=int, default=None, help="graph: context tokens of the final prompt (default 2000)")
     ask.add_argument("--model", default="smollm2-135m-instruct", help="chat model (default smollm2-135m-instruct)")
-    ask.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
-    ask.add_argument("--cite", default="overlap",
-                     help="when the answer cites no valid [n]: overlap (the source sharing most words with it; "
+    ask.add_argument("--max-new-tokens", type=int, default=None,
+                     help="answer length limit (default 64 plain, 200 graph)")
+    ask.add_argument("--cite", default=None,
+                     help="plain, when the answer cites no valid [n]: overlap (the source sharing most words with it; "
                           "default, 11/12 right on the hand-made set) or model (the number the model finds "
                           "likeliest after 'answer [', 9/12)")
-    ask.add_argument("--no-generate", action="store_true", help="only retrieve the sources and build the prompt")
+    ask.add_argument("--no-generate", action="store_true",
+                     help="only retrieve and build the prompt (plain, or graph local)")
     add_common(ask)
     ask.set_defaults(func=run_rag_ask)
+
+
+GRAPH_INDEX_OPTIONS = ("extractor", "model", "entity_types", "seed", "resolution", "report_budget",
+                       "extract_tokens", "report_tokens", "batch_size")
+PLAIN_ASK_OPTIONS = ("min_score", "min_coverage", "cite")
+ASK_MODES = ("plain", "graph")
+GRAPH_SEARCHES = ("global", "local")
 
 
 def run_rag_index(args: argparse.Namespace) -> int:
     from ..retrieval.rag import build_rag_index
 
+    refuse_orphans(args, {"graph": GRAPH_INDEX_OPTIONS})
     check_outputs(args, dirs=("out",))
     n = build_rag_index(args.paths, args.out, args.chunk, args.size, args.overlap)
-    emit(args, {"index": args.out, "chunks": n}, f"indexed {n} chunks into {args.out}")
+    result = {"index": args.out, "chunks": n}
+    human = f"indexed {n} chunks into {args.out}"
+    if args.graph:
+        meta = build_graph(args)
+        result["graph"] = meta
+        human += (f"\ngraph: {meta['entities']} entities, {meta['relations']} relations, communities per level "
+                  f"{meta['communities_per_level']} ({meta['extractor']} extraction: {meta['malformed_lines']} "
+                  f"malformed lines, {meta['ungrounded_records']} ungrounded records skipped)")
+    emit(args, result, human)
     return 0
 
 
+def build_graph(args: argparse.Namespace) -> dict:
+    """GraphRAG's index beside the chunks just written (the chat model loads once for all of it)."""
+    from ..core.validate import check_choice
+    from ..retrieval.graph import EXTRACTORS, build_graph_index
+    from ..retrieval.graph_extract import ENTITY_TYPES
+    from ..retrieval.rag import ChatModel, RagIndex
+
+    extractor = check_choice("--extractor", args.extractor or "model", EXTRACTORS)
+    types = tuple(t.strip() for t in args.entity_types.split(",") if t.strip()) if args.entity_types else ENTITY_TYPES
+    model = args.model or "smollm2-135m-instruct"
+    status(args, f"building the entity graph ({extractor} extraction; reports by {model})")
+    chat = ChatModel(model, batch_size=16 if args.batch_size is None else args.batch_size)
+    chunks = list(RagIndex(args.out).chunks.values())
+    graph = build_graph_index(chunks, chat, extractor, entity_types=types, seed=args.seed or 0,
+                              resolution=1.0 if args.resolution is None else args.resolution,
+                              report_budget=1500 if args.report_budget is None else args.report_budget,
+                              extract_tokens=200 if args.extract_tokens is None else args.extract_tokens,
+                              report_tokens=160 if args.report_tokens is None else args.report_tokens)
+    graph.meta["model"] = model
+    graph.save(args.out)
+    return graph.meta
+
+
 def run_rag_ask(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
+    from ..core.validate import check_choice
+
+    check_choice("--mode", args.mode, ASK_MODES)
+    if args.mode == "graph":
+        return run_graph_ask(args)
+    given = [f"--{o}" for o in ("search", "level", "budget") if getattr(args, o) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with --mode graph",
+                          "add --mode graph or leave it out")
+    return run_plain_ask(args)
+
+
+def run_plain_ask(args: argparse.Namespace) -> int:
     from ..core.validate import check_choice
     from ..retrieval.rag import ChatModel, RagIndex, ask
 
-    check_choice("--cite", args.cite, ("overlap", "model"))
+    cite = check_choice("--cite", args.cite or "overlap", ("overlap", "model"))
+    k = 3 if args.k is None else args.k
+    min_score = 0.0 if args.min_score is None else args.min_score
+    min_coverage = 0.4 if args.min_coverage is None else args.min_coverage
     rag = RagIndex(args.index)
-    result = ask(rag, args.question, None, args.k, args.min_score, args.min_coverage)
+    result = ask(rag, args.question, None, k, min_score, min_coverage)
     if result["found"] and not args.no_generate:  # the model loads only when there is something to answer
         status(args, f"answering with {args.model}")
-        chat = ChatModel(args.model, args.max_new_tokens)
-        result = ask(rag, args.question, chat.generate, args.k, args.min_score, args.min_coverage,
-                     cite=chat.cite if args.cite == "model" else None)
+        chat = ChatModel(args.model, 64 if args.max_new_tokens is None else args.max_new_tokens)
+        result = ask(rag, args.question, chat.generate, k, min_score, min_coverage,
+                     cite=chat.cite if cite == "model" else None)
     sources = "\n".join(f"[{s['n']}] {s['source']}:{s['start']}-{s['end']} (score {s['score']:.2f})\n    {s['text'][:200]}"
                         for s in result["sources"])
     human = result.get("answer", sources) if not result["sources"] else "\n".join(
         [*([result["answer"], f"(cited by {result['cited_by']}: "
             + ", ".join(f"[{c['n']}] {c['source']}:{c['start']}-{c['end']}" for c in result["citations"]) + ")", ""]
            if "answer" in result else []), sources])
+    emit(args, result, human)
+    return 0
+
+
+def run_graph_ask(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
+    from ..core.validate import check_choice
+    from ..retrieval.graph import GraphIndex
+    from ..retrieval.graph_search import global_search, local_search
+    from ..retrieval.rag import ChatModel, RagIndex
+
+    given = [f"--{o.replace('_', '-')}" for o in PLAIN_ASK_OPTIONS if getattr(args, o) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with --mode plain",
+                          f"leave {', '.join(given)} out")
+    search = check_choice("--search", args.search or "global", GRAPH_SEARCHES)
+    if search == "global" and args.k is not None:
+        raise ConfigError("-k applies to --search local (entities matched)", "leave -k out for global search")
+    if search == "global" and args.no_generate:
+        raise ConfigError("global search needs the model for its map step", "leave --no-generate out or use --search local")
+    graph = GraphIndex.load(args.index)  # before the model loads: an index without --graph fails at once
+    budget = 2000 if args.budget is None else args.budget
+    answer_tokens = 200 if args.max_new_tokens is None else args.max_new_tokens
+    chat = None
+    if not args.no_generate:
+        status(args, f"answering with {args.model} ({search} search)")
+        chat = ChatModel(args.model)
+    if search == "global":
+        result = global_search(graph, args.question, chat, 0 if args.level is None else args.level, budget,
+                               answer_tokens=answer_tokens)
+        lines = [f"[{p['community']}] score {p['score']}: {p['answer'][:160]}" for p in result["partials"]
+                 if p["community"] in result["used"]]
+        human = "\n".join([result["answer"], "", f"from {len(result['used'])} of {len(result['partials'])} "
+                            f"community answers ({result['unscored']} unscored):", *lines])
+    else:
+        chunks = RagIndex(args.index).chunks
+        count = chat.count_tokens if chat else (lambda text: len(text.split()))
+        result = local_search(graph, chunks, args.question, chat, 3 if args.k is None else args.k, args.level, budget,
+                              answer_tokens, count_tokens=count)
+        human = "\n".join([result.get("answer", result.get("prompt", "")), "",
+                            f"entities: {', '.join(result['matched']) or 'none matched'}",
+                            f"neighbours: {', '.join(result['neighbours'][:20])}"])
     emit(args, result, human)
     return 0

@@ -1,4 +1,5 @@
-"""Pretraining noise as pure functions over token ids: BERT masking and next-sentence pairs,
+"""Pretraining noise as pure functions over token ids: BERT masking and next-sentence pairs, ALBERT's
+sentence-order pairs,
 T5 span corruption, BART denoising and ELECTRA's replaced-token labels.
 
 Every function takes ids (a torch tensor or anything ``torch.as_tensor`` accepts) and an
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..core.errors import ConfigError, InputError
+from ..core.errors import ConfigError, DataError, InputError
 from ..core.validate import check_number
 
 IGNORE_INDEX = -100
@@ -146,6 +147,33 @@ def next_sentence_pairs(documents: Sequence[Sequence[Sequence[int]]], *, random_
                 pairs.append((a, b, NOT_NEXT))
             else:
                 pairs.append((a, true_b, IS_NEXT))
+    return pairs
+
+
+IN_ORDER, SWAPPED = 0, 1   # sentence-order prediction labels (ALBERT)
+
+
+def sentence_order_pairs(documents: Sequence[Sequence[Sequence[int]]], *, swap_fraction: float = 0.5,
+                         generator: torch.Generator | None = None) -> list[tuple[list[int], list[int], int]]:
+    """ALBERT's sentence-order-prediction data (Lan et al., 2020, §3.1): ``(a, b, label)`` for each pair
+    of consecutive segments of a document, in order (``IN_ORDER`` = 0) or, with probability
+    ``swap_fraction``, swapped (``SWAPPED`` = 1). Both segments always come from the same document, so
+    the task is about order (coherence), not topic as BERT's next-sentence prediction partly is.
+    A document of fewer than two segments has no pair and is refused."""
+    check_number("swap_fraction", swap_fraction, low=0.0, high=1.0)
+    pairs = []
+    for index, doc in enumerate(documents):
+        segments = [list(map(int, segment)) for segment in doc if len(segment)]
+        if len(segments) < 2:
+            raise DataError(f"document {index + 1} has {len(segments)} segment(s): sentence-order prediction needs "
+                            "two consecutive segments of one document",
+                            "train SOP on documents of several sentences (e.g. wikitext-2 paragraphs, not one "
+                            "sentence per line), or leave SOP out")
+        for a, b in zip(segments, segments[1:], strict=False):
+            if float(torch.rand((), generator=generator)) < swap_fraction:
+                pairs.append((b, a, SWAPPED))
+            else:
+                pairs.append((a, b, IN_ORDER))
     return pairs
 
 

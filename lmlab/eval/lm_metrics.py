@@ -132,21 +132,7 @@ def evaluate_lm(lm: LanguageModel, tokenizer, corpus: Iterable[str], *, batch_si
         if limit is not None and length > limit:
             raise ModelError(f"a document of {length} tokens is longer than the context of {limit}",
                              f"score it in sliding windows (--stride, e.g. {max(1, limit // 2)}) or split the documents")
-        pad = lm.pad_id if lm.pad_id is not None else 0
-        ids = torch.full((len(batch), length), pad, dtype=torch.long)
-        mask = torch.zeros(len(batch), length - 1, dtype=torch.bool)
-        for row, (seq, first, _) in enumerate(batch):
-            ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[row, first - 1:len(seq) - 1] = True
-        try:
-            with torch.no_grad():
-                scores = lm.score(ids.to(lm.device)).double().cpu()
-        except (torch.OutOfMemoryError, MemoryError) as exc:
-            raise _out_of_memory(len(batch), length) from exc
-        except RuntimeError as exc:
-            if "alloc" not in str(exc):
-                raise
-            raise _out_of_memory(len(batch), length) from exc
+        scores, mask = score_rows(lm, [s for s, _, _ in batch], [first for _, first, _ in batch])
         picked = scores[mask]
         if lm.normalized and bool(torch.isneginf(picked).any()):
             raise ModelError("the model gives probability 0 to a token of the evaluation data",
@@ -190,6 +176,31 @@ def evaluate_lm(lm: LanguageModel, tokenizer, corpus: Iterable[str], *, batch_si
     return LMScore(total_logprob=totals["logprob"], tokens=totals["tokens"], documents=totals["docs"],
                    characters=totals["chars"], bytes=totals["bytes"], unk_tokens=totals["unk"],
                    words=totals["words"], per_document=docs if per_document else None)
+
+
+def score_rows(lm: LanguageModel, rows: list[list[int]], firsts: list[int] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score id rows of any lengths in one padded ``lm.score`` call: (log-probabilities [B, T-1] as float64 on
+    the CPU, mask [B, T-1] of the counted positions — row i's predictions from position ``firsts[i]``
+    (default 1: every token after the first) to its end). Running out of memory is a clear error."""
+    firsts = [1] * len(rows) if firsts is None else firsts
+    length = max(len(r) for r in rows)
+    pad = lm.pad_id if lm.pad_id is not None else 0
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), max(length - 1, 0), dtype=torch.bool)
+    for row, (seq, first) in enumerate(zip(rows, firsts, strict=True)):
+        ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, first - 1:len(seq) - 1] = True
+    try:
+        with torch.no_grad():
+            scores = lm.score(ids.to(lm.device)).double().cpu()
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise _out_of_memory(len(rows), length) from exc
+    except RuntimeError as exc:
+        if "alloc" not in str(exc):
+            raise
+        raise _out_of_memory(len(rows), length) from exc
+    return scores, mask
 
 
 def _out_of_memory(rows: int, length: int) -> ModelError:

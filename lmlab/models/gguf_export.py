@@ -84,7 +84,8 @@ def export_gguf(lm: Any, tokenizer: Any, path: str | os.PathLike, ggml_type: str
     cfg = lm.config
     wanted = {"norm": "rmsnorm", "norm_position": "pre", "activation": "swiglu", "positions": "rope",
               "bias": False, "causal": True, "moe_experts": 0, "mlm_head": False, "scale_embeddings": False,
-              "attention": "full", "memory_length": 0, "rope_scaling_type": "linear"}
+              "attention": "full", "memory_length": 0, "rope_scaling_type": "linear", "embedding_size": 0,
+              "share_layers": "none"}
     wrong = [f"{k}={getattr(cfg, k)!r}" for k, v in wanted.items() if getattr(cfg, k) != v]
     if wrong:
         raise ConfigError(f"GGUF export writes LLaMA-family models; this one has {', '.join(wrong)}",

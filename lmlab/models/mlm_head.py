@@ -11,13 +11,16 @@ from .norms import make_norm
 
 
 class HeadTransform(nn.Module):
-    """norm(act(dense(x))): Hugging Face's ``BertPredictionHeadTransform``."""
+    """norm(act(dense(x))): Hugging Face's ``BertPredictionHeadTransform``; with ``out_dim`` (ALBERT's
+    factorised embeddings) the dense layer maps down to the embedding width (``AlbertMLMHead``)."""
 
-    def __init__(self, dim: int, activation: str, norm: str, eps: float, bias: bool = True) -> None:
+    def __init__(self, dim: int, activation: str, norm: str, eps: float, bias: bool = True,
+                 out_dim: int | None = None) -> None:
         super().__init__()
-        self.dense = nn.Linear(dim, dim, bias=bias)
+        out_dim = out_dim or dim
+        self.dense = nn.Linear(dim, out_dim, bias=bias)
         self.act = ACTIVATION_FUNCTIONS["gelu" if activation == "swiglu" else activation]
-        self.norm = make_norm(norm, dim, eps, bias)
+        self.norm = make_norm(norm, out_dim, eps, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.dense(x)))

@@ -45,6 +45,7 @@ from .positions import (
     sinusoidal,
 )
 from .segment_memory import SegmentMemory
+from .sharing import share_layers
 from .xl_positions import XLRelativePositions
 
 
@@ -164,16 +165,20 @@ class TransformerLM(NeuralLM):
         self.fused = True
         # recompute each block's activations in the backward pass instead of keeping them (training only)
         self.activation_checkpointing = False
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.positions = LearnedPositions(cfg.context_length, cfg.d_model) if cfg.positions == "learned" else None
-        self.segments = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
-        self.embed_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.embedding_norm else None
+        width = cfg.embedding_width  # E: ALBERT's factorised embeddings are narrower than the layers
+        self.embed = nn.Embedding(cfg.vocab_size, width)
+        self.positions = LearnedPositions(cfg.context_length, width) if cfg.positions == "learned" else None
+        self.segments = nn.Embedding(cfg.type_vocab_size, width) if cfg.type_vocab_size else None
+        self.embed_norm = make_norm(cfg.norm, width, cfg.norm_eps, cfg.bias) if cfg.embedding_norm else None
+        self.embed_projection = nn.Linear(width, cfg.d_model) if cfg.embedding_size else None  # E → d_model
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, cross_attention) for _ in range(cfg.n_layers))
+        share_layers(self.blocks, cfg.share_layers)
         self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.norm_position == "pre" else None
-        self.head_transform = (HeadTransform(cfg.d_model, cfg.activation, cfg.norm, cfg.norm_eps, cfg.bias)
-                               if cfg.mlm_head else None)
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.mlm_head)
+        self.head_transform = (HeadTransform(cfg.d_model, cfg.activation, cfg.norm, cfg.norm_eps, cfg.bias, width)
+                               if cfg.mlm_head else nn.Linear(cfg.d_model, width, bias=False) if cfg.embedding_size
+                               else None)  # d_model → E before the output layer of a factorised model
+        self.head = nn.Linear(width, cfg.vocab_size, bias=cfg.mlm_head)
         if cfg.positions == "alibi":
             self.register_buffer("alibi", alibi_slopes(cfg.n_heads), persistent=False)
         self.relative_bias = (RelativePositionBias(cfg.n_heads, bidirectional=not cfg.causal,
@@ -408,12 +413,14 @@ class TransformerLM(NeuralLM):
         if cfg.positions == "learned":
             x = x + self.positions(positions)
         elif cfg.positions == "sinusoidal":
-            x = x + sinusoidal(positions, cfg.d_model).to(x.dtype)
+            x = x + sinusoidal(positions, cfg.embedding_width).to(x.dtype)
         if self.segments is not None:
             x = x + self.segments(torch.zeros_like(ids) if token_type_ids is None else token_type_ids.to(ids.device))
         if self.embed_norm is not None:
             x = self.embed_norm(x)
         x = self.dropout(x)
+        if self.embed_projection is not None:
+            x = self.embed_projection(x)
         ctx["token_ids"], ctx["token_mask"] = ids, None if mask is None else mask[:, past:past + t]
         if memory is not None:
             ctx["memory_allowed"] = None if memory[2] is None else memory[2].bool().view(b, 1, 1, -1)

@@ -21,12 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.errors import ConfigError, InputError
+from ..core.errors import ConfigError, InputError, ModelError
 from ..core.validate import check_number
 from .config import TransformerConfig
 from .encoder import pool
+from .neural import unique_tensors
 from .norms import make_norm
 from .transformer import Block, TransformerLM
+
+DUAL_ENCODER = "clip_dual_encoder"  # config.json model_type of a saved DualEncoder
 
 
 class PatchEncoder(nn.Module):
@@ -42,6 +45,8 @@ class PatchEncoder(nn.Module):
             raise ConfigError(f"patch size {patch_size} does not divide the image size {image_size}",
                               "choose a patch size that divides it")
         self.image_size, self.patch_size, self.channels = image_size, patch_size, channels
+        self.args = dict(image_size=image_size, patch_size=patch_size, channels=channels, d_model=d_model,
+                         n_layers=n_layers, n_heads=n_heads, d_ff=d_ff, dropout=dropout)
         self.n_patches = (image_size // patch_size) ** 2
         self.config = TransformerConfig.from_preset("gpt2", vocab_size=1, d_model=d_model, n_layers=n_layers,
                                                     n_heads=n_heads, d_ff=d_ff or 4 * d_model, dropout=dropout,
@@ -100,6 +105,27 @@ class DualEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.embed_images(images), self.embed_texts(ids, mask)
+
+    def to_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(config.json, tensors) of a model directory: both encoders' settings and the projection width."""
+        config = {"model_type": DUAL_ENCODER, "image": dict(self.image.args), "text": self.text.config.to_dict(),
+                  "dim": self.image_projection.out_features}
+        return config, unique_tensors(self.state_dict())
+
+    @classmethod
+    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> DualEncoder:
+        """The dual encoder a ``to_state`` pair describes, in eval mode."""
+        if config.get("model_type") != DUAL_ENCODER:
+            raise ModelError(f"a {config.get('model_type')!r} model is not a CLIP dual encoder",
+                             "pass a directory written by lmlab clip")
+        model = cls(PatchEncoder(**config["image"]), TransformerLM(TransformerConfig.from_dict(config["text"])),
+                    dim=config["dim"])
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        loaded = {model.state_dict()[k].data_ptr() for k in tensors}
+        if unexpected or any(model.state_dict()[k].data_ptr() not in loaded for k in missing):  # tied ones are fine
+            raise ModelError(f"the weights do not match config.json ({', '.join((missing + unexpected)[:4])})",
+                             "the directory is damaged or its files come from different models")
+        return model.eval()
 
 
 @torch.no_grad()

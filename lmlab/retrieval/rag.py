@@ -205,7 +205,7 @@ class ChatModel:
     """A chat model answering RAG prompts: its chat template, greedy decoding through the engine,
     and ``cite`` — the source number it finds most likely after its answer and " [" ."""
 
-    def __init__(self, model: str = "smollm2-135m-instruct", max_new_tokens: int = 64) -> None:
+    def __init__(self, model: str = "smollm2-135m-instruct", max_new_tokens: int = 64, batch_size: int = 16) -> None:
         from ..generate.engine import Engine
         from ..models import load_model
 
@@ -214,6 +214,7 @@ class ChatModel:
             raise InputError(f"{model} has no tokenizer", "use a chat model directory with a tokenizer.json")
         self.engine = Engine(self.lm, self.tokenizer, greedy=True, on_overflow="truncate")
         self.max_new_tokens = int(check_number("max_new_tokens", max_new_tokens, low=1, integer=True))
+        self.batch_size = int(check_number("batch_size", batch_size, low=1, integer=True))
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         from ..generate.chat_template import chat_prompt
@@ -221,9 +222,33 @@ class ChatModel:
         return chat_prompt(self.tokenizer, [{"role": "user", "content": prompt}])
 
     def generate(self, prompt: str) -> str:
+        return self.generate_many([prompt], desc="answering")[0]
+
+    def generate_many(self, prompts: list[str], max_new_tokens: int | None = None, stop: tuple[str, ...] = (),
+                      desc: str = "generating", start: str = "") -> list[str]:
+        """Greedy answers to many prompts, ``batch_size`` rows per ``Engine.generate`` call (prompts of
+        similar length batched together, so little padding); answers come back in the prompts' order.
+        ``start`` is text the answer begins with: written after the assistant turn opens (a small model
+        then keeps to a format it would not begin by itself) and put back in front of each answer."""
+        from ..core.progress import progress
         from ..generate.engine import Request
 
-        return self.engine.generate([Request(self._prompt_ids(prompt), max_new_tokens=self.max_new_tokens)])[0].text
+        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        head = self.tokenizer.encode(start) if start else []
+        ids = [self._prompt_ids(p) + head for p in prompts]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = [""] * len(ids)
+        firsts = range(0, len(order), self.batch_size)
+        for first in progress(firsts, desc=desc, unit="batch"):
+            rows = order[first:first + self.batch_size]
+            done = self.engine.generate([Request(ids[i], max_new_tokens=limit, stop=stop) for i in rows])
+            for i, completion in zip(rows, done, strict=True):
+                out[i] = start + completion.text
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the model's tokenizer makes of ``text`` (for context budgets)."""
+        return len(self.tokenizer.encode(text))
 
     def cite(self, prompt: str, answer: str, numbers: list[int]) -> int:
         """The number among ``numbers`` whose first token is likeliest right after ``answer [``."""

@@ -1,5 +1,5 @@
 """Encoder objectives on the one trainer: BERT's masked LM (optionally with next-sentence
-prediction) and ELECTRA's replaced-token detection.
+prediction, or ALBERT's sentence-order prediction) and ELECTRA's replaced-token detection.
 
 Each objective noises the batch's token windows itself (with ``lmlab.data.noising``), from a
 generator seeded by (seed, step), so a resumed run sees exactly the same noise. Models without a
@@ -20,6 +20,7 @@ from ..data.noising import (
     mask_tokens,
     next_sentence_pairs,
     pack_sentence_pair,
+    sentence_order_pairs,
     word_start_table,
 )
 from ..models.config import TransformerConfig
@@ -159,7 +160,8 @@ class Electra(MaskedLM):
 
 class NspModel(nn.Module):
     """An encoder with BERT's next-sentence head: the ``[CLS]`` state through the pooler
-    (dense + tanh) and a binary classifier (is B the sentence after A?)."""
+    (dense + tanh) and a binary classifier (is B the sentence after A? — or, for ALBERT's
+    sentence-order prediction, are A and B swapped?)."""
 
     def __init__(self, encoder: TransformerLM) -> None:
         super().__init__()
@@ -198,7 +200,11 @@ class MaskedLMWithNsp(MaskedLM):
         for row in ids.cpu().tolist():
             cut = int(torch.randint(1, body, (), generator=gen))
             docs.append([row[:cut], row[cut:body]])
-        rows = next_sentence_pairs(docs, random_fraction=0.5, generator=gen)
+        return self.pack(next_sentence_pairs(docs, random_fraction=0.5, generator=gen), width)
+
+    def pack(self, rows: list[tuple[list[int], list[int], int]], width: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids, segments, attention mask, labels) of (a, b, label) rows packed as [CLS] a [SEP] b [SEP]."""
         packed = [pack_sentence_pair(a, b, cls_id=self.cls_id, sep_id=self.sep_id, max_length=width)
                   for a, b, _ in rows]
         out = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -221,3 +227,29 @@ class MaskedLMWithNsp(MaskedLM):
         mlm = token_loss(logits, mlm_labels) if selected.any() else logits.sum() * 0.0
         next_loss = F.cross_entropy(nsp.next_sentence_logits(hidden).float(), labels)
         return mlm + self.nsp_weight * next_loss, int(selected.sum())
+
+
+class MaskedLMWithSop(MaskedLMWithNsp):
+    """ALBERT's pretraining losses (Lan et al., 2020): masked LM plus ``nsp_weight`` × sentence-order
+    prediction. Each window is cut into two consecutive segments — at a sentence end
+    (``sentence_end_ids``, e.g. the ids of ``.``, ``!``, ``?``) when the window's middle has one, else at a
+    random point — and half of the pairs are swapped (``sentence_order_pairs``); the head learns which."""
+
+    def __init__(self, mask_id: int, vocab_size: int, *, sentence_end_ids: Sequence[int] = (), **options) -> None:
+        super().__init__(mask_id, vocab_size, **options)
+        self.sentence_end_ids = sorted({int(i) for i in sentence_end_ids})
+
+    def pairs(self, ids: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        gen = step_generator(self.seed + 2, step)
+        width = ids.shape[1]
+        body = max(width - 3, 2)  # room for [CLS] and two [SEP]
+        ends = set(self.sentence_end_ids)
+        docs = []
+        for row in ids.cpu().tolist():
+            cuts = [i + 1 for i in range(body // 4, body - body // 4) if row[i] in ends]  # after a sentence end
+            if cuts:
+                cut = cuts[int(torch.randint(len(cuts), (), generator=gen))]
+            else:
+                cut = int(torch.randint(1, body, (), generator=gen))
+            docs.append([row[:cut], row[cut:body]])
+        return self.pack(sentence_order_pairs(docs, swap_fraction=0.5, generator=gen), width)

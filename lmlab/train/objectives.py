@@ -87,4 +87,19 @@ class ScheduledSampling(CausalLM):
         return loss, int(mask.sum()) if mask is not None else batch["target"].numel()
 
 
-OBJECTIVES = {"causal_lm": CausalLM, "scheduled_sampling": ScheduledSampling}
+class BidirectionalLM:
+    """ELMo's biLM objective (Peters et al., 2018, §3.1): the forward LM's next-token loss plus the backward
+    LM's previous-token loss over the same window, summed (so the loss of a window is about twice a
+    one-direction LM's). The window is the batch's ``input`` with the last ``target`` token appended
+    when there is one; ``tokens`` counts the predictions of one direction."""
+
+    def __call__(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+        ids = batch["input"]
+        if "target" in batch:
+            ids = torch.cat([ids, batch["target"][:, -1:]], dim=1)
+        forward, backward = getattr(model, "module", model).bidirectional_logits(ids)
+        loss = token_loss(forward[:, :-1], ids[:, 1:]) + token_loss(backward[:, 1:], ids[:, :-1])
+        return loss, ids[:, 1:].numel()
+
+
+OBJECTIVES = {"causal_lm": CausalLM, "scheduled_sampling": ScheduledSampling, "bilm": BidirectionalLM}

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..core.errors import ConfigError, InputError
+from ..core.errors import ConfigError, DataError, InputError
 from ..core.io import write_json
 from ..core.progress import progress
 from ..core.validate import check_choice, check_keys
@@ -43,11 +43,12 @@ from .denoising import (
     ElectraModel,
     MaskedLM,
     MaskedLMWithNsp,
+    MaskedLMWithSop,
     NspModel,
     mask_token_id,
     word_starts,
 )
-from .objectives import CausalLM, ScheduledSampling
+from .objectives import BidirectionalLM, CausalLM, ScheduledSampling
 from .seq2seq_objectives import Denoising, Seq2SeqLM, SpanCorruption, num_sentinels
 from .streams import stream_loss
 from .trainer import TrainConfig, TrainResult, train
@@ -55,8 +56,11 @@ from .trainer import TrainConfig, TrainResult, train
 TRANSFORMERS = (*PRESETS, *ENCODER_PRESETS, *SEQ2SEQ_PRESETS)
 RNN_SEQ2SEQ = "rnn-seq2seq"  # lmlab.models.rnn_seq2seq: attention (Bahdanau / Luong) and copying
 ENCODER_DECODERS = (*SEQ2SEQ_PRESETS, RNN_SEQ2SEQ)
-FAMILIES = (*TRANSFORMERS, "lstm", "gru", "rnn", "feedforward", RNN_SEQ2SEQ)
-OBJECTIVES_BY_NAME = ("causal", "mlm", "electra", "span", "denoise", "seq2seq")
+#: recurrent presets: ELMo's biLM (Peters et al., 2018) is an LSTM with both directions and a tied softmax
+RECURRENT_PRESETS = {"elmo": dict(cell="lstm", bidirectional=True, tie_embeddings=True)}
+RECURRENT = ("lstm", "gru", "rnn", *RECURRENT_PRESETS)
+FAMILIES = (*TRANSFORMERS, *RECURRENT, "feedforward", RNN_SEQ2SEQ)
+OBJECTIVES_BY_NAME = ("causal", "mlm", "electra", "span", "denoise", "seq2seq", "bilm")
 RUN_FILE = "run.json"
 SOURCE_DIR = "source"  # where a separate source-side tokenizer.json is kept (run and model directory)
 
@@ -72,7 +76,7 @@ class PretrainResult:
 
 
 def build_model(family: str, settings: dict[str, Any], tokenizer, extra_tokens: int = 0) -> Any:
-    """A fresh model of ``family`` (a transformer preset, lstm/gru/rnn, or feedforward) for ``tokenizer``
+    """A fresh model of ``family`` (a transformer preset, lstm/gru/rnn/elmo, or feedforward) for ``tokenizer``
     (plus ``extra_tokens`` ids after its vocabulary, e.g. an appended [MASK])."""
     if family not in FAMILIES:
         raise ConfigError(f"unknown model family {family!r}", f"choose one of: {', '.join(FAMILIES)}")
@@ -88,7 +92,7 @@ def build_model(family: str, settings: dict[str, Any], tokenizer, extra_tokens: 
     elif family == "feedforward":
         model = FeedForwardLM(vocab, **settings)
     else:
-        model = RecurrentLM(vocab, cell=family, **settings)
+        model = RecurrentLM(vocab, **{**RECURRENT_PRESETS.get(family, {"cell": family}), **settings})
     model.set_special_ids({"bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
                            "pad_id": tokenizer.pad_id, "unk_id": tokenizer.unk_id})
     return model
@@ -108,8 +112,9 @@ def _check_settings(family: str, settings: dict[str, Any]) -> None:
     check_keys(f"setting(s) of the {family} family", settings, known)
 
 
-def _shards(corpus, tokenizer, path: Path) -> TokenShards | None:
-    """The run's shards of ``corpus``, tokenized once (a resumed run reuses them)."""
+def cached_shards(corpus, tokenizer, path: Path) -> TokenShards | None:
+    """The shards of ``corpus`` in ``path``, tokenized once: a resumed run (or another run of a scaling
+    grid) reuses them while the tokenizer is the same; None when there are none and no ``corpus``."""
     if (path / HEADER_FILE).exists():
         shards = TokenShards(path)
         if shards.header["tokenizer"]["fingerprint"] == tokenizer.fingerprint():
@@ -157,7 +162,7 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
              training: TrainConfig | dict | None = None, valid=None, batch_size: int = 12, context: int = 64,
              eval_batches: int = 20, scheduled_sampling: float = 0.0, label_smoothing: float = 0.0,
              objective: str = "causal", mask_rate: float = 0.15, whole_word: bool = False,
-             nsp: bool = False, resume: bool = False,
+             nsp: bool = False, sop: bool = False, resume: bool = False,
              monitor: Callable[[Any], dict[str, float]] | None = None,
              source_tokenizer=None) -> PretrainResult:
     """Train a ``family`` model (``model`` = its settings, e.g. d_model, n_layers) on ``corpus``.
@@ -167,13 +172,15 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     carried (truncated BPTT). ``valid`` (a corpus) gives periodic validation loss.
     ``objective`` is ``causal`` (next token), ``mlm`` (BERT's masked LM, ``mask_rate`` of the
     tokens, ``whole_word`` masking; ``nsp`` adds BERT's next-sentence prediction on [CLS] A [SEP] B [SEP]
-    pairs cut from the windows) or ``electra`` (replaced-token detection) — these two make
+    pairs cut from the windows; ``sop`` instead adds ALBERT's sentence-order prediction: two consecutive
+    segments cut at a sentence end, swapped half of the time) or ``electra`` (replaced-token detection) — these two make
     the transformer bidirectional and append a [MASK] id when the tokenizer has none — or, for
     the t5/bart encoder–decoders, ``span`` (T5 span corruption of ``mask_rate``, sentinel ids
     appended), ``denoise`` (BART text infilling of 2·``mask_rate`` plus sentence permutation) or
     ``seq2seq`` (translation: ``corpus``/``valid`` are (source, target) line-aligned corpora, each
     side cut to ``context`` tokens ending in EOS, batched by length, teacher-forced cross-entropy).
-    ``monitor(model)`` (with ``valid``) gives more figures to log at every evaluation — e.g. validation
+    ``bilm`` trains ELMo's biLM (``--family lstm``; bidirectional, on random windows): the forward and backward
+    LMs' losses summed. ``monitor(model)`` (with ``valid``) gives more figures to log at every evaluation — e.g. validation
     BLEU from a caller in a higher layer; they land in ``metrics.jsonl`` beside ``eval_loss``.
     ``source_tokenizer`` (translation with ``rnn-seq2seq``) gives the source side its own vocabulary
     and embedding; it is saved in ``source/`` of the run and of the model directory.
@@ -190,12 +197,25 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
                           "positions the model learns (context_length)",
                           f"use --context {settings['context_length']} or less, or a larger --context-length")
     masking = objective in ("mlm", "electra")
-    if nsp and objective != "mlm":
-        raise ConfigError("next-sentence prediction is trained with the masked LM", "use --objective mlm with --nsp")
+    if (nsp or sop) and objective != "mlm":
+        name = "next-sentence" if nsp else "sentence-order"
+        raise ConfigError(f"{name} prediction is trained with the masked LM",
+                          f"use --objective mlm with --{'nsp' if nsp else 'sop'}")
+    if nsp and sop:
+        raise ConfigError("--nsp and --sop are two heads for the same [CLS] pair", "choose one (ALBERT: --sop)")
     if masking:
         if family not in TRANSFORMERS:
             raise ConfigError(f"the {objective} objective needs a transformer", "use --family bert")
         settings.setdefault("causal", False)
+    if objective == "bilm":  # ELMo: a forward and a backward LSTM LM in one model
+        if family not in RECURRENT:
+            raise ConfigError(f"the bilm objective trains a bidirectional recurrent LM, not a {family} model",
+                              "use --family elmo (or lstm, gru, rnn)")
+        if not settings.setdefault("bidirectional", True):
+            raise ConfigError("the bilm objective needs both directions", "leave --bidirectional out (or true)")
+    elif settings.get("bidirectional", family in RECURRENT_PRESETS):
+        raise ConfigError(f"a bidirectional recurrent LM ({family}) is trained with both directions' losses",
+                          "add --objective bilm")
     seq2seq = objective in ("span", "denoise", "seq2seq")
     translation = objective == "seq2seq"  # paired data: ``corpus`` and ``valid`` are (source, target) corpora
     if seq2seq != (family in ENCODER_DECODERS):
@@ -217,14 +237,18 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
     model_obj = build_model(family, settings, tokenizer, extra_tokens=extra)
     recurrent = family not in TRANSFORMERS and family != RNN_SEQ2SEQ  # read as carried streams
     recurrent = recurrent or bool(getattr(getattr(model_obj, "config", None), "memory_length", 0))  # Transformer-XL
-    if scheduled_sampling and family not in ("lstm", "gru", "rnn"):
+    recurrent = recurrent and objective != "bilm"  # the backward LM cannot carry its state forward: windows
+    if scheduled_sampling and objective != "causal":
+        raise ConfigError(f"scheduled sampling is for the causal objective, not {objective}",
+                          "leave --scheduled-sampling out")
+    if scheduled_sampling and family not in RECURRENT:
         raise ConfigError("scheduled sampling is for recurrent models", "use --family lstm, gru or rnn")
     if resume and (run / RUN_FILE).exists() and read_run(run)["tokenizer"] != tokenizer.fingerprint():
         raise ConfigError(f"{run} was trained with another tokenizer", "resume with the run's own tokenizer.json")
     write_json(run / RUN_FILE, {"family": family, "model": settings, "training": asdict(train_config),
                                 "batch_size": batch_size, "context": context, "eval_batches": eval_batches,
                                 "scheduled_sampling": scheduled_sampling, "label_smoothing": label_smoothing,
-                                "objective": objective, "mask_rate": mask_rate, "whole_word": whole_word, "nsp": nsp,
+                                "objective": objective, "mask_rate": mask_rate, "whole_word": whole_word, "nsp": nsp, "sop": sop,
                                 "tokenizer": tokenizer.fingerprint()})
     tokenizer.save(run)
     if source_tokenizer is not None:
@@ -234,8 +258,8 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         train_tokens = _pairs(corpus, tokenizer, run / "data" / "train_pairs.safetensors", context, source_tokenizer)
         valid_tokens = _pairs(valid, tokenizer, run / "data" / "valid_pairs.safetensors", context, source_tokenizer)
     else:
-        train_tokens = _shards(corpus, tokenizer, run / "data" / "train")
-        valid_tokens = _shards(valid, tokenizer, run / "data" / "valid")
+        train_tokens = cached_shards(corpus, tokenizer, run / "data" / "train")
+        valid_tokens = cached_shards(valid, tokenizer, run / "data" / "valid")
     if train_tokens is None:
         raise ConfigError("no training corpus", "pass the training corpus (a resumed run reuses its shards)")
     if translation:
@@ -251,11 +275,16 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
         options = dict(rate=mask_rate, special_ids=sorted(tokenizer.special_ids), seed=train_config.seed,
                        word_starts=word_starts(tokenizer, extra) if whole_word else None)
         mask_id = tokenizer.vocab_size if mask_id is None else mask_id
-        if nsp:
+        if nsp or sop:
             cls_id = _first_id(tokenizer, "[CLS]", tokenizer.bos_id)
             sep_id = _first_id(tokenizer, "[SEP]", tokenizer.eos_id)
-            loss_fn = MaskedLMWithNsp(mask_id, model_obj.vocab_size, cls_id=cls_id, sep_id=sep_id, pad_id=pad,
-                                      **options)
+            pair_options = dict(cls_id=cls_id, sep_id=sep_id, pad_id=pad, **options)
+            if sop:
+                ends = sentence_end_ids(tokenizer)
+                check_segments(train_tokens, ends, tokenizer.eos_id)
+                loss_fn = MaskedLMWithSop(mask_id, model_obj.vocab_size, sentence_end_ids=ends, **pair_options)
+            else:
+                loss_fn = MaskedLMWithNsp(mask_id, model_obj.vocab_size, **pair_options)
         else:
             loss_fn = (MaskedLM if objective == "mlm" else Electra)(mask_id, model_obj.vocab_size, **options)
     elif seq2seq:
@@ -269,9 +298,11 @@ def pretrain(family: str, corpus, tokenizer, run_dir: str | os.PathLike, *, mode
             loss_fn = Denoising(tokenizer.vocab_size if mask_id is None else mask_id, start_id=start, pad_id=pad,
                                 rate=2 * mask_rate, sentence_end_id=tokenizer.token_to_id("."),
                                 seed=train_config.seed)
+    elif objective == "bilm":
+        loss_fn = BidirectionalLM()
     else:
         loss_fn = CausalLM(label_smoothing, carry_state=recurrent)
-    trained = ElectraModel(model_obj) if objective == "electra" else NspModel(model_obj) if nsp else model_obj
+    trained = ElectraModel(model_obj) if objective == "electra" else NspModel(model_obj) if nsp or sop else model_obj
     eval_fn = None
     if valid_tokens is not None and translation:
         valid_batches = PairBatches(valid_tokens, batch_size, pad).all_batches()[:eval_batches]
@@ -323,6 +354,35 @@ def _monitored(eval_fn: Callable, monitor: Callable, model: Any) -> Callable:
     def evaluate(engine) -> dict[str, float]:
         return {"loss": float(eval_fn(engine)), **monitor(model)}
     return evaluate
+
+
+SENTENCE_ENDS = (".", "!", "?")
+
+
+def sentence_end_ids(tokenizer) -> list[int]:
+    """The ids of the tokens that end a sentence (``.``, ``!``, ``?``) in the vocabulary."""
+    found = [tokenizer.token_to_id(t) for t in SENTENCE_ENDS]
+    return [i for i in found if i is not None]
+
+
+def check_segments(tokens, sentence_ends: list[int], eos_id: int | None, sample: int = 1 << 21) -> None:
+    """Refuse sentence-order prediction on a corpus whose documents (EOS-separated, in the first ``sample``
+    tokens) are never two segments: no document there has a sentence end before its last token."""
+    import numpy as np
+
+    hint = "train SOP on documents of several sentences (e.g. wikitext-2 paragraphs), or leave --sop out"
+    if not sentence_ends:
+        raise ConfigError("sentence-order prediction cuts documents at sentence ends, and the tokenizer has no "
+                          f"{', '.join(SENTENCE_ENDS)} token", hint)
+    ids = np.asarray(tokens.read(0, min(len(tokens), sample)))
+    is_end = np.isin(ids, sentence_ends)
+    is_eos = ids == eos_id if eos_id is not None else np.zeros_like(is_end)
+    doc = np.cumsum(is_eos) - is_eos  # the document each token belongs to (its EOS included)
+    inner = is_end & np.r_[(doc[1:] == doc[:-1]) & ~is_eos[1:], False]  # a sentence end with text after it
+    if not inner.any():
+        raise DataError(f"every document of the training corpus is one segment (no sentence end inside any of "
+                        f"{int(doc[-1]) + 1 if len(doc) else 0} documents): sentence-order prediction needs two "
+                        "consecutive segments of a document", hint)
 
 
 def _first_id(tokenizer, token: str, fallback: int | None) -> int:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,11 +36,6 @@ from ..models.sentence_vae import SentenceVAE
 from .trainer import TrainConfig, TrainResult, train
 
 SCHEDULES = ("none", "linear", "cyclical")
-
-
-def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(μ, σ²) ‖ N(0, 1)) per dimension [B, D]: ½(μ² + σ² − 1 − log σ²)."""
-    return 0.5 * (mean.float() ** 2 + logvar.float().exp() - 1.0 - logvar.float())
 
 
 def kl_weight(step: int, total_steps: int, schedule: str = "linear", *, anneal_steps: int | None = None,
@@ -104,7 +101,7 @@ class ELBO:
         logits, mean, logvar = model(batch["source"], batch["source_mask"], inputs, latent=self.latent)
         mask = batch["mask"]
         reconstruction = reconstruction_nll(logits, batch["target"], mask).mean()
-        kl = gaussian_kl(mean, logvar)
+        kl = model.latent_kl(mean, logvar) if self.latent else torch.zeros_like(mean)
         beta = kl_weight(int(batch.get("step", 0)), self.total_steps, self.schedule, anneal_steps=self.anneal_steps,
                          cycles=self.cycles, ratio=self.ratio) if self.latent else 0.0
         loss = reconstruction + beta * free_bits_kl(kl, self.free_bits)
@@ -164,15 +161,15 @@ def evaluate_vae(model: SentenceVAE, data: SentencePairs, *, latent: bool = True
             batch = data.rows_batch(range(start, min(start + batch_size, len(data.rows))))
             logits, mean, logvar = model(batch["source"], batch["source_mask"], batch["input"], latent=latent)
             nll += float(reconstruction_nll(logits, batch["target"], batch["mask"]).sum())
-            kl += float(gaussian_kl(mean, logvar).sum()) if latent else 0.0
+            kl += float(model.latent_kl(mean, logvar).sum()) if latent else 0.0
             tokens += int(batch["mask"].sum())
-            means.append(mean.float())
+            means.append(model.posterior_means(mean) if latent else mean.float().unsqueeze(-1))
     finally:
         model.dropout.p = dropout
         model.train(was)
     n = len(data.rows)
     bound = (nll + kl) / tokens
-    variance = torch.cat(means).var(0)
+    variance = torch.cat(means).var(0).sum(-1)  # per latent variable (a categorical one: over its probabilities)
     return {"nll_bound_per_token": bound, "perplexity_bound": math.exp(bound), "kl_per_sentence": kl / n,
             "reconstruction_per_sentence": nll / n, "active_units": int((variance > 0.01).sum()) if latent else 0}
 
@@ -186,3 +183,54 @@ def train_vae(model: SentenceVAE, data: SentencePairs, run_dir: str | os.PathLik
                                     "clip": 5.0, "log_every": max(1, steps // 50), "seed": seed,
                                     **(training or {})})
     return train(model, objective or ELBO(steps), data, config, run_dir)
+
+
+@dataclass
+class VAERun:
+    """What ``fit_sentence_vae`` trained: the model, its tokenizer, where it was saved, the trainer's
+    result and the ``evaluate_vae`` figures on the validation sentences."""
+
+    model: SentenceVAE
+    tokenizer: Any
+    model_dir: Path
+    train: TrainResult
+    scores: dict[str, float]
+
+
+def fit_sentence_vae(texts: Sequence[str], run_dir: str | os.PathLike, *, valid: Sequence[str] | None = None,
+                     tokenizer: Any = None, d_embed: int = 128, d_hidden: int = 256, d_latent: int = 16,
+                     dropout: float = 0.2, steps: int = 1000, batch_size: int = 32, lr: float = 2e-3,
+                     schedule: str = "none", anneal_steps: int | None = None, cycles: int = 4, ratio: float = 0.5,
+                     free_bits: float = 0.0, word_dropout: float = 0.0, latent: bool = True,
+                     latent_type: str = "gaussian", n_categories: int = 10, tau: float = 1.0, seed: int = 0) -> VAERun:
+    """Train a ``SentenceVAE`` on the sentences ``texts`` (one per item; a word-level tokenizer is trained on
+    them unless ``tokenizer`` is given; ``latent_type``, ``n_categories`` and ``tau`` as ``SentenceVAE``'s) with the
+    ``ELBO`` settings named as there, evaluate it on ``valid``
+    (else the training sentences) and save it, with its tokenizer, as the model directory ``run_dir/model``.
+    ``latent=False`` trains the same decoder as a plain LSTM LM (the baseline of the bound)."""
+    from ..models.directory import save_model_dir
+    from ..tokenizers import WordLevelTokenizer
+
+    texts = [t.strip() for t in texts if t.strip()]
+    if tokenizer is None:
+        tokenizer = WordLevelTokenizer("word").train(texts)
+    if tokenizer.bos_id is None or tokenizer.eos_id is None:
+        raise ConfigError("a sentence VAE needs BOS and EOS tokens", "use a word or char tokenizer (<s>, </s>)")
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+
+    def pairs(lines: Sequence[str], size: int) -> SentencePairs:
+        return SentencePairs([tokenizer.encode(t) for t in lines], size, bos_id=tokenizer.bos_id,
+                             eos_id=tokenizer.eos_id, pad_id=pad, seed=seed)
+
+    train_pairs = pairs(texts, batch_size)
+    valid_lines = [t.strip() for t in valid if t.strip()] if valid is not None else texts
+    objective = ELBO(steps, schedule=schedule, anneal_steps=anneal_steps, cycles=cycles, ratio=ratio,
+                     free_bits=free_bits, word_dropout=word_dropout, unk_id=tokenizer.unk_id, latent=latent)
+    torch.manual_seed(seed)
+    model = SentenceVAE(tokenizer.vocab_size, d_embed=d_embed, d_hidden=d_hidden, d_latent=d_latent, dropout=dropout,
+                        latent_type=latent_type, n_categories=n_categories, tau=tau)
+    result = train_vae(model, train_pairs, run_dir, steps=steps, lr=lr, objective=objective, seed=seed)
+    model.eval()
+    scores = evaluate_vae(model, pairs(valid_lines, 1), latent=latent, seed=seed)
+    model_dir = save_model_dir(Path(run_dir) / "model", *model.to_state(), tokenizer=tokenizer)
+    return VAERun(model, tokenizer, Path(model_dir), result, scores)
