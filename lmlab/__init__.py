@@ -2,7 +2,7 @@
 
 Layers (lower never import higher; the README's "Layout" and tests/test_repo.py say the same):
 core < tokenizers, data, analysis, formats < lm, ngram, models, embeddings, kvcache, wordalign <
-train, peft, align < generate, quant < retrieval, eval, classify, agents, tagging, interp < cli, serve.
+train, peft, align < generate, quant < retrieval, eval, classify, agents, tagging, interp, instruct < cli, serve.
 """
 
 __version__ = "0.1.0"

@@ -54,6 +54,13 @@ BASE: dict[str, list] = {
     "classify predict": ["--model", "{classifier}", ("texts", "a good film")],
     "data list": [],
     "data tokenize": [("corpus", "{corpus}"), "--out", "{out}/shards"],
+    "data self-instruct": ["--model", "{agent_model}", "--seeds", "{seeds}", "--out", "{out}/si.jsonl", "-n", "1",
+                           "--max-prompts", "1", "--batch-size", "1", "--instruction-tokens", "4",
+                           "--instance-tokens", "4"],
+    "data evol-instruct": [("data", "{alpaca}"), "--model", "{agent_model}", "--out", "{out}/evol.jsonl",
+                           "--instruction-tokens", "4", "--response-tokens", "4"],
+    "data mix": ["--tasks", "mine={mix_task}", "--templates", "{mix_templates}", "--total", "4",
+                 "--out", "{out}/mix.jsonl"],
     "detect": [("file", "{corpus}"), "--model", "{chat_model}", "--reference-model", "{chat_model}",
                "--min-tokens", "2", "--quiet"],
     "embed": ["--input", "{corpus}"],
@@ -134,7 +141,8 @@ IN = {"--model", "--adapter", "--data", "--train", "--valid", "--tokenizer", "--
       "--embedding-model", "corpus", "model", "input", "folder", "paths", "tokenizer", "--prompts", "--eval-prompts",
       "--reward-model", "--judge-model", "--speculative", "--contrastive-amateur", "--fudge", "--reward@generate",
       "--json-schema", "--grammar", "--haystack", "--calibration", "--source-tokenizer", "task@eval task",
-      "input_spec", "file", "data", "runs", "train@vae", "texts@simcse", "--positives", "--reference-model"}
+      "input_spec", "file", "data", "runs", "train@vae", "texts@simcse", "--positives", "--reference-model",
+      "--seeds", "--templates"}
 TEXT_ARGS = {"--prompt", "--interpolate", "--system", "--stop", "--question", "--text", "--host", "--model-id", "--api-key",
              "--device", "--dtype", "--k@eval passk", "--targets", "--field", "--smoothing",
              "--pair", "--method", "--split", "--variant", "--stopwords", "--stemmer", "--pattern", "--fusion",
@@ -144,7 +152,8 @@ TEXT_ARGS = {"--prompt", "--interpolate", "--system", "--stop", "--question", "-
              "--fudge-label", "--reward-label", "--answer-task", "--ruler-tasks", "--column", "--target-language",
              "--clean", "--corrupted", "--right", "--wrong", "--sender", "--positive", "--negative",
              "--family@scaling run", "--holdout-runs",
-             "--extractor", "--entity-types", "--mode@rag ask", "--search@rag ask"}
+             "--extractor", "--entity-types", "--mode@rag ask", "--search@rag ask",
+             "--tasks@data mix", "--rates", "--operations"}
 # comma-separated numbers: fed a negative and a non-number
 NUMBER_LISTS = {"--lengths", "--depths", "--batch-sizes", "--sizes", "--tokens", "--budget", "--compute", "--params"}
 # a positional that is the same as an option of the base command line: dropped from it when the positional is fuzzed
@@ -226,6 +235,11 @@ def world(tmp_path_factory):
     w["corpus"] = text("corpus.txt", "\n".join(TEXT) + "\n")
     w["labelled"] = text("labelled.tsv", "".join(f"{t}\t{'pos' if 'cat' in t else 'neg'}\n" for t in TEXT))
     w["conversations"] = write_jsonl(root / "chat.jsonl", rows(8))
+    w["seeds"] = write_jsonl(root / "seeds.jsonl", [{"instruction": f"Say {t}.", "instances": [{"input": "", "output": t}],
+                                                     "is_classification": i < 2} for i, t in enumerate(TEXT[:9])])
+    w["alpaca"] = write_jsonl(root / "alpaca.jsonl", [{"instruction": t, "input": "", "output": "ok"} for t in TEXT[:2]])
+    w["mix_task"] = write_jsonl(root / "task.jsonl", [{"text": t, "label": t.split()[1]} for t in TEXT[:4]])
+    w["mix_templates"] = text("templates.json", json.dumps({"mine": [{"instruction": "{text}", "output": "{label}"}]}))
     w["chat_model"] = save_tiny(root / "chat_model")
     word = WordLevelTokenizer("word").train(TEXT)
     w["tokenizer"] = word.save(root / "tokenizer.json")

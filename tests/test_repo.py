@@ -15,7 +15,7 @@ LAYERS = {
     "train": 3, "peft": 3, "align": 3,
     "wordalign": 2,
     "generate": 4, "quant": 4,
-    "retrieval": 5, "eval": 5, "classify": 5, "agents": 5, "tagging": 5, "interp": 5,
+    "retrieval": 5, "eval": 5, "classify": 5, "agents": 5, "tagging": 5, "interp": 5, "instruct": 5,
     "cli": 6, "serve": 6,
 }
 # "package.module:Name" strings name a class that is imported later (models/directory.py's MODEL_TYPES)
