@@ -105,6 +105,8 @@ CHECKS: list[tuple[str, list[str], str]] = [  # the note of a row whose tests ch
     ("machine-text detection, AUROC", ["tests/test_detect.py::test_auroc_and_roc_curve_equal_scikit_learn"],
      "the metric against scikit-learn; the AUROCs only in the benchmark"),
     ("DANN on AG News", [], "the figures"),
+    ("LLaVA-style model on the digits", ["tests/test_llava.py::test_training_learns_from_the_picture_and_the_blind_model_cannot"],
+     "the method on a tiny model; the SmolLM2 figures only in the benchmark"),
     ("HumanEval in the sandbox", ["tests/test_eval_passk.py::test_humaneval_references_pass_and_their_wrong_versions_fail"],
      "the figure on a slice of the problems"),
     ("CLIP-style dual encoder on scikit-learn digits", [], "the figures"),
