@@ -88,6 +88,7 @@ CHECKS: list[tuple[str, list[str], str]] = [  # the note of a row whose tests ch
      "the method against XLNet's attention core; the losses only in the benchmark"),
     ("weight quantization of SmolLM2", [], "the figures (llama.cpp is a bench peer)"),
     ("int4 decode, SmolLM2 batch 1", [], "a timing"),
+    ("distillation of SmolLM2 into a half-depth student", [], "the figures"),
     ("hook points vs TransformerLens", ["tests/test_interp.py::test_cached_activations_match_transformer_lens",
                                        "tests/test_interp.py::test_logit_lens_matches_transformer_lens",
                                        "tests/test_interp.py::test_activation_patching_matches_transformer_lens",
