@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..core.errors import ConfigError, MissingDependencyError
+from ..core.errors import ConfigError
 from ..core.io import atomic_path
+from ..core.plotting import pyplot
 from ..core.validate import check_choice
 from .vectors import WordVectors
 
@@ -64,13 +65,7 @@ def plot_words(wv: WordVectors, words: Sequence[str], path: str | os.PathLike, m
         raise ConfigError(f"not in the vocabulary: {', '.join(missing)}", "choose words the vectors know")
     if len(words) < 3:
         raise ConfigError("plot at least three words")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependencyError("matplotlib", "plotting word vectors") from None
+    plt = pyplot("plotting word vectors")
     x = np.stack([wv.unit[wv.index[w]] for w in words]).astype(np.float64)
     xy = pca_2d(x) if method == "pca" else tsne_2d(x, perplexity=min(5.0, (len(words) - 1) / 3))
     fig, ax = plt.subplots(figsize=(7, 6))

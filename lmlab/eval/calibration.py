@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.errors import ConfigError, DataError, InputError, MissingDependencyError
+from ..core.errors import DataError, InputError
 from ..core.io import atomic_path
+from ..core.plotting import check_png, pyplot
 from ..core.validate import check_choice, check_number
 
 STRATEGIES = ("width", "mass")
@@ -178,15 +179,8 @@ def calibration_summary(logits: Sequence, labels: Sequence[int], temperature: fl
 def reliability_diagram(confidences: Sequence[float], correct: Sequence[float], path: str, *, n_bins: int = 15,
                         strategy: str = "width", title: str = "Reliability diagram") -> str:
     """Save a PNG: accuracy per confidence bin against the diagonal of perfect calibration."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependencyError("matplotlib", "the reliability diagram") from None
-    if not str(path).lower().endswith(".png"):
-        raise ConfigError(f"reliability diagram path {path!r} does not end in .png", "name a .png file")
+    plt = pyplot("the reliability diagram")
+    check_png(path, "reliability diagram")
     bins = calibration_bins(confidences, correct, n_bins, strategy)
     ece = float((bins.count * bins.gaps).sum() / bins.count.sum())
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)

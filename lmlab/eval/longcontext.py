@@ -27,6 +27,7 @@ import torch
 
 from ..core.errors import ConfigError, InputError
 from ..core.io import atomic_path
+from ..core.plotting import check_png, pyplot
 from ..core.progress import progress
 from ..core.validate import check_number
 from ..generate.engine import Engine, Request
@@ -123,13 +124,8 @@ def needle_grid(lm: Any, tokenizer: Any, haystack: Sequence[str], *, lengths: Se
 
 def heat_map(result: dict[str, Any], path: str) -> str:
     """Save a needle grid as a PNG heat map (depth down, context length across)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not str(path).lower().endswith(".png"):
-        raise ConfigError(f"heat map path {path!r} does not end in .png", "name a .png file")
+    plt = pyplot("the needle heat map")
+    check_png(path, "heat map")
     grid = torch.tensor(result["grid"]).T  # depths × lengths
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * grid.shape[1], 1.2 + 0.6 * grid.shape[0]), dpi=100)
     image = ax.imshow(grid.numpy(), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")

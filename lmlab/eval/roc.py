@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..core.errors import ConfigError, DataError, MissingDependencyError
+from ..core.errors import DataError
 from ..core.io import atomic_path
+from ..core.plotting import check_png, pyplot
 
 
 def _checked(scores: Sequence[float], labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -56,15 +57,8 @@ def roc_curve(scores: Sequence[float], labels: Sequence[int]) -> tuple[np.ndarra
 def plot_roc(curves: dict[str, tuple[Sequence[float], Sequence[int]]], path: str | os.PathLike, *,
              title: str = "ROC") -> str:
     """Save a PNG with one ROC curve per named (scores, labels) pair, its AUROC in the legend."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependencyError("matplotlib", "the ROC plot") from None
-    if not str(path).lower().endswith(".png"):
-        raise ConfigError(f"ROC plot path {str(path)!r} does not end in .png", "name a .png file")
+    plt = pyplot("the ROC plot")
+    check_png(path, "ROC plot")
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
     for name, (scores, labels) in curves.items():
         fpr, tpr = roc_curve(scores, labels)

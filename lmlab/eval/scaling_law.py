@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..core.errors import DataError
+from ..core.plotting import pyplot
 from ..core.validate import check_number
 
 #: the exponents Hoffmann et al. (2022) report for Approach 3, for comparison
@@ -297,12 +298,9 @@ def plot_law(report: dict, path, *, budgets: Sequence[float] | None = None) -> s
     dots, held-out runs as stars) with the fitted law's curves; right, iso-FLOP profiles — the predicted
     loss against N at fixed compute C = 6ND — with each profile's minimum and the compute-optimal
     frontier N_opt(C) through them. Returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..core.io import atomic_path
+
+    plt = pyplot("the scaling-law plot")
 
     law = ScalingLaw(**{k: report[k] for k in ("E", "A", "B", "alpha", "beta")})
     runs = report["fitted"] + report["heldout"]

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..core.errors import ConfigError, MissingDependencyError
+from ..core.errors import ConfigError
 from ..core.io import atomic_path
+from ..core.plotting import check_png, pyplot
 from ..core.progress import progress
 from ..core.validate import check_number
 from ..data.loaders import pad_batch
@@ -108,15 +109,8 @@ def plot_alignment(weights: torch.Tensor, source: Sequence[str], target: Sequenc
                    title: str = "attention", axes: tuple[str, str] = ("source", "output")) -> str:
     """Save a PNG heat map of ``weights`` [T, S]: output tokens down, source tokens across
     (``axes`` names the two: across, down)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependencyError("matplotlib", "the attention plot") from None
-    if not str(path).lower().endswith(".png"):
-        raise ConfigError(f"attention plot path {path!r} does not end in .png", "name a .png file")
+    plt = pyplot("the attention plot")
+    check_png(path, "attention plot")
     rows, cols = weights.shape
     fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * cols + 1.5), max(3.0, 0.35 * rows + 1.2)), dpi=100)
     ax.imshow(weights.numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")

@@ -6,7 +6,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..core.errors import MissingDependencyError
 from ..core.io import atomic_path, write_text
+from ..core.plotting import pyplot
 
 
 class MetricsLog:
@@ -47,11 +49,8 @@ def plot_metrics(records: list[dict], path: Path, extra: Sequence[str] = ()) -> 
     """Draw training loss (and eval loss), the learning rate and one panel per ``extra`` key (an
     objective's own measures: reward, KL, ...) against the step; False without matplotlib."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        plt = pyplot("the training plot")
+    except MissingDependencyError:
         return False
     train = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval_loss" in r]
