@@ -12,8 +12,6 @@ grouped by their n-gram's prefix, so only the small groups need sorting by word.
 
 from __future__ import annotations
 
-from array import array
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,18 +139,6 @@ def words_of(keys: list[np.ndarray], vocab_size: int, n: int) -> np.ndarray:
         return keys[0][:, None]
     prefix, word = np.divmod(keys[n - 1], vocab_size)
     return np.hstack([words_of(keys, vocab_size, n - 1)[prefix], word[:, None]])
-
-
-def pack_sentences(sequences: Iterable[list[int]], bos_id: int, eos_id: int) -> np.ndarray:
-    """Lay id sequences end to end as one int64 array with ``bos_id`` opening every sentence.
-
-    Each sequence holds one or more sentences, each ending with ``eos_id``.
-    """
-    buf = array("q")
-    for ids in sequences:
-        buf.extend(ids)
-    return open_sentences(np.frombuffer(buf, dtype=np.int64) if len(buf) else np.empty(0, dtype=np.int64),
-                          bos_id, eos_id)
 
 
 def open_sentences(ids: np.ndarray, bos_id: int, eos_id: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from ..core.errors import ConfigError, ModelError
 from ..core.progress import progress
 from ..core.validate import check_number
 from ..lm import LanguageModel, State, as_id_tensor
+from ..tokenizers.base import encode_documents
 from ..tokenizers.wordlevel import WordLevelTokenizer
 from .counts import (
     KeyIndex,
@@ -27,7 +28,6 @@ from .counts import (
     count_ngrams,
     lookup,
     open_sentences,
-    pack_sentences,
     suffix_rows,
 )
 from .smoothing import SMOOTHINGS, estimate
@@ -249,11 +249,9 @@ def fit_word_model(corpus: Iterable[str], *, order: int = 3, smoothing: str = "m
     """A word-level tokenizer trained on ``corpus`` and an order-``order`` model counted through it (the
     ``lmlab ngram train`` pipeline). The corpus is read once for both when it is a plain text file
     (``WordLevelTokenizer.train_encode``)."""
-    check_number("order", order, low=1, integer=True)
+    check_number("order", order, low=1, integer=True)  # before the corpus is read
     tokenizer = WordLevelTokenizer("word", min_count=min_count, max_size=max_vocab)
-    tokens = open_sentences(tokenizer.train_encode(corpus), tokenizer.bos_id, tokenizer.eos_id)
-    counts = count_ngrams(tokens, order, tokenizer.vocab_size, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-                          unk_id=tokenizer.unk_id, pad_id=tokenizer.pad_id)
+    counts = token_counts(tokenizer.train_encode(corpus), tokenizer, order)
     if smoothing == "jm" and options.get("lambdas") is None:
         options["lambdas"] = fit_jm_lambdas(corpus, tokenizer, order, heldout)
     return NgramLM.fit_counts(counts, smoothing, **options), tokenizer
@@ -261,14 +259,26 @@ def fit_word_model(corpus: Iterable[str], *, order: int = 3, smoothing: str = "m
 
 def corpus_counts(corpus: Iterable[str], tokenizer, order: int) -> NgramCounts:
     """Count every order up to ``order`` over documents encoded by ``tokenizer`` (``<s>`` … ``</s>``)."""
-    check_number("order", order, low=1, integer=True)
+    sentence_marks(tokenizer)  # before reading the corpus
+    docs = progress(corpus, desc="reading corpus", unit="doc")
+    return token_counts(encode_documents(tokenizer, docs), tokenizer, order)
+
+
+def sentence_marks(tokenizer) -> tuple[int, int]:
+    """The tokenizer's (<s>, </s>) ids, which every n-gram model needs."""
     bos, eos = tokenizer.bos_id, tokenizer.eos_id
     if bos is None or eos is None:
         raise ConfigError("an n-gram model needs a tokenizer with <s> and </s> tokens",
                           "use the word or char tokenizer (they define both)")
-    docs = progress(corpus, desc="reading corpus", unit="doc")
-    tokens = pack_sentences((tokenizer.encode(doc) + [eos] for doc in docs), bos, eos)
-    return count_ngrams(tokens, order, tokenizer.vocab_size, bos_id=bos, eos_id=eos,
+    return bos, eos
+
+
+def token_counts(ids: np.ndarray, tokenizer, order: int) -> NgramCounts:
+    """Count every order up to ``order`` over ``ids``: ``tokenizer``'s ids of sentences, each ending with
+    ``</s>`` (``encode_documents``, ``WordLevelTokenizer.train_encode``), laid end to end."""
+    check_number("order", order, low=1, integer=True)
+    bos, eos = sentence_marks(tokenizer)
+    return count_ngrams(open_sentences(ids, bos, eos), order, tokenizer.vocab_size, bos_id=bos, eos_id=eos,
                         unk_id=tokenizer.unk_id, pad_id=tokenizer.pad_id)
 
 
@@ -337,4 +347,4 @@ def fit_jm_lambdas(corpus: Iterable[str], tokenizer, order: int, heldout: Iterab
     return lambdas
 
 
-__all__ = ["NgramLM", "SMOOTHINGS", "corpus_counts", "fit_jm_lambdas", "fit_word_model", "pad_rows"]
+__all__ = ["NgramLM", "SMOOTHINGS", "corpus_counts", "fit_jm_lambdas", "fit_word_model", "pad_rows", "token_counts"]

@@ -13,9 +13,12 @@ import json
 import os
 import re
 from abc import ABC, abstractmethod
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..core.errors import ConfigError, ModelError
 from ..core.io import write_json
@@ -264,3 +267,17 @@ class TrainableTokenizer(Tokenizer):
     @abstractmethod
     def train(self, texts: Iterable[str]) -> TrainableTokenizer:
         """Learn the vocabulary from an iterable of documents; returns self."""
+
+
+def encode_documents(tokenizer: Tokenizer, documents: Iterable[str]) -> np.ndarray:
+    """Every document's ids followed by the tokenizer's ``</s>``, laid end to end as one int64 array — what
+    an n-gram counter reads."""
+    eos = tokenizer.eos_id
+    if eos is None:
+        raise ModelError("encoding documents with </s> needs a tokenizer with an end-of-sentence token",
+                         "use the word or char tokenizer (they define one)")
+    ids = array("q")
+    for doc in documents:
+        ids.extend(tokenizer.encode(doc))
+        ids.append(eos)
+    return np.frombuffer(ids, dtype=np.int64) if len(ids) else np.empty(0, dtype=np.int64)

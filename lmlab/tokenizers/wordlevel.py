@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain, repeat
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from ..core.errors import DataError, ModelError
 from ..core.progress import progress
 from ..core.validate import check_choice, check_number
-from .base import TrainableTokenizer
+from .base import TrainableTokenizer, encode_documents
 
 DEFAULT_SPECIALS = {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"}
 LEVELS = ("word", "char")
@@ -129,7 +129,7 @@ class WordLevelTokenizer(TrainableTokenizer):
             if ids is not None:
                 return ids
         self.train(corpus)
-        return np.fromiter(chain.from_iterable(self.encode(doc) + [self.ids[eos]] for doc in corpus), dtype=np.int64)
+        return encode_documents(self, corpus)
 
     def _train_encode_file(self, path: Path, eos: str) -> np.ndarray | None:
         from . import _wordlevel_kernels as kernels
