@@ -11,6 +11,7 @@ import torch
 
 from ..core.errors import ConfigError
 from ..core.validate import check_number
+from ..data.loaders import pad_batch
 from ..models.sentence_vae import CodeDecoder, SentenceVAE
 from .engine import Engine, Request
 
@@ -30,8 +31,6 @@ def decode_codes(vae: SentenceVAE, tokenizer: Any, z: torch.Tensor, *, max_new_t
 @torch.no_grad()
 def sentence_codes(vae: SentenceVAE, tokenizer: Any, sentences: list[str]) -> torch.Tensor:
     """The posterior mean (Gaussian) or mode (categorical, one-hot) code of each sentence [N, code width]."""
-    from ..data.loaders import pad_batch
-
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
     ids, mask = pad_batch([tokenizer.encode(s) + [tokenizer.eos_id] for s in sentences], pad)
     vae.eval()

@@ -8,7 +8,7 @@ the blind model trained the same way without the pictures.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,16 +26,18 @@ from .trainer import TrainConfig, TrainResult, train
 
 @dataclass(frozen=True)
 class Question:
-    """A question about a digit, how its answer follows from the label, and every answer it can have."""
+    """A question about a digit, every answer it can have, and which of them a label gets."""
 
     text: str
     answers: tuple[str, ...]
+    answer_index: Callable[[int], int]
 
     def answer(self, label: int) -> str:
-        return NAMES[label] if self.answers == NAMES else self.answers[label % 2]
+        return self.answers[self.answer_index(label)]
 
 
-QUESTIONS = (Question("Which digit is this?", NAMES), Question("Is it an even number?", ("yes", "no")))
+QUESTIONS = (Question("Which digit is this?", NAMES, lambda label: label),
+             Question("Is it an even number?", ("yes", "no"), lambda label: label % 2))
 
 
 def prompt(question: Question) -> str:
@@ -127,6 +129,6 @@ def answer_accuracy(model: VisionLanguageModel, tokenizer: Any, digits: Digits,
             for r, (i, c) in enumerate(chunk):
                 positions = torch.arange(len(head) - 1, len(head) + len(candidates[c]) - 1)
                 scores[i, c] = logp[r, positions, ids[r, positions + 1]].sum()
-        right = torch.tensor([q.answers.index(q.answer(y)) for y in digits.labels.tolist()])
+        right = torch.tensor([q.answer_index(y) for y in digits.labels.tolist()])
         out[q.text] = float((scores.argmax(-1) == right).float().mean())
     return out
