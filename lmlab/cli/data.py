@@ -146,10 +146,12 @@ def _counts_table(counts: dict) -> str:
 
 def run_self_instruct(args: argparse.Namespace) -> int:
     from ..core.progress import progress
+    from ..core.validate import check_number
     from ..data import dataset_file
     from ..instruct import read_seed_tasks, self_instruct
 
     check_outputs(args, files=("out",))
+    check_number("--num-instructions", args.num_instructions, low=1, integer=True)  # before the model loads
     seeds = read_seed_tasks(args.seeds or dataset_file("instructions", "seed"))
     model = _model(args)
     bar = progress(desc="instructions kept", total=args.num_instructions, unit="instr")

@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, dirs=("out",))
     for name in ("steps", "batch_size", "d_embed", "d_hidden", "d_latent"):
         check_number(name, getattr(args, name), low=1, integer=True)
+    check_number("--categories", args.categories, low=2, integer=True)
+    check_number("--tau", args.tau, low=0.0, low_inclusive=False)
     check_number("--interpolation-steps", args.interpolation_steps, low=2, integer=True)
     if args.interpolate and not args.latent:
         raise ConfigError("--interpolate walks between two codes; --no-latent trains a model without one",
