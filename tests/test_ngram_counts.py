@@ -89,3 +89,20 @@ def test_hashed_index_finds_what_binary_search_finds():
     queries = np.concatenate([rng.choice(keys, 3000), rng.integers(0, 10**9, 3000), [-1, -7]]).reshape(2, -1)
     assert np.array_equal(KeyIndex(keys).find(queries), lookup(keys, queries))
     assert KeyIndex(keys[:0]).find(np.array([3])).tolist() == [-1]
+
+
+@pytest.mark.parametrize("workers", [2, 3, 7])
+def test_counting_split_across_threads_equals_one_pass(workers, monkeypatch, no_progress):
+    """Order n is counted in ranges cut at prefix-group boundaries, one per thread: the joined tables
+    (keys, counts, suffixes, the rows lmplz flushes last) are those of one pass."""
+    import lmlab.ngram.counts as counts_module
+
+    tok = WordLevelTokenizer("word").train(MANY)
+    one = corpus_counts(from_texts(MANY), tok, 5)
+    monkeypatch.setattr(counts_module, "parallel_workers", lambda size: workers)
+    split = corpus_counts(from_texts(MANY), tok, 5)
+    for n in range(5):
+        assert np.array_equal(one.keys[n], split.keys[n])
+        assert np.array_equal(one.counts[n], split.counts[n])
+        assert np.array_equal(one.suffix[n], split.suffix[n])
+    assert one.kenlm_last == split.kenlm_last

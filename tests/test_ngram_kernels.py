@@ -105,3 +105,14 @@ def test_fast_reader_leaves_unusual_files_to_the_line_by_line_reader(tmp_path, s
     assert _read_fast(long_number) is None
     assert read_arpa(tmp_path / "m.arpa")[0].sizes() == lm.sizes()
 
+
+
+@pytest.mark.parametrize("workers", [2, 5])
+def test_sections_formatted_in_parts_on_threads_equal_one_pass(tmp_path, small_model, workers, monkeypatch,
+                                                               no_progress):
+    import lmlab.ngram.arpa as arpa_module
+
+    lm, tok = small_model
+    one = write_arpa(lm, tok, tmp_path / "one.arpa").read_bytes()
+    monkeypatch.setattr(arpa_module, "parallel_workers", lambda size: workers)
+    assert write_arpa(lm, tok, tmp_path / "split.arpa").read_bytes() == one

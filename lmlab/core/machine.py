@@ -30,3 +30,14 @@ def cpu_info() -> dict:
         pass
     return {"cpu": model, "cores": os.cpu_count(), "isa": [f for f in ISA_FLAGS if f in flags],
             "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports one, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parallel_workers(size: int, grain: int = 1 << 17) -> int:
+    """How many threads a GIL-free kernel over ``size`` items should be split across: one per usable
+    core, but none with fewer than ``grain`` items (a thread costs more than it saves there)."""
+    return max(1, min(usable_cores(), size // grain))

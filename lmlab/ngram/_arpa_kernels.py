@@ -318,25 +318,26 @@ def format_g7(out, pos, value):
 
 
 @njit(cache=True, nogil=True)
-def format_section(probs, prefix, word, bows, with_bows, vocab_bytes, vocab_offsets, prev_out, prev_spans):
-    """The lines of one ARPA section as UTF-8 bytes, ``prob<TAB>w1 … wn[<TAB>bow]``, and the [start,
-    end) of each line's words in them. Line i's words are those of line ``prefix[i]`` of the previous
-    section (``prev_spans`` into ``prev_out``; -1: none) followed by vocabulary entry ``word[i]``, so
-    no n-gram's words are ever gathered one by one."""
-    rows = probs.shape[0]
+def format_section(probs, prefix, word, bows, with_bows, vocab_bytes, vocab_offsets, prev_out, prev_spans, lo, hi):
+    """Lines ``lo:hi`` of one ARPA section as UTF-8 bytes, ``prob<TAB>w1 … wn[<TAB>bow]``, and the
+    [start, end) of each line's words in them. Line i's words are those of line ``prefix[i]`` of the
+    previous section (``prev_spans`` into ``prev_out``; -1: none) followed by vocabulary entry
+    ``word[i]``, so no n-gram's words are ever gathered one by one. Ranges are independent: threads
+    can format the parts of a section side by side."""
+    rows = hi - lo
     size = 0
-    for i in range(rows):
+    for i in range(lo, hi):
         size += 2 * 16 + 4 + vocab_offsets[word[i] + 1] - vocab_offsets[word[i]]
         if prefix[i] >= 0:
             size += prev_spans[prefix[i], 1] - prev_spans[prefix[i], 0]
     out = np.empty(size, dtype=np.uint8)
     spans = np.empty((rows, 2), dtype=np.int64)
     pos = 0
-    for i in range(rows):
+    for i in range(lo, hi):
         pos = format_g7(out, pos, probs[i])
         out[pos] = 9
         pos += 1
-        spans[i, 0] = pos
+        spans[i - lo, 0] = pos
         p = prefix[i]
         if p >= 0:
             for k in range(prev_spans[p, 0], prev_spans[p, 1]):
@@ -348,7 +349,7 @@ def format_section(probs, prefix, word, bows, with_bows, vocab_bytes, vocab_offs
         for k in range(vocab_offsets[w], vocab_offsets[w + 1]):
             out[pos] = vocab_bytes[k]
             pos += 1
-        spans[i, 1] = pos
+        spans[i - lo, 1] = pos
         if with_bows:
             out[pos] = 9
             pos = format_g7(out, pos + 1, bows[i])

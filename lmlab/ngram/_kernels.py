@@ -86,32 +86,52 @@ def _sort_group(positions, lo, hi, tokens):
     positions[lo:hi] = group[np.argsort(tokens[group], kind="mergesort")]
 
 
-@njit(cache=True)
-def next_order(tokens, depth, rows, by_row, n, vocab_size):
-    """Count order n from order n-1. ``rows[p]``: the row of the (n-1)-gram ending at position p
-    (-1 for none); ``by_row``: those positions ordered by that row (ties by position).
+@njit(cache=True, nogil=True)
+def first_positions(tokens, vocab_size):
+    """The first position of every id in ``tokens`` (``len(tokens)`` for ids that never occur): what
+    ``np.unique(tokens, return_index=True)`` finds by sorting, in one pass."""
+    first = np.full(vocab_size, tokens.shape[0], dtype=np.int64)
+    for i in range(tokens.shape[0] - 1, -1, -1):
+        first[tokens[i]] = i
+    return first
+
+
+@njit(cache=True, nogil=True)
+def group_boundary(rows, by_row, s):
+    """The first index at or after ``s`` where ``rows[by_row[i]]`` changes (or ``len(by_row)``): a place
+    to split ``by_row`` so that no n-gram prefix group straddles the cut."""
+    while 0 < s < by_row.shape[0] and rows[by_row[s]] == rows[by_row[s - 1]]:
+        s += 1
+    return min(max(s, 0), by_row.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def next_order(tokens, depth, rows, by_row, lo, hi, n, vocab_size, new_rows):
+    """Count order n from order n-1 over ``by_row[lo:hi]``. ``rows[p]``: the row of the (n-1)-gram
+    ending at position p (-1 for none); ``by_row``: those positions ordered by that row (ties by
+    position); ``lo``/``hi`` must not cut a group of equal rows (``group_boundary``).
 
     The n-gram ending at p is (row of the (n-1)-gram ending at p-1, token p), so the positions
     after ``by_row`` are already grouped by their n-gram's prefix; sorting each group by token
     orders them by n-gram. Returns (sorted packed keys ``prefix * vocab_size + token``, counts,
-    the row of the n-gram ending at each position (-1 for none), one position of each n-gram,
-    the positions ordered by n-gram row: the next order's ``by_row``)."""
+    one position of each n-gram, the positions ordered by n-gram: the next order's ``by_row``) and
+    sets ``new_rows[p]``, for each of those positions, to its n-gram's row counted from 0 in this
+    range. Ranges are independent (no shared writes), so two threads can count two halves."""
     size = tokens.shape[0]
-    positions = np.empty(by_row.shape[0], dtype=np.int64)
+    positions = np.empty(hi - lo, dtype=np.int64)
     m = 0
-    for q in by_row:
-        p = q + 1
+    for i in range(lo, hi):
+        p = by_row[i] + 1
         if p < size and depth[p] >= n - 1:
             positions[m] = p
             m += 1
     positions = positions[:m]
-    lo = 0
+    start = 0
     for i in range(1, m + 1):
-        if i == m or rows[positions[i] - 1] != rows[positions[lo] - 1]:
-            if i - lo > 1:
-                _sort_group(positions, lo, i, tokens)
-            lo = i
-    new_rows = np.full(size, -1, dtype=np.int64)
+        if i == m or rows[positions[i] - 1] != rows[positions[start] - 1]:
+            if i - start > 1:
+                _sort_group(positions, start, i, tokens)
+            start = i
     keys = np.empty(m, dtype=np.int64)
     counts = np.empty(m, dtype=np.int64)
     first = np.empty(m, dtype=np.int64)
@@ -128,4 +148,4 @@ def next_order(tokens, depth, rows, by_row, n, vocab_size):
             last_key = key
         counts[u] += 1
         new_rows[p] = u
-    return keys[:u + 1], counts[:u + 1], new_rows, first[:u + 1], positions
+    return keys[:u + 1], counts[:u + 1], first[:u + 1], positions

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..core.errors import DataError, InputError, ModelError
 from ..core.io import atomic_write
+from ..core.machine import parallel_workers, usable_cores
 from ..core.progress import progress
 from ..tokenizers import WordLevelTokenizer
 from .model import NgramLM
@@ -56,9 +57,11 @@ def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
     unigram_rows = np.array([i for i in range(lm.vocab_size) if i != lm.pad_id], dtype=np.int64)
     sizes = [len(unigram_rows)] + [len(k) for k in lm.keys[1:]]
     out = Path(path)
-    # one thread writes a section while the next is formatted (the kernel runs without the GIL); a single
-    # worker keeps the writes in order
-    with atomic_write(out, "wb") as fh, ThreadPoolExecutor(max_workers=1) as writer:
+    # one thread writes a section while the next is formatted (the kernel runs without the GIL, its parts
+    # side by side on every core); a single writer keeps the writes in order
+    workers = parallel_workers(max(sizes))
+    with (atomic_write(out, "wb") as fh, ThreadPoolExecutor(max_workers=1) as writer,
+          ThreadPoolExecutor(max_workers=workers) as formatters):
         pending = []
 
         def write(data: bytes | np.ndarray) -> None:
@@ -77,8 +80,15 @@ def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
                 probs[unigram_rows == lm.bos_id] = LOG_ZERO
             bows = _log10(lm.logbows[n - 1][rows])
             write(f"\n\\{n}-grams:\n".encode())
-            text, written = _arpa_kernels.format_section(probs, prefix, word, bows, n < lm.order, vocab_bytes,
-                                                         vocab_offsets, text, spans)
+            cuts = np.linspace(0, len(word), min(workers, parallel_workers(len(word))) + 1).astype(np.int64)
+            parts = list(formatters.map(lambda lo, hi, prev=text, prev_spans=spans: _arpa_kernels.format_section(
+                probs, prefix, word, bows, n < lm.order, vocab_bytes, vocab_offsets, prev, prev_spans, lo, hi),
+                cuts[:-1], cuts[1:]))
+            text, written = parts[0]
+            if len(parts) > 1:  # one buffer for the next section to read from, spans shifted into it
+                starts = np.cumsum([0] + [len(part_text) for part_text, _ in parts[:-1]])
+                written = np.concatenate([part_spans + start for (_, part_spans), start in zip(parts, starts)])
+                text = np.concatenate([part_text for part_text, _ in parts])
             write(text)  # the next section only reads it
             if n == 1:  # order 2 names its prefixes by id; the padding id has no line
                 spans[unigram_rows] = written
@@ -157,7 +167,7 @@ def _read_fast(raw: bytes) -> tuple[list[str], dict] | None:
         return None
     sections = {1: (_natural(probs), None, _natural(bows))}
     higher = sorted(range(2, max(declared) + 1), key=lambda n: -declared[n] * n)  # the longest first
-    with ThreadPoolExecutor(max_workers=max(1, min(len(higher), os.cpu_count() or 1))) as pool:  # nogil kernel
+    with ThreadPoolExecutor(max_workers=max(1, min(len(higher), usable_cores()))) as pool:  # nogil kernel
         parsed = dict(zip(higher, pool.map(lambda n: _arpa_kernels.parse_section(
             buf, *bodies[n], n, declared[n], slots, rows), higher), strict=True))
     for n in range(2, max(declared) + 1):
@@ -295,7 +305,7 @@ def _build(words: list[str], sections: dict, path: Path, smoothing: str) -> tupl
     # in word order (how lmlab writes them; lmplz lists them by their last words) the prefix lookups
     # below ascend, and the keys come out sorted; the orders sort at once (the kernel runs without the GIL)
     higher = range(2, order + 1)
-    with ThreadPoolExecutor(max_workers=max(1, min(len(higher), os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(higher), usable_cores()))) as pool:
         word_orders = dict(zip(higher, pool.map(lambda n: _kernels.lexicographic_order(sections[n][1], V), higher),
                                strict=True))
     for n in higher:

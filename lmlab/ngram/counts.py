@@ -12,11 +12,13 @@ grouped by their n-gram's prefix, so only the small groups need sorting by word.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.errors import DataError
+from ..core.machine import parallel_workers
 from ..core.progress import progress
 from ..core.validate import check_number
 
@@ -172,15 +174,45 @@ def count_ngrams(tokens: np.ndarray, order: int, vocab_size: int, *, bos_id: int
     last = kenlm_last_position(tokens, starts[sentence], order, bos_id, eos_id, unk_id)
     kenlm_last = [int(tokens[last])]
     by_row = _kernels.sort_by(tokens, vocab_size, np.arange(len(tokens)))  # positions in order-1 row order
-    for n in progress(range(2, order + 1), desc="counting n-grams", unit="order"):
-        uniq, cnt, new_rows, first, by_row = _kernels.next_order(tokens, depth, rows, by_row, n, vocab_size)
-        keys.append(uniq)
-        counts.append(cnt)
-        suffix.append(rows[first])  # the (n-1)-gram ending at the same position
-        rows = new_rows
-        kenlm_last.append(int(rows[last]))
+    workers = parallel_workers(len(tokens))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for n in progress(range(2, order + 1), desc="counting n-grams", unit="order"):
+            uniq, cnt, new_rows, first, by_row = next_order(tokens, depth, rows, by_row, n, vocab_size, pool, workers)
+            keys.append(uniq)
+            counts.append(cnt)
+            suffix.append(rows[first])  # the (n-1)-gram ending at the same position
+            rows = new_rows
+            kenlm_last.append(int(rows[last]))
     return NgramCounts(vocab_size, keys, counts, suffix, bos_id=bos_id, eos_id=eos_id, unk_id=unk_id,
                        pad_id=pad_id, kenlm_last=kenlm_last[:-1])
+
+
+def next_order(tokens: np.ndarray, depth: np.ndarray, rows: np.ndarray, by_row: np.ndarray, n: int,
+               vocab_size: int, pool: ThreadPoolExecutor, workers: int) -> tuple[np.ndarray, ...]:
+    """Order n from order n-1 (``_kernels.next_order``), ``by_row`` cut into ``workers`` ranges at
+    prefix-group boundaries and counted on the pool's threads (the kernel releases the GIL); the
+    ranges' n-grams follow each other in key order, so joining them keeps every table sorted.
+    Returns (keys, counts, the row of the n-gram ending at each position or -1, one position of
+    each n-gram, the positions ordered by n-gram row)."""
+    from . import _kernels
+
+    new_rows = np.full(len(tokens), -1, dtype=np.int64)
+    cuts = [0]
+    for w in range(1, workers):
+        cuts.append(max(cuts[-1], _kernels.group_boundary(rows, by_row, len(by_row) * w // workers)))
+    cuts.append(len(by_row))
+    parts = list(pool.map(lambda lo, hi: _kernels.next_order(tokens, depth, rows, by_row, lo, hi, n, vocab_size,
+                                                             new_rows), cuts[:-1], cuts[1:]))
+    offset = 0
+    for part_keys, _, _, positions in parts:
+        if offset:
+            new_rows[positions] += offset  # each range numbered its n-grams from 0
+        offset += len(part_keys)
+    if len(parts) == 1:
+        part_keys, part_counts, first, positions = parts[0]
+        return part_keys, part_counts, new_rows, first, positions
+    return (*(np.concatenate([part[k] for part in parts]) for k in range(2)), new_rows,
+            *(np.concatenate([part[k] for part in parts]) for k in (2, 3)))
 
 
 def kenlm_last_position(tokens: np.ndarray, start: np.ndarray, order: int, bos_id: int, eos_id: int | None,
@@ -192,12 +224,16 @@ def kenlm_last_position(tokens: np.ndarray, start: np.ndarray, order: int, bos_i
     statistics (``adjust_counts.cc``) add the lower-order suffixes of this one n-gram with their
     raw counts instead of their adjusted counts; ``smoothing`` reproduces that for parity.
     """
+    from . import _kernels
+
     vocab = int(tokens.max()) + 1
-    uniq, first = np.unique(tokens, return_index=True)
-    specials = [i for i in (unk_id, bos_id, eos_id) if i is not None]
-    by_appearance = [w for w in uniq[np.argsort(first, kind="stable")] if w not in specials]
+    first = _kernels.first_positions(tokens, vocab)
+    specials = np.array([i for i in (unk_id, bos_id, eos_id) if i is not None and i < vocab], dtype=np.int64)
+    first[specials] = len(tokens)  # numbered apart, below
+    seen = np.flatnonzero(first < len(tokens))
+    by_appearance = seen[np.argsort(first[seen])]  # positions are distinct: no ties
     rank = np.zeros(vocab, dtype=np.int64)
-    rank[np.asarray(by_appearance, dtype=np.int64)] = np.arange(len(by_appearance)) + 3
+    rank[by_appearance] = np.arange(len(by_appearance)) + 3
     for special, r in ((unk_id, 0), (bos_id, 1), (eos_id, 2)):
         if special is not None and special < vocab:
             rank[special] = r
