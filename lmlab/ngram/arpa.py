@@ -13,6 +13,7 @@ import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +82,13 @@ def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
             bows = _log10(lm.logbows[n - 1][rows])
             write(f"\n\\{n}-grams:\n".encode())
             cuts = np.linspace(0, len(word), min(workers, parallel_workers(len(word))) + 1).astype(np.int64)
-            parts = list(formatters.map(lambda lo, hi, prev=text, prev_spans=spans: _arpa_kernels.format_section(
-                probs, prefix, word, bows, n < lm.order, vocab_bytes, vocab_offsets, prev, prev_spans, lo, hi),
-                cuts[:-1], cuts[1:]))
+            section = partial(_arpa_kernels.format_section, probs, prefix, word, bows, n < lm.order, vocab_bytes,
+                              vocab_offsets, text, spans)
+            parts = list(formatters.map(section, cuts[:-1], cuts[1:]))
             text, written = parts[0]
             if len(parts) > 1:  # one buffer for the next section to read from, spans shifted into it
                 starts = np.cumsum([0] + [len(part_text) for part_text, _ in parts[:-1]])
-                written = np.concatenate([part_spans + start for (_, part_spans), start in zip(parts, starts)])
+                written = np.concatenate([part_spans + start for (_, part_spans), start in zip(parts, starts, strict=True)])
                 text = np.concatenate([part_text for part_text, _ in parts])
             write(text)  # the next section only reads it
             if n == 1:  # order 2 names its prefixes by id; the padding id has no line
