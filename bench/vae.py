@@ -5,7 +5,7 @@ cyclical annealing (Fu et al., 2019) and free bits (Kingma et al., 2016); each r
 validation sentences, the NLL bound per token and its perplexity (exact for the LM), the KL per
 sentence and the active units.
 
-Run: LMLAB_DATA=/path/to/shared/data python bench/vae.py [--steps 600] [--valid 1000]
+Run: LMLAB_DATA=/path/to/shared/data python bench/vae.py [--steps 600] [--valid 1000] [--runs NAME …]
 The last line printed is one JSON object.
 """
 
@@ -34,6 +34,16 @@ def lines(split: str) -> list[str]:
     return [line.strip() for line in open(DATA / "ptb" / f"ptb.{split}.txt", encoding="utf-8") if line.strip()]
 
 
+#: the objective of each configuration, given the steps and the tokenizer
+RUNS = {
+    "lstm_lm": lambda steps, tok: ELBO(steps, latent=False),
+    "vae_plain": lambda steps, tok: ELBO(steps),
+    "vae_linear_word_dropout": lambda steps, tok: ELBO(steps, schedule="linear", word_dropout=0.25,
+                                                       unk_id=tok.unk_id),
+    "vae_cyclical_free_bits": lambda steps, tok: ELBO(steps, schedule="cyclical", cycles=4, free_bits=0.25),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=600)
@@ -41,6 +51,8 @@ def main() -> None:
     parser.add_argument("--valid", type=int, default=1000, help="validation sentences (0 = all)")
     parser.add_argument("--d-latent", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS),
+                        help="configurations to train (each is seeded alike: one at a time gives the same figures)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     train_text, valid_text = lines("train"), lines("valid")
@@ -50,12 +62,7 @@ def main() -> None:
                                  eos_id=tok.eos_id, pad_id=tok.pad_id)
              for name, text in (("train", train_text), ("valid", valid_text))}
     steps = args.steps
-    runs = {
-        "lstm_lm": ELBO(steps, latent=False),
-        "vae_plain": ELBO(steps),
-        "vae_linear_word_dropout": ELBO(steps, schedule="linear", word_dropout=0.25, unk_id=tok.unk_id),
-        "vae_cyclical_free_bits": ELBO(steps, schedule="cyclical", cycles=4, free_bits=0.25),
-    }
+    runs = {name: RUNS[name](steps, tok) for name in args.runs}
     out: dict = {"steps": steps, "batch_size": args.batch_size, "d_latent": args.d_latent, "vocab": tok.vocab_size,
                  "valid_sentences": len(valid_text), "load_before": os.getloadavg()[0]}
     for name, objective in runs.items():
