@@ -113,6 +113,7 @@ CHECKS: list[tuple[str, list[str], str]] = [  # the note of a row whose tests ch
      "the figure on a slice of the problems"),
     ("CLIP-style dual encoder on scikit-learn digits", [], "the figures"),
     ("SimCSE on all-MiniLM-L6-v2", [], "the figures"),
+    ("DQN on CartPole-v1", [], "the figures (tests/test_align_dqn.py checks DQN's parts by hand and a short run)"),
     ("sentence VAE on PTB", ["tests/test_vae.py::test_vae_carries_random_sentences_through_its_code_where_an_lm_cannot",
                              "tests/test_vae.py::test_gaussian_kl_equals_torch_distributions"],
      "the method on a toy set (a code the decoder uses, KL against torch.distributions); the PTB figures only in the benchmark"),
