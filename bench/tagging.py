@@ -37,7 +37,7 @@ RUNS = {
     "ner-bilstm-crf": ("ner", dict(kind="bilstm", crf=True, epochs=10, batch_size=32)),
     "ner-bilstm": ("ner", dict(kind="bilstm", crf=False, epochs=10, batch_size=32)),
     "pos-bilstm": ("pos", dict(kind="bilstm", crf=False, epochs=5, batch_size=32)),
-    "pos-minilm": ("pos", dict(kind="encoder", backbone="minilm", crf=False, epochs=2, batch_size=32)),
+    "pos-minilm": ("pos", dict(kind="encoder", backbone="minilm", crf=False, epochs=3, batch_size=32)),
 }
 
 
