@@ -12,7 +12,9 @@ Sections (``--sections``, all by default):
   setting (``--long-settings``), on the embedded corpus; the heat maps go to ``--plots``.
 * ``ruler`` — the RULER-style score (multi-key retrieval, variable tracking, common words) per setting.
 * ``stream`` — perplexity of ``--stream-tokens`` tokens of WikiText-2 test fed in chunks: StreamingLLM
-  (4 sinks + window), the same window without sinks, and the full cache (which stops at the context).
+  (4 sinks + window), the same window without sinks, the full cache (which stops at the context), and
+  the full cache restarted at every segment (how hard each segment's text is on its own: each setting
+  also reports its per-segment ratio to it).
 * ``server`` — ``--clients`` concurrent conversations of ``--server-context`` tokens through the
   server's scheduler per setting: the peak KV bytes held, and how many such conversations fit in the
   memory the full fp32 cache needed (the capacity ratio).
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -182,24 +185,46 @@ def long_context(task: str, lm, tokenizer, args) -> list[dict]:
     return out
 
 
+STREAM_SETTINGS = ("streaming", "window", "full", "fresh")
+
+
 def stream(lm, tokenizer, args) -> list[dict]:
+    """The stream through each of ``--stream-settings``: StreamingLLM (4 sinks), the same budget as a
+    window without sinks, the full cache (stops at the context), and ``fresh`` — the full cache
+    restarted at every segment, the reference for how hard each segment's text is on its own."""
     from lmlab.eval.longcontext import stream_perplexity
 
     ids = text_ids(tokenizer, Path(args.data) / "wikitext-2" / "test.txt", args.stream_tokens)
-    configs = {"streaming (4 sinks)": cache_settings("streaming", args.stream_budget, sinks=4),
-               "window, no sinks": cache_settings("streaming", args.stream_budget, sinks=0),
-               "full cache": None}
+    configs = {"streaming": ("streaming (4 sinks)", cache_settings("streaming", args.stream_budget, sinks=4)),
+               "window": ("window, no sinks", cache_settings("streaming", args.stream_budget, sinks=0)),
+               "full": ("full cache", None), "fresh": ("full cache, restarted every segment", None)}
     out = []
-    for name, kv in configs.items():
+    for key in args.stream_settings.split(","):
+        name, kv = configs[key]
         log(f"stream {name}")
-        result = stream_perplexity(lm, ids, kv_cache=kv, chunk=args.chunk, segment=args.segment)
-        first = result["segments"][0]["perplexity"]
+        if key == "fresh":
+            parts = [stream_perplexity(lm, ids[a:a + args.segment + 1], chunk=args.chunk, segment=args.segment)
+                     for a in range(0, len(ids) - 1, args.segment)]
+            segments = [p["perplexity"] for p in parts]
+            scored = sum(p["scored"] for p in parts)
+            nll = sum(math.log(p["perplexity"]) * p["scored"] for p in parts) / scored
+            result = {"perplexity": math.exp(nll), "scored": scored, "stopped_at": None,
+                      "kv_cache_bytes": max(p["kv_cache_bytes"] for p in parts)}
+        else:
+            result = stream_perplexity(lm, ids, kv_cache=kv, chunk=args.chunk, segment=args.segment)
+            segments = [s["perplexity"] for s in result["segments"]]
         out.append({"setting": name, "budget": None if kv is None else args.stream_budget,
-                    "perplexity": result["perplexity"], "first_segment": first,
-                    "worst_vs_first": max(s["perplexity"] for s in result["segments"]) / first,
-                    "segments": [round(s["perplexity"], 3) for s in result["segments"]],
+                    "perplexity": result["perplexity"], "first_segment": segments[0],
+                    "worst_vs_first": max(segments) / segments[0],
+                    "segments": [round(p, 3) for p in segments],
                     "scored": result["scored"], "stopped_at": result["stopped_at"],
                     "kv_cache_bytes": result["kv_cache_bytes"]})
+    fresh = next((r for r in out if r["setting"].startswith("full cache, restarted")), None)
+    for r in out:
+        if fresh is not None and r is not fresh:  # per segment, against the same text read on its own
+            ratios = [a / b for a, b in zip(r["segments"], fresh["segments"], strict=False)]
+            r["vs_fresh_per_segment"] = [round(x, 3) for x in ratios]
+            r["worst_vs_fresh"] = max(ratios)
     return out
 
 
@@ -248,6 +273,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--stream-tokens", type=int, default=32768)
     ap.add_argument("--stream-budget", type=int, default=1024)
+    ap.add_argument("--stream-settings", default=",".join(STREAM_SETTINGS),
+                    help=f"comma-separated, from: {', '.join(STREAM_SETTINGS)}")
     ap.add_argument("--chunk", type=int, default=64)
     ap.add_argument("--segment", type=int, default=2048)
     ap.add_argument("--clients", type=int, default=16)
@@ -256,6 +283,9 @@ def main() -> None:
     ap.add_argument("--plots", default=None, help="directory for the needle heat maps")
     ap.add_argument("--out", default=None, help="also write the results so far to this JSON file after each section")
     args = ap.parse_args()
+    unknown = set(args.stream_settings.split(",")) - set(STREAM_SETTINGS)
+    if unknown:
+        ap.error(f"--stream-settings: unknown {', '.join(sorted(unknown))}; choose from {', '.join(STREAM_SETTINGS)}")
     if args.quick:
         args.contexts, args.repeats, args.new = "1024,2048", 1, 16
         args.needle_lengths, args.trials = "512,1024", 1
