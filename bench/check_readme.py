@@ -83,6 +83,7 @@ CHECKS: list[tuple[str, list[str], str]] = [  # the note of a row whose tests ch
     ("KV-cache policies against kvpress", ["tests/test_kvcache_kvpress.py::test_same_kept_positions_and_next_token_logits_as_kvpress"],
      "the figure: kept positions and logits against kvpress (installed by the test command)"),
     ("server capacity, 16 clients", [], "the figures"),
+    ("32k-token WikiText-2 stream through SmolLM2", [], "the figures (tests check StreamingLLM keeps exactly sinks + window)"),
     ("needle in a haystack at 4 096 tokens", [], "the figures"),
     ("Transformer-XL segment memory on tiny Shakespeare", ["tests/test_xl_positions.py::test_attention_equals_xlnet_relative_attention_core"],
      "the method against XLNet's attention core; the losses only in the benchmark"),
