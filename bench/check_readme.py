@@ -125,6 +125,7 @@ CHECKS: list[tuple[str, list[str], str]] = [  # the note of a row whose tests ch
     ("T5 relative position bias", ["tests/test_seq2seq_t5.py::test_buckets_equal_transformers",
                                    "tests/test_encoder_hf.py::test_masked_lm_directory_loads_with_its_head_and_matches_transformers"],
      "the figure: buckets exact, states and logits within 1e-5"),
+    ("copy mechanism (pointer-generator) on Multi30k", [], "the figures (tests/test_rnn_seq2seq.py checks the pointer-generator mixture by hand)"),
     ("Multi30k 2016 test de→en BLEU", ["tests/test_seq2seq_pretrain.py::test_pretrain_seq2seq_learns_a_toy_translation_and_translates",
                                        "tests/test_eval_generation.py::test_bleu_equals_sacrebleu_on_multi30k"],
      "the pipeline on a toy translation and BLEU against sacrebleu; the trained models' BLEU only in the benchmark"),
