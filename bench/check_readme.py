@@ -118,6 +118,7 @@ CHECKS: list[tuple[str, list[str], str]] = [  # the note of a row whose tests ch
      "the figure on a slice of the problems"),
     ("CLIP-style dual encoder on scikit-learn digits", [], "the figures"),
     ("SimCSE on all-MiniLM-L6-v2", [], "the figures"),
+    ("reward model and DPO on SmolLM2-135M-Instruct", ["tests/test_align_trl.py::test_dpo_family_equals_trl"], "the DPO losses against TRL; the behaviour figures only in the benchmark"),
     ("GRPO on SmolLM2-135M-Instruct", ["tests/test_align_trl.py::test_grpo_loss_equals_trl", "tests/test_align_trl.py::test_grpo_advantages_equal_trl"], "the per-token loss against TRL; the behaviour figures only in the benchmark"),
     ("DQN on CartPole-v1", [], "the figures (tests/test_align_dqn.py checks DQN's parts by hand and a short run)"),
     ("sentence VAE on PTB", ["tests/test_vae.py::test_vae_carries_random_sentences_through_its_code_where_an_lm_cannot",
