@@ -81,7 +81,7 @@ def write_arpa(lm: NgramLM, tokenizer, path: str | os.PathLike) -> Path:
                 probs[unigram_rows == lm.bos_id] = LOG_ZERO
             bows = _log10(lm.logbows[n - 1][rows])
             write(f"\n\\{n}-grams:\n".encode())
-            cuts = np.linspace(0, len(word), min(workers, parallel_workers(len(word))) + 1).astype(np.int64)
+            cuts = np.linspace(0, len(word), parallel_workers(len(word)) + 1).astype(np.int64)
             section = partial(_arpa_kernels.format_section, probs, prefix, word, bows, n < lm.order, vocab_bytes,
                               vocab_offsets, text, spans)
             parts = list(formatters.map(section, cuts[:-1], cuts[1:]))
